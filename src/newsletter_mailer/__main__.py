@@ -1,0 +1,3 @@
+from newsletter_mailer.cli import main
+
+main()

@@ -1,0 +1,118 @@
+"""Pre-flight checks on a composed issue: what would hurt delivery or readers.
+
+Run by `compose` (shown), `check` (exit code) and `send` (errors stop the send).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from typing import Literal
+
+from newsletter_mailer.compose import UNSUBSCRIBE, Composed
+
+GMAIL_CLIP = 102 * 1024
+SIZE_WARN = 90 * 1024
+SUBJECT_PREVIEW = 60
+PREHEADER_PREVIEW = 100
+_ABSOLUTE = ("http://", "https://", "mailto:")
+
+
+@dataclass(frozen=True)
+class Check:
+    level: Literal["ok", "warning", "error"]
+    message: str
+
+
+class _Scan(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.images_without_alt: list[str] = []
+        self.images = 0
+        self.hrefs: list[str] = []
+        self.stylesheets: list[str] = []
+        self.style = False
+        self.imports = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images += 1
+            if a.get("alt") is None:
+                self.images_without_alt.append(a.get("src") or "?")
+        elif tag == "a" and a.get("href") is not None:
+            self.hrefs.append(a["href"] or "")
+        elif tag == "link" and "stylesheet" in (a.get("rel") or "").lower():
+            self.stylesheets.append(a.get("href") or "?")
+        elif tag == "style":
+            self.style = True
+
+    def handle_endtag(self, tag):
+        if tag == "style":
+            self.style = False
+
+    def handle_data(self, data):
+        if self.style and "@import" in data:
+            self.imports += 1
+
+
+def run_checks(c: Composed) -> list[Check]:
+    out: list[Check] = []
+    subject, preheader, html, text = c.sample()
+    size = len(html.encode("utf-8"))
+    kb = f"{size / 1024:.1f} KB"
+    if size > GMAIL_CLIP:
+        out.append(Check("error", f"HTML is {kb}: Gmail clips messages over 102 KB; shorten the issue"))
+    elif size > SIZE_WARN:
+        out.append(Check("warning", f"HTML is {kb}: close to Gmail's 102 KB clipping limit"))
+    else:
+        out.append(Check("ok", f"HTML size {kb} (Gmail clips at 102 KB)"))
+
+    scan = _Scan()
+    scan.feed(html)
+    if scan.images_without_alt:
+        out.append(Check("error", f"{len(scan.images_without_alt)} image(s) without alt text: "
+                                  + ", ".join(scan.images_without_alt[:3])))
+    else:
+        out.append(Check("ok", f"all {scan.images} images have alt text"))
+    relative = [h for h in scan.hrefs if not h.strip().lower().startswith(_ABSOLUTE)]
+    if relative:
+        out.append(Check("error", f"{len(relative)} link(s) not absolute: " + ", ".join(relative[:3])))
+    else:
+        out.append(Check("ok", f"all {len(scan.hrefs)} links are absolute"))
+    if scan.stylesheets or scan.imports:
+        out.append(Check("error", "remote stylesheet (<link rel=stylesheet> or @import): mail clients ignore it"))
+    else:
+        out.append(Check("ok", "no remote stylesheets"))
+
+    unsub_field = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
+    unsub_in_html = unsub_field is not None and unsub_field in c.html.used
+    has_source = bool(c.settings.unsubscribe_url or c.settings.delivery.sendgrid.asm_group_id)
+    if not unsub_in_html:
+        out.append(Check("error", "no unsubscribe link in the email: the template must use {{ unsubscribe_url }}"))
+    elif not has_source:
+        out.append(Check("error", "no unsubscribe address: set unsubscribe_url in newsletter.toml "
+                                  "(or delivery.sendgrid.asm_group_id)"))
+    else:
+        out.append(Check("ok", "unsubscribe link present"))
+    from html import escape
+    if escape(c.settings.postal_address) not in html or c.settings.postal_address not in text:
+        out.append(Check("error", "postal address missing from the email (bulk-mail law expects it)"))
+    else:
+        out.append(Check("ok", "postal address present"))
+
+    if len(subject) > SUBJECT_PREVIEW:
+        out.append(Check("warning", f"subject is {len(subject)} characters: inboxes show about {SUBJECT_PREVIEW}"))
+    else:
+        out.append(Check("ok", f"subject length {len(subject)}"))
+    if not preheader:
+        out.append(Check("warning", "no preheader: inboxes will preview the first text of the email instead"))
+    elif len(preheader) > PREHEADER_PREVIEW:
+        out.append(Check("warning", f"preheader is {len(preheader)} characters: inboxes show about {PREHEADER_PREVIEW}"))
+    else:
+        out.append(Check("ok", f"preheader length {len(preheader)}"))
+    return out
+
+
+def errors(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.level == "error"]

@@ -1,0 +1,25 @@
+"""The one exception type the CLI turns into a single clean line."""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """A problem the user can fix: says where (file, line, field) and what to do."""
+
+    def __init__(self, message: str, *, path: object | None = None, line: int | None = None,
+                 field: str | None = None, hint: str | None = None, exit_code: int = 2):
+        self.message = message
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.field = field
+        self.hint = hint
+        self.exit_code = exit_code
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = ""
+        if self.path:
+            where = self.path + (f":{self.line}" if self.line else "") + ": "
+        field = f"{self.field}: " if self.field else ""
+        hint = f" ({self.hint})" if self.hint else ""
+        return f"{where}{field}{self.message}{hint}"

@@ -1,0 +1,84 @@
+"""Per-recipient filling: the hot path (step 5).
+
+A finished document (subject, inlined HTML, text) is split once on its merge-field
+tokens into literal parts; per recipient the values are slotted in and joined.
+Nothing is re-rendered, re-compiled or re-inlined per recipient, and subscriber
+values are data, never templates: `{{ 7*7 }}` in a name arrives as those characters.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+from newsletter_mailer.mergefields import Field
+
+# Fields every recipient has, whatever the list's columns.
+BUILTIN_FIELDS = frozenset({"email", "name", "unsubscribe_url", "web_url"})
+
+
+@dataclass(frozen=True)
+class Template:
+    """Literal parts with slots between them; slots[i] is the field index of the i-th gap."""
+
+    parts: tuple[str, ...]
+    slots: tuple[int, ...]
+
+    @classmethod
+    def split(cls, text: str, token_re: re.Pattern[str]) -> Template:
+        pieces = token_re.split(text)
+        return cls(tuple(pieces[0::2]), tuple(int(i) for i in pieces[1::2]))
+
+    def fill(self, values: Sequence[str]) -> str:
+        parts = self.parts
+        out = [parts[0]]
+        for i, slot in enumerate(self.slots, 1):
+            out.append(values[slot])
+            out.append(parts[i])
+        return "".join(out)
+
+    def map_parts(self, fn: Callable[[str], str]) -> Template:
+        return Template(tuple(fn(p) for p in self.parts), self.slots)
+
+    @property
+    def used(self) -> frozenset[int]:
+        return frozenset(self.slots)
+
+
+def escape_all(values: Sequence[str]) -> list[str]:
+    return [html.escape(v) for v in values]
+
+
+class Filler:
+    """Turns one recipient into the list of raw values, in field order, once per recipient."""
+
+    def __init__(self, fields: Sequence[Field], web_url: str):
+        self.fields = tuple(fields)
+        self.web_url = web_url
+
+    def missing(self, columns: frozenset[str]) -> list[str]:
+        """Fields the list cannot fill and that have no default: an error before sending."""
+        return sorted({f.name for f in self.fields
+                       if f.default is None and f.name not in BUILTIN_FIELDS and f.name not in columns})
+
+    def values(self, email: str, name: str, extra: Mapping[str, str], unsubscribe_url: str) -> list[str]:
+        out = []
+        for f in self.fields:
+            n = f.name
+            if n == "email":
+                v = email
+            elif n == "name":
+                v = name
+            elif n == "unsubscribe_url":
+                v = unsubscribe_url
+            elif n == "web_url":
+                v = self.web_url
+            else:
+                v = extra.get(n, "")
+            out.append(v if v else (f.default or ""))
+        return out
+
+    def defaults(self, unsubscribe_url: str = "") -> list[str]:
+        return self.values("", "", {}, unsubscribe_url)

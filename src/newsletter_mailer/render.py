@@ -1,0 +1,117 @@
+"""Jinja renders the MJML and text templates from an issue (step 2 of the pipeline).
+
+Templates are found on a search path: the user's `templates/` folder next to
+newsletter.toml first, then the built-in ones. Content merge fields arrive here
+already turned into tokens (see mergefields), so they pass through as plain text.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from newsletter_mailer import markdown
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.mergefields import FieldTable
+from newsletter_mailer.schema import Issue
+from newsletter_mailer.settings import Settings
+
+EMAIL_TEMPLATE = "email.mjml.j2"
+TEXT_TEMPLATE = "email.txt.j2"
+
+
+def builtin_templates() -> Path:
+    """Inside an installed wheel the templates sit in the package; in a checkout, at the root."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "templates"
+    return packaged if packaged.is_dir() else here.parents[1] / "templates"
+
+
+def search_path(settings_dir: Path | None) -> list[str]:
+    paths = []
+    if settings_dir is not None and (settings_dir / "templates").is_dir():
+        paths.append(str(settings_dir / "templates"))
+    paths.append(str(builtin_templates()))
+    return paths
+
+
+@lru_cache(maxsize=8)
+def environment(paths: tuple[str, ...]) -> jinja2.Environment:
+    # auto_reload lets the watch server pick up edited templates from a cached environment.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(list(paths)),
+        autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        auto_reload=True,
+    )
+
+
+@dataclass(frozen=True)
+class View:
+    """What the templates see: the issue with merge fields as tokens, Markdown rendered."""
+
+    context: dict[str, Any]
+
+
+def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -> View:
+    tok = table.tokenize
+    sections = []
+    for s in issue.sections:
+        body = tok(s.body)
+        sections.append({
+            "heading": tok(s.heading),
+            "body_html": Markup(markdown.to_html(body)),
+            "body_text": markdown.to_text(body),
+            "image": None if s.image is None else {
+                "src": s.image.src, "alt": tok(s.image.alt),
+                "href": tok(s.image.href) if s.image.href else None},
+            "links": [{"text": tok(l.text), "url": tok(l.url), "label": tok(l.label) if l.label else None}
+                      for l in s.links],
+        })
+    intro = tok(issue.intro) if issue.intro else ""
+    d = issue.date
+    return View({
+        "settings": settings,
+        "brand": settings.brand,
+        "subject": tok(issue.subject),
+        "preheader": tok(issue.preheader) if issue.preheader else "",
+        "title": tok(issue.title) if issue.title else settings.name,
+        "date": d,
+        "date_label": f"{d.day} {d:%B %Y}",
+        "intro_html": Markup(markdown.to_html(intro)) if intro else "",
+        "intro_text": markdown.to_text(intro) if intro else "",
+        "sections": sections,
+        "slug": slug,
+        "web_url": settings.web_url(slug),
+        "archive_url": settings.web_base + "/",
+    })
+
+
+def render(paths: tuple[str, ...], name: str, view: View, **extra: Any) -> str:
+    """Render one template; a template error names the template and the line."""
+    try:
+        template = environment(paths).get_template(name)
+        return template.render(**view.context, **extra)
+    except jinja2.TemplateSyntaxError as exc:
+        raise NewsletterError(f"template error: {exc.message}", path=exc.filename or name,
+                              line=exc.lineno) from None
+    except jinja2.TemplateNotFound as exc:
+        raise NewsletterError(f"template '{exc.name}' not found", path=None,
+                              hint=f"looked in {', '.join(paths)}") from None
+    except jinja2.TemplateError as exc:
+        file, line = _template_frame(exc, name)
+        raise NewsletterError(f"template error: {exc}", path=file, line=line) from None
+
+
+def _template_frame(exc: BaseException, name: str) -> tuple[str, int | None]:
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.endswith(".j2"):
+            return frame.filename, frame.lineno
+    return name, None

@@ -1,0 +1,152 @@
+"""newsletter.toml: the newsletter's settings, validated like issue files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.schema import HttpURL, OneLine
+from newsletter_mailer.sourcefile import load_toml_model
+
+_COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+_FONT = re.compile(r"^[A-Za-z0-9 ,'\"-]+$")
+_LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
+
+
+def _color(v: str) -> str:
+    if not _COLOR.match(v):
+        raise ValueError(f"'{v}' is not a colour like #1a2b3c")
+    return v
+
+
+def _address(v: str) -> str:
+    from newsletter_mailer.addresses import normalise
+
+    return normalise(v)
+
+
+Color = Annotated[str, AfterValidator(_color)]
+Address = Annotated[str, AfterValidator(_address)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Brand(_Strict):
+    primary_color: Color = "#4a2a7a"
+    accent_color: Color = "#c0392b"
+    background_color: Color = "#f2f0f5"
+    text_color: Color = "#222222"
+    link_color: Color = "#1a5fa8"
+    logo_url: HttpURL | None = None
+    logo_alt: OneLine | None = None
+    font_family: str = "Helvetica, Arial, sans-serif"
+
+    @field_validator("font_family")
+    @classmethod
+    def _font(cls, v: str) -> str:
+        if not _FONT.match(v):
+            raise ValueError("may hold only letters, digits, spaces, commas, quotes and hyphens")
+        return v
+
+
+class SmtpSettings(_Strict):
+    host: str | None = None
+    port: int | None = None
+    username: str | None = None
+    security: Literal["none", "starttls", "ssl"] | None = None
+    timeout: float = 30.0
+
+
+class Tracking(_Strict):
+    click: bool = False
+    open: bool = False
+
+
+class SendGridSettings(_Strict):
+    asm_group_id: int | None = Field(None, description="SendGrid unsubscribe group; its own unsubscribe link is then used")
+    categories: list[OneLine] = Field(default_factory=list, max_length=9)
+    tracking: Tracking = Tracking()
+    timeout: float = 30.0
+
+
+class Delivery(_Strict):
+    provider: Literal["outbox", "smtp", "sendgrid"] = "outbox"
+    rate: float | None = Field(None, gt=0, description="messages per second, all providers")
+    max_consecutive_failures: int = Field(10, ge=1)
+    smtp: SmtpSettings = SmtpSettings()
+    sendgrid: SendGridSettings = SendGridSettings()
+
+
+class Settings(_Strict):
+    name: OneLine
+    from_email: Address
+    from_name: OneLine | None = None
+    reply_to: Address | None = None
+    web_base_url: HttpURL
+    postal_address: OneLine = Field(description="shown in every footer, as bulk-mail law expects")
+    test_recipient: Address | None = None
+    language: str = "en"
+    unsubscribe_url: str | None = Field(
+        None, description="template with {{ email }} and {{ token }}, an HMAC keyed by NEWSLETTER_SECRET")
+    unsubscribe_mailto: Address | None = None
+    list_id: OneLine | None = None
+    brand: Brand = Brand()
+    delivery: Delivery = Delivery()
+
+    @field_validator("language")
+    @classmethod
+    def _lang(cls, v: str) -> str:
+        if not _LANG.match(v):
+            raise ValueError(f"'{v}' is not a language tag like en-GB")
+        return v
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _unsub(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from newsletter_mailer.schema import _http_url
+
+        rest = re.sub(r"\{\{\s*(email|token)\s*\}\}", "", v)
+        _http_url(rest)
+        if "{" in rest or "}" in rest:
+            raise ValueError("may use only {{ email }} and {{ token }}")
+        if not re.search(r"\{\{\s*(email|token)\s*\}\}", v):
+            raise ValueError("must include {{ email }} or {{ token }} so each link is personal")
+        return v
+
+    @property
+    def web_base(self) -> str:
+        return self.web_base_url.rstrip("/")
+
+    def web_url(self, slug: str) -> str:
+        return f"{self.web_base}/{slug}/"
+
+    @property
+    def list_id_header(self) -> str:
+        if self.list_id:
+            return self.list_id
+        domain = self.from_email.rsplit("@", 1)[1]
+        label = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "newsletter"
+        return f"{self.name} <{label}.{domain}>"
+
+
+def find_config(config: Path | None) -> Path:
+    path = config if config is not None else Path("newsletter.toml")
+    if not path.exists():
+        hint = "pass --config PATH" if config is None else "check the path"
+        raise NewsletterError("settings file not found", path=path,
+                              hint=f"{hint}, or run `newsletter init` to create one")
+    return path
+
+
+def load_settings(config: Path | None) -> tuple[Settings, Path]:
+    """Settings and the folder they live in (user templates, state and outbox are found from it)."""
+    path = find_config(config)
+    return load_toml_model(path, Settings), path.resolve().parent

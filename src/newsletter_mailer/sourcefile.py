@@ -1,0 +1,198 @@
+"""Read YAML and TOML files keeping line numbers, and turn pydantic errors into one clean line.
+
+Errors name the file, the line and the field, so a user can go straight to the typo.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from newsletter_mailer.errors import NewsletterError
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as strings, so an impossible date is a field error, not a crash."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def read_text(path: Path) -> str:
+    """Read a UTF-8 file (BOM allowed), with a clear error when it is missing or not text."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NewsletterError("file not found", path=path, hint="check the path") from None
+    except IsADirectoryError:
+        raise NewsletterError("is a folder, not a file", path=path) from None
+    except OSError as exc:
+        raise NewsletterError(f"cannot read: {exc.strerror}", path=path) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise NewsletterError("is not UTF-8 text", path=path, line=line,
+                              hint="save the file as UTF-8") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise NewsletterError("contains a NUL byte", path=path, line=line,
+                              hint="save the file as plain UTF-8 text") from None
+    return text
+
+
+class YamlDoc:
+    """A parsed YAML document plus its node tree, to find the line of any field."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            self.data = loader.construct_document(node) if node is not None else None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise NewsletterError(f"YAML syntax error: {problem}", path=path,
+                                  line=mark.line + 1 if mark else None,
+                                  hint="check indentation and quoting") from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise NewsletterError(f"YAML could not be read: {exc}", path=path) from None
+        finally:
+            loader.dispose()
+        self.node = node
+        _reject_duplicate_keys(path, node)
+
+    def line_of(self, loc: tuple[Any, ...], *, key: bool = False) -> int | None:
+        node = self.node
+        line = node.start_mark.line + 1 if node is not None else None
+        for i, part in enumerate(loc):
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if k.value == part:
+                        last = i == len(loc) - 1
+                        node = k if (last and key) else v
+                        line = node.start_mark.line + 1
+                        break
+                else:
+                    return line
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                return line
+        return line
+
+
+def _reject_duplicate_keys(path: Path, node: Any) -> None:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.MappingNode):
+            seen: set[str] = set()
+            for k, v in n.value:
+                if isinstance(k, yaml.ScalarNode):
+                    if k.value in seen:
+                        raise NewsletterError(f"key '{k.value}' is given twice", path=path,
+                                              line=k.start_mark.line + 1, hint="keep one of them")
+                    seen.add(k.value)
+                stack.append(v)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _describe(err: dict[str, Any], model: type[BaseModel] | None) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        return "is not a known key (check the spelling; see `newsletter schema`)"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if kind in ("string_type", "int_type", "bool_type", "list_type", "dict_type", "model_type",
+                "float_type", "date_type"):
+        got = type(err.get("input")).__name__
+        got = {"NoneType": "nothing", "dict": "a mapping", "list": "a list", "str": "text",
+               "int": "a number", "float": "a number", "bool": "true/false"}.get(got, got)
+        want = {"string_type": "text", "int_type": "a whole number", "bool_type": "true or false",
+                "list_type": "a list", "dict_type": "a mapping", "model_type": "a mapping",
+                "float_type": "a number", "date_type": "a date"}[kind]
+        return f"should be {want}, not {got}"
+    if kind == "too_short" and err.get("ctx", {}).get("min_length") == 1:
+        return "must not be empty"
+    return msg[0].lower() + msg[1:] if msg else kind
+
+
+def validation_error(exc: ValidationError, path: Path, line_of) -> NewsletterError:
+    """The first problem as one line: file:line: field: what is wrong (and how many more)."""
+    errors = exc.errors(include_url=False)
+    err = errors[0]
+    loc = tuple(p for p in err["loc"])
+    more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    line = line_of(loc, key=err["type"] == "extra_forbidden") if line_of else None
+    return NewsletterError(_describe(err, None) + more, path=path, line=line,
+                           field=field_path(loc) or None)
+
+
+def load_yaml_model(path: Path, model: type[BaseModel], context: dict | None = None):
+    """Load a YAML file into a pydantic model, or raise one NewsletterError."""
+    doc = YamlDoc(path, read_text(path))
+    if not isinstance(doc.data, dict):
+        raise NewsletterError("should be a mapping of keys (subject:, date:, sections: …)",
+                              path=path, line=1)
+    try:
+        return model.model_validate(doc.data, context=context)
+    except ValidationError as exc:
+        raise validation_error(exc, path, doc.line_of) from None
+    except RecursionError:
+        raise NewsletterError("is nested too deeply", path=path) from None
+
+
+def load_toml_model(path: Path, model: type[BaseModel]):
+    """Load a TOML file into a pydantic model, or raise one NewsletterError."""
+    text = read_text(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+)", str(exc))
+        raise NewsletterError(f"TOML syntax error: {str(exc).split(' (at')[0]}", path=path,
+                              line=int(m.group(1)) if m else None) from None
+
+    def line_of(loc: tuple[Any, ...], key: bool = False) -> int | None:
+        # TOML has no node tree in the stdlib: find the last key of the path in the text.
+        names = [p for p in loc if isinstance(p, str)]
+        if not names:
+            return None
+        rx = re.compile(r"^\s*(?:\[+\s*)?[\"']?" + re.escape(names[-1]) + r"[\"']?\s*[=\]]", re.M)
+        section_rx = re.compile(r"^\s*\[+\s*" + re.escape(".".join(names[:-1])) + r"\s*\]+", re.M) if len(names) > 1 else None
+        start = 0
+        if section_rx:
+            m = section_rx.search(text)
+            if m:
+                start = m.end()
+        m = rx.search(text, start)
+        return text.count("\n", 0, m.start()) + 1 if m else None
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, path, line_of) from None
