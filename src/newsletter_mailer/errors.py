@@ -23,3 +23,17 @@ class NewsletterError(Exception):
         field = f"{self.field}: " if self.field else ""
         hint = f" ({self.hint})" if self.hint else ""
         return f"{where}{field}{self.message}{hint}"
+
+
+SECRET_VARS = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
+
+
+def redact(text: str) -> str:
+    """Defence in depth: no secret from the environment reaches the terminal, whatever raised."""
+    import os
+
+    for var in SECRET_VARS:
+        value = os.environ.get(var)
+        if value and len(value) >= 4:
+            text = text.replace(value, "***")
+    return text

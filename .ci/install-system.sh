@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install the system pieces the test suite needs on a Debian CI machine:
+#   - headless Chromium + fonts (real-browser layout tests, tests/helpers/browser.py)
+#   - Stoplight Prism from the committed .ci/package-lock.json (SendGrid contract
+#     mock, tests/helpers/prism.py)
+# Idempotent: steps already done are skipped. Run as root (or with sudo available).
+set -euo pipefail
+
+CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation)
+
+log() { printf 'install-system: %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    log "must run as root (or with sudo)"; exit 1
+  fi
+fi
+
+missing_packages() {
+  local pkg
+  for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$'; then
+      printf '%s\n' "$pkg"
+    fi
+  done
+}
+
+apt_install() {
+  export DEBIAN_FRONTEND=noninteractive
+  log "apt-get update"
+  $SUDO apt-get update -qq >/dev/null
+  log "apt-get install $*"
+  $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# 1. Chromium and fonts -------------------------------------------------------
+mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
+# Node/npm for Prism: Debian's nodejs (18.20.x) satisfies prism-cli's engines (>=18.20.1).
+if ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt_install "${missing[@]}"
+else
+  log "apt packages already installed: ${APT_PACKAGES[*]}"
+fi
+log "$(chromium --version 2>/dev/null || echo 'chromium: not runnable')"
+
+# 2. Prism (from the committed lock file) -------------------------------------
+prism="$CI_DIR/node_modules/.bin/prism"
+stamp="$CI_DIR/node_modules/.package-lock.json"   # written by npm on install
+if [ -x "$prism" ] && [ -f "$stamp" ] && [ "$stamp" -nt "$CI_DIR/package-lock.json" ] \
+   && "$prism" --version >/dev/null 2>&1; then
+  log "prism already installed"
+else
+  log "npm ci --prefix $CI_DIR"
+  npm ci --prefix "$CI_DIR" --no-audit --no-fund --loglevel=error >/dev/null
+fi
+log "prism $("$prism" --version) (node $(node --version))"

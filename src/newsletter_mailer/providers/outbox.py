@@ -1,0 +1,72 @@
+"""The outbox: one .eml file per message, so everything works with no key and no server.
+
+Files are written atomically (temp file, then rename) under <outbox>/<slug>/, named
+for the recipient, and open in any mail client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.message import HeaderValueError
+from newsletter_mailer.providers.base import Recipient, Result, SendContext
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+def filename(email: str, prefix: str = "") -> str:
+    """Readable and unique per address (case-insensitively), safe on any filesystem."""
+    digest = hashlib.sha1(email.lower().encode("utf-8")).hexdigest()[:8]
+    return f"{prefix}{_UNSAFE.sub('_', email.lower())[:80]}-{digest}.eml"
+
+
+class OutboxProvider:
+    name = "outbox"
+    batch_size = 100
+    uncertainty = "message"
+
+    def __init__(self, ctx: SendContext):
+        self.ctx = ctx
+        base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")
+        self.folder = base / ctx.composed.slug
+        self.prefix = "test-" if ctx.subject_prefix else ""
+
+    def unsubscribe_url(self) -> str | None:
+        return None
+
+    def open(self) -> None:
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NewsletterError(f"cannot create the outbox: {exc.strerror}", path=self.folder,
+                                  hint="choose another folder with --outbox") from None
+
+    def send(self, batch: list[Recipient]) -> list[Result]:
+        out = []
+        build = self.ctx.messages.build
+        folder = str(self.folder)
+        for r in batch:
+            try:
+                msgid, data = build(r.email, r.name, r.values)
+            except HeaderValueError as exc:
+                out.append(Result(r.email, False, error=str(exc), permanent=True))
+                continue
+            path = os.path.join(folder, filename(r.email, self.prefix))
+            tmp = path + ".tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except OSError as exc:
+                # Not delivered: a temporary failure; the send loop's error budget stops a full disk.
+                out.append(Result(r.email, False, error=f"cannot write {path}: {exc.strerror}"))
+                continue
+            out.append(Result(r.email, True, message_id=msgid))
+        return out
+
+    def close(self) -> None:
+        pass

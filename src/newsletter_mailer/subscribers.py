@@ -1,0 +1,305 @@
+"""The subscriber list: a CSV read as a stream, checked row by row, each address sent once.
+
+A million-row list must not sit in memory: rows are yielded as they are read and only
+the set of addresses already seen (for dedupe) grows. Rows that will not be sent are
+counted by reason, with their line numbers, so the user can fix the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from operator import itemgetter
+from pathlib import Path
+
+from newsletter_mailer import addresses
+from newsletter_mailer.errors import NewsletterError
+
+RESERVED = ("email", "name", "status", "tags")
+REASONS = ("invalid", "duplicate", "unsubscribed", "bounced", "suppressed", "not tagged")
+KEEP_LINES = 1000  # line numbers kept per reason; the count is always complete
+_MAX_LINE = 1 << 22  # characters; a longer physical line is a broken file, not a subscriber
+_CTRL = re.compile(r"[\x00-\x08\x0a-\x1f]").search  # tab is harmless in a display name
+_SPACE_OR_HYPHEN = re.compile(r"[\s-]")
+_READ_ERRORS = (UnicodeDecodeError, csv.Error, OSError)
+
+
+def merge_name(header: str) -> str:
+    """The merge field a column header feeds: "School Year" -> "school_year"."""
+    return _SPACE_OR_HYPHEN.sub("_", header.strip().lower())
+
+
+@dataclass(slots=True)
+class Subscriber:
+    email: str  # normalised
+    name: str
+    fields: dict[str, str]  # merge columns (normalised names) -> value
+    tags: frozenset[str]  # lowercased
+    line: int
+
+
+@dataclass
+class Skips:
+    """Rows not sent, by reason; line lists are capped so a broken million-row file stays small."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    lines: dict[str, list[int]] = field(default_factory=dict)
+    details: dict[int, str] = field(default_factory=dict)
+
+    def add(self, reason: str, line: int, detail: str | None = None) -> None:
+        n = self.counts.get(reason, 0)
+        self.counts[reason] = n + 1
+        if n < KEEP_LINES:
+            self.lines.setdefault(reason, []).append(line)
+            if detail is not None:
+                self.details[line] = detail
+
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary_lines(self, shown: int = 10) -> list[str]:
+        """One line per reason, e.g. "duplicate: 3 (lines 9, 12, 40)"; long lists end "… and N more"."""
+        out = []
+        for reason in sorted(self.counts, key=lambda r: (REASONS + (r,)).index(r)):
+            count, lines = self.counts[reason], self.lines.get(reason, [])
+            if reason == "invalid":
+                first = [f"line {n}: {self.details[n]}" if n in self.details else f"line {n}"
+                         for n in lines[:5]]
+                listing = "; ".join(first)
+            else:
+                first = lines[:shown]
+                listing = ("line " if len(first) == 1 else "lines ") + ", ".join(map(str, first))
+            more = count - len(first)
+            out.append(f"{reason}: {count} ({listing}{f' … and {more} more' if more else ''})")
+        return out
+
+
+class Suppressions(frozenset):
+    """Suppressed addresses (normalised, lowercased), plus how many lines were not addresses."""
+
+    invalid: int = 0
+
+
+class SubscriberList:
+    """A subscriber CSV; each iteration re-reads the file with fresh dedupe and fresh skips.
+
+    A row with a valid address claims that address even when it is itself skipped, so a
+    later row cannot resurrect an address an earlier row marked unsubscribed or bounced.
+    """
+
+    def __init__(self, path: Path, *, tag: str | None = None,
+                 suppress: frozenset[str] = frozenset()):
+        self.path = Path(path)
+        self.tag = tag.strip().lower() if tag else None
+        self.suppress = suppress
+        self.skips = Skips()
+        with _open(self.path) as f:
+            reader = csv.reader(_lines(f, self.path))
+            try:
+                layout = _header(self.path, reader)
+            except _READ_ERRORS as exc:
+                raise _read_error(self.path, reader, exc) from None
+        self.columns = frozenset(layout[4])
+
+    def __iter__(self) -> Iterator[Subscriber]:
+        self.skips = Skips()
+        with _open(self.path) as f:
+            reader = csv.reader(_lines(f, self.path))
+            try:
+                yield from self._rows(reader)
+            except _READ_ERRORS as exc:
+                raise _read_error(self.path, reader, exc) from None
+
+    def _rows(self, reader) -> Iterator[Subscriber]:
+        ei, ni, si, ti, names, idxs, width = _header(self.path, reader)
+        get_fields = (itemgetter(*idxs) if len(idxs) > 1
+                      else (lambda row: (row[idxs[0]],)) if idxs else (lambda row: ()))
+        check, ctrl, suppress, want = addresses.check, _CTRL, self.suppress, self.tag
+        skip = self.skips.add
+        seen: set[str] = set()
+        tag_cache: dict[str, frozenset[str]] = {}
+        no_tags: frozenset[str] = frozenset()
+        line = reader.line_num
+        try:
+            for row in reader:
+                start, line = line + 1, reader.line_num
+                if not row:
+                    continue
+                if len(row) < width:
+                    row += [""] * (width - len(row))
+                raw = row[ei].strip()
+                if not raw:
+                    if any(c.strip() for c in row):
+                        skip("invalid", start, "no email address")
+                    continue
+                try:
+                    email = check(raw)
+                except ValueError as exc:
+                    skip("invalid", start, f"'{raw[:60]}': {exc}")
+                    continue
+                key = email.lower()
+                if key in seen:
+                    skip("duplicate", start)
+                    continue
+                seen.add(key)
+                if si is not None and (status := row[si]) and status != "subscribed":
+                    status = status.strip().lower()
+                    if status in ("unsubscribed", "bounced"):
+                        skip(status, start)
+                        continue
+                    if status and status != "subscribed":
+                        skip("invalid", start, f"unknown status '{row[si].strip()[:40]}' "
+                                               "(use subscribed, unsubscribed or bounced)")
+                        continue
+                name = row[ni].strip() if ni is not None else ""
+                if not name.isprintable() and ctrl(name):
+                    skip("invalid", start, "the name contains a line break or control character")
+                    continue
+                if key in suppress:
+                    skip("suppressed", start)
+                    continue
+                tags = no_tags
+                if ti is not None and (cell := row[ti]):
+                    tags = tag_cache.get(cell)
+                    if tags is None:
+                        tags = frozenset(t.strip().lower() for t in cell.split(";") if t.strip())
+                        if len(tag_cache) < 4096:
+                            tag_cache[cell] = tags
+                if want is not None and want not in tags:
+                    skip("not tagged", start)
+                    continue
+                values = [v.strip() for v in get_fields(row)]
+                yield Subscriber(email, name, dict(zip(names, values)), tags, start)
+        except csv.Error as exc:  # name the line the broken record starts on, not where csv gave up
+            hint = "a quoted field may be missing its closing quote" if "limit" in str(exc) else None
+            raise NewsletterError(f"CSV error: {exc}", path=self.path, line=line + 1,
+                                  hint=hint) from None
+
+
+def read_suppressions(paths: Iterable[Path]) -> Suppressions:
+    """Addresses never to mail: files of one address a line, or CSVs with an `email` column.
+
+    Lines that are not addresses are ignored (a suppression list only ever removes
+    recipients) but counted, so the caller can say so.
+    """
+    found: set[str] = set()
+    invalid = 0
+    for path in paths:
+        path = Path(path)
+        with _open(path) as f:
+            reader = csv.reader(_lines(f, path))
+            try:
+                invalid += _read_suppression(path, reader, found)
+            except _READ_ERRORS as exc:
+                raise _read_error(path, reader, exc) from None
+    result = Suppressions(found)
+    result.invalid = invalid
+    return result
+
+
+def _read_suppression(path: Path, reader, found: set[str]) -> int:
+    """Add one file's addresses to found; returns how many lines were not addresses."""
+    invalid, col, first = 0, 0, True
+    for row in reader:
+        if not any(c.strip() for c in row):
+            continue
+        if first:
+            first = False
+            if len(row) > 1 or row[0].strip().lower() == "email":  # a CSV with a header
+                heads = [h.strip().lower() for h in row]
+                if "email" not in heads:
+                    raise NewsletterError("no 'email' column; the header row must name one",
+                                          path=path, line=reader.line_num)
+                col = heads.index("email")
+                continue
+        cell = row[col].strip() if col < len(row) else ""
+        if not cell:
+            continue
+        try:
+            found.add(addresses.check(cell).lower())
+        except ValueError:
+            invalid += 1
+    return invalid
+
+
+def _open(path: Path):
+    try:
+        return open(path, encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise NewsletterError("file not found", path=path, hint="check the path") from None
+    except IsADirectoryError:
+        raise NewsletterError("is a folder, not a file", path=path) from None
+    except OSError as exc:
+        raise NewsletterError(f"cannot read: {exc.strerror or exc}", path=path) from None
+
+
+def _lines(f, path: Path) -> Iterator[str]:
+    """The file's physical lines, refusing NUL bytes and endless lines (csv would accept both)."""
+    for n, line in enumerate(iter(partial(f.readline, _MAX_LINE), ""), 1):
+        if "\x00" in line:
+            raise NewsletterError("contains a NUL byte", path=path, line=n,
+                                  hint="save the file as plain UTF-8 CSV")
+        if len(line) >= _MAX_LINE:
+            raise NewsletterError(f"line is longer than {_MAX_LINE} characters", path=path,
+                                  line=n, hint="is this really a CSV file?")
+        yield line
+
+
+def _read_error(path: Path, reader, exc: Exception) -> NewsletterError:
+    """One clean error for a file that cannot be decoded, parsed or read."""
+    if isinstance(exc, UnicodeDecodeError):
+        return NewsletterError("is not UTF-8 text", path=path, line=_bad_utf8_line(path),
+                               hint="save the file as UTF-8 (CSV UTF-8 in Excel)")
+    if isinstance(exc, csv.Error):
+        hint = "a quoted field may be missing its closing quote" if "limit" in str(exc) else None
+        return NewsletterError(f"CSV error: {exc}", path=path, line=reader.line_num, hint=hint)
+    return NewsletterError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", path=path)
+
+
+def _bad_utf8_line(path: Path) -> int | None:
+    """The line of the first byte that is not UTF-8 (only on the error path, so a second read is fine)."""
+    try:
+        with open(path, "rb") as f:
+            n = 1
+            for raw in f:
+                try:
+                    raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    head = raw[: exc.start]
+                    return n + head.count(b"\r") - head.count(b"\r\n")
+                n += 1 + raw.count(b"\r") - raw.count(b"\r\n")
+    except OSError:
+        return None
+    return None
+
+
+def _header(path: Path, reader) -> tuple:
+    """Column positions from the header row; raises when it cannot be a subscriber list."""
+    for row in reader:
+        if any(c.strip() for c in row):
+            break
+    else:
+        raise NewsletterError("is empty; the first row must be a header naming an 'email' column",
+                              path=path)
+    line = reader.line_num
+    seen: dict[str, str] = {}
+    for cell in row:
+        if not cell.strip():
+            continue
+        key = merge_name(cell)
+        if key in seen:
+            raise NewsletterError(f"columns '{seen[key].strip()}' and '{cell.strip()}' both mean "
+                                  f"'{key}'", path=path, line=line, hint="rename or remove one")
+        seen[key] = cell
+    if "email" not in seen:
+        hint = ("the file looks ';'-separated; save it as comma-separated CSV"
+                if len(row) == 1 and ";" in row[0] else None)
+        raise NewsletterError("no 'email' column; the header row must name one",
+                              path=path, line=line, hint=hint)
+    pos = {merge_name(c): i for i, c in enumerate(row) if c.strip()}
+    names = [k for k in pos if k not in RESERVED]
+    return (pos["email"], pos.get("name"), pos.get("status"), pos.get("tags"),
+            names, [pos[k] for k in names], len(row))

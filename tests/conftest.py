@@ -1,0 +1,60 @@
+"""Shared fixtures: the repository's example newsletter and a small issue of the test's own."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_ISSUE = ROOT / "issues" / "2020-09-cscp.yaml"
+EXAMPLE_SETTINGS = ROOT / "newsletter.toml"
+EXAMPLE_LIST = ROOT / "subscribers.csv.example"
+
+MINI_ISSUE = """\
+subject: 'Hello {{ name | default("friend") }}'
+preheader: A short preview line
+date: 2020-09-01
+intro: "Dear {{ name | default('reader') }}, welcome."
+sections:
+  - heading: First
+    body: |
+      Some *text* with a [link](https://example.org/x).
+
+      - one
+      - two
+    image:
+      src: https://example.org/a.png
+      alt: an image
+    links:
+      - label: Read the story
+        text: Story
+        url: https://example.org/story
+  - heading: Second
+    body: For {{ school_year | default("all years") }}.
+"""
+
+
+@pytest.fixture
+def newsletter_dir(tmp_path: Path) -> Path:
+    """A newsletter folder of the test's own: the example settings plus a small issue."""
+    shutil.copy(EXAMPLE_SETTINGS, tmp_path / "newsletter.toml")
+    (tmp_path / "issues").mkdir()
+    (tmp_path / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def settings(newsletter_dir: Path):
+    from newsletter_mailer.settings import load_settings
+
+    return load_settings(newsletter_dir / "newsletter.toml")[0]
+
+
+@pytest.fixture
+def composed(newsletter_dir: Path, settings):
+    """The small issue, composed once (as a send does)."""
+    from newsletter_mailer.compose import compose
+
+    return compose(newsletter_dir / "issues" / "mini.yaml", settings, newsletter_dir)
