@@ -1,0 +1,403 @@
+"""Delivery over SMTP: one connection reused for the whole send, each message its own transaction.
+
+What can and cannot be retried is decided by where a failure happens:
+
+* a 4xx reply (MAIL, RCPT, DATA or after the final "."), a connection lost before the
+  message data was completely handed over: the server has not accepted the message, so
+  it is retried (reconnecting when needed) with exponential backoff, at most
+  ``MAX_ATTEMPTS`` times, then reported as a temporary failure;
+* a 5xx reply to RCPT, DATA or the final ".": the server refused this message for good
+  (``permanent=True``); the connection is RSET and the send goes on;
+* the connection lost after the final "." went out but before the reply came back: the
+  server may have accepted the message, so it is reported ``uncertain`` and never retried
+  here (a retry could deliver it twice).
+
+The rate limit and the consecutive-failure budget belong to the send loop, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.message import HeaderValueError
+from newsletter_mailer.providers.base import Recipient, Result, SendContext
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+SECURITIES = ("none", "starttls", "ssl")
+DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
+UNCERTAIN = "connection lost after the message was sent; delivery unknown"
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
+
+
+class _Secret:
+    """The password, kept out of reprs, tracebacks with locals and log records."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+class _Retry(Exception):
+    """This attempt failed in a way that left the message unaccepted: safe to try again."""
+
+    def __init__(self, error: str, *, reconnect: bool = False, unreachable: bool = False):
+        super().__init__(error)
+        self.error = error
+        self.reconnect = reconnect          # drop the connection before the next attempt
+        self.unreachable = unreachable      # could not (re)connect at all
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    """'550 5.1.1 no such user' on one line."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return f"{code} {text}".strip()
+
+
+def _env(env: Mapping[str, str], key: str) -> str | None:
+    v = env.get(key)
+    if v is None:
+        return None
+    v = v.strip()
+    return v or None
+
+
+class SmtpProvider:
+    name = "smtp"
+    batch_size = 1
+    uncertainty = "message"
+
+    def __init__(self, ctx: SendContext):
+        self.ctx = ctx
+        env = ctx.env or {}
+        smtp = ctx.composed.settings.delivery.smtp
+        self.from_email = ctx.composed.settings.from_email
+        self.timeout = float(smtp.timeout)
+
+        host = _env(env, "SMTP_HOST") or (smtp.host.strip() if smtp.host else None)
+        if not host:
+            raise NewsletterError("SMTP_HOST is not set: export SMTP_HOST=… or set delivery.smtp.host in newsletter.toml")
+        self.host = host
+
+        security = _env(env, "SMTP_SECURITY") or smtp.security or "starttls"
+        security = security.lower()
+        if security not in SECURITIES:
+            raise NewsletterError(f"SMTP_SECURITY '{security}' is not one of none, starttls, ssl",
+                                  hint="starttls for port 587, ssl for port 465, none only for a local relay")
+        self.security = security
+
+        raw_port = _env(env, "SMTP_PORT")
+        if raw_port is not None:
+            try:
+                port = int(raw_port)
+            except ValueError:
+                raise NewsletterError(f"SMTP_PORT '{raw_port}' is not a port number",
+                                      hint="e.g. export SMTP_PORT=587") from None
+        else:
+            port = smtp.port if smtp.port is not None else DEFAULT_PORTS[security]
+        if not 0 < port < 65536:
+            raise NewsletterError(f"SMTP port {port} is out of range", hint="use 1-65535, e.g. 587")
+        self.port = port
+
+        self.username = _env(env, "SMTP_USERNAME") or (smtp.username.strip() if smtp.username else None)
+        password = env.get("SMTP_PASSWORD") or None  # only from the environment, never the file
+        if password is not None and not self.username:
+            raise NewsletterError("SMTP_PASSWORD is set but there is no SMTP username",
+                                  hint="export SMTP_USERNAME=… or set delivery.smtp.username in newsletter.toml")
+        if self.username and password is None:
+            raise NewsletterError(f"SMTP username '{self.username}' is set but SMTP_PASSWORD is not",
+                                  hint="export SMTP_PASSWORD=… (the password is read only from the environment)")
+        self._password = _Secret(password) if password is not None else None
+
+        raw_base = _env(env, "NEWSLETTER_BACKOFF_BASE")
+        try:
+            self.backoff_base = float(raw_base) if raw_base is not None else 1.0
+        except ValueError:
+            raise NewsletterError(f"NEWSLETTER_BACKOFF_BASE '{raw_base}' is not a number of seconds") from None
+        if self.backoff_base < 0:
+            raise NewsletterError("NEWSLETTER_BACKOFF_BASE cannot be negative")
+
+        self._conn: smtplib.SMTP | None = None
+        self.connections = 0  # how many connections were opened (reconnects included)
+
+    # -- interface -------------------------------------------------------------------
+
+    def unsubscribe_url(self) -> str | None:
+        return None
+
+    def open(self) -> None:
+        try:
+            self._connect()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
+            raise NewsletterError(self._explain(exc)) from None
+
+    def send(self, batch: list[Recipient]) -> list[Result]:
+        results: list[Result] = []
+        for i, r in enumerate(batch):
+            try:
+                results.append(self._send_one(r))
+            except NewsletterError as exc:
+                if not results:
+                    raise
+                # Some of this batch went out: report them, and the rest as not sent (temporary).
+                results.extend(Result(x.email, ok=False, error=exc.message) for x in batch[i:])
+                break
+        return results
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.quit()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    # -- connection ------------------------------------------------------------------
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _scrub(self, text: str) -> str:
+        if self._password is not None and self._password.value:
+            text = text.replace(self._password.value, "***")
+        return text
+
+    def _connect(self) -> None:
+        """A fresh, greeted, (TLS-wrapped,) logged-in connection; raises what smtplib raises."""
+        self._discard()
+        if self.security == "ssl":
+            conn: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                                  context=ssl.create_default_context())
+        else:
+            conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.ehlo_or_helo_if_needed()
+            if self.security == "starttls":
+                conn.starttls(context=ssl.create_default_context())
+                conn.ehlo()
+            if self.username:
+                assert self._password is not None
+                conn.login(self.username, self._password.value)
+        except BaseException:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        self._conn = conn
+        self.connections += 1
+
+    def _discard(self) -> None:
+        """Drop the connection without QUIT (it is broken or the server is closing it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    @staticmethod
+    def _transient(exc: BaseException) -> bool:
+        """A (re)connection failure worth waiting out: server down, busy, network trouble."""
+        if isinstance(exc, (ssl.SSLError, smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError)):
+            return False
+        if isinstance(exc, (smtplib.SMTPConnectError, smtplib.SMTPHeloError)):
+            return 400 <= exc.smtp_code < 500
+        return isinstance(exc, (OSError, smtplib.SMTPServerDisconnected))
+
+    def _explain(self, exc: BaseException) -> str:
+        """One line naming the server and what to do; never the password."""
+        where = self.where
+        if isinstance(exc, smtplib.SMTPAuthenticationError):
+            msg = (f"SMTP login as '{self.username}' refused by {where}: {_reply(exc.smtp_code, exc.smtp_error)} "
+                   "(check SMTP_USERNAME and SMTP_PASSWORD)")
+        elif isinstance(exc, smtplib.SMTPNotSupportedError):
+            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else "SMTP AUTH (login)"
+            hint = ("set SMTP_SECURITY=ssl (port 465) or none (local relay only)" if what == "STARTTLS"
+                    else "many servers offer login only over TLS: set SMTP_SECURITY=starttls or ssl")
+            msg = f"SMTP server {where} does not offer {what} ({hint})"
+        elif isinstance(exc, ssl.SSLCertVerificationError):
+            msg = (f"TLS certificate check failed for SMTP server {where}: {exc.verify_message or exc.reason} "
+                   "(check SMTP_HOST is the name on the server's certificate)")
+        elif isinstance(exc, ssl.SSLError):
+            msg = (f"TLS handshake with SMTP server {where} failed: {exc.reason or exc} "
+                   "(check SMTP_SECURITY and SMTP_PORT: 465 usually wants ssl, 587 starttls)")
+        elif isinstance(exc, smtplib.SMTPConnectError):
+            msg = (f"SMTP server {where} refused the connection: {_reply(exc.smtp_code, exc.smtp_error)} "
+                   "(try again later)")
+        elif isinstance(exc, smtplib.SMTPResponseException):
+            msg = f"SMTP server {where} answered {_reply(exc.smtp_code, exc.smtp_error)} while connecting"
+        elif isinstance(exc, ConnectionRefusedError):
+            msg = (f"cannot connect to SMTP server {where}: connection refused "
+                   "(is the server running, and are SMTP_HOST and SMTP_PORT right?)")
+        elif isinstance(exc, socket.gaierror):
+            msg = f"cannot find SMTP server {where}: {exc.strerror or exc} (check SMTP_HOST)"
+        elif isinstance(exc, TimeoutError) or (
+                isinstance(exc, smtplib.SMTPServerDisconnected) and "timed out" in str(exc)):
+            msg = (f"SMTP server {where} did not answer within {self.timeout:g} s "
+                   "(check SMTP_HOST, SMTP_PORT and any firewall)")
+        elif isinstance(exc, smtplib.SMTPServerDisconnected):
+            msg = (f"SMTP server {where} closed the connection while connecting "
+                   "(check SMTP_SECURITY and SMTP_PORT, or try again later)")
+        elif isinstance(exc, OSError):
+            msg = f"cannot connect to SMTP server {where}: {exc.strerror or exc} (check SMTP_HOST and SMTP_PORT)"
+        else:
+            msg = f"cannot connect to SMTP server {where}: {type(exc).__name__}: {exc}"
+        return self._scrub(msg)
+
+    def _ensure_open(self) -> smtplib.SMTP:
+        if self._conn is not None:
+            return self._conn
+        try:
+            self._connect()
+        except Exception as exc:  # noqa: BLE001
+            if self._transient(exc):
+                raise _Retry(self._explain(exc), unreachable=True) from None
+            raise NewsletterError(self._explain(exc)) from None
+        log.info("reconnected to SMTP server %s", self.where)
+        assert self._conn is not None
+        return self._conn
+
+    def _reset(self) -> None:
+        """RSET after a failed transaction, so the next one starts clean; drop the connection if that fails."""
+        if self._conn is None:
+            return
+        try:
+            code, _ = self._conn.rset()
+        except Exception:  # noqa: BLE001
+            code = -1
+        if code != 250:
+            self._discard()
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _send_one(self, r: Recipient) -> Result:
+        try:
+            msgid, data = self.ctx.messages.build(r.email, r.name, r.values)
+        except HeaderValueError as exc:
+            return Result(r.email, ok=False, error=str(exc), permanent=True)
+        except UnicodeEncodeError:
+            return Result(r.email, ok=False, error="the address or a header value is not ASCII", permanent=True)
+        payload = self._payload(data)
+
+        last: _Retry | None = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            if attempt > 1:
+                time.sleep(self.backoff_base * 2 ** (attempt - 2))
+            try:
+                result = self._attempt(r.email, msgid, payload)
+            except _Retry as retry:
+                last = retry
+                if retry.reconnect:
+                    self._discard()
+                else:
+                    self._reset()
+                log.info("SMTP attempt %d/%d for %s failed: %s", attempt, MAX_ATTEMPTS, r.email, retry.error)
+                continue
+            if not result.ok:
+                if result.uncertain:
+                    self._discard()
+                else:
+                    self._reset()
+            return result
+
+        assert last is not None
+        if last.unreachable:
+            raise NewsletterError(
+                f"lost the SMTP server {self.where} mid-send and could not reconnect after {MAX_ATTEMPTS} attempts: "
+                f"{last.error}; nothing was sent to {r.email}, the send can be resumed later")
+        return Result(r.email, ok=False, error=f"{last.error} (gave up after {MAX_ATTEMPTS} attempts)")
+
+    @staticmethod
+    def _payload(data: bytes) -> bytes:
+        """What goes on the wire after DATA: CRLF line ends, leading dots doubled, ending CRLF.CRLF."""
+        q = _LEADING_DOT.sub(b"..", _EOL.sub(b"\r\n", data))
+        if not q.endswith(b"\r\n"):
+            q += b"\r\n"
+        return q + b".\r\n"
+
+    def _attempt(self, email: str, msgid: str, payload: bytes) -> Result:
+        """One SMTP transaction. Returns a final Result or raises _Retry (message not accepted)."""
+        conn = self._ensure_open()
+        try:
+            code, text = conn.mail(self.from_email)
+            self._check(code, text, "MAIL", email)
+            code, text = conn.rcpt(email)
+            if code not in (250, 251):
+                self._check(code, text, "RCPT", email)
+            conn.putcmd("data")
+            code, text = conn.getreply()
+            if code != 354:
+                self._check(code, text, "DATA", email)
+        except _Refused as refused:
+            return Result(email, ok=False, error=refused.error, permanent=True)
+        except (smtplib.SMTPException, OSError) as exc:
+            # Lost before any message data went out: the server cannot have accepted it.
+            raise _Retry(f"connection to {self.where} lost: {exc}", reconnect=True) from None
+
+        try:
+            conn.send(payload)
+        except (smtplib.SMTPException, OSError) as exc:
+            # The final "." did not get out: the server never accepted this message.
+            raise _Retry(f"connection to {self.where} lost while sending the message: {exc}", reconnect=True) from None
+
+        try:
+            code, text = conn.getreply()
+        except (smtplib.SMTPException, OSError):
+            return Result(email, ok=False, uncertain=True, error=UNCERTAIN)
+        if code == 250:
+            return Result(email, ok=True, message_id=msgid)
+        if 400 <= code < 500:
+            raise _Retry(_reply(code, text), reconnect=code == 421)
+        if 500 <= code < 600:
+            return Result(email, ok=False, error=_reply(code, text), permanent=True)
+        # A reply that is not SMTP: we cannot tell whether the server took the message.
+        return Result(email, ok=False, uncertain=True, error=f"{UNCERTAIN} (unexpected reply {_reply(code, text)})")
+
+    def _check(self, code: int, text: bytes, stage: str, email: str) -> None:
+        """Raise for a reply that is not the expected success (called only when it is not)."""
+        if stage == "MAIL" and code == 250:
+            return
+        if 400 <= code < 500:
+            raise _Retry(_reply(code, text), reconnect=code == 421)
+        if 500 <= code < 600:
+            if stage == "MAIL":
+                # The sender is refused: every message would be; stop rather than fail each address.
+                self._reset()
+                raise NewsletterError(
+                    f"SMTP server {self.where} refused the sender {self.from_email}: {_reply(code, text)}",
+                    hint="check from_email in newsletter.toml is allowed for this SMTP account")
+            raise _Refused(_reply(code, text))
+        raise _Retry(f"unexpected reply to {stage} from {self.where}: {_reply(code, text)}", reconnect=True)
+
+
+class _Refused(Exception):
+    """A 5xx for this recipient: permanent."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
