@@ -1,0 +1,425 @@
+"""SendGrid v3 Web API: up to 1000 recipients per mail/send request.
+
+The content is built once per send: the composed HTML and text with every merge
+slot replaced by a substitution key (one key for the HTML-escaped value, another for
+the raw text value, since SendGrid applies every substitution to every content part).
+Per recipient only a personalization is added: address, subject, the values behind
+the keys, the issue's custom_args and the List-Unsubscribe headers. Payloads are plain
+dicts (the library's helper classes cost 2.5x the time and 2x the memory).
+
+Retries: 429 waits until X-RateLimit-Reset; 5xx and errors before the request was
+fully written back off and retry. A request that was written but got no answer (read
+timeout, reset) may have been accepted: its recipients are reported uncertain and never
+retried automatically, so nobody gets the issue twice.
+
+The API key is sent only in the Authorization header: it never appears in an error,
+and python_http_client's debug log of request headers is redacted.
+"""
+
+from __future__ import annotations
+
+import html
+import http.client
+import json
+import logging
+import os
+import re
+import secrets
+import time
+import urllib.error
+from urllib.parse import urlsplit
+
+from newsletter_mailer.compose import UNSUBSCRIBE
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.message import header_value
+from newsletter_mailer.personalise import Template
+from newsletter_mailer.providers.base import Recipient, Result, SendContext
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "https://api.sendgrid.com"
+ASM_UNSUBSCRIBE_TAG = "<%asm_group_unsubscribe_raw_url%>"
+MAX_ATTEMPTS = 5                 # 5xx and connection errors
+MAX_RATE_LIMIT_RETRIES = 10      # 429s, each waiting at most MAX_RATE_LIMIT_WAIT
+MAX_RATE_LIMIT_WAIT = 60.0
+MAX_PERSONALIZATION_BYTES = 10_000   # substitutions + custom_args of one personalization
+MAX_CATEGORIES = 10
+KEY_HINT = "export it (create a key with Mail Send permission)"
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+# --- keep the key out of python_http_client's debug log ---------------------------------
+
+_SECRET_RE = re.compile(r"(Bearer\s+)[^'\"\s,}]+|SG\.[A-Za-z0-9_.\-]+")
+
+
+class _RedactKey(logging.Filter):
+    """python_http_client logs request headers (Authorization included) at DEBUG."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        redacted = _SECRET_RE.sub(lambda m: (m.group(1) or "") + "[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def _install_redaction() -> None:
+    lg = logging.getLogger("python_http_client.client")
+    if not any(isinstance(f, _RedactKey) for f in lg.filters):
+        lg.addFilter(_RedactKey())
+
+
+_install_redaction()
+
+
+# --- content built once -----------------------------------------------------------------
+
+
+def _key_prefix(texts: list[str]) -> str:
+    """A substitution-key prefix found in none of the literal content (nor guessable)."""
+    while True:
+        prefix = "-" + "".join(secrets.choice("bcdfghjkmnpqrstvwxz") for _ in range(5))
+        if not any(prefix in t for t in texts):
+            return prefix
+
+
+def _keyed(t: Template, key: dict[int, str], inline: dict[int, str]) -> str:
+    """The template's text with each slot replaced by its key (or an inlined literal)."""
+    out = [t.parts[0]]
+    for i, slot in enumerate(t.slots, 1):
+        out.append(inline[slot] if slot in inline else key[slot])
+        out.append(t.parts[i])
+    return "".join(out)
+
+
+def _header_lines(block: str) -> dict[str, str]:
+    """'Name: value\\r\\n...' (MessageTemplate.list_unsubscribe) as a dict."""
+    out = {}
+    for line in block.split("\r\n"):
+        if line:
+            name, _, value = line.partition(": ")
+            out[name] = value
+    return out
+
+
+def _error_detail(body: bytes | str | None) -> tuple[str, str | None]:
+    """(message, field) from SendGrid's {"errors": [{"message", "field"}]} (or a Prism problem)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            first = errors[0]
+            message = str(first.get("message") or "no message")
+            if len(errors) > 1:
+                message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+            field = first.get("field")
+            return message, str(field) if field else None
+        detail = data.get("detail") or data.get("title")
+        if detail:
+            return str(detail), None
+    text = (body or "").strip()
+    return (text[:300] if text else "no details in the response"), None
+
+
+class SendGridProvider:
+    name = "sendgrid"
+    batch_size = 1000          # personalizations per v3 mail/send request
+    uncertainty = "request"
+
+    def __init__(self, ctx: SendContext):
+        self.ctx = ctx
+        c = ctx.composed
+        s = c.settings
+        sg = s.delivery.sendgrid
+        self.settings = s
+        self.asm_group_id = sg.asm_group_id
+        self.timeout = float(sg.timeout)
+        self.backoff_base = self._backoff_base(ctx.env)
+        self.slug = c.slug
+        self.subject = c.subject
+        self.subject_prefix = ctx.subject_prefix
+        self.messages = ctx.messages
+        self.unsub_index = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
+        self._client = None
+        self._key: str | None = None
+        self._sleep = time.sleep    # tests replace this to observe waits
+
+        # Substitution keys: escaped value for the HTML part, raw for the text part; only
+        # for the slots each part uses. Under an ASM group the unsubscribe link is
+        # SendGrid's own tag, the same for everyone: written into the content literally.
+        inline_html: dict[int, str] = {}
+        inline_text: dict[int, str] = {}
+        if self.asm_group_id is not None and self.unsub_index is not None:
+            inline_html[self.unsub_index] = inline_text[self.unsub_index] = ASM_UNSUBSCRIBE_TAG
+        prefix = _key_prefix(list(c.html.parts) + list(c.text.parts) + list(c.subject.parts))
+        self.html_keys = {i: f"{prefix}{i}h-" for i in sorted(c.html.used) if i not in inline_html}
+        self.text_keys = {i: f"{prefix}{i}t-" for i in sorted(c.text.used) if i not in inline_text}
+        html_content = _keyed(c.html, self.html_keys, inline_html)
+        text_content = _keyed(c.text, self.text_keys, inline_text)
+
+        default_values = c.filler().defaults()
+        fallback_subject = self.subject_prefix + c.subject.fill(default_values)
+        if not fallback_subject.strip() or "\r" in fallback_subject or "\n" in fallback_subject:
+            fallback_subject = s.name
+
+        categories: list[str] = []
+        for cat in [self.slug, *sg.categories]:
+            if cat not in categories:
+                categories.append(cat)
+
+        headers = {"List-Id": header_value(s.list_id_header, "List-Id"),
+                   "X-Newsletter-Issue": header_value(self.slug, "X-Newsletter-Issue")}
+        self.base: dict = {
+            "from": {"email": s.from_email, "name": s.from_name or s.name},
+            "subject": fallback_subject,
+            "content": [
+                {"type": "text/plain", "value": text_content},
+                {"type": "text/html", "value": html_content},
+            ],
+            "categories": categories[:MAX_CATEGORIES],
+            "headers": headers,
+            "tracking_settings": {
+                "click_tracking": {"enable": sg.tracking.click, "enable_text": sg.tracking.click},
+                "open_tracking": {"enable": sg.tracking.open},
+            },
+        }
+        if s.reply_to:
+            self.base["reply_to"] = {"email": s.reply_to}
+        if self.asm_group_id is not None:
+            self.base["asm"] = {"group_id": self.asm_group_id}
+        # The issue rides on every personalization's custom_args (an object there). The
+        # message-level custom_args is typed "string" in SendGrid's OpenAPI description
+        # while the API (and SendGrid's own Python helper) uses an object, so it is left out.
+        self.custom_args = {"issue": self.slug}
+        self._custom_args_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in self.custom_args.items())
+
+    # --- settings and environment ---------------------------------------------------------
+
+    @staticmethod
+    def _backoff_base(env: dict[str, str]) -> float:
+        raw = env.get("NEWSLETTER_BACKOFF_BASE", os.environ.get("NEWSLETTER_BACKOFF_BASE"))
+        if raw is None or raw == "":
+            return 1.0
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value >= 0:
+            raise NewsletterError(f"NEWSLETTER_BACKOFF_BASE is '{raw}', not a number of seconds",
+                                  hint="use e.g. 1.0")
+        return value
+
+    def _host(self) -> str:
+        host = (self.ctx.env.get("SENDGRID_API_HOST") or DEFAULT_HOST).rstrip("/")
+        parts = urlsplit(host)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise NewsletterError(f"SENDGRID_API_HOST is '{host}', not an http(s) URL",
+                                  hint=f"use {DEFAULT_HOST} or https://api.eu.sendgrid.com")
+        if parts.scheme == "http" and parts.hostname not in _LOCAL_HOSTS:
+            raise NewsletterError(f"SENDGRID_API_HOST is '{host}': the API key must not travel over plain http",
+                                  hint="use https:// (http:// is allowed only for a local test server)")
+        return host
+
+    # --- Provider interface ---------------------------------------------------------------
+
+    def unsubscribe_url(self) -> str | None:
+        return ASM_UNSUBSCRIBE_TAG if self.asm_group_id is not None else None
+
+    def open(self) -> None:
+        """Check the key and host and make the client; no network call."""
+        if self._client is not None:
+            return
+        key = (self.ctx.env.get("SENDGRID_API_KEY") or "").strip()
+        if not key:
+            raise NewsletterError("SENDGRID_API_KEY is not set: " + KEY_HINT)
+        host = self._host()
+        from sendgrid import SendGridAPIClient
+
+        client = SendGridAPIClient(api_key=key, host=host)
+        client.client.timeout = self.timeout  # python_http_client has none by default
+        self._key = key
+        self._client = client
+
+    def close(self) -> None:
+        self._client = None
+
+    def send(self, batch: list[Recipient]) -> list[Result]:
+        if len(batch) > self.batch_size:
+            raise ValueError(f"send() got {len(batch)} recipients; a SendGrid request carries at most "
+                             f"{self.batch_size}")
+        self.open()
+        body, results = self.payload(batch)
+        included = [i for i, r in enumerate(results) if r is None]
+        if not included:
+            return results  # type: ignore[return-value]
+        status, detail = self._deliver(body)
+        for i in included:
+            email = batch[i].email
+            if status == "ok":
+                results[i] = Result(email, True, message_id=detail)
+            elif status == "uncertain":
+                results[i] = Result(email, False, error=detail, uncertain=True)
+            else:
+                results[i] = Result(email, False, error=detail)
+        return results  # type: ignore[return-value]
+
+    # --- payload --------------------------------------------------------------------------
+
+    def personalization(self, r: Recipient) -> dict | str:
+        """One recipient's personalization, or the reason it cannot be sent (permanent)."""
+        values = r.values
+        for what, v in (("address", r.email), ("name", r.name)):
+            if "\r" in v or "\n" in v:
+                return f"line break in the recipient's {what}"
+        subject = self.subject_prefix + self.subject.fill(values)
+        if "\r" in subject or "\n" in subject:
+            return "line break in the subject (from a merge value)"
+        if not subject.strip():
+            return "empty subject"
+        subs: dict[str, str] = {}
+        for i, key in self.html_keys.items():
+            subs[key] = html.escape(values[i])
+        for i, key in self.text_keys.items():
+            subs[key] = values[i]
+        size = self._custom_args_bytes + sum(len(k.encode()) + len(v.encode()) for k, v in subs.items())
+        if size > MAX_PERSONALIZATION_BYTES:
+            return (f"merge values too large for SendGrid: {size:,} bytes of substitutions and custom_args "
+                    f"(limit {MAX_PERSONALIZATION_BYTES:,} per recipient)")
+        to = {"email": r.email}
+        if r.name:
+            to["name"] = r.name
+        p: dict = {"to": [to], "subject": subject}
+        if subs:
+            p["substitutions"] = subs
+        p["custom_args"] = dict(self.custom_args)
+        if self.asm_group_id is None:
+            unsub = values[self.unsub_index] if self.unsub_index is not None else None
+            headers = _header_lines(self.messages.list_unsubscribe(unsub or None))
+            if headers:
+                p["headers"] = headers
+        return p
+
+    def payload(self, batch: list[Recipient]) -> tuple[dict, list[Result | None]]:
+        """The mail/send body for the batch, and per recipient a failed Result (left out) or None."""
+        personalizations = []
+        results: list[Result | None] = []
+        for r in batch:
+            p = self.personalization(r)
+            if isinstance(p, str):
+                results.append(Result(r.email, False, error=p, permanent=True))
+            else:
+                personalizations.append(p)
+                results.append(None)
+        body = dict(self.base)
+        body["personalizations"] = personalizations
+        return body, results
+
+    # --- the request ----------------------------------------------------------------------
+
+    def _post(self, body: dict):
+        """One mail/send request (a seam for tests)."""
+        return self._client.client.mail.send.post(request_body=body, timeout=self.timeout)
+
+    def _backoff(self, attempt: int) -> float:
+        return self.backoff_base * (2 ** (attempt - 1))
+
+    def _redact(self, text: str) -> str:
+        if self._key:
+            text = text.replace(self._key, "[redacted]")
+        return _SECRET_RE.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
+
+    def _fail(self, message: str, hint: str | None = None) -> NewsletterError:
+        return NewsletterError(self._redact(message), hint=self._redact(hint) if hint else None)
+
+    def _deliver(self, body: dict) -> tuple[str, str | None]:
+        """("ok", message id) | ("temporary", reason) | ("uncertain", reason); raises NewsletterError."""
+        from python_http_client.exceptions import HTTPError as ApiError
+
+        n = len(body["personalizations"])
+        attempts = rate_limited = 0
+        while True:
+            try:
+                response = self._post(body)
+            except ApiError as e:
+                status = int(e.status_code)
+                if status == 429:
+                    rate_limited += 1
+                    if rate_limited > MAX_RATE_LIMIT_RETRIES:
+                        return "temporary", f"SendGrid rate limit (429) still in force after {rate_limited} tries"
+                    wait = self._rate_limit_wait(e.headers, rate_limited)
+                    log.warning("SendGrid rate limit (429); waiting %.1f s before retrying", wait)
+                    self._sleep(wait)
+                    continue
+                if status >= 500:
+                    attempts += 1
+                    reason = f"SendGrid server error {status}"
+                    if attempts >= MAX_ATTEMPTS:
+                        return "temporary", f"{reason} after {attempts} attempts"
+                    wait = self._backoff(attempts)
+                    log.warning("%s; retrying in %.2f s (attempt %d of %d)", reason, wait, attempts + 1, MAX_ATTEMPTS)
+                    self._sleep(wait)
+                    continue
+                raise self._client_error(status, e.body, e.headers) from None
+            except urllib.error.URLError as e:
+                # Raised while connecting or writing the request: SendGrid has not got it.
+                attempts += 1
+                reason = f"cannot reach SendGrid: {self._redact(str(getattr(e, 'reason', e)))}"
+                if attempts >= MAX_ATTEMPTS:
+                    return "temporary", f"{reason} (after {attempts} attempts)"
+                wait = self._backoff(attempts)
+                log.warning("%s; retrying in %.2f s (attempt %d of %d)", reason, wait, attempts + 1, MAX_ATTEMPTS)
+                self._sleep(wait)
+                continue
+            except (OSError, http.client.HTTPException) as e:
+                # The request was written but no (complete) answer came: it may have been accepted.
+                kind = "no answer" if isinstance(e, TimeoutError) else f"connection lost ({type(e).__name__})"
+                reason = (f"{kind} from SendGrid within {self.timeout:g} s after the request was sent: "
+                          f"it may have been accepted; held back, not retried")
+                log.warning("%s (%d recipients)", reason, n)
+                return "uncertain", reason
+            code = response.status_code
+            if 200 <= code < 300:
+                headers = response.headers
+                msgid = headers.get("X-Message-Id") if headers is not None else None
+                return "ok", msgid
+            # python_http_client raises for every status >= 400; anything else is unexpected.
+            raise self._fail(f"SendGrid answered {code} to mail/send, expected 202")
+
+    def _rate_limit_wait(self, headers, tries: int) -> float:
+        reset = headers.get("X-RateLimit-Reset") if headers is not None else None
+        if reset is not None:
+            try:
+                return min(max(float(reset) - time.time(), 0.0), MAX_RATE_LIMIT_WAIT)
+            except ValueError:
+                pass
+        return min(self._backoff(tries), MAX_RATE_LIMIT_WAIT)
+
+    def _client_error(self, status: int, body, headers) -> NewsletterError:
+        message, field = _error_detail(body)
+        violations = headers.get("sl-violations") if headers is not None else None
+        if violations:  # a contract mock (Prism) says which rule the request broke
+            try:
+                message += "; contract: " + "; ".join(str(v.get("message")) for v in json.loads(violations))
+            except (ValueError, AttributeError, TypeError):
+                message += "; contract: " + str(violations)[:500]
+        if status in (401, 403):
+            return self._fail(f"SendGrid refused the API key ({status}): {message}",
+                              hint="check SENDGRID_API_KEY: it needs Mail Send permission"
+                              + ("; the from address must also be a verified sender" if status == 403 else ""))
+        if status == 413:
+            return self._fail(f"request too large for SendGrid (413): {message}",
+                              hint="the whole mail/send request must stay under 30 MB: shrink the issue's HTML")
+        where = f" (field {field})" if field else ""
+        if status == 400:
+            return self._fail(f"SendGrid rejected the request (400): {message}{where}",
+                              hint="nothing more was sent; fix this and run the send again")
+        return self._fail(f"SendGrid answered {status} to mail/send: {message}{where}")
