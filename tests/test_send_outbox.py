@@ -236,3 +236,25 @@ def test_readme_first_command_on_the_example(tmp_path: Path, monkeypatch):
         assert "It's Not OK" in msg.get_body(("plain",)).get_content()
     r = runner.invoke(app, ["send", "issues/2020-09-cscp.yaml", "--list", "subscribers.csv.example", "--yes"])
     assert r.exit_code == 0 and "nothing to send" in r.output
+
+
+def test_rate_limit_paces_batches(folder: Path, monkeypatch):
+    """delivery.rate = 2 messages/s: the third message waits until a second has passed."""
+    import newsletter_mailer.send as send_mod
+
+    toml = folder / "newsletter.toml"
+    toml.write_text(toml.read_text().replace("max_consecutive_failures = 10",
+                                             "max_consecutive_failures = 10\nrate = 2"))
+    clock = [1000.0]
+    waits: list[float] = []
+
+    def fake_sleep(s: float) -> None:
+        waits.append(s)
+        clock[0] += s
+
+    monkeypatch.setattr(send_mod.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(send_mod.time, "sleep", fake_sleep)
+    r = send("--yes")
+    assert r.exit_code == 0, r.output
+    assert len(messages(folder)) == 3
+    assert waits == [pytest.approx(1.0)]

@@ -220,6 +220,8 @@ class Sender:
         provider = p.provider
         provider.open()
         rate = settings.rate
+        # With a rate, batches shrink to at most a second's worth so the pace stays even.
+        size = min(provider.batch_size, max(1, int(rate))) if rate else provider.batch_size
         started = time.monotonic()
         attempted = 0
         consecutive = 0
@@ -274,7 +276,7 @@ class Sender:
         try:
             for sub in self._recipients():
                 batch.append(make_recipient(p, sub.email, sub.name, sub.fields))
-                if len(batch) >= provider.batch_size:
+                if len(batch) >= size:
                     flush()
             if batch:
                 flush()
