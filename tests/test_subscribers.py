@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from newsletter_mailer import addresses
 from newsletter_mailer.errors import NewsletterError
@@ -143,6 +146,12 @@ def test_invalid_utf8_deep_in_a_large_file_names_its_line(tmp_path):
     assert error(path).line == 3002
 
 
+def test_character_cut_short_at_the_end_of_the_file(tmp_path):
+    path = write(tmp_path, b"email,name\na@example.org,Ann\nb@example.org,Caf\xc3")
+    exc = error(path)
+    assert exc.line == 3 and "not UTF-8" in exc.message
+
+
 def test_invalid_utf8_in_the_header(tmp_path):
     path = write(tmp_path, b"email,n\xc3me\n")
     with pytest.raises(NewsletterError) as info:
@@ -196,6 +205,24 @@ def test_any_bytes_give_a_clean_error_or_a_result(tmp_path, junk):
         list(SubscriberList(path))
     except NewsletterError:
         pass
+
+
+_PIECES = [b"a", b"@", b".org", b",", b'"', b"\r", b"\n", b"\x00", b"\xff", b"\xc3", b"\xa9",
+           b"email", b"Email,name,status,tags\n", b" ", b";", b"\xef\xbb\xbf", b"bounced", b"\x1b"]
+
+
+@hypothesis_settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(_PIECES), max_size=60).map(b"".join))
+def test_fuzz_no_traceback_escapes(tmp_path, data):
+    path = write(tmp_path, data)
+    for read in (lambda: list(SubscriberList(path, tag="a")), lambda: read_suppressions([path])):
+        try:
+            got = read()
+        except NewsletterError as exc:
+            assert exc.path == str(path)
+        else:
+            if got and isinstance(got, list):
+                assert len({s.email.lower() for s in got}) == len(got)
 
 
 # --- statuses, names, addresses ----------------------------------------------

@@ -7,6 +7,7 @@ counted by reason, with their line numbers, so the user can fix the file.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import re
 from collections.abc import Iterable, Iterator
@@ -88,6 +89,7 @@ class SubscriberList:
 
     A row with a valid address claims that address even when it is itself skipped, so a
     later row cannot resurrect an address an earlier row marked unsubscribed or bounced.
+    `suppress` holds normalised, lowercased addresses, as read_suppressions returns them.
     """
 
     def __init__(self, path: Path, *, tag: str | None = None,
@@ -260,17 +262,27 @@ def _read_error(path: Path, reader, exc: Exception) -> NewsletterError:
 
 
 def _bad_utf8_line(path: Path) -> int | None:
-    """The line of the first byte that is not UTF-8 (only on the error path, so a second read is fine)."""
+    """The line of the first byte that is not UTF-8 (error path only, so a second read is fine).
+
+    Read in chunks, not lines: a broken file may have no line breaks at all.
+    """
+    def breaks(data: bytes) -> int:  # csv's newline="" counts \r\n, \r and \n as one line each
+        return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line, last = 1, b""
     try:
         with open(path, "rb") as f:
-            n = 1
-            for raw in f:
+            for chunk in iter(partial(f.read, 1 << 16), b""):
                 try:
-                    raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    head = raw[: exc.start]
-                    return n + head.count(b"\r") - head.count(b"\r\n")
-                n += 1 + raw.count(b"\r") - raw.count(b"\r\n")
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:  # exc.object: held-back bytes (never \r or \n) + chunk
+                    return line + breaks(last + exc.object[: exc.start]) - breaks(last)
+                line += breaks(last + chunk) - breaks(last)
+                last = chunk[-1:]
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:  # a character cut short at the very end
+        return line
     except OSError:
         return None
     return None
