@@ -20,6 +20,28 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log retries and provider steps to stderr")] = False,
+) -> None:
+    if verbose:
+        import logging
+
+        from newsletter_mailer.errors import redact
+
+        class _Redact(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                record.msg, record.args = redact(record.getMessage()), None
+                return True
+
+        handler = logging.StreamHandler()
+        handler.addFilter(_Redact())
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("newsletter_mailer")
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (default ./newsletter.toml)")]
 IssueArg = Annotated[Path, typer.Argument(help="the issue file, e.g. issues/2020-09-cscp.yaml", show_default=False)]
 
@@ -43,8 +65,19 @@ def compose(
     out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default build/<slug>/)")] = None,
     open_: Annotated[bool, typer.Option("--open", help="open the preview in a browser")] = False,
     config: ConfigOpt = None,
+    watch: Annotated[bool, typer.Option("--watch", help="serve the preview on 127.0.0.1 and rebuild it on every save")] = False,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="port of --watch (0 picks a free one)")] = 8000,
 ) -> None:
     """Compose an issue: email.html, email.txt, web.html and preview.html, plus the checks."""
+    if watch:
+        from newsletter_mailer.errors import NewsletterError
+        from newsletter_mailer.watch import serve
+
+        try:
+            serve(issue, config, out, port, open_, echo=typer.echo)
+        except NewsletterError as exc:
+            _fail(exc)
+        return
     from newsletter_mailer.checks import errors, run_checks
     from newsletter_mailer.compose import compose as compose_issue
     from newsletter_mailer.errors import NewsletterError
@@ -308,6 +341,10 @@ def status(
             if r.status in ("uncertain", "sending"):
                 typer.echo(f"uncertain\t{r.email}\t{r.provider or ''}\t{r.updated_at}")
     ledger.close()
+
+
+from newsletter_mailer.cli_site import register as _register_site
+_register_site(app)
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from newsletter_mailer import render
 from newsletter_mailer.compile import compile_mjml
 from newsletter_mailer.inline import inline_css
+from newsletter_mailer.media import check_local_images
 from newsletter_mailer.mergefields import Field, FieldTable
 from newsletter_mailer.personalise import Filler, Template
 from newsletter_mailer.schema import Issue, slug_of
@@ -75,6 +76,7 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
                   t: dict[str, float] | None = None) -> Composed:
     t = {} if t is None else t
     slug = slug_of(issue_path)
+    check_local_images(issue, issue_path)
     paths = tuple(render.search_path(settings_dir))
     table = FieldTable()
     t0 = time.perf_counter()
@@ -85,8 +87,10 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
     text = render.render(paths, render.TEXT_TEMPLATE, view, web=False, unsubscribe_url=unsub)
     t["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    email_html = compile_mjml(mjml_email, render.EMAIL_TEMPLATE)
-    web_html = compile_mjml(mjml_web, render.EMAIL_TEMPLATE)
+    # An MJML error names the template file in use (the user's override, or the built-in one).
+    mjml_file = render.environment(paths).get_template(render.EMAIL_TEMPLATE).filename or render.EMAIL_TEMPLATE
+    email_html = compile_mjml(mjml_email, mjml_file)
+    web_html = compile_mjml(mjml_web, mjml_file)
     t["compile"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     inlined = inline_css(email_html)

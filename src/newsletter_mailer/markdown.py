@@ -22,12 +22,18 @@ def _md() -> MarkdownIt:
     return md
 
 
+@lru_cache(maxsize=1)
+def _md_any_link() -> MarkdownIt:
+    """A parser that keeps every link, so the check below sees the ones _md() would drop."""
+    md = MarkdownIt("commonmark", {"html": False})
+    md.validateLink = lambda url: True  # type: ignore[method-assign]
+    return md
+
+
 def check_markdown_links(text: str) -> None:
     """Raise ValueError for a Markdown link or image that is not http(s) or mailto."""
     plain = mergefields.MERGE_RE.sub("x", text)
-    md = MarkdownIt("commonmark", {"html": False})
-    md.validateLink = lambda url: True  # type: ignore[method-assign]
-    for block in md.parse(plain):
+    for block in _md_any_link().parse(plain):
         for tok in block.children or ():
             url = tok.attrGet("href") if tok.type == "link_open" else tok.attrGet("src") if tok.type == "image" else None
             if url is not None and not str(url).strip().lower().startswith(_ALLOWED):

@@ -25,6 +25,7 @@ def write_atomic(path: Path, data: str | bytes) -> bool:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; build and site files are meant to be served
         os.replace(tmp, path)
     except OSError as exc:
         raise NewsletterError(f"cannot write: {exc.strerror}", path=path) from None

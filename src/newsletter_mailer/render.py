@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from newsletter_mailer import markdown
+from newsletter_mailer import markdown, media
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import FieldTable
 from newsletter_mailer.schema import Issue
@@ -70,7 +70,7 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -
             "body_html": Markup(markdown.to_html(body)),
             "body_text": markdown.to_text(body),
             "image": None if s.image is None else {
-                "src": s.image.src, "alt": tok(s.image.alt),
+                "src": media.image_url(settings, slug, s.image.src), "alt": tok(s.image.alt),
                 "href": tok(s.image.href) if s.image.href else None},
             "links": [{"text": tok(l.text), "url": tok(l.url), "label": tok(l.label) if l.label else None}
                       for l in s.links],

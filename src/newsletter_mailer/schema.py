@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,9 +36,11 @@ def _not_blank(v: str) -> str:
 
 def _link_url(v: str) -> str:
     v = v.strip()
-    if not v.lower().startswith(_SCHEMES) or any(c.isspace() or ord(c) < 32 for c in v):
+    # A merge field may stand in a link (https://…/survey?e={{ email }}): judge the URL around it.
+    probe = mergefields.MERGE_RE.sub("x", v)
+    if not probe.lower().startswith(_SCHEMES) or any(c.isspace() or ord(c) < 32 for c in probe):
         raise ValueError(f"'{v[:60]}' is not an http(s) or mailto link (use https://… or mailto:…)")
-    if v.lower().startswith(("http://", "https://")) and len(v.split("//", 1)[1].split("/")[0]) == 0:
+    if probe.lower().startswith(("http://", "https://")) and len(probe.split("//", 1)[1].split("/")[0]) == 0:
         raise ValueError(f"'{v[:60]}' has no host")
     return v
 
@@ -46,7 +49,34 @@ def _http_url(v: str) -> str:
     v = _link_url(v)
     if v.lower().startswith("mailto:"):
         raise ValueError(f"'{v[:60]}' must be an http(s) address")
+    if mergefields._JINJA_OPEN.search(v):
+        raise ValueError(f"'{v[:60]}' must be a plain http(s) address, without merge fields")
     return v
+
+
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _image_src(v: str) -> str:
+    """An http(s) address, or a path relative to the issue file (images/photo.png), kept normalised."""
+    v = v.strip()
+    if not v:
+        raise ValueError("must not be empty")
+    if v.lower().startswith(("http://", "https://")):
+        return _http_url(v)
+    if _SCHEME_RE.match(v) or v.startswith("//"):
+        raise ValueError(f"'{v[:60]}' must be an http(s) address or a path relative to the issue file "
+                         "(like images/photo.png)")
+    if any(ord(c) < 32 or c == "\x7f" for c in v):
+        raise ValueError("must not contain control characters")
+    if "\\" in v:
+        raise ValueError(f"'{v[:60]}': use / between folders, not \\")
+    if v.startswith("/") or v.startswith("~"):
+        raise ValueError(f"'{v[:60]}' is an absolute path: give a path relative to the issue file")
+    norm = posixpath.normpath(v)
+    if norm == "." or norm == ".." or norm.startswith("../") or v.endswith("/"):
+        raise ValueError(f"'{v[:60]}' must name a file inside the issue file's folder")
+    return norm
 
 
 def _markdown(v: str) -> str:
@@ -69,6 +99,7 @@ Markdown = Annotated[str, AfterValidator(_not_blank), AfterValidator(_content), 
 OptionalMarkdown = Annotated[str, AfterValidator(_content), AfterValidator(_markdown)]
 LinkURL = Annotated[str, AfterValidator(_content), AfterValidator(_link_url)]
 HttpURL = Annotated[str, AfterValidator(_http_url)]
+ImageSrc = Annotated[str, AfterValidator(_image_src)]
 IssueDate = Annotated[dt.date, BeforeValidator(_date)]
 
 
@@ -79,7 +110,8 @@ class _Strict(BaseModel):
 class Image(_Strict):
     """An image beside a section's text. alt is required ("" marks it decorative)."""
 
-    src: HttpURL = Field(description="http(s) address of the image")
+    src: ImageSrc = Field(description="http(s) address of the image, or a path relative to the issue file "
+                                      "(like images/photo.png): `newsletter publish` copies it into the site")
     alt: OneLine = Field(description='alternative text; "" for a decorative image')
     href: LinkURL | None = Field(None, description="where a click on the image goes")
 

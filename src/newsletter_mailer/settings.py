@@ -114,9 +114,9 @@ class Settings(_Strict):
         from newsletter_mailer.schema import _http_url
 
         rest = re.sub(r"\{\{\s*(email|token)\s*\}\}", "", v)
-        _http_url(rest)
         if "{" in rest or "}" in rest:
             raise ValueError("may use only {{ email }} and {{ token }}")
+        _http_url(rest)
         if not re.search(r"\{\{\s*(email|token)\s*\}\}", v):
             raise ValueError("must include {{ email }} or {{ token }} so each link is personal")
         return v

@@ -25,6 +25,36 @@ _Loader.yaml_implicit_resolvers = {
     for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
+# libyaml parses ten times faster and gives the same nodes, marks and values. It recurses in C,
+# so a deeply nested document could overflow the stack (a crash, not an error): it is used only
+# when the characters that can open a nesting level are few, and any document it refuses is read
+# again by the pure-Python _Loader, so errors keep that loader's messages.
+_FAST_MAX_OPENERS = 3000
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+_STRICTER = re.compile(r"[|>][-+0-9]*#")  # `|#`: PyYAML refuses, libyaml reads (so do tabs)
+if getattr(yaml, "__with_libyaml__", False):
+    class _FastLoader(yaml.CSafeLoader):
+        """libyaml's parser with _Loader's resolvers (dates stay strings)."""
+
+    _FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+else:  # pragma: no cover - PyYAML built without libyaml
+    _FastLoader = None
+
+
+def _fast_parse(text: str) -> tuple[Any, Any] | None:
+    """(node, data) from libyaml, or None to let the pure-Python loader read (or refuse) it."""
+    if (_FastLoader is None or sum(map(text.count, "[{-?:\n")) >= _FAST_MAX_OPENERS
+            or "\t" in text or _NON_PRINTABLE.search(text) or _STRICTER.search(text)):
+        return None
+    loader = _FastLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    except Exception:  # noqa: BLE001 - reported below, with the pure-Python loader's words
+        return None
+    finally:
+        loader.dispose()
+
 
 def read_text(path: Path) -> str:
     """Read a UTF-8 file (BOM allowed), with a clear error when it is missing or not text."""
@@ -54,6 +84,11 @@ class YamlDoc:
 
     def __init__(self, path: Path, text: str):
         self.path = path
+        fast = _fast_parse(text)
+        if fast is not None:
+            self.node, self.data = fast
+            _reject_duplicate_keys(path, self.node)
+            return
         loader = _Loader(text)
         try:
             node = loader.get_single_node()
@@ -61,6 +96,10 @@ class YamlDoc:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            # An unclosed quote or [ is only noticed lines later: say where it began.
+            context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+            if context and cmark and mark and cmark.line != mark.line:
+                problem += f", {context} that starts on line {cmark.line + 1}"
             raise NewsletterError(f"YAML syntax error: {problem}", path=path,
                                   line=mark.line + 1 if mark else None,
                                   hint="check indentation and quoting") from None
@@ -145,7 +184,8 @@ def _describe(err: dict[str, Any], model: type[BaseModel] | None) -> str:
 def validation_error(exc: ValidationError, path: Path, line_of) -> NewsletterError:
     """The first problem as one line: file:line: field: what is wrong (and how many more)."""
     errors = exc.errors(include_url=False)
-    err = errors[0]
+    # A misspelt key (`heding:`) also makes the real one "missing": name the typo, it is the cause.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in err["loc"])
     more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
     line = line_of(loc, key=err["type"] == "extra_forbidden") if line_of else None

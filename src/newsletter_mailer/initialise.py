@@ -1,0 +1,208 @@
+"""`newsletter init`: a new newsletter folder to start from. Never overwrites a file."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from newsletter_mailer.errors import NewsletterError
+
+SETTINGS = """\
+# Settings of this newsletter. Issues are YAML files in issues/; `newsletter compose issues/<file>.yaml`
+# builds one, `newsletter publish` builds the web archive, `newsletter send` mails it.
+# Every address below is a placeholder at example.org: replace them with your own.
+
+# The newsletter's name: the header of each issue, the footer and the archive page.
+name = "My Newsletter"
+# The sender address; your mail provider must allow you to send from it.
+from_email = "newsletter@example.org"
+# The sender name shown in inboxes (optional; the name above if left out).
+from_name = "My Newsletter"
+# Where replies go (optional).
+reply_to = "editor@example.org"
+# Where the published site lives: each issue's web copy is <web_base_url>/<issue file name>/,
+# the target of the "View this email in your browser" link.
+web_base_url = "https://example.org/newsletter"
+# Your postal address, shown in every footer as bulk-mail law expects.
+postal_address = "My Organisation, 1 Example Street, Example Town EX1 1AA"
+# Where `newsletter test-send` sends when no --to is given (optional).
+test_recipient = "editor@example.org"
+# The language of the issues, a tag like en, en-GB or fr.
+language = "en"
+# A personal unsubscribe link for each reader: {{ email }} is their address, {{ token }} an HMAC of it
+# keyed by the NEWSLETTER_SECRET environment variable, so your unsubscribe page can trust the link.
+unsubscribe_url = "https://example.org/unsubscribe?email={{ email }}&token={{ token }}"
+# An address readers may email to unsubscribe, offered in the List-Unsubscribe header (optional).
+unsubscribe_mailto = "unsubscribe@example.org"
+# The List-Id header (optional; made from the name and the sender's domain if left out).
+# list_id = "My Newsletter <my-newsletter.example.org>"
+
+[brand]
+# Colours, written #rrggbb: the header band and headings,
+primary_color = "#4a2a7a"
+# highlights,
+accent_color = "#c0392b"
+# the page behind the email,
+background_color = "#f2f0f5"
+# body text,
+text_color = "#222222"
+# and links.
+link_color = "#1a5fa8"
+# The fonts, first choice first (letters, digits, spaces, commas, quotes and hyphens only).
+font_family = "Helvetica, Arial, sans-serif"
+# A logo above the title (optional): an https address and its alternative text.
+# logo_url = "https://example.org/logo.png"
+# logo_alt = "My Organisation"
+
+[delivery]
+# How `newsletter send` delivers: outbox writes .eml files to ./outbox (nothing leaves your machine),
+# smtp sends through a mail server, sendgrid through the SendGrid API.
+provider = "outbox"
+# Messages per second, to stay under a provider's limit (optional; as fast as allowed if left out).
+# rate = 5
+# A send stops after this many failures in a row (a wrong password should not fail the whole list).
+max_consecutive_failures = 10
+
+[delivery.smtp]
+# The mail server; the password is read only from the SMTP_PASSWORD environment variable.
+# host = "smtp.example.org"
+# port = 587
+# username = "newsletter@example.org"
+# none, starttls or ssl
+security = "starttls"
+# Seconds to wait for the server.
+timeout = 30.0
+
+[delivery.sendgrid]
+# Labels for SendGrid's statistics (up to 9).
+categories = ["newsletter"]
+# A SendGrid unsubscribe group: its own unsubscribe link is then used (optional).
+# asm_group_id = 12345
+# Seconds to wait for the API.
+timeout = 30.0
+
+[delivery.sendgrid.tracking]
+# SendGrid's click and open tracking (off: links stay as written, no tracking pixel).
+click = false
+open = false
+"""
+
+ISSUE = """\
+# Your first issue. Edit it and watch the preview: newsletter compose {path} --watch
+# Text fields may use merge fields such as {{{{ name }}}} or {{{{ name | default("there") }}}};
+# body and intro are Markdown. `newsletter schema` prints the whole format.
+subject: "Welcome to {name}"
+preheader: "What this newsletter is about, and what comes next"
+date: {date}
+# draft: true            # leaves the issue out of `newsletter publish` (unless --drafts)
+intro: |
+  Hello {{{{ name | default("there") }}}}, and welcome to the first issue of {name}.
+
+sections:
+  - heading: "What to expect"
+    body: |
+      Each issue brings a few short stories with links to read more.
+      Write the text in **Markdown**: *emphasis*, lists and [links](https://example.org/) all work.
+
+      - news from the team
+      - events coming up
+      - resources worth reading
+    links:
+      - label: "Read more"
+        text: "About this newsletter"
+        url: "https://example.org/about"
+
+  - heading: "Adding an image"
+    body: |
+      A section may have an image beside its text: an https address, or a file next to this
+      issue (like `images/photo.png`), which `newsletter publish` copies into the site.
+    # image:
+    #   src: images/photo.png
+    #   alt: "What the image shows, for readers who cannot see it"
+"""
+
+SUBSCRIBERS = """\
+email,name,status,tags
+reader@example.org,Example Reader,subscribed,
+"""
+
+TEMPLATES_README = """\
+# Your templates
+
+Put a template here to use it instead of the built-in one of the same name:
+this folder is searched first, then the built-in templates. Leave it empty to use
+the built-in look.
+
+The built-in templates (Jinja, autoescaped except the `.txt.j2` one):
+
+| file | what it makes |
+| --- | --- |
+| `email.mjml.j2` | the email (MJML) and, with `web` true, its web copy published by `newsletter publish` |
+| `email.txt.j2` | the plain-text part of the email |
+| `preview.html.j2` | the preview page of `newsletter compose` (and `--watch`) |
+| `archive.html.j2` | the archive page `index.html` of `newsletter publish` |
+
+To start from a built-in template, copy it here and edit the copy. They are in
+
+    {builtin}
+
+(or find them with `python -c "from newsletter_mailer.render import builtin_templates; print(builtin_templates())"`),
+so for example:
+
+    cp "{builtin}/email.mjml.j2" templates/
+
+`newsletter compose issues/<file>.yaml --watch` rebuilds the preview whenever a template here changes.
+Keep the unsubscribe link (`{{{{ unsubscribe_url }}}}`) and the postal address in `email.mjml.j2`
+and `email.txt.j2`: the checks refuse to send without them.
+"""
+
+
+@dataclass
+class Result:
+    root: Path
+    created: list[Path] = field(default_factory=list)
+    existing: list[Path] = field(default_factory=list)
+    issue: Path | None = None
+
+
+def _create(path: Path, text: str, result: Result) -> None:
+    try:
+        with path.open("x", encoding="utf-8", newline="\n") as f:  # "x": never overwrite
+            f.write(text)
+    except FileExistsError:
+        result.existing.append(path)
+        return
+    except OSError as exc:
+        raise NewsletterError(f"cannot create: {exc.strerror}", path=path) from None
+    result.created.append(path)
+
+
+def _folder(path: Path, result: Result) -> None:
+    if path.is_dir():
+        return
+    if path.exists():
+        raise NewsletterError("exists but is not a folder", path=path, hint="move it away and run init again")
+    try:
+        path.mkdir(parents=True)
+    except OSError as exc:
+        raise NewsletterError(f"cannot create the folder: {exc.strerror}", path=path) from None
+    result.created.append(path)
+
+
+def initialise(directory: Path, today: dt.date | None = None) -> Result:
+    from newsletter_mailer.render import builtin_templates
+
+    today = today or dt.date.today()
+    result = Result(root=directory)
+    _folder(directory, result)
+    _create(directory / "newsletter.toml", SETTINGS, result)
+    _folder(directory / "issues", result)
+    issue = directory / "issues" / f"{today:%Y-%m}-first-issue.yaml"
+    _create(issue, ISSUE.format(name="My Newsletter", date=today.isoformat(),
+                                path=f"issues/{issue.name}"), result)
+    result.issue = issue
+    _create(directory / "subscribers.csv", SUBSCRIBERS, result)
+    _folder(directory / "templates", result)
+    _create(directory / "templates" / "README.md", TEMPLATES_README.format(builtin=builtin_templates()), result)
+    return result

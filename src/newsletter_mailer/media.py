@@ -1,0 +1,66 @@
+"""Local section images: a path relative to the issue file instead of an http(s) address.
+
+`newsletter publish` copies such a file to `<site>/<slug>/<path>`; the email and the web copy
+refer to it at `<web_base_url>/<slug>/<path>` (mail clients need absolute addresses), the
+published page by the relative `<path>`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.schema import Issue
+
+
+def is_local(src: str) -> bool:
+    return not src.lower().startswith(("http://", "https://"))
+
+
+def relative_url(src: str) -> str:
+    """The URL-path of a local image relative to the issue's page (`images/a b.png` -> `images/a%20b.png`)."""
+    return quote(src, safe="/")
+
+
+def image_url(settings, slug: str, src: str) -> str:
+    """What the email and the web copy use: remote addresses as given, local files under the issue's page."""
+    if not is_local(src):
+        return src
+    return settings.web_url(slug) + relative_url(src)
+
+
+def local_images(issue: Issue) -> list[tuple[int, str]]:
+    """(section index, relative path) of each local image, in order."""
+    return [(i, s.image.src) for i, s in enumerate(issue.sections)
+            if s.image is not None and is_local(s.image.src)]
+
+
+def image_files(issue: Issue, issue_path: Path) -> list[tuple[str, Path]]:
+    """(relative path, file) of each distinct local image; files are found next to the issue file."""
+    seen: dict[str, Path] = {}
+    for _, rel in local_images(issue):
+        seen.setdefault(rel, issue_path.parent / rel)
+    return list(seen.items())
+
+
+def check_local_images(issue: Issue, issue_path: Path) -> None:
+    """Raise a NewsletterError naming the issue file, line and field when a local image is missing."""
+    for i, rel in local_images(issue):
+        file = issue_path.parent / rel
+        if file.is_file():
+            continue
+        what = "is a folder, not an image file" if file.is_dir() else "image file not found"
+        raise NewsletterError(f"{what}: {file}", path=issue_path, line=_line_of(issue_path, i),
+                              field=f"sections[{i}].image.src",
+                              hint="a local image path is relative to the issue file's folder")
+
+
+def _line_of(issue_path: Path, section: int) -> int | None:
+    """Only on the error path: parse the file again to find the line of the field."""
+    try:
+        from newsletter_mailer.sourcefile import YamlDoc, read_text
+
+        return YamlDoc(issue_path, read_text(issue_path)).line_of(("sections", section, "image", "src"))
+    except NewsletterError:
+        return None
