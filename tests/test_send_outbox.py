@@ -160,9 +160,10 @@ def test_refuses_without_terminal_or_yes(folder: Path):
 
 
 def test_tag_and_suppress(folder: Path):
-    (folder / "suppress.txt").write_text("ANN@example.org\n", encoding="utf-8")
+    (folder / "suppress.txt").write_text("ANN@example.org\nnot an address\n", encoding="utf-8")
     r = send("--yes", "--tag", "parents", "--suppress", "suppress.txt")
     assert r.exit_code == 0, r.output
+    assert "1 line(s) of the suppression file(s) are not addresses" in r.output
     assert sorted(messages(folder)) == ["chloe@example.org"]
 
 

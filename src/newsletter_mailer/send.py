@@ -134,6 +134,9 @@ class Sender:
         if o.list_path is None:
             raise NewsletterError("no subscriber list: pass --list subscribers.csv")
         suppress = read_suppressions(o.suppress) if o.suppress else frozenset()
+        bad = getattr(suppress, "invalid", 0)
+        if bad:
+            p.notes.append(f"{bad} line(s) of the suppression file(s) are not addresses and were ignored")
         self.subscribers = SubscriberList(o.list_path, tag=o.tag, suppress=suppress)
         missing = p.composed.filler().missing(self.subscribers.columns)
         if missing:
