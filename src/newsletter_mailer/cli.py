@@ -100,6 +100,7 @@ def compose(
 
         webbrowser.open(paths["preview.html"].resolve().as_uri())
     if errors(checks):
+        typer.echo(f"error: {issue}: {len(errors(checks))} check(s) failed (see above)", err=True)
         raise typer.Exit(1)
 
 
@@ -211,8 +212,14 @@ def send(
             typer.echo(f"interrupted last time, delivery unknown: {_lines(plan.interrupted)}")
         _echo_plan_skips(plan)
         if plan.to_send == 0:
-            typer.echo("nothing to send: every subscriber on the list has had this issue" if plan.already_sent
-                       else "nothing to send: no subscriber on the list can receive this issue")
+            if plan.failed_before or plan.held_back:  # not "everyone has had it": say who has not
+                typer.echo(f"nothing to send: {plan.already_sent} already sent"
+                           + (f", {len(plan.failed_before)} failed permanently before (--retry-failed)"
+                              if plan.failed_before else "")
+                           + (f", {len(plan.held_back)} held back (--resend-uncertain)" if plan.held_back else ""))
+            else:
+                typer.echo("nothing to send: every subscriber on the list has had this issue" if plan.already_sent
+                           else "nothing to send: no subscriber on the list can receive this issue")
             _echo_held(plan.held_back, issue)
             return
         if dry_run:
@@ -223,10 +230,20 @@ def send(
             task = bar.add_task("send", total=plan.to_send) if bar else None
             summary = sender.run((lambda n: bar.advance(task, n)) if bar else None)
     except NewsletterError as exc:
+        stopped = getattr(exc, "summary", None)
+        if stopped is not None:  # the send stopped part-way: say what went out before it did
+            _echo_summary(stopped, issue)
         _fail(exc)
     finally:
         if sender is not None:
             sender.close()
+    _echo_summary(summary, issue)
+    _echo_held(plan.held_back, issue)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _echo_summary(summary, issue: Path) -> None:
     typer.echo(f"sent: {summary.sent}, failed: {summary.failed}, uncertain: {summary.uncertain}")
     for email, why in summary.failures[:20]:
         typer.echo(f"  failed {email}: {why}")
@@ -234,9 +251,6 @@ def send(
         typer.echo(f"  … and {len(summary.failures) - 20} more (newsletter status {issue} --list-failed)")
     if summary.uncertain_emails:
         typer.echo(f"uncertain (may or may not have arrived): {_lines(summary.uncertain_emails)}")
-    _echo_held(plan.held_back, issue)
-    if summary.failed:
-        raise typer.Exit(1)
 
 
 def _echo_plan_skips(plan) -> None:
@@ -359,8 +373,8 @@ def main() -> None:
     except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
         if os.environ.get("NEWSLETTER_DEBUG"):
             raise
-        from newsletter_mailer.errors import redact
+        from newsletter_mailer.errors import one_line, redact
 
-        typer.echo(redact(f"error: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "rerun with NEWSLETTER_DEBUG=1 for details and report it"), err=True)
+        typer.echo(redact(one_line(f"error: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+                                   "rerun with NEWSLETTER_DEBUG=1 for details and report it")), err=True)
         sys.exit(70)

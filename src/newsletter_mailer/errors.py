@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class NewsletterError(Exception):
     """A problem the user can fix: says where (file, line, field) and what to do."""
@@ -22,7 +24,17 @@ class NewsletterError(Exception):
             where = self.path + (f":{self.line}" if self.line else "") + ": "
         field = f"{self.field}: " if self.field else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return f"{where}{field}{self.message}{hint}"
+        return one_line(f"{where}{field}{self.message}{hint}")
+
+
+# Line breaks, terminal escapes and bidi overrides: a value quoted in an error (a key, a path,
+# a URL from the file) must neither break the one-line message nor rewrite the terminal.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(text: str) -> str:
+    """text with control and bidi characters shown as escapes (\\n, \\x1b, \\u202e)."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 SECRET_VARS = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")

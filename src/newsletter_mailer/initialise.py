@@ -83,8 +83,9 @@ categories = ["newsletter"]
 timeout = 30.0
 
 [delivery.sendgrid.tracking]
-# SendGrid's click and open tracking (off: links stay as written, no tracking pixel).
+# SendGrid's click tracking sends links through SendGrid (off: links stay as written).
 click = false
+# SendGrid's open tracking adds a tracking pixel (off: none).
 open = false
 """
 

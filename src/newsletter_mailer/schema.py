@@ -23,7 +23,15 @@ def _one_line(v: str) -> str:
     return v
 
 
+# Characters no text needs and MJML/XML cannot carry (a YAML "\x1b" or "\\0" escape gets them in).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
+
+
 def _content(v: str) -> str:
+    bad = _CONTROL.search(v)
+    if bad:
+        kind = "a control character" if ord(bad.group()) < 0x80 else "an invalid character"
+        raise ValueError(f"contains {kind} (U+{ord(bad.group()):04X}) at position {bad.start() + 1}; remove it")
     mergefields.check(v)
     return v
 
@@ -69,6 +77,8 @@ def _image_src(v: str) -> str:
                          "(like images/photo.png)")
     if any(ord(c) < 32 or c == "\x7f" for c in v):
         raise ValueError("must not contain control characters")
+    if mergefields._JINJA_OPEN.search(v):
+        raise ValueError(f"'{v[:60]}' must be a plain file path, without merge fields")
     if "\\" in v:
         raise ValueError(f"'{v[:60]}': use / between folders, not \\")
     if v.startswith("/") or v.startswith("~"):

@@ -228,10 +228,11 @@ class Sender:
         started = time.monotonic()
         attempted = 0
         consecutive = 0
+        refused = 0  # of the consecutive failures, those refused for good (5xx): need --retry-failed
         batch: list[Recipient] = []
 
         def flush() -> None:
-            nonlocal attempted, consecutive
+            nonlocal attempted, consecutive, refused
             if rate:
                 wait = started + attempted / rate - time.monotonic()
                 if wait > 0:
@@ -258,7 +259,7 @@ class Sender:
             for r in results:
                 if r.ok:
                     summary.sent += 1
-                    consecutive = 0
+                    consecutive = refused = 0
                 elif r.uncertain:
                     summary.uncertain += 1
                     summary.uncertain_emails.append(r.email)
@@ -266,14 +267,16 @@ class Sender:
                     summary.failed += 1
                     summary.failures.append((r.email, r.error or "failed"))
                     consecutive += 1
+                    refused += bool(r.permanent)
             if progress:
                 progress(len(batch))
             batch.clear()
             if consecutive >= settings.max_consecutive_failures:
                 last = summary.failures[-1][1] if summary.failures else "failed"
+                retry = (f", adding --retry-failed to retry the {refused} refused for good" if refused else "")
                 raise NewsletterError(
                     f"stopped after {consecutive} failures in a row (last: {last}); "
-                    f"fix the cause, then resume with the same `newsletter send` command",
+                    f"fix the cause, then resume with the same `newsletter send` command{retry}",
                     path=p.options.issue, exit_code=1)
 
         try:
@@ -283,6 +286,9 @@ class Sender:
                     flush()
             if batch:
                 flush()
+        except NewsletterError as exc:
+            exc.summary = summary  # what went out before the send stopped, for the CLI to show
+            raise
         finally:
             provider.close()
         return summary

@@ -31,7 +31,7 @@ _Loader.yaml_implicit_resolvers = {
 # again by the pure-Python _Loader, so errors keep that loader's messages.
 _FAST_MAX_OPENERS = 3000
 _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
-_STRICTER = re.compile(r"[|>][-+0-9]*#")  # `|#`: PyYAML refuses, libyaml reads (so do tabs)
+_STRICTER = re.compile(r"[|>][-+0-9]*#")  # `|#`: PyYAML refuses, libyaml reads (as tabs, inner BOMs)
 if getattr(yaml, "__with_libyaml__", False):
     class _FastLoader(yaml.CSafeLoader):
         """libyaml's parser with _Loader's resolvers (dates stay strings)."""
@@ -44,7 +44,7 @@ else:  # pragma: no cover - PyYAML built without libyaml
 def _fast_parse(text: str) -> tuple[Any, Any] | None:
     """(node, data) from libyaml, or None to let the pure-Python loader read (or refuse) it."""
     if (_FastLoader is None or sum(map(text.count, "[{-?:\n")) >= _FAST_MAX_OPENERS
-            or "\t" in text or _NON_PRINTABLE.search(text) or _STRICTER.search(text)):
+            or "\t" in text or "\ufeff" in text or _NON_PRINTABLE.search(text) or _STRICTER.search(text)):
         return None
     loader = _FastLoader(text)
     try:
@@ -89,7 +89,12 @@ class YamlDoc:
             self.node, self.data = fast
             _reject_duplicate_keys(path, self.node)
             return
-        loader = _Loader(text)
+        try:
+            loader = _Loader(text)  # the reader refuses control characters right here
+        except yaml.reader.ReaderError as exc:
+            line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+            raise NewsletterError(f"YAML syntax error: {str(exc).splitlines()[0]}", path=path, line=line,
+                                  hint="remove the control character") from None
         try:
             node = loader.get_single_node()
             self.data = loader.construct_document(node) if node is not None else None
@@ -133,8 +138,12 @@ class YamlDoc:
 
 def _reject_duplicate_keys(path: Path, node: Any) -> None:
     stack = [node]
+    seen_nodes: set[int] = set()  # aliases share nodes: visit each once ("billion laughs" stays linear)
     while stack:
         n = stack.pop()
+        if id(n) in seen_nodes:
+            continue
+        seen_nodes.add(id(n))
         if isinstance(n, yaml.MappingNode):
             seen: set[str] = set()
             for k, v in n.value:
@@ -154,7 +163,8 @@ def field_path(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            name = str(part)
+            out += ("." if out else "") + (name if len(name) <= 60 else name[:60] + "…")  # a pasted-in key
     return out
 
 

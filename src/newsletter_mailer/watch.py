@@ -198,7 +198,7 @@ class PreviewServer:
             self.echo(f"error: {b.message}")
 
     def _poll(self) -> None:
-        last = self.builder.signature()
+        last = self._baseline
         while not self._stop.wait(self.poll_interval):
             sig = self.builder.signature()
             if sig == last:
@@ -211,33 +211,37 @@ class PreviewServer:
                 if again == sig:
                     break
                 sig = again
+            # What was built from; a save during the build is seen next round. (When the build
+            # adds files to watch, e.g. local images, that round rebuilds once more, harmlessly.)
+            last = sig
             self._report(self.build())
-            last = self.builder.signature()  # the rebuild may add files to watch (local images)
 
     def start(self) -> Build:
+        self._baseline = self.builder.signature()  # before building: an edit meanwhile is not lost
         first = self.build()
-        for target in (self.httpd.serve_forever, self._poll):
-            t = threading.Thread(target=target, daemon=True, name=f"newsletter-watch-{target.__name__}")
+        for name, target in (("http", lambda: self.httpd.serve_forever(poll_interval=0.1)), ("poll", self._poll)):
+            t = threading.Thread(target=target, daemon=True, name=f"newsletter-watch-{name}")
             t.start()
             self._threads.append(t)
         return first
 
     def stop(self) -> None:
         self._stop.set()
-        self.httpd.shutdown()
+        if self._threads:  # shutdown() waits for serve_forever(), so only once it was started
+            self.httpd.shutdown()
         self.httpd.server_close()
         for t in self._threads:
             t.join(timeout=5)
 
     def serve(self, open_browser: bool = False) -> None:
-        first = self.start()
-        self.echo(f"previewing {self.builder.issue} at {self.url} (Ctrl-C to stop)")
-        self._report(first)
-        if open_browser:
-            import webbrowser
-
-            webbrowser.open(self.url)
         try:
+            first = self.start()
+            self.echo(f"previewing {self.builder.issue} at {self.url} (Ctrl-C to stop)")
+            self._report(first)
+            if open_browser:
+                import webbrowser
+
+                webbrowser.open(self.url)
             while not self._stop.wait(0.5):
                 pass
         except KeyboardInterrupt:
@@ -291,4 +295,7 @@ def _handler(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
 
 def serve(issue: Path, config: Path | None, out: Path | None, port: int, open_browser: bool,
           echo: Callable[[str], None] = print) -> None:
+    if not issue.is_file():  # a typo in the path: say so now rather than serve an error page
+        raise NewsletterError("file not found" if not issue.exists() else "is not a file", path=issue,
+                              hint="check the path")
     PreviewServer(issue, config, out, port=port, echo=echo).serve(open_browser)

@@ -329,7 +329,8 @@ class SmtpProvider:
         if last.unreachable:
             raise NewsletterError(
                 f"lost the SMTP server {self.where} mid-send and could not reconnect after {MAX_ATTEMPTS} attempts: "
-                f"{last.error}; nothing was sent to {r.email}, the send can be resumed later")
+                f"{last.error}; nothing was sent to {r.email}: resume with the same `newsletter send` command "
+                "once the server is back")
         return Result(r.email, ok=False, error=f"{last.error} (gave up after {MAX_ATTEMPTS} attempts)")
 
     @staticmethod

@@ -1,0 +1,216 @@
+"""`newsletter compose ISSUE --watch`: a real HTTP server on 127.0.0.1 that rebuilds on every save,
+shows a broken edit on the page, recovers, and makes a real browser reload itself."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter_mailer.cli import app
+from tests.conftest import ROOT
+from tests.test_publish import png
+
+TIMEOUT = 10.0
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+
+
+def wait_for(fn, what: str, timeout: float = TIMEOUT):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.03)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+@pytest.fixture
+def server(newsletter_dir: Path):
+    from newsletter_mailer.watch import PreviewServer
+
+    lines: list[str] = []
+    s = PreviewServer(newsletter_dir / "issues" / "mini.yaml", newsletter_dir / "newsletter.toml",
+                      newsletter_dir / "out", port=0, poll_interval=0.05, echo=lines.append)
+    s.lines = lines
+    first = s.start()
+    assert first.ok, first.message
+    yield s
+    s.stop()
+
+
+def page_with(server, text: str) -> str:
+    return wait_for(lambda: (p := get(server.url)[1]) and text in p and p, repr(text))
+
+
+def test_serves_the_preview_with_the_reload_script_and_writes_the_build(server, newsletter_dir):
+    status, page = get(server.url)
+    assert status == 200
+    assert server.url.startswith("http://127.0.0.1:")
+    assert 'id="subject">Hello friend<' in page and 'id="checks"' in page
+    assert 'fetch("/__version"' in page and f'const version = "{server.version}"' in page
+    assert get(server.url + "__version") == (200, str(server.version))
+    assert get(server.url + "nothing-here")[0] == 404
+    for name in ("email.html", "email.txt", "web.html", "preview.html"):
+        assert (newsletter_dir / "out" / name).is_file()
+    assert "__version" not in (newsletter_dir / "out" / "preview.html").read_text(encoding="utf-8")
+
+
+def test_an_edit_rebuilds_the_page_and_the_build_files(server, newsletter_dir):
+    v = server.version
+    edit(newsletter_dir / "issues" / "mini.yaml", "A short preview line", "An edited preview line")
+    page = page_with(server, "An edited preview line")
+    assert f'const version = "{server.version}"' in page and server.version > v
+    assert "An edited preview line" in (newsletter_dir / "out" / "email.html").read_text(encoding="utf-8")
+    assert any(l.startswith("rebuilt in ") for l in server.lines)
+
+
+def test_a_save_without_a_change_keeps_the_version(server, newsletter_dir):
+    v = server.version
+    path = newsletter_dir / "issues" / "mini.yaml"
+    path.write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+    wait_for(lambda: len(server.lines) >= 1, "a rebuild")
+    assert server.version == v
+
+
+def test_a_broken_edit_shows_the_error_and_a_fix_brings_the_preview_back(server, newsletter_dir):
+    path = newsletter_dir / "issues" / "mini.yaml"
+    good = path.read_text(encoding="utf-8")
+    path.write_text(good.replace("date: 2020-09-01", "date: [2020-09-01"), encoding="utf-8")
+    page = page_with(server, 'id="problem"')
+    assert "YAML syntax error" in page and "mini.yaml:" in page
+    assert 'fetch("/__version"' in page  # the error page reloads itself too
+    assert any(l.startswith("error: ") for l in server.lines)
+
+    path.write_text(good.replace("heading: First", "heding: First"), encoding="utf-8")
+    page = page_with(server, "is not a known key")
+    assert "sections[0].heding" in page
+
+    path.write_text(good.replace("Hello", "Fixed"), encoding="utf-8")
+    page = page_with(server, 'id="subject">Fixed friend<')
+    assert 'id="problem"' not in page
+
+
+def test_settings_and_template_changes_rebuild(server, newsletter_dir):
+    edit(newsletter_dir / "newsletter.toml", 'name = "CSCP Newsletter"', 'name = "Renamed Newsletter"')
+    page_with(server, "Renamed Newsletter")
+
+    from newsletter_mailer.render import builtin_templates
+
+    (newsletter_dir / "templates").mkdir()
+    text = (builtin_templates() / "preview.html.j2").read_text(encoding="utf-8")
+    (newsletter_dir / "templates" / "preview.html.j2").write_text(
+        text.replace("<h1>", "<h1>My own preview: "), encoding="utf-8")
+    page_with(server, "My own preview: ")
+
+    # A broken user template shows the error, whatever the page template is.
+    (newsletter_dir / "templates" / "preview.html.j2").write_text("{% if %}", encoding="utf-8")
+    page = page_with(server, 'id="problem"')
+    assert "template error" in page and "preview.html.j2" in page
+    (newsletter_dir / "templates" / "preview.html.j2").unlink()
+    page_with(server, 'id="subject">Hello friend<')
+
+
+def test_local_images_are_served_and_a_missing_one_recovers_when_added(server, newsletter_dir):
+    issue = newsletter_dir / "issues" / "mini.yaml"
+    edit(issue, "src: https://example.org/a.png", "src: pics/a.png")
+    page = page_with(server, 'id="problem"')
+    assert "image file not found" in page and "sections[0].image.src" in page
+    (newsletter_dir / "issues" / "pics").mkdir()
+    (newsletter_dir / "issues" / "pics" / "a.png").write_bytes(png())
+    page = page_with(server, 'id="subject"')
+    assert "/__media/pics/a.png" in page and "https://example.org/newsletter/mini/pics/a.png" not in page
+    with urllib.request.urlopen(server.url + "__media/pics/a.png", timeout=5) as r:
+        assert r.headers["Content-Type"] == "image/png" and r.read() == png()
+    assert get(server.url + "__media/..%2Fnewsletter.toml")[0] == 404
+    # The build files keep the absolute address mail clients need.
+    assert "https://example.org/newsletter/mini/pics/a.png" in (newsletter_dir / "out" / "email.html").read_text()
+
+
+def test_a_real_browser_reloads_itself_after_an_edit(server, newsletter_dir):
+    from tests.helpers.browser import open_page
+
+    with open_page(server.url, 1000) as page:
+        assert page.locator("#subject").inner_text() == "Hello friend"
+        edit(newsletter_dir / "issues" / "mini.yaml", "subject: 'Hello", "subject: 'Reloaded")
+        page.wait_for_function("() => document.querySelector('#subject')?.textContent === 'Reloaded friend'",
+                               timeout=TIMEOUT * 1000)
+        frame = page.frame_locator("#desktop")
+        assert "Reloaded friend" not in frame.locator("body").inner_text()  # the subject is not in the body
+        assert "First" in frame.locator("body").inner_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# the command line
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("NEWSLETTER_DEBUG", None)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_cli_watch_on_a_free_port_then_ctrl_c_stops_cleanly(newsletter_dir):
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter_mailer", "compose", "issues/mini.yaml",
+                             "--watch", "--port", "0"], cwd=newsletter_dir, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline()
+        m = re.search(r"at (http://127\.0\.0\.1:(\d+)/) \(Ctrl-C to stop\)", first)
+        assert m and m.group(2) != "0", first
+        url = m.group(1)
+        assert proc.stdout.readline().startswith("rebuilt in ")
+        status, page = get(url)
+        assert status == 200 and 'id="subject">Hello friend<' in page
+        assert (newsletter_dir / "build" / "mini" / "preview.html").is_file()
+        edit(newsletter_dir / "issues" / "mini.yaml", "subject: 'Hello", "subject: 'Changed")
+        page_with(type("S", (), {"url": url}), 'id="subject">Changed friend<')
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, (out, err)
+    assert out.rstrip().endswith("stopped") and "Traceback" not in err and err == ""
+
+
+def test_cli_watch_on_a_busy_port_is_one_clean_error(newsletter_dir, monkeypatch):
+    monkeypatch.chdir(newsletter_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        result = CliRunner().invoke(app, ["compose", "issues/mini.yaml", "--watch", "--port", str(port)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (pass --port N, or --port 0 for a free one)"]
+
+
+def test_cli_watch_of_a_missing_issue_is_one_clean_error(newsletter_dir, monkeypatch):
+    monkeypatch.chdir(newsletter_dir)
+    result = CliRunner().invoke(app, ["compose", "issues/nope.yaml", "--watch", "--port", "0"])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == ["error: issues/nope.yaml: file not found (check the path)"]
