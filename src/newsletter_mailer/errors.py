@@ -37,6 +37,15 @@ def one_line(text: str) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def unreadable(path: object, exc: OSError) -> NewsletterError:
+    """The one wording for a file that cannot be opened, whoever opens it."""
+    if isinstance(exc, FileNotFoundError):
+        return NewsletterError("file not found", path=path, hint="check the path")
+    if isinstance(exc, IsADirectoryError):
+        return NewsletterError("is a folder, not a file", path=path)
+    return NewsletterError(f"cannot read: {exc.strerror or exc}", path=path)
+
+
 SECRET_VARS = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
 
 

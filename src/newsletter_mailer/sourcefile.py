@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.errors import NewsletterError, unreadable
 
 
 class _Loader(yaml.SafeLoader):
@@ -60,12 +60,8 @@ def read_text(path: Path) -> str:
     """Read a UTF-8 file (BOM allowed), with a clear error when it is missing or not text."""
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise NewsletterError("file not found", path=path, hint="check the path") from None
-    except IsADirectoryError:
-        raise NewsletterError("is a folder, not a file", path=path) from None
     except OSError as exc:
-        raise NewsletterError(f"cannot read: {exc.strerror}", path=path) from None
+        raise unreadable(path, exc) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

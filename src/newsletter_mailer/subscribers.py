@@ -17,7 +17,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from newsletter_mailer import addresses
-from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.errors import NewsletterError, unreadable
 
 RESERVED = ("email", "name", "status", "tags")
 REASONS = ("invalid", "duplicate", "unsubscribed", "bounced", "suppressed", "not tagged")
@@ -230,12 +230,8 @@ def _read_suppression(path: Path, reader, found: set[str]) -> int:
 def _open(path: Path):
     try:
         return open(path, encoding="utf-8-sig", newline="")
-    except FileNotFoundError:
-        raise NewsletterError("file not found", path=path, hint="check the path") from None
-    except IsADirectoryError:
-        raise NewsletterError("is a folder, not a file", path=path) from None
     except OSError as exc:
-        raise NewsletterError(f"cannot read: {exc.strerror or exc}", path=path) from None
+        raise unreadable(path, exc) from None
 
 
 def _lines(f, path: Path) -> Iterator[str]:
