@@ -24,12 +24,19 @@ class NewsletterError(Exception):
             where = self.path + (f":{self.line}" if self.line else "") + ": "
         field = f"{self.field}: " if self.field else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return one_line(f"{where}{field}{self.message}{hint}")
+        return _capped(one_line(f"{where}{field}{self.message}{hint}"))
 
 
 # Line breaks, terminal escapes and bidi overrides: a value quoted in an error (a key, a path,
 # a URL from the file) must neither break the one-line message nor rewrite the terminal.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _capped(text: str, limit: int = 1000) -> str:
+    """A pasted-in 100,000-character value quoted in an error still leaves one readable line."""
+    if len(text) <= limit:
+        return text
+    return text[: limit - 300] + f" …[{len(text) - limit + 1:,} characters]… " + text[-299:]
 
 
 def one_line(text: str) -> str:

@@ -8,9 +8,36 @@ premailer pulls in requests and cssutils, so it is imported only here.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import sys
+import types
+from contextlib import contextmanager
 from functools import lru_cache
+
+
+class _Deferred(types.ModuleType):
+    """Stands in for a module a library imports but may never use; imports it on first use."""
+
+    def __getattr__(self, attr: str):
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+@contextmanager
+def _deferred(name: str):
+    """While importing a library, let its `import name` bind a _Deferred instead of the module."""
+    if name in sys.modules:
+        yield
+        return
+    stand_in = sys.modules[name] = _Deferred(name)
+    try:
+        yield
+    finally:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]  # everyone else who imports it gets the real module
 
 
 @lru_cache(maxsize=1)
@@ -23,13 +50,18 @@ def _premailer():
       so premailer's output, are the same.
     * premailer caches parsed declarations in one LFU cache of 128 entries; an MJML email has
       more distinct inline styles than that, so every rebuild re-parsed some. 4096 keeps them.
+    * premailer imports requests only to fetch stylesheets from the network, which
+      allow_network=False never does; importing it is a seventh of `newsletter compose`. So
+      premailer's `requests` is a stand-in that imports the real one if it is ever used.
     """
     added = "PREMAILER_CACHE_MAXSIZE" not in os.environ
     if added:  # read once, when premailer is imported; not left for child processes
         os.environ["PREMAILER_CACHE_MAXSIZE"] = "4096"
     try:
         import cssutils
-        from premailer import Premailer
+
+        with _deferred("requests"):
+            from premailer import Premailer
     finally:
         if added:
             os.environ.pop("PREMAILER_CACHE_MAXSIZE", None)

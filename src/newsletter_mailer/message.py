@@ -28,6 +28,8 @@ _SOFT = "=\r\n"
 _M = "xqzNLMARK"  # header/body markers: alphanumeric, so the email package leaves them alone
 _TO, _SUBJECT, _MSGID, _LISTUNSUB, _TEXT, _HTML = (f"{_M}{n}Q" for n in range(6))
 _MARK_RE = re.compile(f"{_M}(\\d)Q")
+_TO_N, _SUBJECT_N, _MSGID_N, _LISTUNSUB_N, _TEXT_N, _HTML_N = range(6)
+_QP_CACHE_MAX = 4096  # encoded values kept per message template (defaults, common names, web_url)
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 
 
@@ -60,9 +62,30 @@ def header_value(value: str, name: str) -> str:
     """An encoded header value: plain when short ASCII, else RFC 2047 folded. Refuses CR/LF."""
     if "\r" in value or "\n" in value:
         raise HeaderValueError(f"line break in {name}")
-    if value.isascii() and len(value) < 900:
+    # "=?" would let a value smuggle its own RFC 2047 encoded-word ("=?utf-8?q?=0D=0ABcc:…?=")
+    # past us for mail clients to decode: such values are encoded, so they decode to themselves.
+    if value.isascii() and len(value) < 900 and "=?" not in value:
         return value
     return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+def smuggles_control(value: str) -> bool:
+    """True when value holds an RFC 2047 encoded-word that decodes to a line break or another
+    control character: harmless in our own MIME (header_value encodes it), but a provider that
+    writes ASCII headers as they are would let mail clients decode it."""
+    if "=?" not in value:
+        return False
+    from email.header import decode_header
+
+    try:
+        parts = decode_header(value)
+    except Exception:  # noqa: BLE001 - malformed encoded-words are left as text by clients too
+        return False
+    for data, charset in parts:
+        text = data.decode(charset or "ascii", "replace") if isinstance(data, bytes) else data
+        if any(ord(c) < 32 or ord(c) == 127 for c in text):
+            return True
+    return False
 
 
 def address(name: str, email: str) -> str:
@@ -71,7 +94,7 @@ def address(name: str, email: str) -> str:
         raise HeaderValueError("line break in an address")
     if not name:
         return email
-    if name.isascii() and len(name) < 200:
+    if name.isascii() and len(name) < 200 and "=?" not in name:  # see header_value
         if _SPECIALS.search(name):
             name = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
         return f"{name} <{email}>"
@@ -109,19 +132,97 @@ class MessageTemplate:
         self._marks = [int(m) for m in pieces[1::2]]
         self._text = _qp_template(c.text)
         self._html = _qp_template(c.html)
+        self._compile_plan()
+
+    def _compile_plan(self) -> None:
+        """The whole message as bytes literals and gaps, laid out once.
+
+        Per recipient only the gaps are filled (header values; QP-encoded merge values) and one
+        b"".join makes the message: the 60 KB of literal body is never re-encoded. A gap is
+        (source, key): source 0 is the header values by marker, 1 the text values by slot,
+        2 the HTML values by slot.
+        """
+        try:
+            lits = [lit.encode("ascii") for lit in self._literals]
+            bodies = {_TEXT_N: (1, [b.encode("ascii") for b in self._text.parts], self._text.slots),
+                      _HTML_N: (2, [b.encode("ascii") for b in self._html.parts], self._html.slots)}
+        except UnicodeEncodeError:  # never expected: the email package and QP write ASCII
+            self._plan = None
+            return
+        parts: list[bytes] = []
+        gaps: list[tuple[int, int]] = []
+        cur = lits[0]
+        for i, m in enumerate(self._marks, 1):
+            if m in bodies:
+                source, body_parts, slots = bodies[m]
+                cur += body_parts[0]
+                for j, slot in enumerate(slots, 1):
+                    parts.append(cur)
+                    gaps.append((source, slot))
+                    cur = body_parts[j]
+            else:
+                parts.append(cur)
+                gaps.append((0, m))
+                cur = b""
+            cur += lits[i]
+        self._plan = (tuple(parts), tuple(gaps), cur)
+        self._text_slots = tuple(sorted(set(self._text.slots)))
+        self._html_slots = tuple(sorted(set(self._html.slots)))
+        self._qp_cache: dict[str, bytes] = {}
+        self._qp_html_cache: dict[str, bytes] = {}
 
     def list_unsubscribe(self, url: str | None) -> str:
         """List-Unsubscribe header line(s) with CRLF (RFC 8058 one-click when https), or nothing."""
-        links = [f"<{u}>" for u in (url, self.mailto) if u]
-        if not links:
-            return ""
-        out = "List-Unsubscribe: " + ", ".join(links)
-        if url and url.lower().startswith("https://"):
+        mailto = self.mailto  # per recipient: plain string work, no lists
+        if not url:
+            return f"List-Unsubscribe: <{mailto}>\r\n" if mailto else ""
+        out = f"List-Unsubscribe: <{url}>, <{mailto}>" if mailto else f"List-Unsubscribe: <{url}>"
+        if url[:8].lower() == "https://":
             out += "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
         return out + "\r\n"
 
     def build(self, email: str, name: str, values: list[str]) -> tuple[str, bytes]:
         """(Message-ID, message bytes) for one recipient. Raises HeaderValueError for unsafe values."""
+        if self._plan is None:
+            return self._build_str(email, name, values)
+        subject = self.subject.fill(values)
+        msgid = f"<{os.urandom(12).hex()}@{self.domain}>"
+        unsub = values[self.unsub_index] if self.unsub_index is not None else None
+        to = address(name, email)
+        subject = header_value(subject, "Subject")
+        list_unsub = self.list_unsubscribe(unsub)
+        heads = {_TO_N: to.encode("ascii"), _SUBJECT_N: subject.encode("ascii"), _MSGID_N: msgid.encode("ascii"),
+                 _LISTUNSUB_N: list_unsub.encode("ascii")}
+        cache, cache_html = self._qp_cache, self._qp_html_cache
+        text_vals = {}
+        for i in self._text_slots:
+            v = values[i]
+            b = cache.get(v)
+            if b is None:
+                b = _qp_value(v).encode("ascii")
+                if len(cache) < _QP_CACHE_MAX:
+                    cache[v] = b
+            text_vals[i] = b
+        html_vals = {}
+        for i in self._html_slots:
+            v = values[i]
+            b = cache_html.get(v)
+            if b is None:
+                b = _qp_value(html.escape(v)).encode("ascii")
+                if len(cache_html) < _QP_CACHE_MAX:
+                    cache_html[v] = b
+            html_vals[i] = b
+        sources = (heads, text_vals, html_vals)
+        parts, gaps, tail = self._plan
+        out = []
+        for lit, (source, key) in zip(parts, gaps):
+            out.append(lit)
+            out.append(sources[source][key])
+        out.append(tail)
+        return msgid, b"".join(out)
+
+    def _build_str(self, email: str, name: str, values: list[str]) -> tuple[str, bytes]:
+        """The general path (str joined, then encoded): only if the skeleton were not ASCII."""
         subject = self.subject.fill(values)
         msgid = f"<{os.urandom(12).hex()}@{self.domain}>"
         unsub = values[self.unsub_index] if self.unsub_index is not None else None
@@ -145,6 +246,6 @@ class MessageTemplate:
 
 def unsubscribe_link(template: str, email: str, token: str) -> str:
     """The settings' unsubscribe_url filled for one address (values URL-encoded)."""
-    return (template.replace("{{ email }}", quote(email, safe="@"))
-            .replace("{{email}}", quote(email, safe="@"))
+    q = quote(email, safe="@")
+    return (template.replace("{{ email }}", q).replace("{{email}}", q)
             .replace("{{ token }}", token).replace("{{token}}", token))

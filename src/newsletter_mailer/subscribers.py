@@ -299,8 +299,8 @@ def _header(path: Path, reader) -> tuple:
             continue
         key = merge_name(cell)
         if key in seen:
-            raise NewsletterError(f"columns '{seen[key].strip()}' and '{cell.strip()}' both mean "
-                                  f"'{key}'", path=path, line=line, hint="rename or remove one")
+            raise NewsletterError(f"columns '{seen[key].strip()[:60]}' and '{cell.strip()[:60]}' both mean "
+                                  f"'{key[:60]}'", path=path, line=line, hint="rename or remove one")
         seen[key] = cell
     if "email" not in seen:
         hint = ("the file looks ';'-separated; save it as comma-separated CSV"

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from newsletter_mailer.compose import UNSUBSCRIBE
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.message import header_value
+from newsletter_mailer.message import header_value, smuggles_control
 from newsletter_mailer.personalise import Template
 from newsletter_mailer.providers.base import Recipient, Result, SendContext
 
@@ -201,6 +201,9 @@ class SendGridProvider:
         # while the API (and SendGrid's own Python helper) uses an object, so it is left out.
         self.custom_args = {"issue": self.slug}
         self._custom_args_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in self.custom_args.items())
+        # What every personalization's size starts from: custom_args and the substitution keys.
+        self._fixed_bytes = self._custom_args_bytes + sum(
+            len(k.encode()) for k in (*self.html_keys.values(), *self.text_keys.values()))
 
     # --- settings and environment ---------------------------------------------------------
 
@@ -280,9 +283,13 @@ class SendGridProvider:
         for what, v in (("address", r.email), ("name", r.name)):
             if "\r" in v or "\n" in v:
                 return f"line break in the recipient's {what}"
+        if smuggles_control(r.name):
+            return "RFC 2047 encoded control character in the recipient's name"
         subject = self.subject_prefix + self.subject.fill(values)
         if "\r" in subject or "\n" in subject:
             return "line break in the subject (from a merge value)"
+        if smuggles_control(subject):
+            return "RFC 2047 encoded control character in the subject (from a merge value)"
         if not subject.strip():
             return "empty subject"
         subs: dict[str, str] = {}
@@ -290,7 +297,7 @@ class SendGridProvider:
             subs[key] = html.escape(values[i])
         for i, key in self.text_keys.items():
             subs[key] = values[i]
-        size = self._custom_args_bytes + sum(len(k.encode()) + len(v.encode()) for k, v in subs.items())
+        size = self._fixed_bytes + len("".join(subs.values()).encode())  # UTF-8 bytes, keys + values
         if size > MAX_PERSONALIZATION_BYTES:
             return (f"merge values too large for SendGrid: {size:,} bytes of substitutions and custom_args "
                     f"(limit {MAX_PERSONALIZATION_BYTES:,} per recipient)")

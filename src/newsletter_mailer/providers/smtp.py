@@ -336,7 +336,16 @@ class SmtpProvider:
     @staticmethod
     def _payload(data: bytes) -> bytes:
         """What goes on the wire after DATA: CRLF line ends, leading dots doubled, ending CRLF.CRLF."""
-        q = _LEADING_DOT.sub(b"..", _EOL.sub(b"\r\n", data))
+        # Messages from MessageTemplate already end every line with CRLF: three counts prove it
+        # (tens of µs) where the regexes took a millisecond on a 90 KB message. With CRLF only,
+        # a line starts at 0 or after "\r\n", so dot-stuffing is a replace.
+        lf = data.count(b"\n")
+        if lf != data.count(b"\r") or lf != data.count(b"\r\n"):
+            q = _LEADING_DOT.sub(b"..", _EOL.sub(b"\r\n", data))
+        else:
+            q = data.replace(b"\r\n.", b"\r\n..") if b"\r\n." in data else data
+            if q.startswith(b"."):
+                q = b"." + q
         if not q.endswith(b"\r\n"):
             q += b"\r\n"
         return q + b".\r\n"
