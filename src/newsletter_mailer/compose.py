@@ -48,7 +48,12 @@ class Composed:
         return self.settings.web_url(self.slug)
 
     def filler(self) -> Filler:
-        return Filler(self.fields, self.web_url)
+        """Built once per composed issue: the per-recipient path asks for it every time."""
+        f = self.__dict__.get("_filler")
+        if f is None:
+            f = Filler(self.fields, self.web_url)
+            object.__setattr__(self, "_filler", f)
+        return f
 
     def email_html_with_placeholders(self) -> str:
         """email.html as written to disk: merge fields shown as the user wrote them."""
