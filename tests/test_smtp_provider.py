@@ -10,8 +10,6 @@ import email
 import email.policy
 import logging
 import socket
-import struct
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -23,6 +21,7 @@ from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.message import MessageTemplate
 from newsletter_mailer.providers import Recipient, Result, SendContext, get_provider
 from newsletter_mailer.providers.smtp import UNCERTAIN
+from tests.helpers.sinks import MidDataDropServer
 
 PW = "S3cr3t-planted-pw"
 USER = "mailer"
@@ -479,76 +478,6 @@ def test_server_going_down_mid_batch_reports_what_went_out(composed, newsletter_
     assert cy.ok is False and cy.permanent is False and cy.uncertain is False
     assert "could not reconnect" in cy.error
     assert h.to("cy@example.org") == []
-
-
-class MidDataDropServer:
-    """A minimal SMTP server of our own: on its first connection it reads only the start of
-    the message data and then resets the connection; later connections behave."""
-
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so the client cannot run ahead
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.messages: list[bytes] = []
-        self.partial_bytes = 0
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            self.connections += 1
-            conn.settimeout(10)
-            try:
-                self._session(conn, drop=self.connections == 1)
-            except OSError:
-                pass
-            finally:
-                conn.close()
-
-    def _session(self, conn, *, drop: bool):
-        f = conn.makefile("rb")
-        conn.sendall(b"220 raw.test ESMTP\r\n")
-        while True:
-            line = f.readline()
-            if not line:
-                return
-            cmd = line[:4].upper()
-            if cmd in (b"EHLO", b"HELO"):
-                conn.sendall(b"250 raw.test\r\n")
-            elif cmd in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
-                conn.sendall(b"250 OK\r\n")
-            elif cmd == b"QUIT":
-                conn.sendall(b"221 Bye\r\n")
-                return
-            elif cmd == b"DATA":
-                conn.sendall(b"354 go ahead\r\n")
-                if drop:
-                    self.partial_bytes = len(f.read(20000))
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    return  # reset with the rest of the message unread
-                lines = []
-                while (line := f.readline()) != b".\r\n":
-                    if not line:
-                        return
-                    lines.append(line[1:] if line.startswith(b".") else line)
-                self.messages.append(b"".join(lines))
-                conn.sendall(b"250 queued\r\n")
-            else:
-                conn.sendall(b"500 what?\r\n")
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(5)
-        self.sock.close()
 
 
 def test_drop_while_the_data_is_being_sent_is_retried(composed, newsletter_dir):

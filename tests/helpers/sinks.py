@@ -268,3 +268,89 @@ if __name__ == "__main__":
         run_sendgrid(port, log, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     else:
         raise SystemExit(f"unknown sink {kind}")
+
+
+class MidDataDropServer:
+    """A raw SMTP server of the test's own, for the one fault aiosmtpd cannot stage: while
+    receiving the first message for `victim` (any recipient when None) it reads only the start
+    of the data and resets the connection, the rest unread. Everything else is accepted and
+    kept: `received` (recipients), `messages` (un-dot-stuffed data), `partial_bytes` read of the
+    dropped one, `connections` made."""
+
+    def __init__(self, victim: str | None = None):
+        import socket
+        import threading
+
+        self.victim = victim
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # so the client cannot run ahead
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.received: list[str] = []
+        self.messages: list[bytes] = []
+        self.partial_bytes = 0
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            self.connections += 1
+            conn.settimeout(10)
+            try:
+                self._session(conn)
+            except OSError:
+                pass
+            finally:
+                conn.close()
+
+    def _session(self, conn) -> None:
+        import socket
+        import struct
+
+        f = conn.makefile("rb")
+        conn.sendall(b"220 raw.test ESMTP\r\n")
+        rcpt = None
+        while True:
+            line = f.readline()
+            if not line:
+                return
+            cmd = line[:4].upper()
+            if cmd in (b"EHLO", b"HELO"):
+                conn.sendall(b"250 raw.test\r\n")
+            elif cmd == b"RCPT":
+                rcpt = line.split(b"<", 1)[1].split(b">", 1)[0].decode()
+                conn.sendall(b"250 OK\r\n")
+            elif cmd in (b"MAIL", b"RSET", b"NOOP"):
+                conn.sendall(b"250 OK\r\n")
+            elif cmd == b"QUIT":
+                conn.sendall(b"221 Bye\r\n")
+                return
+            elif cmd == b"DATA":
+                conn.sendall(b"354 go ahead\r\n")
+                if not self.partial_bytes and self.victim in (None, rcpt):
+                    self.partial_bytes = len(f.read(20000))
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return  # reset with the rest of the message unread
+                lines = []
+                while (line := f.readline()) != b".\r\n":
+                    if not line:
+                        return
+                    lines.append(line[1:] if line.startswith(b".") else line)
+                self.messages.append(b"".join(lines))
+                self.received.append(rcpt)
+                conn.sendall(b"250 queued\r\n")
+            else:
+                conn.sendall(b"500 what?\r\n")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(5)
+        self.sock.close()
