@@ -366,26 +366,12 @@ class SendGridProvider:
                     log.warning("SendGrid rate limit (429); waiting %.1f s before retrying", wait)
                     self._sleep(wait)
                     continue
-                if status >= 500:
-                    attempts += 1
-                    reason = f"SendGrid server error {status}"
-                    if attempts >= MAX_ATTEMPTS:
-                        return "temporary", f"{reason} after {attempts} attempts"
-                    wait = self._backoff(attempts)
-                    log.warning("%s; retrying in %.2f s (attempt %d of %d)", reason, wait, attempts + 1, MAX_ATTEMPTS)
-                    self._sleep(wait)
-                    continue
-                raise self._client_error(status, e.body, e.headers) from None
+                if status < 500:
+                    raise self._client_error(status, e.body, e.headers) from None
+                reason = f"SendGrid server error {status}"
             except urllib.error.URLError as e:
                 # Raised while connecting or writing the request: SendGrid has not got it.
-                attempts += 1
                 reason = f"cannot reach SendGrid: {self._redact(str(getattr(e, 'reason', e)))}"
-                if attempts >= MAX_ATTEMPTS:
-                    return "temporary", f"{reason} (after {attempts} attempts)"
-                wait = self._backoff(attempts)
-                log.warning("%s; retrying in %.2f s (attempt %d of %d)", reason, wait, attempts + 1, MAX_ATTEMPTS)
-                self._sleep(wait)
-                continue
             except (OSError, http.client.HTTPException) as e:
                 # The request was written but no (complete) answer came: it may have been accepted.
                 kind = "no answer" if isinstance(e, TimeoutError) else f"connection lost ({type(e).__name__})"
@@ -393,13 +379,21 @@ class SendGridProvider:
                           f"it may have been accepted; held back, not retried")
                 log.warning("%s (%d recipients)", reason, n)
                 return "uncertain", reason
-            code = response.status_code
-            if 200 <= code < 300:
-                headers = response.headers
-                msgid = headers.get("X-Message-Id") if headers is not None else None
-                return "ok", msgid
-            # python_http_client raises for every status >= 400; anything else is unexpected.
-            raise self._fail(f"SendGrid answered {code} to mail/send, expected 202")
+            else:
+                code = response.status_code
+                if 200 <= code < 300:
+                    headers = response.headers
+                    msgid = headers.get("X-Message-Id") if headers is not None else None
+                    return "ok", msgid
+                # python_http_client raises for every status >= 400; anything else is unexpected.
+                raise self._fail(f"SendGrid answered {code} to mail/send, expected 202")
+            # A 5xx, or SendGrid not reached: nothing was accepted, so back off and try again.
+            attempts += 1
+            if attempts >= MAX_ATTEMPTS:
+                return "temporary", f"{reason} after {attempts} attempts"
+            wait = self._backoff(attempts)
+            log.warning("%s; retrying in %.2f s (attempt %d of %d)", reason, wait, attempts + 1, MAX_ATTEMPTS)
+            self._sleep(wait)
 
     def _rate_limit_wait(self, headers, tries: int) -> float:
         reset = headers.get("X-RateLimit-Reset") if headers is not None else None
