@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 
@@ -11,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from newsletter_mailer import tokens
-from tests.helpers.webserver import start, stop
+from newsletter_mailer.settings import load_settings
+from tests.helpers.webserver import ROOT, SECRET, WebServer, free_port, start, stop, wait_ready
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +253,29 @@ def test_generated_requests_never_500(server, client, method, route, segment, da
                        headers={"Content-Type": ctype, "X-Extra": extra, "Accept-Language": extra})
     assert r.status_code < 500, r.text
     assert "Traceback" not in r.text and 'File "' not in r.text
+
+
+def test_serve_run_starts_uvicorn_with_redacted_access_log(tmp_path):
+    """serve.run (the coming `newsletter serve`): the same app, access log on, no token in it."""
+    port = free_port()
+    config = tmp_path / "newsletter.toml"
+    config.write_text((ROOT / "newsletter.toml").read_text())
+    code = (f"from pathlib import Path; from newsletter_mailer.serve import run; import os; "
+            f"run('127.0.0.1', {port}, Path({str(config)!r}), Path({str(tmp_path / 'state')!r}), os.environ)")
+    log = tmp_path / "serve.log"
+    env = dict(os.environ, NEWSLETTER_SECRET=SECRET, PYTHONPATH=str(ROOT / "src"))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = WebServer(f"http://127.0.0.1:{port}", tmp_path, tmp_path / "state", tmp_path / "outbox", log,
+                       SECRET.encode(), load_settings(config)[0].list_id_header, proc)
+    try:
+        wait_ready(server)
+        address = fresh()
+        path = unsub_path(server, address)
+        assert httpx.post(server.url + path, timeout=30).status_code == 200
+        assert status(server, address) == ("unsubscribed", "one-click")
+    finally:
+        stop(server)
+    text = log.read_text(errors="replace")
+    assert '"POST /u/… HTTP/1.1" 200' in text
+    assert path[3:] not in text and address not in text

@@ -73,11 +73,11 @@ def start(folder: Path, web_settings: str = "") -> WebServer:
                                  "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=folder)
     server = WebServer(url, folder, state, outbox, log, SECRET.encode(), settings.list_id_header, proc)
-    _wait_ready(server)
+    wait_ready(server)
     return server
 
 
-def _wait_ready(server: WebServer) -> None:
+def wait_ready(server: WebServer) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
