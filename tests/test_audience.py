@@ -172,3 +172,11 @@ def test_cost_of_the_per_batch_query(store, capsys):
     with capsys.disabled():
         print(f"\naudience: suppressed_among, batch of 1,000 against 100,000 suppressions: "
               f"{per_batch * 1e3:.2f} ms ({per_batch * 1e6 / 1000:.2f} µs per recipient)")
+
+
+def test_unknown_status_or_source_is_refused_and_nothing_is_written(store):
+    with pytest.raises(ValueError):
+        store.record([Change("a@example.org", "unsubscribed", "link"), Change("b@example.org", "gone", "link")])
+    with pytest.raises(ValueError):
+        store.record([Change("a@example.org", "unsubscribed", "carrier pigeon")])
+    assert list(store.rows()) == []

@@ -145,6 +145,8 @@ class Audience:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             for c in changes:
+                if c.status not in STATUSES or c.source not in SOURCES:
+                    raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
                 email = key(c.email)
                 row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
                 ok = applies(row[0] if row else None, c)

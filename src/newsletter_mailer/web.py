@@ -35,7 +35,8 @@ from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.unsubscribe import load_secret
-from newsletter_mailer.webpages import body, form, mask, message, page, redact_access_log, stylesheet
+from newsletter_mailer.webpages import (body, form, mask, message, page, redact_access_log, redact_path,
+                                        stylesheet)
 
 log = logging.getLogger("newsletter_mailer.web")
 PAGES = ("base", "message", "action", "subscribe")
@@ -73,7 +74,7 @@ def guarded(handler):
 def failure(request: Request, exc: BaseException) -> Response:
     """Storage trouble is ours (503, try again); anything else was made by the input (400)."""
     ours = isinstance(exc, (OSError, sqlite3.Error))
-    log.error("%s %s failed: %s", request.method, request.url.path.split("/")[1][:20], type(exc).__name__)
+    log.error("%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__)
     if ours:
         return message(request, "Please try again", "Something went wrong on our side; nothing was changed.",
                        status=503)
