@@ -15,7 +15,8 @@ def test_wheel_ships_the_templates_and_entry_points(tmp_path: Path):
                    check=True, capture_output=True)
     [wheel] = tmp_path.glob("newsletter_mailer-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped = {n.split("/")[-1] for n in names if n.startswith("newsletter_mailer/templates/")}
-    assert shipped == {p.name for p in (ROOT / "templates").iterdir() if p.suffix == ".j2"}
+    prefix = "newsletter_mailer/templates/"
+    shipped = {n[len(prefix):] for n in names if n.startswith(prefix)}
+    assert shipped == {p.relative_to(ROOT / "templates").as_posix() for p in (ROOT / "templates").rglob("*.j2")}
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "newsletter = newsletter_mailer.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

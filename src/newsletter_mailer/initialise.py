@@ -87,6 +87,19 @@ timeout = 30.0
 click = false
 # SendGrid's open tracking adds a tracking pixel (off: none).
 open = false
+
+[web]
+# `newsletter serve`: one-click unsubscribe and sign-up pages. The public https address it is reached at
+# (behind your reverse proxy); unsubscribe links then point there (optional).
+# base_url = "https://news.example.org"
+# Hours a sign-up's confirmation link works.
+confirm_hours = 48
+# The consent line readers tick on the sign-up form.
+consent = "Yes, email me this newsletter. I can unsubscribe at any time with the link in every issue."
+# Confirmation emails one address may receive per hour (the form cannot be used to flood an inbox),
+signup_per_hour_address = 3
+# and sign-ups one client (IP address) may make per hour.
+signup_per_hour_client = 20
 """
 
 ISSUE = """\

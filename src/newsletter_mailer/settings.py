@@ -83,6 +83,22 @@ class Delivery(_Strict):
     sendgrid: SendGridSettings = SendGridSettings()
 
 
+class Web(_Strict):
+    """[web]: the reader-facing app (`newsletter serve`): unsubscribe links and double opt-in sign-up."""
+
+    base_url: HttpURL | None = Field(None, description="the public address of the app, e.g. https://news.example.org")
+    confirm_hours: int = Field(48, ge=1, le=720, description="how long a sign-up's confirmation link works")
+    consent: OneLine = Field(
+        "Yes, email me this newsletter. I can unsubscribe at any time with the link in every issue.",
+        description="the consent line shown on the sign-up form")
+    signup_per_hour_address: int = Field(3, ge=1, le=100, description="confirmation emails per address per hour")
+    signup_per_hour_client: int = Field(20, ge=1, le=100_000, description="sign-ups per client (IP) per hour")
+
+    @property
+    def base(self) -> str | None:
+        return self.base_url.rstrip("/") if self.base_url else None
+
+
 class Settings(_Strict):
     name: OneLine
     from_email: Address
@@ -98,6 +114,7 @@ class Settings(_Strict):
     list_id: OneLine | None = None
     brand: Brand = Brand()
     delivery: Delivery = Delivery()
+    web: Web = Web()
 
     @field_validator("language")
     @classmethod

@@ -1,0 +1,236 @@
+"""The audience store: what readers told us (sign-ups, unsubscribes, bounces, complaints).
+
+SQLite beside the send ledger (`audience.sqlite3` in the state folder), WAL with
+synchronous=NORMAL like the ledger: a change survives a killed process once its
+transaction commits, and every change commits before anyone is told it happened (the
+web app answers after `record` returns). One row per address holds the current status;
+`history` keeps every event, applied or not, so an address can leave and come back.
+
+Precedence, so that nothing but the reader can undo what the reader asked for:
+- `unsubscribed`, `bounced`, `complained` always apply, except that `unsubscribed`
+  does not replace the stronger `bounced` or `complained`;
+- `pending` (a sign-up not yet confirmed) applies only to an unknown or pending address;
+- `subscribed` from a confirmed sign-up (source `form`) re-subscribes an `unsubscribed`
+  reader; from any other source it never overrides a suppression;
+- only `unsuppress` (an operator's decision) clears `bounced` or `complained`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.ledger import key
+
+FILE = "audience.sqlite3"
+STATUSES = ("pending", "subscribed", "unsubscribed", "bounced", "complained")
+SUPPRESSED = ("unsubscribed", "bounced", "complained")
+SOURCES = ("link", "one-click", "form", "cli", "import", "sendgrid", "mailbox")
+_STRONG = ("bounced", "complained")
+_SQL_SUPPRESSED = "('unsubscribed', 'bounced', 'complained')"
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS audience (
+    email       TEXT PRIMARY KEY,
+    status      TEXT NOT NULL CHECK (status IN {STATUSES!r}),
+    source      TEXT NOT NULL,
+    issue       TEXT,
+    reason      TEXT,
+    name        TEXT,
+    updated_at  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audience_status ON audience (status);
+CREATE TABLE IF NOT EXISTS history (
+    id          INTEGER PRIMARY KEY,
+    email       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    issue       TEXT,
+    reason      TEXT,
+    name        TEXT,
+    applied     INTEGER NOT NULL,
+    at          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_email ON history (email);
+CREATE TABLE IF NOT EXISTS rate (
+    bucket      TEXT PRIMARY KEY,
+    win         INTEGER NOT NULL,
+    hits        INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Entry:
+    email: str
+    status: str
+    source: str
+    issue: str | None
+    reason: str | None
+    name: str | None
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a reader (or the operator, or an import) told us about an address."""
+
+    email: str
+    status: str
+    source: str
+    issue: str | None = None
+    reason: str | None = None
+    name: str | None = None
+
+
+def applies(current: str | None, change: Change) -> bool:
+    """Whether change replaces the current status (the precedence in the module docstring)."""
+    new = change.status
+    if new in _STRONG:
+        return True
+    if new == "unsubscribed":
+        return current not in _STRONG
+    if new == "pending":
+        return current in (None, "pending")
+    if current in _STRONG:
+        return False
+    return current != "unsubscribed" or change.source == "form"
+
+
+def _create_private(path: Path) -> None:
+    """The file made 0600 by us, never through a link: it lists every reader's address."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            raise OSError(f"{path} is not a regular file (a link?)") from None
+
+
+class Audience:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            _create_private(path)
+            self.db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise NewsletterError(f"cannot open the audience store: {exc}", path=path,
+                                  hint="check the --state folder") from None
+
+    @classmethod
+    def in_state(cls, state_dir: Path) -> Audience:
+        return cls(state_dir / FILE)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def record(self, changes: Iterable[Change]) -> int:
+        """Apply changes in one committed transaction; returns how many changed a status."""
+        now, changed = _now(), 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for c in changes:
+                if c.status not in STATUSES or c.source not in SOURCES:
+                    raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
+                email = key(c.email)
+                row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
+                ok = applies(row[0] if row else None, c)
+                self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
+                                "VALUES (?,?,?,?,?,?,?,?)",
+                                (email, c.status, c.source, c.issue, c.reason, c.name, int(ok), now))
+                if ok:
+                    self._set(email, c, now)
+                    changed += 1
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return changed
+
+    def _set(self, email: str, c: Change, now: str) -> None:
+        self.db.execute(
+            "INSERT INTO audience (email, status, source, issue, reason, name, updated_at) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT (email) DO UPDATE SET status=excluded.status, source=excluded.source, "
+            "issue=excluded.issue, reason=excluded.reason, name=coalesce(excluded.name, audience.name), "
+            "updated_at=excluded.updated_at", (email, c.status, c.source, c.issue, c.reason, c.name, now))
+
+    def unsuppress(self, emails: Iterable[str], source: str = "cli") -> int:
+        """The operator's override: forget the current status (history keeps it); returns how many."""
+        now, n = _now(), 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for e in emails:
+                email = key(e)
+                n += self.db.execute(f"DELETE FROM audience WHERE email=? AND status IN {_SQL_SUPPRESSED}",
+                                     (email,)).rowcount
+                self.db.execute("INSERT INTO history (email, status, source, reason, applied, at) "
+                                "VALUES (?, 'unsuppressed', ?, NULL, 1, ?)", (email, source, now))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n
+
+    def status(self, email: str) -> Entry | None:
+        row = self.db.execute("SELECT email, status, source, issue, reason, name, updated_at FROM audience "
+                              "WHERE email=?", (key(email),)).fetchone()
+        return Entry(*row) if row else None
+
+    def suppressed_among(self, emails: Iterable[str]) -> dict[str, str]:
+        """{email key: status} for the suppressed ones among a send batch: one query per batch."""
+        keys = json.dumps([key(e) for e in emails])
+        return dict(self.db.execute(
+            f"SELECT email, status FROM audience WHERE email IN (SELECT value FROM json_each(?)) "
+            f"AND status IN {_SQL_SUPPRESSED}", (keys,)))
+
+    def suppressed(self) -> dict[str, str]:
+        """Every suppressed address with its status, for a send's plan."""
+        return dict(self.db.execute(f"SELECT email, status FROM audience WHERE status IN {_SQL_SUPPRESSED}"))
+
+    def signups(self) -> list[tuple[str, str | None]]:
+        """(email, name) of everyone subscribed here (confirmed sign-ups, imports, the operator)."""
+        return list(self.db.execute("SELECT email, name FROM audience WHERE status='subscribed' ORDER BY email"))
+
+    def rows(self, status: str | None = None) -> Iterator[Entry]:
+        sql = "SELECT email, status, source, issue, reason, name, updated_at FROM audience"
+        args: tuple = ()
+        if status:
+            sql, args = sql + " WHERE status=?", (status,)
+        for r in self.db.execute(sql + " ORDER BY email", args):
+            yield Entry(*r)
+
+    def history(self, email: str) -> list[tuple[str, str, int, str]]:
+        """(status, source, applied, at) of every event for one address, oldest first."""
+        return list(self.db.execute("SELECT status, source, applied, at FROM history WHERE email=? ORDER BY id",
+                                    (key(email),)))
+
+    def hit(self, bucket: str, limit: int, window_seconds: int = 3600) -> bool:
+        """Count one use of a rate-limited bucket (shared by every worker); False once over limit."""
+        window = int(time.time()) // window_seconds
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.execute("DELETE FROM rate WHERE win < ?", (window,))
+            hits = self.db.execute(
+                "INSERT INTO rate (bucket, win, hits) VALUES (?,?,1) ON CONFLICT (bucket) DO UPDATE SET "
+                "hits=CASE WHEN win=excluded.win THEN hits+1 ELSE 1 END, win=excluded.win "
+                "RETURNING hits", (bucket, window)).fetchone()[0]
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return hits <= limit

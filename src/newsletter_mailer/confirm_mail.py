@@ -1,0 +1,63 @@
+"""The double opt-in email: built with the email package, handed to a delivery callable.
+
+The web app does not know how mail leaves the machine: it gets a
+`deliver(to_email, message_bytes)`. `outbox_delivery` is the one that needs no server
+(files under `outbox/_confirm/`); SMTP and SendGrid come with the provider wiring.
+Header values go through message.header_value / message.address, so a name or subject
+can neither add a line nor smuggle one in an RFC 2047 encoded-word.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Callable
+
+from newsletter_mailer.message import address, header_value
+from newsletter_mailer.settings import Settings
+
+Deliver = Callable[[str, bytes], None]
+_POLICY = compat32.clone(linesep="\r\n")
+
+
+def subject(settings: Settings) -> str:
+    return f"Please confirm your subscription to {settings.name}"
+
+
+def build(settings: Settings, env, to_email: str, name: str | None, link: str) -> bytes:
+    """The message bytes; env is the jinja environment of the templates' search path."""
+    ctx = {"settings": settings, "brand": settings.brand, "name": name, "link": link,
+           "hours": settings.web.confirm_hours, "subject": subject(settings)}
+    msg = MIMEMultipart("alternative")
+    msg["From"] = address(settings.from_name or settings.name, settings.from_email)
+    msg["To"] = address("", to_email)
+    if settings.reply_to:
+        msg["Reply-To"] = address("", settings.reply_to)
+    msg["Subject"] = header_value(subject(settings), "Subject")
+    msg["Date"] = formatdate(usegmt=True)
+    msg["Message-ID"] = make_msgid(domain=settings.from_email.rsplit("@", 1)[1])
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.attach(MIMEText(env.get_template("web/confirm_email.txt.j2").render(ctx), "plain", "utf-8"))
+    msg.attach(MIMEText(env.get_template("web/confirm_email.html.j2").render(ctx), "html", "utf-8"))
+    return msg.as_bytes(policy=_POLICY)
+
+
+def outbox_delivery(outbox_dir: Path) -> Deliver:
+    """Each message a new file `<outbox>/_confirm/<time>-<random>.eml`, 0600, written exclusively
+    and never through a link (the name holds no address: the outbox may be shared)."""
+    folder = outbox_dir / "_confirm"
+
+    def deliver(to_email: str, data: bytes) -> None:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(6)}.eml"
+        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    return deliver

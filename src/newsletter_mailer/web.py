@@ -1,0 +1,261 @@
+"""The reader-facing web app (`newsletter serve`): one-click unsubscribe and double opt-in sign-up.
+
+Routes: GET/POST /u/<token> (unsubscribe), GET/POST /subscribe, GET/POST /confirm/<token>,
+GET /style.css. GETs never change anything (link scanners and previewers fetch links);
+every change is committed to the audience store before the answer is sent. Tokens are
+tokens.py's sealed addresses: the app needs no list and no ledger. Bad input of any kind
+gets a 4xx page, never a 500 or a traceback; no address, token or secret is logged.
+
+`create_app(...)` builds an app; `newsletter_mailer.web:app` is one built lazily from the
+environment (NEWSLETTER_CONFIG, NEWSLETTER_STATE, NEWSLETTER_OUTBOX) for uvicorn/gunicorn.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from newsletter_mailer import addresses, confirm_mail, tokens
+from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.render import environment, search_path
+from newsletter_mailer.settings import Settings, load_settings
+from newsletter_mailer.unsubscribe import load_secret
+from newsletter_mailer.webpages import (body, form, mask, message, page, redact_access_log, redact_path,
+                                        stylesheet)
+
+log = logging.getLogger("newsletter_mailer.web")
+PAGES = ("base", "message", "action", "subscribe")
+_STATUS_TEXT = {400: "That request could not be understood.", 404: "There is no page at this address.",
+                405: "This page cannot be used that way.", 413: "That request is too large.",
+                429: "Too many requests: please try again in an hour."}
+
+
+@dataclass
+class Site:
+    settings: Settings
+    env: jinja2.Environment
+    audience: Audience
+    secret: bytes
+    deliver: confirm_mail.Deliver
+
+    @property
+    def list_id(self) -> str:
+        return self.settings.list_id_header
+
+
+def guarded(handler):
+    """No exception leaves a route as a 500 with a traceback in the log (which could quote input)."""
+    @functools.wraps(handler)
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the catch-all the app promises
+            return failure(request, exc)
+    return wrapper
+
+
+def failure(request: Request, exc: BaseException) -> Response:
+    """Storage trouble is ours (503, try again); anything else was made by the input (400)."""
+    ours = isinstance(exc, (OSError, sqlite3.Error))
+    log.error("%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__)
+    if ours:
+        return message(request, "Please try again", "Something went wrong on our side; nothing was changed.",
+                       status=503)
+    return message(request, "Something is wrong", _STATUS_TEXT[400], status=400)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    code = exc.status_code if isinstance(exc, HTTPException) and 400 <= exc.status_code < 500 else 400
+    return message(request, "Something is wrong", _STATUS_TEXT.get(code, _STATUS_TEXT[400]), status=code)
+
+
+async def crash(request: Request, exc: Exception) -> Response:
+    return failure(request, exc)
+
+
+def invalid(request: Request) -> Response:
+    return message(request, "This link is not valid",
+                   "It may have been copied incompletely, or it has expired. Nothing was changed.",
+                   status=404, link={"href": "../subscribe", "text": "Go to the sign-up form"})
+
+
+@guarded
+async def unsubscribe_page(request: Request) -> Response:
+    site: Site = request.app.state.site
+    email = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
+    if email is None:
+        return invalid(request)
+    return page(request, "web/action.html.j2", title="Unsubscribe?",
+                paragraphs=[f"Unsubscribe {mask(email)} from {site.settings.name}?"],
+                hidden=[("List-Unsubscribe", "One-Click"), ("via", "page")], button="Unsubscribe")
+
+
+@guarded
+async def unsubscribe(request: Request) -> Response:
+    """RFC 8058 one-click: whatever the body and its type (or none), a valid token unsubscribes."""
+    site: Site = request.app.state.site
+    email = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
+    if email is None:
+        return invalid(request)
+    data = await body(request)
+    source = "link" if b"via=page" in data else "one-click"
+    site.audience.record([Change(email, "unsubscribed", source)])
+    return message(request, "You are unsubscribed",
+                   f"{mask(email)} will receive no more emails from {site.settings.name}.",
+                   "Changed your mind? You can subscribe again at any time.",
+                   link={"href": "../subscribe", "text": "Subscribe again"})
+
+
+@guarded
+async def subscribe_form(request: Request) -> Response:
+    return page(request, "web/subscribe.html.j2", title=f"Subscribe to {request.app.state.site.settings.name}",
+                framable=True, email="", name="", error=None)
+
+
+def _clean_name(raw: str) -> str | None:
+    return " ".join("".join(c for c in raw if c.isprintable()).split())[:100] or None
+
+
+@guarded
+async def subscribe(request: Request) -> Response:
+    """Same answer for a new, pending or subscribed address: the form cannot probe the list."""
+    site: Site = request.app.state.site
+    fields = await form(request)
+    raw, name = fields.get("email", "").strip()[:320], _clean_name(fields.get("name", ""))
+    try:
+        email = addresses.normalise(raw)
+    except ValueError:
+        email = None
+    if email is None or fields.get("consent") != "yes":
+        error = "Please enter a valid email address." if email is None else "Please tick the consent box."
+        return page(request, "web/subscribe.html.j2", 400, title=f"Subscribe to {site.settings.name}",
+                    framable=True, email=raw, name=name or "", error=error)
+    if not fields.get("website"):  # the honeypot: people leave it empty
+        client = request.client.host if request.client else "unknown"
+        if not site.audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
+            return message(request, "Please try again later", _STATUS_TEXT[429], status=429)
+        if site.audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address):
+            await _send_confirmation(request, site, email, name)
+    return message(request, "Check your inbox",
+                   "We have sent a confirmation link to the address you gave, unless it is already waiting "
+                   "there. Open it to start receiving the newsletter.")
+
+
+async def _send_confirmation(request: Request, site: Site, email: str, name: str | None) -> None:
+    site.audience.record([Change(email, "pending", "form", name=name)])
+    expires = int(time.time()) + site.settings.web.confirm_hours * 3600
+    token = tokens.make_confirm(site.secret, site.list_id, email, name, expires)
+    link = f"{_base(request, site)}/confirm/{token}"
+    data = confirm_mail.build(site.settings, site.env, email, name, link)
+    await run_in_threadpool(site.deliver, email, data)
+
+
+def _base(request: Request, site: Site) -> str:
+    """web.base_url, else the address this server listens on (never the client's Host header)."""
+    if site.settings.web.base:
+        return site.settings.web.base
+    host, port = request.scope.get("server") or ("127.0.0.1", 8080)
+    return f"http://{host}:{port}"
+
+
+@guarded
+async def confirm_page(request: Request) -> Response:
+    site: Site = request.app.state.site
+    found = tokens.read_confirm(site.secret, site.list_id, request.path_params["token"])
+    if found is None:
+        return invalid(request)
+    return page(request, "web/action.html.j2", title="Confirm your subscription",
+                paragraphs=[f"Start receiving {site.settings.name} at {mask(found[0])}?"],
+                hidden=[("confirm", "yes")], button="Yes, subscribe me")
+
+
+@guarded
+async def confirm(request: Request) -> Response:
+    site: Site = request.app.state.site
+    found = tokens.read_confirm(site.secret, site.list_id, request.path_params["token"])
+    if found is None:
+        return invalid(request)
+    await body(request)
+    site.audience.record([Change(found[0], "subscribed", "form", name=found[1])])
+    return message(request, "You are subscribed",
+                   f"Thank you: {site.settings.name} will come to {mask(found[0])}. "
+                   "Every issue has a link to unsubscribe.")
+
+
+@guarded
+async def style(request: Request) -> Response:
+    return stylesheet(request)
+
+
+ROUTES = [
+    Route("/u/{token}", unsubscribe_page, methods=["GET"]),
+    Route("/u/{token}", unsubscribe, methods=["POST"]),
+    Route("/subscribe", subscribe_form, methods=["GET"]),
+    Route("/subscribe", subscribe, methods=["POST"]),
+    Route("/confirm/{token}", confirm_page, methods=["GET"]),
+    Route("/confirm/{token}", confirm, methods=["POST"]),
+    Route("/style.css", style, methods=["GET"]),
+]
+
+
+def _templates(settings_dir: Path) -> jinja2.Environment:
+    """The search path's environment, every page compiled now: a broken template stops start-up."""
+    env = environment(tuple(search_path(settings_dir)))
+    for name in [f"web/{p}.html.j2" for p in PAGES] + ["web/style.css.j2", "web/confirm_email.txt.j2",
+                                                        "web/confirm_email.html.j2"]:
+        try:
+            env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise NewsletterError(f"template error: {exc.message}", path=exc.filename, line=exc.lineno) from None
+        except jinja2.TemplateNotFound:
+            raise NewsletterError(f"template '{name}' not found", hint="looked in " + ", ".join(
+                search_path(settings_dir))) from None
+    return env
+
+
+def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[str, str],
+               deliver_confirmation: confirm_mail.Deliver | None = None) -> Starlette:
+    """The app for one newsletter; confirmations go to deliver_confirmation (default: the outbox)."""
+    settings, settings_dir = load_settings(config_path)
+    state = state_dir if state_dir is not None else settings_dir / ".newsletter"
+    secret, note = load_secret(state, dict(env))
+    if note:
+        log.warning("%s", note)
+    outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
+    site = Site(settings, _templates(settings_dir), Audience.in_state(state), secret,
+                deliver_confirmation or confirm_mail.outbox_delivery(outbox))
+    app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash})
+    app.state.site = site
+    redact_access_log()
+    return app
+
+
+@functools.lru_cache(maxsize=1)
+def _from_environment() -> Starlette:
+    config = os.environ.get("NEWSLETTER_CONFIG")
+    state = os.environ.get("NEWSLETTER_STATE")
+    return create_app(Path(config) if config else None, Path(state) if state else None, os.environ)
+
+
+def __getattr__(name: str) -> Any:
+    """`newsletter_mailer.web:app`, built on first use so importing this module reads no files."""
+    if name == "app":
+        return _from_environment()
+    raise AttributeError(name)

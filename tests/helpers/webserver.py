@@ -1,0 +1,100 @@
+"""A real uvicorn server running `newsletter_mailer.web:app` in a subprocess, for the web tests.
+
+The app is configured from the environment exactly as a deployment would be
+(NEWSLETTER_CONFIG, NEWSLETTER_STATE, NEWSLETTER_OUTBOX, NEWSLETTER_SECRET); everything the
+server prints goes to a log file the tests read (no token or address may show up there).
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "web-test-secret-0123456789abcdef"
+
+
+@dataclass
+class WebServer:
+    url: str
+    folder: Path
+    state: Path
+    outbox: Path
+    log: Path
+    secret: bytes
+    list_id: str
+    proc: subprocess.Popen
+
+    def mails_to(self, address: str) -> list[email.message.Message]:
+        folder = self.outbox / "_confirm"
+        found = []
+        for path in sorted(folder.glob("*.eml")) if folder.is_dir() else []:
+            msg = email.message_from_bytes(path.read_bytes())
+            if msg["To"] == address:
+                found.append(msg)
+        return found
+
+    def audience(self):
+        from newsletter_mailer.audience import Audience
+
+        return Audience.in_state(self.state)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(folder: Path, web_settings: str = "") -> WebServer:
+    from newsletter_mailer.settings import load_settings
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
+    with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
+        f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
+    settings = load_settings(folder / "newsletter.toml")[0]
+    state, outbox, log = folder / "state", folder / "outbox", folder / "server.log"
+    env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
+               NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=SECRET,
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host",
+                                 "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=folder)
+    server = WebServer(url, folder, state, outbox, log, SECRET.encode(), settings.list_id_header, proc)
+    wait_ready(server)
+    return server
+
+
+def wait_ready(server: WebServer) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError("the web server stopped:\n" + server.log.read_text(errors="replace"))
+        try:
+            if httpx.get(server.url + "/style.css", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    stop(server)
+    raise RuntimeError("the web server did not start:\n" + server.log.read_text(errors="replace"))
+
+
+def stop(server: WebServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
