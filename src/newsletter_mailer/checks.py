@@ -114,5 +114,5 @@ def run_checks(c: Composed) -> list[Check]:
     return out
 
 
-def errors(checks: list[Check]) -> list[Check]:
+def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.level == "error"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter_mailer import render
-from newsletter_mailer.compile import compile_mjml
+from newsletter_mailer.mjml_compile import compile_mjml
 from newsletter_mailer.inline import inline_css
 from newsletter_mailer.media import check_local_images
 from newsletter_mailer.mergefields import Field, FieldTable

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from newsletter_mailer import media, render
-from newsletter_mailer.compile import compile_mjml
+from newsletter_mailer.mjml_compile import compile_mjml
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import FieldTable
 from newsletter_mailer.output import write_atomic

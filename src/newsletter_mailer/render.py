@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from newsletter_mailer import markdown, media
+from newsletter_mailer import markdown_html, media
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import FieldTable
 from newsletter_mailer.schema import Issue
@@ -67,8 +67,8 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -
         body = tok(s.body)
         sections.append({
             "heading": tok(s.heading),
-            "body_html": Markup(markdown.to_html(body)),
-            "body_text": markdown.to_text(body),
+            "body_html": Markup(markdown_html.to_html(body)),
+            "body_text": markdown_html.to_text(body),
             "image": None if s.image is None else {
                 "src": media.image_url(settings, slug, s.image.src), "alt": tok(s.image.alt),
                 "href": tok(s.image.href) if s.image.href else None},
@@ -85,8 +85,8 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -
         "title": tok(issue.title) if issue.title else settings.name,
         "date": d,
         "date_label": f"{d.day} {d:%B %Y}",
-        "intro_html": Markup(markdown.to_html(intro)) if intro else "",
-        "intro_text": markdown.to_text(intro) if intro else "",
+        "intro_html": Markup(markdown_html.to_html(intro)) if intro else "",
+        "intro_text": markdown_html.to_text(intro) if intro else "",
         "sections": sections,
         "slug": slug,
         "web_url": settings.web_url(slug),

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from newsletter_mailer import mergefields
-from newsletter_mailer.markdown import check_markdown_links
+from newsletter_mailer.markdown_html import check_markdown_links
 
 _SCHEMES = ("http://", "https://", "mailto:")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
