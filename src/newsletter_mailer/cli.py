@@ -325,16 +325,16 @@ def status(
     from newsletter_mailer.settings import load_settings
 
     try:
+        slug = slug_of(issue)
         settings, settings_dir = load_settings(config)
         state_dir = state_dir_for(Options(issue=issue, state=state), settings_dir)
         path = state_dir / "ledger.sqlite3"
         if not path.exists():
-            typer.echo(f"{slug_of(issue)}: not sent yet (no ledger at {path})")
+            typer.echo(f"{slug}: not sent yet (no ledger at {path})")
             return
         ledger = Ledger(path)
     except NewsletterError as exc:
         _fail(exc)
-    slug = slug_of(issue)
     counts = ledger.counts(slug)
     in_flight = counts.pop("sending")
     counts["uncertain"] += in_flight

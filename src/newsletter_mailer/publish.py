@@ -16,7 +16,6 @@ import datetime as dt
 import html as htmlmod
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -36,7 +35,6 @@ MANIFEST = ".published.json"
 PAGE = "index.html"
 FEED = "feed.xml"
 ATOM = "http://www.w3.org/2005/Atom"
-_SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RESERVED = {PAGE, FEED, MANIFEST}
 
 
@@ -74,11 +72,12 @@ def issue_files(settings_dir: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def _check_slug(path: Path) -> str:
+def _site_slug(path: Path) -> str:
+    """slug_of's rule, and no issue folder named like a file at the site's root."""
     slug = slug_of(path)
-    if not _SLUG_RE.match(slug) or slug in _RESERVED:
-        raise NewsletterError("the file name becomes the issue's web address: use only letters, digits, "
-                              ". - and _", path=path, hint="rename the file")
+    if slug in _RESERVED:
+        raise NewsletterError(f"the issue's folder would take the name of the site's {slug}", path=path,
+                              hint="rename the file")
     return slug
 
 
@@ -112,7 +111,7 @@ def collect(settings: Settings, settings_dir: Path, drafts: bool, today: dt.date
 
     issues, left_out = [], []
     for path in issue_files(settings_dir):
-        slug = _check_slug(path)
+        slug = _site_slug(path)
         issue = load_issue(path)
         if not drafts and issue.draft:
             left_out.append((path, "draft: true"))

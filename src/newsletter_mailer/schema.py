@@ -10,11 +10,14 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
+from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.markdown_html import check_markdown_links
 from newsletter_mailer.validators import (OneLine, StrictModel, content, http_url, link_url, no_merge_fields,
                                           not_blank, single_line)
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+SLUG_MAX = 100
+_SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (SLUG_MAX - 1), re.ASCII)
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -101,8 +104,18 @@ class Issue(StrictModel):
 
 
 def slug_of(path: Path) -> str:
-    """An issue is identified by its file name without extension."""
-    return path.stem
+    """An issue is identified by its file name without extension, checked here for every command.
+
+    The slug names folders (build/<slug>/, outbox/<slug>/), the web address <web_base_url>/<slug>/,
+    the ledger's rows and a mail header, so it must be safe in a path, a URL and a header.
+    """
+    slug = path.stem
+    if not _SLUG_RE.fullmatch(slug) or ".." in slug:
+        raise NewsletterError("the file name becomes the issue's folder and web address: it must start with "
+                              "a letter or digit and hold only letters, digits, . - and _ (no '..'), "
+                              f"up to {SLUG_MAX} characters",
+                              path=path, hint="rename the file, e.g. issues/2024-05-news.yaml")
+    return slug
 
 
 def json_schema() -> dict[str, Any]:
