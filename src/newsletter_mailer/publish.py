@@ -13,7 +13,6 @@ A rebuild rewrites only files whose content changed and removes the pages of del
 from __future__ import annotations
 
 import datetime as dt
-import html as htmlmod
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,11 +21,9 @@ from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from newsletter_mailer import media, render
-from newsletter_mailer.mjml_compile import compile_mjml
+from newsletter_mailer.compose import load_issue, web_copy
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.mergefields import FieldTable
 from newsletter_mailer.output import write_atomic
-from newsletter_mailer.personalise import Filler, Template
 from newsletter_mailer.schema import Issue, slug_of
 from newsletter_mailer.settings import Settings
 
@@ -81,34 +78,7 @@ def _site_slug(path: Path) -> str:
     return slug
 
 
-def site_page(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None) -> tuple[str, str, str]:
-    """(page, subject, preheader): the web copy as published in the site, with relative links.
-
-    Rendered from the same template as the email (web=True), but "More issues" points at
-    ../index.html and local images at their copy beside the page.
-    """
-    slug = slug_of(issue_path)
-    media.check_local_images(issue, issue_path)
-    paths = tuple(render.search_path(settings_dir))
-    table = FieldTable()
-    view = render.build_view(issue, settings, slug, table)
-    view.context["archive_url"] = f"../{PAGE}"
-    for s, ctx in zip(issue.sections, view.context["sections"]):
-        if s.image is not None and media.is_local(s.image.src):
-            ctx["image"]["src"] = media.relative_url(s.image.src)
-    mjml = render.render(paths, render.EMAIL_TEMPLATE, view, web=True, unsubscribe_url="")
-    compiled = compile_mjml(mjml, render.EMAIL_TEMPLATE)
-    values = Filler(table.fields, settings.web_url(slug)).defaults()
-    rx = table.token_re
-    page = Template.split(compiled, rx).fill([htmlmod.escape(v) for v in values])
-    subject = Template.split(view.context["subject"], rx).fill(values)
-    preheader = Template.split(view.context["preheader"], rx).fill(values)
-    return page, subject, preheader
-
-
 def collect(settings: Settings, settings_dir: Path, drafts: bool, today: dt.date) -> tuple[list[SiteIssue], list[tuple[Path, str]]]:
-    from newsletter_mailer.compose import load_issue
-
     issues, left_out = [], []
     for path in issue_files(settings_dir):
         slug = _site_slug(path)
@@ -119,13 +89,15 @@ def collect(settings: Settings, settings_dir: Path, drafts: bool, today: dt.date
         if not drafts and issue.date > today:
             left_out.append((path, f"dated {issue.date.isoformat()}, after today"))
             continue
-        page, subject, preheader = site_page(issue, path, settings, settings_dir)
+        # The same rendering as the email's web copy, with links that work inside the site.
+        web = web_copy(issue, path, settings, settings_dir, archive_url=f"../{PAGE}",
+                       local_image=media.relative_url)
         images = tuple(media.image_files(issue, path))
         for rel, _ in images:
             if rel == PAGE:
                 raise NewsletterError(f"a local image named '{rel}' would replace the issue's page",
                                       path=path, hint="rename the image")
-        issues.append(SiteIssue(path, slug, issue, subject, preheader, page, images))
+        issues.append(SiteIssue(path, slug, issue, web.subject, web.preheader, web.page, images))
     issues.sort(key=lambda i: (i.issue.date, i.slug), reverse=True)
     return issues, left_out
 

@@ -11,7 +11,7 @@ import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 from markupsafe import Markup
@@ -60,8 +60,18 @@ class View:
     context: dict[str, Any]
 
 
-def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -> View:
+def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *,
+               archive_url: str | None = None, local_image: Callable[[str], str] | None = None) -> View:
+    """The issue as the templates see it. By default links are absolute (as mail clients need):
+    "More issues" goes to the archive under web_base_url, and a local image to its copy under the
+    issue's page; the published site passes its own relative ones."""
     tok = table.tokenize
+
+    def image_src(src: str) -> str:
+        if local_image is not None and media.is_local(src):
+            return local_image(src)
+        return media.image_url(settings, slug, src)
+
     sections = []
     for s in issue.sections:
         body = tok(s.body)
@@ -70,7 +80,7 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -
             "body_html": Markup(markdown_html.to_html(body)),
             "body_text": markdown_html.to_text(body),
             "image": None if s.image is None else {
-                "src": media.image_url(settings, slug, s.image.src), "alt": tok(s.image.alt),
+                "src": image_src(s.image.src), "alt": tok(s.image.alt),
                 "href": tok(s.image.href) if s.image.href else None},
             "links": [{"text": tok(l.text), "url": tok(l.url), "label": tok(l.label) if l.label else None}
                       for l in s.links],
@@ -90,7 +100,7 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -
         "sections": sections,
         "slug": slug,
         "web_url": settings.web_url(slug),
-        "archive_url": settings.web_base + "/",
+        "archive_url": settings.web_base + "/" if archive_url is None else archive_url,
     })
 
 
