@@ -32,8 +32,6 @@ def load_issue(path: Path) -> Issue:
 @dataclass(frozen=True)
 class Composed:
     slug: str
-    path: Path
-    issue: Issue
     settings: Settings
     fields: tuple[Field, ...]
     subject: Template
@@ -137,7 +135,7 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
     t0 = time.perf_counter()
     fields = tuple(r.table.fields)
     composed = Composed(
-        slug=r.slug, path=issue_path, issue=issue, settings=settings, fields=fields,
+        slug=r.slug, settings=settings, fields=fields,
         subject=r.split(r.view.context["subject"]),
         preheader=r.split(r.view.context["preheader"]),
         html=r.split(inlined),
