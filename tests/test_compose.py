@@ -22,7 +22,7 @@ import lxml.html
 import pytest
 import yaml
 
-from newsletter_mailer.checks import GMAIL_CLIP, SIZE_WARN, errors, run_checks
+from newsletter_mailer.checks import GMAIL_CLIP, SIZE_WARN, failures, run_checks
 from newsletter_mailer.compose import compose, load_issue
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.output import write_build
@@ -120,7 +120,7 @@ def test_writes_the_four_files(example):
     assert sorted(example["paths"]) == ["email.html", "email.txt", "preview.html", "web.html"]
     for path in example["paths"].values():
         assert path.parent.name == "2020-09-cscp" and path.stat().st_size > 1000
-    assert not errors(example["checks"]), example["checks"]
+    assert not failures(example["checks"]), example["checks"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -506,13 +506,13 @@ def test_size_warning_and_error(folder):
     assert SIZE_WARN < _size(warn) <= GMAIL_CLIP, _size(warn)
     checks = run_checks(warn)
     assert _levels(checks, "close to Gmail's 102 KB clipping limit") == ["warning"]
-    assert not errors(checks)
+    assert not failures(checks)
 
     big = _compose_text(folder, _big_issue("word " * (GMAIL_CLIP // 5 + 1000)), "size")
     assert _size(big) > GMAIL_CLIP
     checks = run_checks(big)
     assert _levels(checks, "Gmail clips messages over 102 KB") == ["error"]
-    assert [c.message for c in errors(checks)] == [c.message for c in checks if "Gmail clips" in c.message]
+    assert [c.message for c in failures(checks)] == [c.message for c in checks if "Gmail clips" in c.message]
 
 
 @pytest.fixture(scope="module")
@@ -527,13 +527,13 @@ def _with_html(c, html: str):
 def test_check_image_without_alt(plain):
     c = _with_html(plain, '<html><body><img src="https://example.org/a.png" alt="">'
                           '<img src="https://example.org/b.png"></body></html>')
-    msgs = [x.message for x in errors(run_checks(c))]
+    msgs = [x.message for x in failures(run_checks(c))]
     assert "1 image(s) without alt text: https://example.org/b.png" in msgs
 
 
 def test_check_relative_link(plain):
     c = _with_html(plain, '<a href="https://example.org/">ok</a><a href="/relative">x</a><a href="page.html">y</a>')
-    msgs = [x.message for x in errors(run_checks(c))]
+    msgs = [x.message for x in failures(run_checks(c))]
     assert "2 link(s) not absolute: /relative, page.html" in msgs
 
 
@@ -543,12 +543,12 @@ def test_check_relative_link(plain):
 ])
 def test_check_remote_stylesheet(plain, snippet):
     c = _with_html(plain, f"<html><head>{snippet}</head><body>x</body></html>")
-    assert any("remote stylesheet" in x.message for x in errors(run_checks(c)))
+    assert any("remote stylesheet" in x.message for x in failures(run_checks(c)))
 
 
 def test_check_missing_unsubscribe_and_postal_address(plain):
     c = _with_html(plain, "<html><body><p>No footer at all</p></body></html>")
-    msgs = [x.message for x in errors(run_checks(c))]
+    msgs = [x.message for x in failures(run_checks(c))]
     assert any("no unsubscribe link" in m for m in msgs)
     assert any("postal address missing" in m for m in msgs)
 
@@ -575,7 +575,7 @@ def test_check_subject_and_preheader_lengths(folder):
     checks = run_checks(c)
     assert _levels(checks, "subject is 61 characters") == ["warning"]
     assert _levels(checks, "preheader is 101 characters") == ["warning"]
-    assert not errors(checks)
+    assert not failures(checks)
     c = _compose_text(folder, _big_issue("Words.", subject="S" * 60, preheader=None), "lengths")
     checks = run_checks(c)
     assert _levels(checks, "subject length 60") == ["ok"]

@@ -75,7 +75,7 @@ def test_settings_load_and_every_setting_is_commented(tmp_path):
 
 
 def test_first_issue_is_dated_today_and_composes_without_check_errors(tmp_path):
-    from newsletter_mailer.checks import errors, run_checks
+    from newsletter_mailer.checks import failures, run_checks
     from newsletter_mailer.compose import compose, load_issue
     from newsletter_mailer.settings import load_settings
 
@@ -85,7 +85,7 @@ def test_first_issue_is_dated_today_and_composes_without_check_errors(tmp_path):
     assert issue.date == TODAY and not issue.draft
     settings, sdir = load_settings(tmp_path / "newsletter.toml")
     checks = run_checks(compose(path, settings, sdir))
-    assert errors(checks) == []
+    assert failures(checks) == []
     assert [c for c in checks if c.level == "warning"] == []
 
 

@@ -6,6 +6,7 @@ Run by `compose` (shown), `check` (exit code) and `send` (errors stop the send).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 from html.parser import HTMLParser
 from typing import Literal
 
@@ -95,7 +96,6 @@ def run_checks(c: Composed) -> list[Check]:
                                   "(or delivery.sendgrid.asm_group_id)"))
     else:
         out.append(Check("ok", "unsubscribe link present"))
-    from html import escape
     if escape(c.settings.postal_address) not in html or c.settings.postal_address not in text:
         out.append(Check("error", "postal address missing from the email (bulk-mail law expects it)"))
     else:
@@ -114,5 +114,5 @@ def run_checks(c: Composed) -> list[Check]:
     return out
 
 
-def errors(checks: list[Check]) -> list[Check]:
+def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.level == "error"]

@@ -78,7 +78,7 @@ def compose(
         except NewsletterError as exc:
             _fail(exc)
         return
-    from newsletter_mailer.checks import errors, run_checks
+    from newsletter_mailer.checks import failures, run_checks
     from newsletter_mailer.compose import compose as compose_issue
     from newsletter_mailer.errors import NewsletterError
     from newsletter_mailer.output import write_build
@@ -99,15 +99,15 @@ def compose(
         import webbrowser
 
         webbrowser.open(paths["preview.html"].resolve().as_uri())
-    if errors(checks):
-        typer.echo(f"error: {issue}: {len(errors(checks))} check(s) failed (see above)", err=True)
+    if failures(checks):
+        typer.echo(f"error: {issue}: {len(failures(checks))} check(s) failed (see above)", err=True)
         raise typer.Exit(1)
 
 
 @app.command()
 def check(issue: IssueArg, config: ConfigOpt = None) -> None:
     """Validate and check an issue without writing anything; non-zero exit on errors."""
-    from newsletter_mailer.checks import errors, run_checks
+    from newsletter_mailer.checks import failures, run_checks
     from newsletter_mailer.compose import compose as compose_issue
     from newsletter_mailer.errors import NewsletterError
     from newsletter_mailer.settings import load_settings
@@ -118,8 +118,8 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
     except NewsletterError as exc:
         _fail(exc)
     _echo_checks(checks)
-    if errors(checks):
-        typer.echo(f"error: {issue}: {len(errors(checks))} check(s) failed", err=True)
+    if failures(checks):
+        typer.echo(f"error: {issue}: {len(failures(checks))} check(s) failed", err=True)
         raise typer.Exit(1)
 
 
@@ -325,16 +325,16 @@ def status(
     from newsletter_mailer.settings import load_settings
 
     try:
+        slug = slug_of(issue)
         settings, settings_dir = load_settings(config)
         state_dir = state_dir_for(Options(issue=issue, state=state), settings_dir)
         path = state_dir / "ledger.sqlite3"
         if not path.exists():
-            typer.echo(f"{slug_of(issue)}: not sent yet (no ledger at {path})")
+            typer.echo(f"{slug}: not sent yet (no ledger at {path})")
             return
         ledger = Ledger(path)
     except NewsletterError as exc:
         _fail(exc)
-    slug = slug_of(issue)
     counts = ledger.counts(slug)
     in_flight = counts.pop("sending")
     counts["uncertain"] += in_flight

@@ -10,12 +10,13 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 from newsletter_mailer import render
-from newsletter_mailer.compile import compile_mjml
 from newsletter_mailer.inline import inline_css
 from newsletter_mailer.media import check_local_images
 from newsletter_mailer.mergefields import Field, FieldTable
+from newsletter_mailer.mjml_compile import compile_mjml
 from newsletter_mailer.personalise import Filler, Template
 from newsletter_mailer.schema import Issue, slug_of
 from newsletter_mailer.settings import Settings
@@ -31,8 +32,6 @@ def load_issue(path: Path) -> Issue:
 @dataclass(frozen=True)
 class Composed:
     slug: str
-    path: Path
-    issue: Issue
     settings: Settings
     fields: tuple[Field, ...]
     subject: Template
@@ -77,43 +76,91 @@ def compose(issue_path: Path, settings: Settings, settings_dir: Path | None) -> 
     return compose_issue(issue, issue_path, settings, settings_dir, t)
 
 
+@dataclass(frozen=True)
+class _Rendering:
+    """An issue on its way through the templates: the one path compose_issue and web_copy share
+    (slug, image check, template search path, merge-field tokens, view, render, compile, fill)."""
+
+    slug: str
+    settings: Settings
+    paths: tuple[str, ...]
+    table: FieldTable
+    view: render.View
+
+    @classmethod
+    def start(cls, issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None,
+              **links: Any) -> _Rendering:
+        slug = slug_of(issue_path)
+        check_local_images(issue, issue_path)
+        table = FieldTable()
+        view = render.build_view(issue, settings, slug, table, **links)
+        return cls(slug, settings, tuple(render.search_path(settings_dir)), table, view)
+
+    def render(self, name: str, *, web: bool, unsubscribe_url: str = "") -> str:
+        return render.render(self.paths, name, self.view, web=web, unsubscribe_url=unsubscribe_url)
+
+    def compile(self, mjml: str) -> str:
+        # An MJML error names the template file in use (the user's override, or the built-in one).
+        template = render.environment(self.paths).get_template(render.EMAIL_TEMPLATE)
+        return compile_mjml(mjml, template.filename or render.EMAIL_TEMPLATE)
+
+    def split(self, text: str) -> Template:
+        return Template.split(text, self.table.token_re)
+
+    def defaults(self) -> list[str]:
+        """Each merge field's default: what the web copy, read by anyone, shows."""
+        return Filler(tuple(self.table.fields), self.settings.web_url(self.slug)).defaults()
+
+    def web_page(self, compiled: str, defaults: list[str]) -> str:
+        return self.split(compiled).fill([htmlmod.escape(v) for v in defaults])
+
+
 def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None,
                   t: dict[str, float] | None = None) -> Composed:
     t = {} if t is None else t
-    slug = slug_of(issue_path)
-    check_local_images(issue, issue_path)
-    paths = tuple(render.search_path(settings_dir))
-    table = FieldTable()
     t0 = time.perf_counter()
-    view = render.build_view(issue, settings, slug, table)
-    unsub = table.token(UNSUBSCRIBE)
-    mjml_email = render.render(paths, render.EMAIL_TEMPLATE, view, web=False, unsubscribe_url=unsub)
-    mjml_web = render.render(paths, render.EMAIL_TEMPLATE, view, web=True, unsubscribe_url="")
-    text = render.render(paths, render.TEXT_TEMPLATE, view, web=False, unsubscribe_url=unsub)
+    r = _Rendering.start(issue, issue_path, settings, settings_dir)
+    unsub = r.table.token(UNSUBSCRIBE)
+    mjml_email = r.render(render.EMAIL_TEMPLATE, web=False, unsubscribe_url=unsub)
+    mjml_web = r.render(render.EMAIL_TEMPLATE, web=True)
+    text = r.render(render.TEXT_TEMPLATE, web=False, unsubscribe_url=unsub)
     t["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    # An MJML error names the template file in use (the user's override, or the built-in one).
-    mjml_file = render.environment(paths).get_template(render.EMAIL_TEMPLATE).filename or render.EMAIL_TEMPLATE
-    email_html = compile_mjml(mjml_email, mjml_file)
-    web_html = compile_mjml(mjml_web, mjml_file)
+    email_html = r.compile(mjml_email)
+    web_html = r.compile(mjml_web)
     t["compile"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     inlined = inline_css(email_html)
     t["inline"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rx = table.token_re
-    fields = tuple(table.fields)
-    filler = Filler(fields, settings.web_url(slug))
-    web_values = [htmlmod.escape(v) for v in filler.defaults()]
+    fields = tuple(r.table.fields)
     composed = Composed(
-        slug=slug, path=issue_path, issue=issue, settings=settings, fields=fields,
-        subject=Template.split(view.context["subject"], rx),
-        preheader=Template.split(view.context["preheader"], rx),
-        html=Template.split(inlined, rx),
-        text=Template.split(re.sub(r"\n{3,}", "\n\n", text.strip()) + "\n", rx),
-        web_html=Template.split(web_html, rx).fill(web_values),
-        placeholders=tuple(table.placeholder(i) for i in range(len(fields))),
+        slug=r.slug, settings=settings, fields=fields,
+        subject=r.split(r.view.context["subject"]),
+        preheader=r.split(r.view.context["preheader"]),
+        html=r.split(inlined),
+        text=r.split(re.sub(r"\n{3,}", "\n\n", text.strip()) + "\n"),
+        web_html=r.web_page(web_html, r.defaults()),
+        placeholders=tuple(r.table.placeholder(i) for i in range(len(fields))),
         timings=t,
     )
     t["split"] = time.perf_counter() - t0
     return composed
+
+
+@dataclass(frozen=True)
+class WebCopy:
+    page: str
+    subject: str  # merge fields filled with their defaults; plain text
+    preheader: str
+
+
+def web_copy(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None, *,
+             archive_url: str | None = None, local_image: Callable[[str], str] | None = None) -> WebCopy:
+    """The web copy alone (no email, text or inlining), with the links build_view is given."""
+    r = _Rendering.start(issue, issue_path, settings, settings_dir, archive_url=archive_url,
+                         local_image=local_image)
+    page = r.compile(r.render(render.EMAIL_TEMPLATE, web=True))
+    values = r.defaults()
+    return WebCopy(r.web_page(page, values), r.split(r.view.context["subject"]).fill(values),
+                   r.split(r.view.context["preheader"]).fill(values))

@@ -173,14 +173,14 @@ and `email.txt.j2`: the checks refuse to send without them.
 
 
 @dataclass
-class Result:
+class InitReport:
     root: Path
     created: list[Path] = field(default_factory=list)
     existing: list[Path] = field(default_factory=list)
     issue: Path | None = None
 
 
-def _create(path: Path, text: str, result: Result) -> None:
+def _create(path: Path, text: str, result: InitReport) -> None:
     try:
         with path.open("x", encoding="utf-8", newline="\n") as f:  # "x": never overwrite
             f.write(text)
@@ -192,7 +192,7 @@ def _create(path: Path, text: str, result: Result) -> None:
     result.created.append(path)
 
 
-def _folder(path: Path, result: Result) -> None:
+def _folder(path: Path, result: InitReport) -> None:
     if path.is_dir():
         return
     if path.exists():
@@ -204,11 +204,11 @@ def _folder(path: Path, result: Result) -> None:
     result.created.append(path)
 
 
-def initialise(directory: Path, today: dt.date | None = None) -> Result:
+def initialise(directory: Path, today: dt.date | None = None) -> InitReport:
     from newsletter_mailer.render import builtin_templates
 
     today = today or dt.date.today()
-    result = Result(root=directory)
+    result = InitReport(root=directory)
     _folder(directory, result)
     _create(directory / "newsletter.toml", SETTINGS, result)
     _folder(directory / "issues", result)

@@ -18,21 +18,7 @@ MERGE_RE = re.compile(
     r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*"
     r"(?:\|\s*default\(\s*(\"(?:[^\"\\\r\n]|\\.)*\"|'(?:[^'\\\r\n]|\\.)*')\s*\)\s*)?\}\}"
 )
-_JINJA_OPEN = re.compile(r"\{\{|\{%|\{#")
 EXAMPLE = '{{ name }} or {{ name | default("friend") }}'
-
-
-def check(text: str) -> None:
-    """Raise ValueError when text holds template syntax other than plain merge fields."""
-    rest = MERGE_RE.sub("", text)
-    m = _JINJA_OPEN.search(rest)
-    if m:
-        snippet = rest[m.start(): m.start() + 30].splitlines()[0]
-        raise ValueError(f"only merge fields like {EXAMPLE} are allowed, found '{snippet}'")
-
-
-def fields_in(text: str) -> list[tuple[str, str | None]]:
-    return [(m.group(1).lower(), _default(m.group(2))) for m in MERGE_RE.finditer(text)]
 
 
 def _default(literal: str | None) -> str | None:
@@ -68,9 +54,6 @@ class FieldTable:
     def tokenize(self, text: str) -> str:
         """Replace each merge field in text with its token."""
         return MERGE_RE.sub(lambda m: self.token(m.group(1), _default(m.group(2))), text)
-
-    def field_at(self, i: int) -> Field:
-        return self.fields[i]
 
     def placeholder(self, i: int) -> str:
         """How a field reads in email.html on disk: as the user wrote it."""

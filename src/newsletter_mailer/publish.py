@@ -13,21 +13,17 @@ A rebuild rewrites only files whose content changed and removes the pages of del
 from __future__ import annotations
 
 import datetime as dt
-import html as htmlmod
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
 from xml.etree import ElementTree as ET
 
 from newsletter_mailer import media, render
-from newsletter_mailer.compile import compile_mjml
+from newsletter_mailer.compose import load_issue, web_copy
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.mergefields import FieldTable
 from newsletter_mailer.output import write_atomic
-from newsletter_mailer.personalise import Filler, Template
 from newsletter_mailer.schema import Issue, slug_of
 from newsletter_mailer.settings import Settings
 
@@ -36,7 +32,6 @@ MANIFEST = ".published.json"
 PAGE = "index.html"
 FEED = "feed.xml"
 ATOM = "http://www.w3.org/2005/Atom"
-_SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RESERVED = {PAGE, FEED, MANIFEST}
 
 
@@ -74,45 +69,19 @@ def issue_files(settings_dir: Path) -> list[Path]:
                   and not p.name.startswith("."))
 
 
-def _check_slug(path: Path) -> str:
+def _site_slug(path: Path) -> str:
+    """slug_of's rule, and no issue folder named like a file at the site's root."""
     slug = slug_of(path)
-    if not _SLUG_RE.match(slug) or slug in _RESERVED:
-        raise NewsletterError("the file name becomes the issue's web address: use only letters, digits, "
-                              ". - and _", path=path, hint="rename the file")
+    if slug in _RESERVED:
+        raise NewsletterError(f"the issue's folder would take the name of the site's {slug}", path=path,
+                              hint="rename the file")
     return slug
 
 
-def site_page(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None) -> tuple[str, str, str]:
-    """(page, subject, preheader): the web copy as published in the site, with relative links.
-
-    Rendered from the same template as the email (web=True), but "More issues" points at
-    ../index.html and local images at their copy beside the page.
-    """
-    slug = slug_of(issue_path)
-    media.check_local_images(issue, issue_path)
-    paths = tuple(render.search_path(settings_dir))
-    table = FieldTable()
-    view = render.build_view(issue, settings, slug, table)
-    view.context["archive_url"] = f"../{PAGE}"
-    for s, ctx in zip(issue.sections, view.context["sections"]):
-        if s.image is not None and media.is_local(s.image.src):
-            ctx["image"]["src"] = media.relative_url(s.image.src)
-    mjml = render.render(paths, render.EMAIL_TEMPLATE, view, web=True, unsubscribe_url="")
-    compiled = compile_mjml(mjml, render.EMAIL_TEMPLATE)
-    values = Filler(table.fields, settings.web_url(slug)).defaults()
-    rx = table.token_re
-    page = Template.split(compiled, rx).fill([htmlmod.escape(v) for v in values])
-    subject = Template.split(view.context["subject"], rx).fill(values)
-    preheader = Template.split(view.context["preheader"], rx).fill(values)
-    return page, subject, preheader
-
-
 def collect(settings: Settings, settings_dir: Path, drafts: bool, today: dt.date) -> tuple[list[SiteIssue], list[tuple[Path, str]]]:
-    from newsletter_mailer.compose import load_issue
-
     issues, left_out = [], []
     for path in issue_files(settings_dir):
-        slug = _check_slug(path)
+        slug = _site_slug(path)
         issue = load_issue(path)
         if not drafts and issue.draft:
             left_out.append((path, "draft: true"))
@@ -120,13 +89,15 @@ def collect(settings: Settings, settings_dir: Path, drafts: bool, today: dt.date
         if not drafts and issue.date > today:
             left_out.append((path, f"dated {issue.date.isoformat()}, after today"))
             continue
-        page, subject, preheader = site_page(issue, path, settings, settings_dir)
+        # The same rendering as the email's web copy, with links that work inside the site.
+        web = web_copy(issue, path, settings, settings_dir, archive_url=f"../{PAGE}",
+                       local_image=media.relative_url)
         images = tuple(media.image_files(issue, path))
         for rel, _ in images:
             if rel == PAGE:
                 raise NewsletterError(f"a local image named '{rel}' would replace the issue's page",
                                       path=path, hint="rename the image")
-        issues.append(SiteIssue(path, slug, issue, subject, preheader, page, images))
+        issues.append(SiteIssue(path, slug, issue, web.subject, web.preheader, web.page, images))
     issues.sort(key=lambda i: (i.issue.date, i.slug), reverse=True)
     return issues, left_out
 

@@ -11,12 +11,12 @@ import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jinja2
 from markupsafe import Markup
 
-from newsletter_mailer import markdown, media
+from newsletter_mailer import markdown_html, media
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import FieldTable
 from newsletter_mailer.schema import Issue
@@ -60,17 +60,27 @@ class View:
     context: dict[str, Any]
 
 
-def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -> View:
+def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *,
+               archive_url: str | None = None, local_image: Callable[[str], str] | None = None) -> View:
+    """The issue as the templates see it. By default links are absolute (as mail clients need):
+    "More issues" goes to the archive under web_base_url, and a local image to its copy under the
+    issue's page; the published site passes its own relative ones."""
     tok = table.tokenize
+
+    def image_src(src: str) -> str:
+        if local_image is not None and media.is_local(src):
+            return local_image(src)
+        return media.image_url(settings, slug, src)
+
     sections = []
     for s in issue.sections:
         body = tok(s.body)
         sections.append({
             "heading": tok(s.heading),
-            "body_html": Markup(markdown.to_html(body)),
-            "body_text": markdown.to_text(body),
+            "body_html": Markup(markdown_html.to_html(body)),
+            "body_text": markdown_html.to_text(body),
             "image": None if s.image is None else {
-                "src": media.image_url(settings, slug, s.image.src), "alt": tok(s.image.alt),
+                "src": image_src(s.image.src), "alt": tok(s.image.alt),
                 "href": tok(s.image.href) if s.image.href else None},
             "links": [{"text": tok(l.text), "url": tok(l.url), "label": tok(l.label) if l.label else None}
                       for l in s.links],
@@ -85,12 +95,12 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable) -
         "title": tok(issue.title) if issue.title else settings.name,
         "date": d,
         "date_label": f"{d.day} {d:%B %Y}",
-        "intro_html": Markup(markdown.to_html(intro)) if intro else "",
-        "intro_text": markdown.to_text(intro) if intro else "",
+        "intro_html": Markup(markdown_html.to_html(intro)) if intro else "",
+        "intro_text": markdown_html.to_text(intro) if intro else "",
         "sections": sections,
         "slug": slug,
         "web_url": settings.web_url(slug),
-        "archive_url": settings.web_base + "/",
+        "archive_url": settings.web_base + "/" if archive_url is None else archive_url,
     })
 
 

@@ -8,60 +8,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
-from newsletter_mailer import mergefields
-from newsletter_mailer.markdown import check_markdown_links
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.markdown_html import check_markdown_links
+from newsletter_mailer.validators import (OneLine, StrictModel, content, http_url, link_url, no_merge_fields,
+                                          not_blank, single_line)
 
-_SCHEMES = ("http://", "https://", "mailto:")
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _one_line(v: str) -> str:
-    if "\r" in v or "\n" in v:
-        raise ValueError("must be one line (no line breaks)")
-    return v
-
-
-# Characters no text needs and MJML/XML cannot carry (a YAML "\x1b" or "\\0" escape gets them in).
-_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
-
-
-def _content(v: str) -> str:
-    bad = _CONTROL.search(v)
-    if bad:
-        kind = "a control character" if ord(bad.group()) < 0x80 else "an invalid character"
-        raise ValueError(f"contains {kind} (U+{ord(bad.group()):04X}) at position {bad.start() + 1}; remove it")
-    mergefields.check(v)
-    return v
-
-
-def _not_blank(v: str) -> str:
-    if not v.strip():
-        raise ValueError("must not be empty")
-    return v
-
-
-def _link_url(v: str) -> str:
-    v = v.strip()
-    # A merge field may stand in a link (https://…/survey?e={{ email }}): judge the URL around it.
-    probe = mergefields.MERGE_RE.sub("x", v)
-    if not probe.lower().startswith(_SCHEMES) or any(c.isspace() or ord(c) < 32 for c in probe):
-        raise ValueError(f"'{v[:60]}' is not an http(s) or mailto link (use https://… or mailto:…)")
-    if probe.lower().startswith(("http://", "https://")) and len(probe.split("//", 1)[1].split("/")[0]) == 0:
-        raise ValueError(f"'{v[:60]}' has no host")
-    return v
-
-
-def _http_url(v: str) -> str:
-    v = _link_url(v)
-    if v.lower().startswith("mailto:"):
-        raise ValueError(f"'{v[:60]}' must be an http(s) address")
-    if mergefields._JINJA_OPEN.search(v):
-        raise ValueError(f"'{v[:60]}' must be a plain http(s) address, without merge fields")
-    return v
-
-
+SLUG_MAX = 100
+_SLUG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (SLUG_MAX - 1), re.ASCII)
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
 
@@ -71,14 +27,13 @@ def _image_src(v: str) -> str:
     if not v:
         raise ValueError("must not be empty")
     if v.lower().startswith(("http://", "https://")):
-        return _http_url(v)
+        return http_url(v)
     if _SCHEME_RE.match(v) or v.startswith("//"):
         raise ValueError(f"'{v[:60]}' must be an http(s) address or a path relative to the issue file "
                          "(like images/photo.png)")
     if any(ord(c) < 32 or c == "\x7f" for c in v):
         raise ValueError("must not contain control characters")
-    if mergefields._JINJA_OPEN.search(v):
-        raise ValueError(f"'{v[:60]}' must be a plain file path, without merge fields")
+    no_merge_fields(v, "a plain file path")
     if "\\" in v:
         raise ValueError(f"'{v[:60]}': use / between folders, not \\")
     if v.startswith("/") or v.startswith("~"):
@@ -102,22 +57,15 @@ def _date(v: Any) -> Any:
     return v
 
 
-Text = Annotated[str, AfterValidator(_content)]
-OneLine = Annotated[str, AfterValidator(_one_line), AfterValidator(_content)]
-Required = Annotated[str, AfterValidator(_not_blank), AfterValidator(_one_line), AfterValidator(_content)]
-Markdown = Annotated[str, AfterValidator(_not_blank), AfterValidator(_content), AfterValidator(_markdown)]
-OptionalMarkdown = Annotated[str, AfterValidator(_content), AfterValidator(_markdown)]
-LinkURL = Annotated[str, AfterValidator(_content), AfterValidator(_link_url)]
-HttpURL = Annotated[str, AfterValidator(_http_url)]
+Required = Annotated[str, AfterValidator(not_blank), AfterValidator(single_line), AfterValidator(content)]
+Markdown = Annotated[str, AfterValidator(not_blank), AfterValidator(content), AfterValidator(_markdown)]
+OptionalMarkdown = Annotated[str, AfterValidator(content), AfterValidator(_markdown)]
+LinkURL = Annotated[str, AfterValidator(content), AfterValidator(link_url)]
 ImageSrc = Annotated[str, AfterValidator(_image_src)]
 IssueDate = Annotated[dt.date, BeforeValidator(_date)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Image(_Strict):
+class Image(StrictModel):
     """An image beside a section's text. alt is required ("" marks it decorative)."""
 
     src: ImageSrc = Field(description="http(s) address of the image, or a path relative to the issue file "
@@ -126,7 +74,7 @@ class Image(_Strict):
     href: LinkURL | None = Field(None, description="where a click on the image goes")
 
 
-class Link(_Strict):
+class Link(StrictModel):
     """Shown as '<label>: <text>', like 'Read the briefing: The impact of …'."""
 
     text: Required
@@ -134,17 +82,17 @@ class Link(_Strict):
     label: OneLine | None = Field(None, description="e.g. 'Read the news story'")
 
 
-class Section(_Strict):
+class Section(StrictModel):
     heading: Required
     body: Markdown = Field(description="Markdown (CommonMark); raw HTML is shown as text")
     image: Image | None = None
     links: list[Link] = Field(default_factory=list)
 
 
-class Issue(_Strict):
+class Issue(StrictModel):
     """One newsletter issue. Merge fields such as {{ name }} may appear in any text."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, title="Newsletter issue")
+    model_config = ConfigDict(title="Newsletter issue")  # merged with StrictModel's
 
     subject: Required
     preheader: OneLine | None = Field(None, description="the inbox preview line after the subject")
@@ -156,8 +104,18 @@ class Issue(_Strict):
 
 
 def slug_of(path: Path) -> str:
-    """An issue is identified by its file name without extension."""
-    return path.stem
+    """An issue is identified by its file name without extension, checked here for every command.
+
+    The slug names folders (build/<slug>/, outbox/<slug>/), the web address <web_base_url>/<slug>/,
+    the ledger's rows and a mail header, so it must be safe in a path, a URL and a header.
+    """
+    slug = path.stem
+    if not _SLUG_RE.fullmatch(slug) or ".." in slug:
+        raise NewsletterError("the file name becomes the issue's folder and web address: it must start with "
+                              "a letter or digit and hold only letters, digits, . - and _ (no '..'), "
+                              f"up to {SLUG_MAX} characters",
+                              path=path, hint="rename the file, e.g. issues/2024-05-news.yaml")
+    return slug
 
 
 def json_schema() -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from newsletter_mailer import unsubscribe
-from newsletter_mailer.checks import errors, run_checks
+from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import Composed, compose
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.ledger import Ledger, key
@@ -66,7 +66,7 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     """Settings, issue, checks, provider configuration and unsubscribe secret: all or nothing."""
     settings, settings_dir = load_settings(options.config)
     composed = compose(options.issue, settings, settings_dir)
-    failed = errors(run_checks(composed))
+    failed = failures(run_checks(composed))
     if failed:
         raise NewsletterError(f"check failed: {failed[0].message}", path=options.issue,
                               hint="run `newsletter check` for all checks")

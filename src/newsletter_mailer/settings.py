@@ -6,10 +6,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.schema import HttpURL, OneLine
+from newsletter_mailer.validators import HttpURL, OneLine, StrictModel, http_url
 from newsletter_mailer.sourcefile import load_toml_model
 
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -33,11 +33,7 @@ Color = Annotated[str, AfterValidator(_color)]
 Address = Annotated[str, AfterValidator(_address)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Brand(_Strict):
+class Brand(StrictModel):
     primary_color: Color = "#4a2a7a"
     accent_color: Color = "#c0392b"
     background_color: Color = "#f2f0f5"
@@ -55,7 +51,7 @@ class Brand(_Strict):
         return v
 
 
-class SmtpSettings(_Strict):
+class SmtpSettings(StrictModel):
     host: str | None = None
     port: int | None = None
     username: str | None = None
@@ -63,19 +59,19 @@ class SmtpSettings(_Strict):
     timeout: float = 30.0
 
 
-class Tracking(_Strict):
+class Tracking(StrictModel):
     click: bool = False
     open: bool = False
 
 
-class SendGridSettings(_Strict):
+class SendGridSettings(StrictModel):
     asm_group_id: int | None = Field(None, description="SendGrid unsubscribe group; its own unsubscribe link is then used")
     categories: list[OneLine] = Field(default_factory=list, max_length=9)
     tracking: Tracking = Tracking()
     timeout: float = 30.0
 
 
-class Delivery(_Strict):
+class Delivery(StrictModel):
     provider: Literal["outbox", "smtp", "sendgrid"] = "outbox"
     rate: float | None = Field(None, gt=0, description="messages per second, all providers")
     max_consecutive_failures: int = Field(10, ge=1)
@@ -83,7 +79,7 @@ class Delivery(_Strict):
     sendgrid: SendGridSettings = SendGridSettings()
 
 
-class Web(_Strict):
+class Web(StrictModel):
     """[web]: the reader-facing app (`newsletter serve`): unsubscribe links and double opt-in sign-up."""
 
     base_url: HttpURL | None = Field(None, description="the public address of the app, e.g. https://news.example.org")
@@ -99,7 +95,7 @@ class Web(_Strict):
         return self.base_url.rstrip("/") if self.base_url else None
 
 
-class Settings(_Strict):
+class Settings(StrictModel):
     name: OneLine
     from_email: Address
     from_name: OneLine | None = None
@@ -128,12 +124,10 @@ class Settings(_Strict):
     def _unsub(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        from newsletter_mailer.schema import _http_url
-
         rest = re.sub(r"\{\{\s*(email|token)\s*\}\}", "", v)
         if "{" in rest or "}" in rest:
             raise ValueError("may use only {{ email }} and {{ token }}")
-        _http_url(rest)
+        http_url(rest)
         if not re.search(r"\{\{\s*(email|token)\s*\}\}", v):
             raise ValueError("must include {{ email }} or {{ token }} so each link is personal")
         return v

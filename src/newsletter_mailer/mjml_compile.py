@@ -1,4 +1,4 @@
-"""mjml-python compiles MJML to responsive HTML (step 3). MRML, in Rust: about half a millisecond."""
+"""mjml-python compiles MJML to responsive HTML (step 3); MRML, written in Rust."""
 
 from __future__ import annotations
 
