@@ -5,7 +5,7 @@ then text/html, UTF-8, quoted-printable) once, with opaque markers where per-rec
 values go. Each body's literal parts are QP-encoded once; per recipient only the
 merge values are QP-encoded and slotted in between soft line breaks, so a placeholder
 is never split across lines and no line grows past 76 characters. Building a message
-from scratch costs milliseconds; filling this costs microseconds.
+from scratch per recipient would cost orders of magnitude more (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

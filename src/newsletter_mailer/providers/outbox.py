@@ -25,15 +25,18 @@ def filename(email: str, prefix: str = "") -> str:
 
 
 class OutboxProvider:
+    """The model provider: what every other one does, minus the network. Each message is
+    its own .eml file, written atomically: nobody ever opens half a message."""
+
     name = "outbox"
     batch_size = 100
     label = "outbox"
     uncertainty = "message"
 
     def __init__(self, ctx: SendContext):
-        self.ctx = ctx
         base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")
         self.folder = base / ctx.content.slug
+        self.messages = ctx.messages
         self.prefix = "test-" if ctx.subject_prefix else ""
 
     def open(self) -> None:
@@ -45,7 +48,7 @@ class OutboxProvider:
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         out = []
-        build = self.ctx.messages.build
+        build = self.messages.build
         folder = str(self.folder)
         for r in batch:
             try:
