@@ -27,7 +27,7 @@ from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, 
                                          provider_class)
 from newsletter_mailer.schema import slug_of
 from newsletter_mailer.settings import Settings, load_settings
-from newsletter_mailer.subscribers import Subscriber, SubscriberList, read_suppressions
+from newsletter_mailer.subscribers import SubscriberList, read_suppressions
 
 TEST_PREFIX = "[TEST] "
 
@@ -153,6 +153,11 @@ def _decide(state: tuple[str, bool] | None, o: Options) -> str:
 
 
 class Sender:
+    """One send of one issue: plan() reads the list against the ledger, run(plan) delivers.
+
+    Holds the ledger and the per-issue lock between the two passes: close() releases them.
+    """
+
     def __init__(self, p: Prepared):
         self.p = p
         o = p.options
@@ -274,6 +279,8 @@ class Sender:
 
 @dataclass
 class Summary:
+    """What a run did, counted batch by batch (DeliveryStopped carries it when a run stops)."""
+
     plan: Plan
     provider: str
     sent: int = 0

@@ -36,8 +36,8 @@ class OutboxProvider:
     def __init__(self, ctx: SendContext):
         base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")
         self.folder = base / ctx.content.slug
-        self.messages = ctx.messages
         self.prefix = "test-" if ctx.subject_prefix else ""
+        self.ctx = ctx
 
     def open(self) -> None:
         try:
@@ -48,7 +48,7 @@ class OutboxProvider:
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         out = []
-        build = self.messages.build
+        build = self.ctx.messages.build
         folder = str(self.folder)
         for r in batch:
             try:
