@@ -23,7 +23,6 @@ def prepared(issue: Path, state: Path):
 
 
 def measure(issue: Path, state: Path, n: int, repeat: int) -> tuple[float, float, int]:
-    from newsletter_mailer.send import make_recipient
 
     p = prepared(issue, state)
     c = p.composed
@@ -43,14 +42,14 @@ def measure(issue: Path, state: Path, n: int, repeat: int) -> tuple[float, float
 
     def build() -> None:
         for email, name, fields in people:
-            r = make_recipient(p, email, name, fields)
+            r = p.recipient(email, name, fields)
             messages.build(r.email, r.name, r.values)
 
     fill()
     build()
     fill_us = median(timed(fill, repeat)) / n * 1e6
     build_us = median(timed(build, repeat)) / n * 1e6
-    size = len(messages.build(*people[0][:2], make_recipient(p, *people[0]).values)[1])
+    size = len(messages.build(*people[0][:2], p.recipient(*people[0]).values)[1])
     return fill_us, build_us, size
 
 

@@ -26,7 +26,7 @@ def child(n: int, port: int) -> None:
     """Runs in the measured process: send n recipients through the SendGrid provider."""
     import tempfile
 
-    from newsletter_mailer.send import Options, make_recipient, prepare
+    from newsletter_mailer.send import Options, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         env = {"NEWSLETTER_SECRET": "benchmark", "SENDGRID_API_KEY": "SG.benchmark-not-a-key",
@@ -51,7 +51,7 @@ def child(n: int, port: int) -> None:
         size = provider.batch_size
         for start in range(0, n, size):
             t1 = time.perf_counter()
-            batch = [make_recipient(p, f"reader.{i}@example{i % 50}.org", f"Reader {i}", {})
+            batch = [p.recipient(f"reader.{i}@example{i % 50}.org", f"Reader {i}", {})
                      for i in range(start, min(start + size, n))]
             making += time.perf_counter() - t1
             sent += sum(r.ok for r in provider.send(batch))

@@ -48,12 +48,12 @@ class SinkProcess:
 
 def prepared(subs: Path, state: Path):
     """Our send, prepared in-process: the recipients (as the send would make them) and the templates."""
-    from newsletter_mailer.send import Options, Sender, make_recipient, prepare
+    from newsletter_mailer.send import Options, Sender, prepare
 
     p = prepare(Options(issue=EXAMPLE_ISSUE, list_path=subs, config=EXAMPLE_SETTINGS, state=state,
                         outbox=state / "outbox", provider="outbox", env={"NEWSLETTER_SECRET": SECRET}))
     subscribers = Sender(p).subscribers
-    return p, [make_recipient(p, s.email, s.name, s.fields) for s in subscribers]
+    return p, [p.recipient(s.email, s.name, s.fields) for s in subscribers]
 
 
 def mailmerge_files(folder: Path, p, recipients, port: int) -> None:

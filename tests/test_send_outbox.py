@@ -259,3 +259,71 @@ def test_rate_limit_paces_batches(folder: Path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert len(messages(folder)) == 3
     assert waits == [pytest.approx(1.0)]
+
+
+# --- one batch: ledger 'sending' → provider → ledger result ---------------------------------
+
+
+class _Watched:
+    """The real outbox provider, asked what the ledger says while it sends (or made to fail)."""
+
+    def __init__(self, inner, ledger, fail: BaseException | None = None):
+        self.inner, self.ledger, self.fail = inner, ledger, fail
+        self.name = inner.name
+        self.seen: dict = {}
+
+    def send(self, batch):
+        self.seen = self.ledger.states("mini")
+        if self.fail is not None:
+            raise self.fail
+        return self.inner.send(batch)
+
+
+@pytest.fixture
+def batch_parts(folder: Path):
+    from newsletter_mailer.ledger import Ledger
+    from newsletter_mailer.send import Options, Plan, Summary, prepare
+
+    p = prepare(Options(issue=Path("issues/mini.yaml"), provider="outbox", outbox=folder / "outbox",
+                        state=folder / ".newsletter"))
+    p.provider.open()
+    ledger = Ledger.in_state(p.state_dir)
+    batch = [p.recipient("ann@example.org", "Ann", {}), p.recipient("Bob@example.org", "Bob", {})]
+    yield p, ledger, batch, Summary(plan=Plan(), provider="outbox")
+    ledger.close()
+
+
+def test_deliver_batch_records_sending_before_and_the_outcome_after(batch_parts, folder: Path):
+    from newsletter_mailer.send import deliver_batch
+
+    p, ledger, batch, summary = batch_parts
+    provider = _Watched(p.provider, ledger)
+    deliver_batch(ledger, "mini", provider, batch, summary)
+    assert provider.seen == {"ann@example.org": ("sending", False), "bob@example.org": ("sending", False)}
+    assert ledger_rows(folder) == {"ann@example.org": "sent", "bob@example.org": "sent"}
+    assert (summary.sent, summary.failed, summary.uncertain, summary.in_a_row) == (2, 0, 0, 0)
+    assert set(messages(folder)) == {"ann@example.org", "Bob@example.org"}
+
+
+def test_deliver_batch_refused_as_a_whole_records_failed_and_raises(batch_parts, folder: Path):
+    from newsletter_mailer.errors import NewsletterError
+    from newsletter_mailer.send import deliver_batch
+
+    p, ledger, batch, summary = batch_parts
+    provider = _Watched(p.provider, ledger, fail=NewsletterError("refused the key"))
+    with pytest.raises(NewsletterError, match="refused the key"):
+        deliver_batch(ledger, "mini", provider, batch, summary)
+    assert ledger_rows(folder) == {"ann@example.org": "failed", "bob@example.org": "failed"}
+    assert (summary.sent, summary.failed, summary.uncertain) == (0, 2, 0)
+    assert messages(folder) == {}
+
+
+def test_deliver_batch_interrupted_records_uncertain_and_raises(batch_parts, folder: Path):
+    from newsletter_mailer.send import deliver_batch
+
+    p, ledger, batch, summary = batch_parts
+    provider = _Watched(p.provider, ledger, fail=KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        deliver_batch(ledger, "mini", provider, batch, summary)
+    assert ledger_rows(folder) == {"ann@example.org": "uncertain", "bob@example.org": "uncertain"}
+    assert (summary.sent, summary.failed, summary.uncertain) == (0, 0, 2)

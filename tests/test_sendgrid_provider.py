@@ -17,13 +17,13 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
 
 import pytest
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.message import MessageTemplate
-from newsletter_mailer.providers import get_provider
-from newsletter_mailer.providers.base import Recipient, SendContext
+from newsletter_mailer.providers.base import Recipient
+from newsletter_mailer.send import own_unsubscribe, send_context
 from tests.helpers.prism import prism_server
 
 pytest.importorskip("sendgrid")
@@ -46,18 +46,14 @@ def with_sendgrid(composed, **sg):
     return dataclasses.replace(composed, settings=new_s)
 
 
-def make_provider(composed, newsletter_dir, host, *, key=KEY, prefix="", **sg) -> SendGridProvider:
+def make_provider(composed, newsletter_dir, host, *, key=KEY, prefix="", sleep=time.sleep, **sg) -> SendGridProvider:
     c = with_sendgrid(composed, **sg)
     env = {"NEWSLETTER_BACKOFF_BASE": "0.01"}
     if key is not None:
         env["SENDGRID_API_KEY"] = key
     if host is not None:
         env["SENDGRID_API_HOST"] = host
-    ctx = SendContext(composed=c, messages=MessageTemplate(c, subject_prefix=prefix),
-                      settings_dir=newsletter_dir, subject_prefix=prefix, env=env)
-    provider = get_provider("sendgrid", ctx)
-    assert isinstance(provider, SendGridProvider)
-    return provider
+    return SendGridProvider(send_context(c, subject_prefix=prefix, env=env), sleep=sleep)
 
 
 def recipients(composed, n, *, name="Ann", unsub=UNSUB, start=0):
@@ -69,21 +65,28 @@ def recipients(composed, n, *, name="Ann", unsub=UNSUB, start=0):
     return out
 
 
+class Response(NamedTuple):
+    status_code: int
+    headers: dict
+    body: object
+
+
 class Recorder:
-    """Wraps provider._post: keeps each body posted and each response."""
+    """Wraps the provider's transport: keeps each body posted and each response."""
 
     def __init__(self, provider):
         self.bodies: list[dict] = []
         self.responses = []
-        inner = provider._post
+        provider.open()
+        inner = provider.transport
 
         def post(body):
             self.bodies.append(json.loads(json.dumps(body)))
             response = inner(body)
-            self.responses.append(response)
+            self.responses.append(Response(*response))
             return response
 
-        provider._post = post
+        provider.transport = post
 
 
 def assert_not_leaked(capsys, caplog, *texts):
@@ -147,7 +150,7 @@ def test_payload_shape_for_composed_issue(prism_url, composed, newsletter_dir):
         assert key in (htm if key.endswith("h-") else text)
     # and the contract accepts it as is
     provider.open()
-    response = provider._post(body)
+    response = Response(*provider.transport(body))
     assert response.status_code == 202
     assert not response.headers.get("sl-violations")
 
@@ -155,7 +158,7 @@ def test_payload_shape_for_composed_issue(prism_url, composed, newsletter_dir):
 def test_asm_group_and_tracking_validate(prism_url, composed, newsletter_dir):
     provider = make_provider(composed, newsletter_dir, prism_url, asm_group_id=4242,
                              tracking={"click": True, "open": True}, categories=["a", "b"])
-    assert provider.unsubscribe_url() == ASM_UNSUBSCRIBE_TAG
+    assert own_unsubscribe(provider.ctx.settings, provider.name) == ASM_UNSUBSCRIBE_TAG
     rec = Recorder(provider)
     results = provider.send(recipients(composed, 2, unsub=ASM_UNSUBSCRIBE_TAG))
     assert all(r.ok for r in results)
@@ -173,7 +176,8 @@ def test_asm_group_and_tracking_validate(prism_url, composed, newsletter_dir):
 
 
 def test_no_asm_group_uses_settings_link(composed, newsletter_dir):
-    assert make_provider(composed, newsletter_dir, None).unsubscribe_url() is None
+    provider = make_provider(composed, newsletter_dir, None)
+    assert own_unsubscribe(provider.ctx.settings, provider.name) is None
 
 
 def test_batch_size_is_the_contract_limit(prism_url, composed, newsletter_dir):
@@ -197,14 +201,12 @@ def test_batch_size_is_the_contract_limit(prism_url, composed, newsletter_dir):
 
 def test_message_level_custom_args_is_a_string_in_the_contract(prism_url, composed, newsletter_dir):
     """Why the issue rides in each personalization's custom_args, not the message's."""
-    from python_http_client.exceptions import BadRequestsError
-
     provider = make_provider(composed, newsletter_dir, prism_url)
     provider.open()
     body, _ = provider.payload(recipients(composed, 1))
-    with pytest.raises(BadRequestsError) as excinfo:
-        provider._post({**body, "custom_args": {"issue": "mini"}})
-    assert "custom_args must be string" in excinfo.value.headers["sl-violations"]
+    status, headers, _ = provider.transport({**body, "custom_args": {"issue": "mini"}})
+    assert status == 400  # python_http_client's BadRequestsError
+    assert "custom_args must be string" in headers["sl-violations"]
 
 
 def test_missing_key(composed, newsletter_dir, capsys, caplog):
@@ -219,7 +221,7 @@ def test_missing_key(composed, newsletter_dir, capsys, caplog):
 def test_no_authorization_is_refused_by_contract(prism_url, composed, newsletter_dir, capsys, caplog):
     provider = make_provider(composed, newsletter_dir, prism_url)
     provider.open()
-    del provider._client.client.request_headers["Authorization"]
+    del provider.transport.client.client.request_headers["Authorization"]
     with pytest.raises(NewsletterError, match=r"refused the API key \(401\)") as excinfo:
         provider.send(recipients(composed, 1))
     assert_not_leaked(capsys, caplog, *exc_texts(excinfo.value))
@@ -320,8 +322,7 @@ def sleeps():
 @pytest.fixture
 def provider(server, composed, newsletter_dir, sleeps, caplog):
     caplog.set_level(logging.DEBUG)  # python_http_client logs request headers at DEBUG
-    p = make_provider(composed, newsletter_dir, server.url)
-    p._sleep = sleeps.append
+    p = make_provider(composed, newsletter_dir, server.url, sleep=sleeps.append)
     p.open()
     return p
 
@@ -379,8 +380,7 @@ def test_connection_refused_retried_then_temporary(composed, newsletter_dir, sle
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]   # closed again: nothing listens there
-    p = make_provider(composed, newsletter_dir, f"http://127.0.0.1:{port}")
-    p._sleep = sleeps.append
+    p = make_provider(composed, newsletter_dir, f"http://127.0.0.1:{port}", sleep=sleeps.append)
     results = p.send(recipients(composed, 2))
     assert len(sleeps) == 4
     assert all(not r.ok and not r.permanent and not r.uncertain for r in results)
@@ -454,5 +454,5 @@ def test_plain_http_only_for_local_hosts(composed, newsletter_dir):
         p.open()
     p = make_provider(composed, newsletter_dir, None)
     p.open()
-    assert p._client.host == "https://api.sendgrid.com"
-    assert p._client.client.timeout == TIMEOUT
+    assert p.transport.client.host == "https://api.sendgrid.com"
+    assert p.transport.client.client.timeout == TIMEOUT

@@ -18,8 +18,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.message import MessageTemplate
-from newsletter_mailer.providers import Recipient, Result, SendContext, get_provider
+from newsletter_mailer.providers import Outcome as Result, Recipient, SendContext, get_provider
+from newsletter_mailer.send import own_unsubscribe, send_context
 from newsletter_mailer.providers.smtp import UNCERTAIN
 from tests.helpers.sinks import MidDataDropServer
 
@@ -145,7 +145,7 @@ def make_ctx(composed, newsletter_dir, **env) -> SendContext:
     base.update({k: str(v) for k, v in env.items() if v is not None})
     for k in [k for k, v in env.items() if v is None]:
         base.pop(k, None)
-    return SendContext(composed=composed, messages=MessageTemplate(composed), settings_dir=newsletter_dir, env=base)
+    return send_context(composed, env=base)
 
 
 def rcpt(composed, address: str, name: str = "", **extra) -> Recipient:
@@ -171,7 +171,7 @@ def html_part(msg) -> str:
 def test_delivers_personalised_messages_over_one_connection(composed, newsletter_dir, smtpd):
     h, port, _ = smtpd()
     p = provider(composed, newsletter_dir, port)
-    assert (p.name, p.batch_size, p.uncertainty, p.unsubscribe_url()) == ("smtp", 1, "message", None)
+    assert (p.name, p.batch_size, p.uncertainty, own_unsubscribe(composed.settings, p.name)) == ("smtp", 1, "message", None)
     p.open()
     results = p.send([rcpt(composed, "ann@example.org", "Ann Smith", school_year="Year 7")])
     results += p.send([rcpt(composed, "bob@example.org", "")])
@@ -323,8 +323,7 @@ def test_settings_file_is_used_after_the_environment(composed, newsletter_dir, s
     smtp = SmtpSettings(host="127.0.0.1", port=port, security="none", username=None, timeout=5)
     composed = dataclasses.replace(
         composed, settings=s.model_copy(update={"delivery": s.delivery.model_copy(update={"smtp": smtp})}))
-    ctx = SendContext(composed=composed, messages=MessageTemplate(composed), settings_dir=newsletter_dir,
-                      env={"NEWSLETTER_BACKOFF_BASE": "0.01"})
+    ctx = send_context(composed, env={"NEWSLETTER_BACKOFF_BASE": "0.01"})
     p = get_provider("smtp", ctx)
     p.open()
     assert p.send([rcpt(composed, "ann@example.org")])[0].ok

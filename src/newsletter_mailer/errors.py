@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import logging
 
 
 class NewsletterError(Exception):
@@ -54,14 +58,41 @@ def unreadable(path: object, exc: OSError) -> NewsletterError:
 
 
 SECRET_VARS = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
+REDACTED = "[redacted]"
+
+# Credentials recognisable by their shape, whatever variable they came from: a bearer token
+# in a logged request header, a SendGrid key pasted anywhere.
+_CREDENTIAL = re.compile(r"(Bearer\s+)[^'\"\s,}]+|SG\.[A-Za-z0-9_.\-]+")
 
 
-def redact(text: str) -> str:
-    """Defence in depth: no secret from the environment reaches the terminal, whatever raised."""
+def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """The one redactor: secrets from the environment, extra_secrets (e.g. a key read from a
+    context's env) and credential-shaped strings never reach a terminal, a log or a file."""
     import os
 
-    for var in SECRET_VARS:
-        value = os.environ.get(var)
+    for value in (*(os.environ.get(var) for var in SECRET_VARS), *extra_secrets):
         if value and len(value) >= 4:
-            text = text.replace(value, "***")
-    return text
+            text = text.replace(value, REDACTED)
+    return _CREDENTIAL.sub(lambda m: (m.group(1) or "") + REDACTED, text)
+
+
+class RedactingFilter:
+    """Redacts every record passing through a logger or handler (see redact_log). Duck-typed
+    like a logging.Filter, so importing this module does not import logging."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def redact_log(target: logging.Logger | logging.Handler) -> None:
+    """Install the redacting filter once. Called by whoever first needs it (the --verbose
+    handler, the SendGrid provider for python_http_client's header log), never at import."""
+    if not any(isinstance(f, RedactingFilter) for f in target.filters):
+        target.addFilter(RedactingFilter())

@@ -22,7 +22,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     issue       TEXT NOT NULL,
     email       TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ('queued', 'sending', 'sent', 'failed', 'uncertain')),
+    status      TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed', 'uncertain')),
     provider    TEXT,
     message_id  TEXT,
     reason      TEXT,
@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (issue, status);
 """
 
-STATUSES = ("queued", "sending", "sent", "failed", "uncertain")
+# Databases written by earlier versions also allow a 'queued' status in the CHECK; no row has it.
+STATUSES = ("sending", "sent", "failed", "uncertain")
 
 
 def _now() -> str:
@@ -104,11 +105,6 @@ class Ledger:
         return {e: (s, bool(p)) for e, s, p in self.db.execute(
             "SELECT email, status, permanent FROM deliveries WHERE issue=?", (issue,))}
 
-    def queue(self, issue: str, emails: Iterable[str], provider: str) -> None:
-        now = _now()
-        self._tx("INSERT INTO deliveries (issue, email, status, provider, updated_at) VALUES (?,?,'queued',?,?) "
-                 "ON CONFLICT (issue, email) DO NOTHING", ((issue, key(e), provider, now) for e in emails))
-
     def begin(self, issue: str, emails: Iterable[str], provider: str) -> None:
         """Written and committed before the attempt: a crash from here on leaves them uncertain."""
         now = _now()
@@ -118,7 +114,7 @@ class Ledger:
                  ((issue, key(e), provider, now) for e in emails))
 
     def finish(self, issue: str, results: Iterable) -> None:
-        """Record each Result: sent (with the provider's id), failed (with why) or uncertain."""
+        """Record each provider Outcome: sent (with the provider's id), failed (with why) or uncertain."""
         now = _now()
         rows = []
         for r in results:
@@ -128,10 +124,13 @@ class Ledger:
                  "WHERE issue=? AND email=?", rows)
 
     def counts(self, issue: str) -> dict[str, int]:
+        """Rows per status; in-flight ('sending') rows count as uncertain, as a resumed send
+        would find them."""
         out = dict.fromkeys(STATUSES, 0)
         for status, n in self.db.execute(
                 "SELECT status, count(*) FROM deliveries WHERE issue=? GROUP BY status", (issue,)):
             out[status] = n
+        out["uncertain"] += out.pop("sending")
         return out
 
     def rows(self, issue: str, status: str | None = None) -> Iterator[Row]:
@@ -143,6 +142,3 @@ class Ledger:
             args += (status,)
         for r in self.db.execute(sql + " ORDER BY email", args):
             yield Row(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
-
-    def issues(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT issue FROM deliveries ORDER BY issue")]

@@ -5,7 +5,7 @@ then text/html, UTF-8, quoted-printable) once, with opaque markers where per-rec
 values go. Each body's literal parts are QP-encoded once; per recipient only the
 merge values are QP-encoded and slotted in between soft line breaks, so a placeholder
 is never split across lines and no line grows past 76 characters. Building a message
-from scratch costs milliseconds; filling this costs microseconds.
+from scratch per recipient would cost orders of magnitude more (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -106,8 +106,7 @@ class MessageTemplate:
 
     def __init__(self, c: Composed, *, subject_prefix: str = ""):
         s = c.settings
-        self.composed = c
-        self.subject = c.subject.map_parts(lambda p: p) if not subject_prefix else \
+        self.subject = c.subject if not subject_prefix else \
             Template((subject_prefix + c.subject.parts[0],) + c.subject.parts[1:], c.subject.slots)
         self.domain = s.from_email.rsplit("@", 1)[1]
         self.mailto = f"mailto:{s.unsubscribe_mailto}?subject=unsubscribe" if s.unsubscribe_mailto else None
@@ -142,13 +141,10 @@ class MessageTemplate:
         (source, key): source 0 is the header values by marker, 1 the text values by slot,
         2 the HTML values by slot.
         """
-        try:
-            lits = [lit.encode("ascii") for lit in self._literals]
-            bodies = {_TEXT_N: (1, [b.encode("ascii") for b in self._text.parts], self._text.slots),
-                      _HTML_N: (2, [b.encode("ascii") for b in self._html.parts], self._html.slots)}
-        except UnicodeEncodeError:  # never expected: the email package and QP write ASCII
-            self._plan = None
-            return
+        # ASCII throughout: the email package and quoted-printable write nothing else.
+        lits = [lit.encode("ascii") for lit in self._literals]
+        bodies = {_TEXT_N: (1, [b.encode("ascii") for b in self._text.parts], self._text.slots),
+                  _HTML_N: (2, [b.encode("ascii") for b in self._html.parts], self._html.slots)}
         parts: list[bytes] = []
         gaps: list[tuple[int, int]] = []
         cur = lits[0]
@@ -183,8 +179,6 @@ class MessageTemplate:
 
     def build(self, email: str, name: str, values: list[str]) -> tuple[str, bytes]:
         """(Message-ID, message bytes) for one recipient. Raises HeaderValueError for unsafe values."""
-        if self._plan is None:
-            return self._build_str(email, name, values)
         subject = self.subject.fill(values)
         msgid = f"<{os.urandom(12).hex()}@{self.domain}>"
         unsub = values[self.unsub_index] if self.unsub_index is not None else None
@@ -220,28 +214,6 @@ class MessageTemplate:
             out.append(sources[source][key])
         out.append(tail)
         return msgid, b"".join(out)
-
-    def _build_str(self, email: str, name: str, values: list[str]) -> tuple[str, bytes]:
-        """The general path (str joined, then encoded): only if the skeleton were not ASCII."""
-        subject = self.subject.fill(values)
-        msgid = f"<{os.urandom(12).hex()}@{self.domain}>"
-        unsub = values[self.unsub_index] if self.unsub_index is not None else None
-        text_vals = [_qp_value(v) for v in values]
-        html_vals = [_qp_value(html.escape(v)) for v in values]
-        fills = (
-            address(name, email),
-            header_value(subject, "Subject"),
-            msgid,
-            self.list_unsubscribe(unsub),
-            self._text.fill(text_vals),
-            self._html.fill(html_vals),
-        )
-        lits = self._literals
-        out = [lits[0]]
-        for i, m in enumerate(self._marks, 1):
-            out.append(fills[m])
-            out.append(lits[i])
-        return msgid, "".join(out).encode("ascii")
 
 
 def unsubscribe_link(template: str, email: str, token: str) -> str:

@@ -8,12 +8,12 @@ values are data, never templates: `{{ 7*7 }}` in a name arrives as those charact
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 from newsletter_mailer.mergefields import Field
+from newsletter_mailer.providers.base import Recipient
 
 # Fields every recipient has, whatever the list's columns.
 BUILTIN_FIELDS = frozenset({"email", "name", "unsubscribe_url", "web_url"})
@@ -39,16 +39,9 @@ class Template:
             out.append(parts[i])
         return "".join(out)
 
-    def map_parts(self, fn: Callable[[str], str]) -> Template:
-        return Template(tuple(fn(p) for p in self.parts), self.slots)
-
     @property
     def used(self) -> frozenset[int]:
         return frozenset(self.slots)
-
-
-def escape_all(values: Sequence[str]) -> list[str]:
-    return [html.escape(v) for v in values]
 
 
 class Filler:
@@ -82,3 +75,9 @@ class Filler:
 
     def defaults(self, unsubscribe_url: str = "") -> list[str]:
         return self.values("", "", {}, unsubscribe_url)
+
+
+def make_recipient(filler: Filler, unsubscribe_url: Callable[[str], str], email: str, name: str,
+                   fields: Mapping[str, str]) -> Recipient:
+    """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL."""
+    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url(email)))

@@ -14,17 +14,20 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 from newsletter_mailer import unsubscribe
 from newsletter_mailer.checks import failures, run_checks
-from newsletter_mailer.compose import Composed, compose
+from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.ledger import Ledger, key
+from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
-from newsletter_mailer.providers import Provider, Recipient, Result, SendContext, get_provider
-from newsletter_mailer.settings import load_settings
-from newsletter_mailer.subscribers import Subscriber, SubscriberList, read_suppressions
+from newsletter_mailer.personalise import Template, make_recipient
+from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, SendContext, get_provider,
+                                         provider_class)
+from newsletter_mailer.schema import slug_of
+from newsletter_mailer.settings import Settings, load_settings
+from newsletter_mailer.subscribers import SubscriberList, read_suppressions
 
 TEST_PREFIX = "[TEST] "
 
@@ -54,8 +57,10 @@ class Prepared:
     provider: Provider
     state_dir: Path
     notes: list[str]
-    secret: bytes
-    unsubscribe_template: str | None
+    unsubscribe_url: Callable[[str], str]   # address -> its unsubscribe link, decided once
+
+    def recipient(self, email: str, name: str, fields: Mapping[str, str]) -> Recipient:
+        return make_recipient(self.composed.filler(), self.unsubscribe_url, email, name, fields)
 
 
 def state_dir_for(options: Options, settings_dir: Path) -> Path:
@@ -70,34 +75,54 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     if failed:
         raise NewsletterError(f"check failed: {failed[0].message}", path=options.issue,
                               hint="run `newsletter check` for all checks")
-    ctx = SendContext(composed=composed, messages=MessageTemplate(composed, subject_prefix=subject_prefix),
-                      settings_dir=settings_dir, outbox_dir=options.outbox, subject_prefix=subject_prefix,
-                      env=options.env)
+    ctx = send_context(composed, outbox=options.outbox, subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     state_dir = state_dir_for(options, settings_dir)
     notes: list[str] = []
-    template = None
-    if provider.unsubscribe_url() is None:
-        template = settings.unsubscribe_url
-        if template is None:
-            raise NewsletterError("no unsubscribe link: set unsubscribe_url in newsletter.toml",
-                                  field="unsubscribe_url", hint="every recipient needs a personal one")
-    secret = b""
-    if template is not None and "token" in template:
-        secret, note = unsubscribe.load_secret(state_dir, options.env, create=not options.dry_run)
-        if note:
-            notes.append(note)
-    return Prepared(options, composed, provider, state_dir, notes, secret, template)
+    links = _unsubscribe_source(options, settings, provider.name, state_dir, notes)
+    return Prepared(options, composed, provider, state_dir, notes, links)
 
 
-def make_recipient(p: Prepared, email: str, name: str, fields: dict[str, str]) -> Recipient:
-    """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL."""
-    own = p.provider.unsubscribe_url()
+def send_context(composed: Composed, *, outbox: Path | None = None, subject_prefix: str = "",
+                 env: Mapping[str, str] | None = None) -> SendContext:
+    """What a provider gets: the composed issue cut down to strings and parts-and-slots."""
+    subject = composed.subject
+    if subject_prefix:
+        subject = Template((subject_prefix + subject.parts[0], *subject.parts[1:]), subject.slots)
+    unsub = next((i for i, f in enumerate(composed.fields) if f.name == UNSUBSCRIBE), None)
+    content = Content(slug=composed.slug, subject=subject, html=composed.html, text=composed.text,
+                      default_subject=subject.fill(composed.filler().defaults()), unsubscribe_slot=unsub)
+    messages = MessageTemplate(composed, subject_prefix=subject_prefix)
+    return SendContext(content=content, settings=composed.settings, messages=messages, outbox_dir=outbox,
+                       subject_prefix=subject_prefix, env=dict(os.environ) if env is None else env)
+
+
+def own_unsubscribe(settings: Settings, provider_name: str) -> str | None:
+    """A provider-made unsubscribe link, the same for everyone (SendGrid's ASM group), or None."""
+    if provider_name == "sendgrid" and settings.delivery.sendgrid.asm_group_id is not None:
+        from newsletter_mailer.providers.sendgrid import ASM_UNSUBSCRIBE_TAG
+
+        return ASM_UNSUBSCRIBE_TAG
+    return None
+
+
+def _unsubscribe_source(options: Options, settings: Settings, provider_name: str, state_dir: Path,
+                        notes: list[str]) -> Callable[[str], str]:
+    """Where every recipient's unsubscribe link comes from: the provider's own, or the settings'
+    unsubscribe_url filled per address (with an HMAC token when it asks for one)."""
+    own = own_unsubscribe(settings, provider_name)
     if own is not None:
-        url = own
-    else:
-        url = unsubscribe_link(p.unsubscribe_template or "", email, unsubscribe.token(p.secret, email))
-    return Recipient(email, name, p.composed.filler().values(email, name, fields, url))
+        return lambda email: own
+    template = settings.unsubscribe_url
+    if template is None:
+        raise NewsletterError("no unsubscribe link: set unsubscribe_url in newsletter.toml",
+                              field="unsubscribe_url", hint="every recipient needs a personal one")
+    if "token" not in template:
+        return lambda email: unsubscribe_link(template, email, "")
+    secret, note = unsubscribe.load_secret(state_dir, options.env, create=not options.dry_run)
+    if note:
+        notes.append(note)
+    return lambda email: unsubscribe_link(template, email, unsubscribe.token(secret, email))
 
 
 @dataclass
@@ -128,6 +153,11 @@ def _decide(state: tuple[str, bool] | None, o: Options) -> str:
 
 
 class Sender:
+    """One send of one issue: plan() reads the list against the ledger, run(plan) delivers.
+
+    Holds the ledger and the per-issue lock between the two passes: close() releases them.
+    """
+
     def __init__(self, p: Prepared):
         self.p = p
         o = p.options
@@ -150,6 +180,7 @@ class Sender:
         self._lock_fd: int | None = None
 
     def _open_ledger(self) -> None:
+        """The ledger, locked for this issue; a dry run only reads one if it exists."""
         if self.p.options.dry_run:
             path = self.p.state_dir / "ledger.sqlite3"
             if path.exists():
@@ -199,96 +230,41 @@ class Sender:
             else:
                 plan.failed_before.append(sub.email)
         plan.skips = self.subscribers.skips
-        self._plan = plan
         return plan
 
-    def _recipients(self) -> Iterator[Subscriber]:
+    def _recipients(self, plan: Plan) -> Iterator[Recipient]:
+        """The sending pass over the list: the subscribers the plan counted as to send."""
         o = self.p.options
-        invalid = {line for line, _, _ in self._plan.header_invalid}
+        invalid = {line for line, _, _ in plan.header_invalid}
+        make = self.p.recipient
         for sub in self.subscribers:
-            if sub.line in invalid:
-                continue
-            if _decide(self.states.get(key(sub.email)), o) == "send":
-                yield sub
+            if sub.line not in invalid and _decide(self.states.get(key(sub.email)), o) == "send":
+                yield make(sub.email, sub.name, sub.fields)
 
-    def run(self, progress: Callable[[int], None] | None = None) -> Summary:
-        """The sending pass. Each batch: ledger 'sending' → provider → ledger result."""
+    def run(self, plan: Plan, progress: Callable[[int], None] | None = None) -> Summary:
+        """The sending pass, batch by batch; a stop raises DeliveryStopped with what went out."""
         p = self.p
-        summary = Summary(plan=self._plan, provider=p.provider.name)
+        summary = Summary(plan=plan, provider=p.provider.name)
         if p.options.dry_run:
-            summary.would_send = self._plan.to_send
+            summary.would_send = plan.to_send
             return summary
         assert self.ledger is not None
-        settings = p.composed.settings.delivery
+        delivery = p.composed.settings.delivery
         provider = p.provider
         provider.open()
-        rate = settings.rate
-        # With a rate, batches shrink to at most a second's worth so the pace stays even.
-        size = min(provider.batch_size, max(1, int(rate))) if rate else provider.batch_size
-        started = time.monotonic()
-        attempted = 0
-        consecutive = 0
-        refused = 0  # of the consecutive failures, those refused for good (5xx): need --retry-failed
-        batch: list[Recipient] = []
-
-        def flush() -> None:
-            nonlocal attempted, consecutive, refused
-            if rate:
-                wait = started + attempted / rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            emails = [r.email for r in batch]
-            self.ledger.begin(self.slug, emails, provider.name)
-            try:
-                results = provider.send(batch)
-            except NewsletterError as exc:
-                # A provider raises only when the whole batch was refused (nothing delivered).
-                self.ledger.finish(self.slug, [Result(e, False, error=exc.message) for e in emails])
-                summary.failed += len(emails)
-                summary.stopped = exc
-                raise
-            except BaseException:
-                # Interrupted mid-attempt: delivery unknown, so these are held back next time.
-                self.ledger.finish(self.slug, [Result(e, False, uncertain=True,
-                                                      error="the send was interrupted during this attempt")
-                                               for e in emails])
-                summary.uncertain += len(emails)
-                raise
-            self.ledger.finish(self.slug, results)
-            attempted += len(batch)
-            for r in results:
-                if r.ok:
-                    summary.sent += 1
-                    consecutive = refused = 0
-                elif r.uncertain:
-                    summary.uncertain += 1
-                    summary.uncertain_emails.append(r.email)
-                else:
-                    summary.failed += 1
-                    summary.failures.append((r.email, r.error or "failed"))
-                    consecutive += 1
-                    refused += bool(r.permanent)
-            if progress:
-                progress(len(batch))
-            batch.clear()
-            if consecutive >= settings.max_consecutive_failures:
-                last = summary.failures[-1][1] if summary.failures else "failed"
-                retry = (f", adding --retry-failed to retry the {refused} refused for good" if refused else "")
-                raise NewsletterError(
-                    f"stopped after {consecutive} failures in a row (last: {last}); "
-                    f"fix the cause, then resume with the same `newsletter send` command{retry}",
-                    path=p.options.issue, exit_code=1)
-
+        pace = _Pace(delivery.rate)
+        size = pace.batch_size(provider.batch_size)
         try:
-            for sub in self._recipients():
-                batch.append(make_recipient(p, sub.email, sub.name, sub.fields))
-                if len(batch) >= size:
-                    flush()
-            if batch:
-                flush()
+            for batch in _chunks(self._recipients(plan), size):
+                pace.wait()
+                deliver_batch(self.ledger, self.slug, provider, batch, summary)
+                pace.done(len(batch))
+                if progress:
+                    progress(len(batch))
+                if summary.in_a_row >= delivery.max_consecutive_failures:
+                    raise _too_many_failures(summary, p.options.issue)
         except NewsletterError as exc:
-            exc.summary = summary  # what went out before the send stopped, for the CLI to show
-            raise
+            raise DeliveryStopped(exc, summary) from exc
         finally:
             provider.close()
         return summary
@@ -303,6 +279,8 @@ class Sender:
 
 @dataclass
 class Summary:
+    """What a run did, counted batch by batch (DeliveryStopped carries it when a run stops)."""
+
     plan: Plan
     provider: str
     sent: int = 0
@@ -311,7 +289,121 @@ class Summary:
     would_send: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     uncertain_emails: list[str] = field(default_factory=list)
-    stopped: NewsletterError | None = None
+    in_a_row: int = 0           # failures since the last success: the send stops at the budget
+    refused_in_a_row: int = 0   # of those, refused for good (5xx): resumed only with --retry-failed
+
+    def count(self, outcomes: list[Outcome]) -> None:
+        for r in outcomes:
+            if r.ok:
+                self.sent += 1
+                self.in_a_row = self.refused_in_a_row = 0
+            elif r.uncertain:
+                self.uncertain += 1
+                self.uncertain_emails.append(r.email)
+            else:
+                self.failed += 1
+                self.failures.append((r.email, r.error or "failed"))
+                self.in_a_row += 1
+                self.refused_in_a_row += bool(r.permanent)
+
+
+class DeliveryStopped(NewsletterError):
+    """The send stopped part-way: the cause's message, and the summary of what went out before."""
+
+    def __init__(self, cause: NewsletterError, summary: Summary):
+        super().__init__(cause.message, path=cause.path, line=cause.line, field=cause.field,
+                         hint=cause.hint, exit_code=cause.exit_code)
+        self.summary = summary
+
+
+def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Recipient],
+                  summary: Summary) -> None:
+    """One batch: ledger 'sending' (committed) → provider.send → ledger result, counted in summary."""
+    emails = [r.email for r in batch]
+    ledger.begin(slug, emails, provider.name)
+    try:
+        outcomes = provider.send(batch)
+    except NewsletterError as exc:
+        # A provider raises only when the whole batch was refused (nothing delivered).
+        ledger.finish(slug, [Outcome(e, False, error=exc.message) for e in emails])
+        summary.failed += len(emails)
+        raise
+    except BaseException:
+        # Interrupted mid-attempt: delivery unknown, so these are held back next time.
+        ledger.finish(slug, [Outcome(e, False, uncertain=True, error="the send was interrupted during this attempt")
+                             for e in emails])
+        summary.uncertain += len(emails)
+        raise
+    ledger.finish(slug, outcomes)
+    summary.count(outcomes)
+
+
+def _too_many_failures(summary: Summary, issue: Path) -> NewsletterError:
+    last = summary.failures[-1][1] if summary.failures else "failed"
+    refused = summary.refused_in_a_row
+    retry = f", adding --retry-failed to retry the {refused} refused for good" if refused else ""
+    return NewsletterError(f"stopped after {summary.in_a_row} failures in a row (last: {last}); "
+                           f"fix the cause, then resume with the same `newsletter send` command{retry}",
+                           path=issue, exit_code=1)
+
+
+def _chunks(items: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:
+    batch: list[Recipient] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _Pace:
+    """delivery.rate messages a second, kept even: batches shrink to at most a second's worth."""
+
+    def __init__(self, rate: float | None):
+        self.rate = rate
+        self.started = time.monotonic()
+        self.attempted = 0
+
+    def batch_size(self, provider_size: int) -> int:
+        return min(provider_size, max(1, int(self.rate))) if self.rate else provider_size
+
+    def wait(self) -> None:
+        if self.rate:
+            wait = self.started + self.attempted / self.rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+
+    def done(self, n: int) -> None:
+        self.attempted += n
+
+
+@dataclass
+class IssueStatus:
+    """What the ledger says about one issue (in-flight rows counted as uncertain)."""
+
+    slug: str
+    ledger_path: Path
+    counts: dict[str, int] = field(default_factory=dict)   # empty: no ledger yet
+    rows: list[Row] = field(default_factory=list)
+    per_request: list[type] = field(default_factory=list)  # providers whose uncertain unit is a request
+
+
+def issue_status(options: Options) -> IssueStatus:
+    _, settings_dir = load_settings(options.config)
+    slug = slug_of(options.issue)
+    path = state_dir_for(options, settings_dir) / "ledger.sqlite3"
+    if not path.exists():
+        return IssueStatus(slug, path)
+    ledger = Ledger(path)
+    try:
+        counts, rows = ledger.counts(slug), list(ledger.rows(slug))
+    finally:
+        ledger.close()
+    names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
+    per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
+    return IssueStatus(slug, path, counts, rows, per_request)
 
 
 def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[list[Recipient], str]:
@@ -345,7 +437,7 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[l
     missing = p.composed.filler().missing(frozenset(fields))
     recipients = []
     for a in addrs:
-        r = make_recipient(p, who_email or a, name, fields)
+        r = p.recipient(who_email or a, name, fields)
         r.email, r.name = a, ""  # addressed to the tester, personalised as the subscriber
         recipients.append(r)
     who = who_email or ("the defaults" if not missing else "the defaults (no value for " + ", ".join(missing) + ")")

@@ -47,6 +47,3 @@ def load_secret(state_dir: Path, env: dict[str, str], *, create: bool = True) ->
 def token(key: bytes, email: str) -> str:
     return hmac.new(key, email.lower().encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
-
-def verify(key: bytes, email: str, candidate: str) -> bool:
-    return hmac.compare_digest(token(key, email), candidate)

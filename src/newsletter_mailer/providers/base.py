@@ -1,19 +1,42 @@
-"""The provider interface: what every way of delivering a message must offer."""
+"""The provider interface: what every way of delivering a message must offer, and may rely on.
+
+A provider is a transport (as httpx's are): it gets a `SendContext` once, fixed for the
+whole send, and batches of `Recipient`s; it knows nothing of issues, templates or lists.
+It may rely on:
+
+* `ctx.messages.build(email, name, values)` for a finished RFC 5322 message (MIME providers),
+  raising message.HeaderValueError for a value that would break a header;
+* `ctx.content`: the issue's subject, HTML and text split into literal parts and slots
+  (for providers that substitute values themselves, as SendGrid does), its slug, the subject
+  filled with default values, and which slot holds the unsubscribe link;
+* `ctx.settings` for its own configuration section and the sender; `ctx.env` for secrets
+  and environment settings (never os.environ directly);
+* `Recipient.values`: the raw merge values, indexed by the slots of `ctx.content`.
+
+It raises only NewsletterError: from __init__/open() when its configuration or credentials
+are refused (nothing sent), from send() when the whole batch was refused (nothing delivered,
+the send stops). Everything else about one recipient is an `Outcome` (ok, failed, permanent,
+uncertain), one per recipient, in order.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Mapping, Protocol
+
+from newsletter_mailer.errors import NewsletterError
 
 if TYPE_CHECKING:
-    from newsletter_mailer.compose import Composed
     from newsletter_mailer.message import MessageTemplate
+    from newsletter_mailer.personalise import Template
+    from newsletter_mailer.settings import Settings
 
 
 @dataclass(slots=True)
 class Recipient:
-    """One subscriber on the way out: address, display name and raw merge values (field order)."""
+    """One subscriber on the way out: address, display name and raw merge values (slot order)."""
 
     email: str
     name: str
@@ -21,7 +44,9 @@ class Recipient:
 
 
 @dataclass(slots=True)
-class Result:
+class Outcome:
+    """What became of one recipient's message."""
+
     email: str
     ok: bool
     message_id: str | None = None
@@ -30,33 +55,65 @@ class Result:
     uncertain: bool = False  # the attempt may or may not have been delivered: held back, never retried blindly
 
 
+@dataclass(frozen=True)
+class Content:
+    """The issue as a transport sees it, built once per send: strings and parts-and-slots."""
+
+    slug: str
+    subject: Template          # the subject_prefix included
+    html: Template
+    text: Template
+    default_subject: str       # the subject filled with the fields' defaults
+    unsubscribe_slot: int | None
+
+
 @dataclass
 class SendContext:
     """Everything a provider may need, fixed for the whole send."""
 
-    composed: Composed
+    content: Content
+    settings: Settings
     messages: MessageTemplate          # RFC 5322 bytes per recipient, for MIME providers
-    settings_dir: Path
     outbox_dir: Path | None = None
     subject_prefix: str = ""
-    env: dict[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 class Provider(Protocol):
-    name: str
+    name: str                           # as in --provider and the ledger
+    label: str                          # as people write it, for messages
     batch_size: int                     # recipients per send() call (and per ledger transaction)
     uncertainty: str                    # "message" or "request": what a crash can leave uncertain
-
-    def unsubscribe_url(self) -> str | None:
-        """A provider-made unsubscribe URL (SendGrid groups) or None to use the settings' one."""
-        ...
 
     def open(self) -> None:
         """Connect and authenticate; raise NewsletterError (nothing sent) when refused."""
         ...
 
-    def send(self, batch: list[Recipient]) -> list[Result]:
-        """Deliver a batch; one Result per recipient, in order. Raise NewsletterError to stop the send."""
+    def send(self, batch: list[Recipient]) -> list[Outcome]:
+        """Deliver a batch; one Outcome per recipient, in order. Raise NewsletterError to stop the send."""
         ...
 
     def close(self) -> None: ...
+
+
+def env_value(env: Mapping[str, str], key: str) -> str | None:
+    """An environment setting, stripped; None when unset or blank."""
+    v = env.get(key)
+    if v is None:
+        return None
+    return v.strip() or None
+
+
+def backoff_base(env: Mapping[str, str]) -> float:
+    """NEWSLETTER_BACKOFF_BASE: seconds before the first retry, doubling after (default 1)."""
+    raw = env_value(env, "NEWSLETTER_BACKOFF_BASE")
+    if raw is None:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise NewsletterError(f"NEWSLETTER_BACKOFF_BASE is '{raw}', not a number of seconds",
+                              hint="use e.g. 1.0")
+    return value

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.message import HeaderValueError
-from newsletter_mailer.providers.base import Recipient, Result, SendContext
+from newsletter_mailer.providers.base import Outcome, Recipient, SendContext
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 
@@ -25,18 +25,19 @@ def filename(email: str, prefix: str = "") -> str:
 
 
 class OutboxProvider:
+    """The model provider: what every other one does, minus the network. Each message is
+    its own .eml file, written atomically: nobody ever opens half a message."""
+
     name = "outbox"
     batch_size = 100
+    label = "outbox"
     uncertainty = "message"
 
     def __init__(self, ctx: SendContext):
-        self.ctx = ctx
         base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")
-        self.folder = base / ctx.composed.slug
+        self.folder = base / ctx.content.slug
         self.prefix = "test-" if ctx.subject_prefix else ""
-
-    def unsubscribe_url(self) -> str | None:
-        return None
+        self.ctx = ctx
 
     def open(self) -> None:
         try:
@@ -45,7 +46,7 @@ class OutboxProvider:
             raise NewsletterError(f"cannot create the outbox: {exc.strerror}", path=self.folder,
                                   hint="choose another folder with --outbox") from None
 
-    def send(self, batch: list[Recipient]) -> list[Result]:
+    def send(self, batch: list[Recipient]) -> list[Outcome]:
         out = []
         build = self.ctx.messages.build
         folder = str(self.folder)
@@ -53,7 +54,7 @@ class OutboxProvider:
             try:
                 msgid, data = build(r.email, r.name, r.values)
             except HeaderValueError as exc:
-                out.append(Result(r.email, False, error=str(exc), permanent=True))
+                out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue
             path = os.path.join(folder, filename(r.email, self.prefix))
             tmp = path + ".tmp"
@@ -63,9 +64,9 @@ class OutboxProvider:
                 os.replace(tmp, path)
             except OSError as exc:
                 # Not delivered: a temporary failure; the send loop's error budget stops a full disk.
-                out.append(Result(r.email, False, error=f"cannot write {path}: {exc.strerror}"))
+                out.append(Outcome(r.email, False, error=f"cannot write {path}: {exc.strerror}"))
                 continue
-            out.append(Result(r.email, True, message_id=msgid))
+            out.append(Outcome(r.email, True, message_id=msgid))
         return out
 
     def close(self) -> None:

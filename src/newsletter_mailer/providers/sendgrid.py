@@ -5,7 +5,7 @@ slot replaced by a substitution key (one key for the HTML-escaped value, another
 the raw text value, since SendGrid applies every substitution to every content part).
 Per recipient only a personalization is added: address, subject, the values behind
 the keys, the issue's custom_args and the List-Unsubscribe headers. Payloads are plain
-dicts (the library's helper classes cost 2.5x the time and 2x the memory).
+dicts (the library's helper classes are slower and bigger: benchmarks/RESULTS.md).
 
 Retries: 429 waits until X-RateLimit-Reset; 5xx and errors before the request was
 fully written back off and retry. A request that was written but got no answer (read
@@ -13,7 +13,8 @@ timeout, reset) may have been accepted: its recipients are reported uncertain an
 retried automatically, so nobody gets the issue twice.
 
 The API key is sent only in the Authorization header: it never appears in an error,
-and python_http_client's debug log of request headers is redacted.
+and python_http_client's debug log of request headers is redacted (errors.redact_log,
+installed when the first SendGridProvider is made).
 """
 
 from __future__ import annotations
@@ -22,18 +23,23 @@ import html
 import http.client
 import json
 import logging
-import os
-import re
 import secrets
 import time
 import urllib.error
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from newsletter_mailer.compose import UNSUBSCRIBE
-from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.errors import NewsletterError, redact, redact_log
 from newsletter_mailer.message import header_value, smuggles_control
-from newsletter_mailer.personalise import Template
-from newsletter_mailer.providers.base import Recipient, Result, SendContext
+from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, backoff_base
+
+if TYPE_CHECKING:
+    from newsletter_mailer.personalise import Template
+
+# One mail/send request: the JSON body in; (status, headers, body) out, whatever the status.
+# Raises urllib.error.URLError when the request did not get out (nothing accepted), and
+# OSError / http.client.HTTPException when it went out but no complete answer came back.
+Transport = Callable[[dict], "tuple[int, Mapping[str, str] | None, bytes | str | None]"]
 
 log = logging.getLogger(__name__)
 
@@ -46,34 +52,6 @@ MAX_PERSONALIZATION_BYTES = 10_000   # substitutions + custom_args of one person
 MAX_CATEGORIES = 10
 KEY_HINT = "export it (create a key with Mail Send permission)"
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-# --- keep the key out of python_http_client's debug log ---------------------------------
-
-_SECRET_RE = re.compile(r"(Bearer\s+)[^'\"\s,}]+|SG\.[A-Za-z0-9_.\-]+")
-
-
-class _RedactKey(logging.Filter):
-    """python_http_client logs request headers (Authorization included) at DEBUG."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a broken record is not ours to fix
-            return True
-        redacted = _SECRET_RE.sub(lambda m: (m.group(1) or "") + "[redacted]", message)
-        if redacted != message:
-            record.msg, record.args = redacted, ()
-        return True
-
-
-def _install_redaction() -> None:
-    lg = logging.getLogger("python_http_client.client")
-    if not any(isinstance(f, _RedactKey) for f in lg.filters):
-        lg.addFilter(_RedactKey())
-
-
-_install_redaction()
 
 
 # --- content built once -----------------------------------------------------------------
@@ -130,96 +108,82 @@ def _error_detail(body: bytes | str | None) -> tuple[str, str | None]:
     return (text[:300] if text else "no details in the response"), None
 
 
+def _categories(slug: str, extra: list[str]) -> list[str]:
+    """The issue's slug first, then the configured ones, each once, at most MAX_CATEGORIES."""
+    out: list[str] = []
+    for cat in [slug, *extra]:
+        if cat not in out:
+            out.append(cat)
+    return out[:MAX_CATEGORIES]
+
+
 class SendGridProvider:
     name = "sendgrid"
     batch_size = 1000          # personalizations per v3 mail/send request
+    label = "SendGrid"
     uncertainty = "request"
 
-    def __init__(self, ctx: SendContext):
+    def __init__(self, ctx: SendContext, transport: Transport | None = None,
+                 sleep: Callable[[float], Any] = time.sleep):
+        """transport: one request as a function (a test's seam, like httpx's MockTransport);
+        by default python_http_client, made in open() once the key and host are checked."""
+        redact_log(logging.getLogger("python_http_client.client"))  # it logs the Authorization header
         self.ctx = ctx
-        c = ctx.composed
-        s = c.settings
-        sg = s.delivery.sendgrid
-        self.settings = s
+        self.content = content = ctx.content
+        sg = ctx.settings.delivery.sendgrid
         self.asm_group_id = sg.asm_group_id
         self.timeout = float(sg.timeout)
-        self.backoff_base = self._backoff_base(ctx.env)
-        self.slug = c.slug
-        self.subject = c.subject
-        self.subject_prefix = ctx.subject_prefix
-        self.messages = ctx.messages
-        self.unsub_index = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
-        self._client = None
+        self.backoff_base = backoff_base(ctx.env)
+        self.transport = transport
+        self.sleep = sleep
         self._key: str | None = None
-        self._sleep = time.sleep    # tests replace this to observe waits
-
+        self.unsub_index = content.unsubscribe_slot
         # Substitution keys: escaped value for the HTML part, raw for the text part; only
         # for the slots each part uses. Under an ASM group the unsubscribe link is
         # SendGrid's own tag, the same for everyone: written into the content literally.
-        inline_html: dict[int, str] = {}
-        inline_text: dict[int, str] = {}
+        inline: dict[int, str] = {}
         if self.asm_group_id is not None and self.unsub_index is not None:
-            inline_html[self.unsub_index] = inline_text[self.unsub_index] = ASM_UNSUBSCRIBE_TAG
-        prefix = _key_prefix(list(c.html.parts) + list(c.text.parts) + list(c.subject.parts))
-        self.html_keys = {i: f"{prefix}{i}h-" for i in sorted(c.html.used) if i not in inline_html}
-        self.text_keys = {i: f"{prefix}{i}t-" for i in sorted(c.text.used) if i not in inline_text}
-        html_content = _keyed(c.html, self.html_keys, inline_html)
-        text_content = _keyed(c.text, self.text_keys, inline_text)
+            inline[self.unsub_index] = ASM_UNSUBSCRIBE_TAG
+        prefix = _key_prefix([*content.html.parts, *content.text.parts, *content.subject.parts])
+        self.html_keys = {i: f"{prefix}{i}h-" for i in sorted(content.html.used) if i not in inline}
+        self.text_keys = {i: f"{prefix}{i}t-" for i in sorted(content.text.used) if i not in inline}
+        self.base = self._base(_keyed(content.html, self.html_keys, inline),
+                               _keyed(content.text, self.text_keys, inline))
+        # The issue rides on every personalization's custom_args (an object there). The
+        # message-level custom_args is typed "string" in SendGrid's OpenAPI description
+        # while the API (and SendGrid's own Python helper) uses an object, so it is left out.
+        self.custom_args = {"issue": content.slug}
+        # What every personalization's size starts from: custom_args and the substitution keys.
+        self._fixed_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in self.custom_args.items()) + sum(
+            len(k.encode()) for k in (*self.html_keys.values(), *self.text_keys.values()))
 
-        default_values = c.filler().defaults()
-        fallback_subject = self.subject_prefix + c.subject.fill(default_values)
-        if not fallback_subject.strip() or "\r" in fallback_subject or "\n" in fallback_subject:
-            fallback_subject = s.name
-
-        categories: list[str] = []
-        for cat in [self.slug, *sg.categories]:
-            if cat not in categories:
-                categories.append(cat)
-
-        headers = {"List-Id": header_value(s.list_id_header, "List-Id"),
-                   "X-Newsletter-Issue": header_value(self.slug, "X-Newsletter-Issue")}
-        self.base: dict = {
+    def _base(self, html_content: str, text_content: str) -> dict:
+        """The request body but for the personalizations: the same for every batch."""
+        s, c = self.ctx.settings, self.content
+        sg = s.delivery.sendgrid
+        subject = c.default_subject
+        if not subject.strip() or "\r" in subject or "\n" in subject:
+            subject = s.name
+        base: dict = {
             "from": {"email": s.from_email, "name": s.from_name or s.name},
-            "subject": fallback_subject,
-            "content": [
-                {"type": "text/plain", "value": text_content},
-                {"type": "text/html", "value": html_content},
-            ],
-            "categories": categories[:MAX_CATEGORIES],
-            "headers": headers,
+            "subject": subject,
+            "content": [{"type": "text/plain", "value": text_content},
+                        {"type": "text/html", "value": html_content}],
+            "categories": _categories(c.slug, sg.categories),
+            "headers": {"List-Id": header_value(s.list_id_header, "List-Id"),
+                        "X-Newsletter-Issue": header_value(c.slug, "X-Newsletter-Issue")},
             "tracking_settings": {
                 "click_tracking": {"enable": sg.tracking.click, "enable_text": sg.tracking.click},
                 "open_tracking": {"enable": sg.tracking.open},
             },
         }
         if s.reply_to:
-            self.base["reply_to"] = {"email": s.reply_to}
+            base["reply_to"] = {"email": s.reply_to}
         if self.asm_group_id is not None:
-            self.base["asm"] = {"group_id": self.asm_group_id}
-        # The issue rides on every personalization's custom_args (an object there). The
-        # message-level custom_args is typed "string" in SendGrid's OpenAPI description
-        # while the API (and SendGrid's own Python helper) uses an object, so it is left out.
-        self.custom_args = {"issue": self.slug}
-        self._custom_args_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in self.custom_args.items())
-        # What every personalization's size starts from: custom_args and the substitution keys.
-        self._fixed_bytes = self._custom_args_bytes + sum(
-            len(k.encode()) for k in (*self.html_keys.values(), *self.text_keys.values()))
+            base["asm"] = {"group_id": self.asm_group_id}
+        return base
 
     # --- settings and environment ---------------------------------------------------------
-
-    @staticmethod
-    def _backoff_base(env: dict[str, str]) -> float:
-        raw = env.get("NEWSLETTER_BACKOFF_BASE", os.environ.get("NEWSLETTER_BACKOFF_BASE"))
-        if raw is None or raw == "":
-            return 1.0
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not value >= 0:
-            raise NewsletterError(f"NEWSLETTER_BACKOFF_BASE is '{raw}', not a number of seconds",
-                                  hint="use e.g. 1.0")
-        return value
 
     def _host(self) -> str:
         host = (self.ctx.env.get("SENDGRID_API_HOST") or DEFAULT_HOST).rstrip("/")
@@ -234,28 +198,22 @@ class SendGridProvider:
 
     # --- Provider interface ---------------------------------------------------------------
 
-    def unsubscribe_url(self) -> str | None:
-        return ASM_UNSUBSCRIBE_TAG if self.asm_group_id is not None else None
-
     def open(self) -> None:
-        """Check the key and host and make the client; no network call."""
-        if self._client is not None:
+        """Check the key and host and make the transport; no network call."""
+        if self._key is not None:
             return
         key = (self.ctx.env.get("SENDGRID_API_KEY") or "").strip()
         if not key:
             raise NewsletterError("SENDGRID_API_KEY is not set: " + KEY_HINT)
         host = self._host()
-        from sendgrid import SendGridAPIClient
-
-        client = SendGridAPIClient(api_key=key, host=host)
-        client.client.timeout = self.timeout  # python_http_client has none by default
+        if self.transport is None:
+            self.transport = ClientTransport(key, host, self.timeout)
         self._key = key
-        self._client = client
 
     def close(self) -> None:
-        self._client = None
+        pass
 
-    def send(self, batch: list[Recipient]) -> list[Result]:
+    def send(self, batch: list[Recipient]) -> list[Outcome]:
         if len(batch) > self.batch_size:
             raise ValueError(f"send() got {len(batch)} recipients; a SendGrid request carries at most "
                              f"{self.batch_size}")
@@ -268,11 +226,11 @@ class SendGridProvider:
         for i in included:
             email = batch[i].email
             if status == "ok":
-                results[i] = Result(email, True, message_id=detail)
+                results[i] = Outcome(email, True, message_id=detail)
             elif status == "uncertain":
-                results[i] = Result(email, False, error=detail, uncertain=True)
+                results[i] = Outcome(email, False, error=detail, uncertain=True)
             else:
-                results[i] = Result(email, False, error=detail)
+                results[i] = Outcome(email, False, error=detail)
         return results  # type: ignore[return-value]
 
     # --- payload --------------------------------------------------------------------------
@@ -285,7 +243,7 @@ class SendGridProvider:
                 return f"line break in the recipient's {what}"
         if smuggles_control(r.name):
             return "RFC 2047 encoded control character in the recipient's name"
-        subject = self.subject_prefix + self.subject.fill(values)
+        subject = self.content.subject.fill(values)
         if "\r" in subject or "\n" in subject:
             return "line break in the subject (from a merge value)"
         if smuggles_control(subject):
@@ -310,19 +268,19 @@ class SendGridProvider:
         p["custom_args"] = dict(self.custom_args)
         if self.asm_group_id is None:
             unsub = values[self.unsub_index] if self.unsub_index is not None else None
-            headers = _header_lines(self.messages.list_unsubscribe(unsub or None))
+            headers = _header_lines(self.ctx.messages.list_unsubscribe(unsub or None))
             if headers:
                 p["headers"] = headers
         return p
 
-    def payload(self, batch: list[Recipient]) -> tuple[dict, list[Result | None]]:
-        """The mail/send body for the batch, and per recipient a failed Result (left out) or None."""
+    def payload(self, batch: list[Recipient]) -> tuple[dict, list[Outcome | None]]:
+        """The mail/send body for the batch, and per recipient a failed Outcome (left out) or None."""
         personalizations = []
-        results: list[Result | None] = []
+        results: list[Outcome | None] = []
         for r in batch:
             p = self.personalization(r)
             if isinstance(p, str):
-                results.append(Result(r.email, False, error=p, permanent=True))
+                results.append(Outcome(r.email, False, error=p, permanent=True))
             else:
                 personalizations.append(p)
                 results.append(None)
@@ -332,68 +290,57 @@ class SendGridProvider:
 
     # --- the request ----------------------------------------------------------------------
 
-    def _post(self, body: dict):
-        """One mail/send request (a seam for tests)."""
-        return self._client.client.mail.send.post(request_body=body, timeout=self.timeout)
-
     def _backoff(self, attempt: int) -> float:
         return self.backoff_base * (2 ** (attempt - 1))
-
-    def _redact(self, text: str) -> str:
-        if self._key:
-            text = text.replace(self._key, "[redacted]")
-        return _SECRET_RE.sub(lambda m: (m.group(1) or "") + "[redacted]", text)
 
     def _fail(self, message: str, hint: str | None = None) -> NewsletterError:
         return NewsletterError(self._redact(message), hint=self._redact(hint) if hint else None)
 
+    def _redact(self, text: str) -> str:
+        return redact(text, (self._key,) if self._key else ())
+
     def _deliver(self, body: dict) -> tuple[str, str | None]:
         """("ok", message id) | ("temporary", reason) | ("uncertain", reason); raises NewsletterError."""
-        from python_http_client.exceptions import HTTPError as ApiError
-
-        n = len(body["personalizations"])
         attempts = rate_limited = 0
         while True:
             try:
-                response = self._post(body)
-            except ApiError as e:
-                status = int(e.status_code)
-                if status == 429:
-                    rate_limited += 1
-                    if rate_limited > MAX_RATE_LIMIT_RETRIES:
-                        return "temporary", f"SendGrid rate limit (429) still in force after {rate_limited} tries"
-                    wait = self._rate_limit_wait(e.headers, rate_limited)
-                    log.warning("SendGrid rate limit (429); waiting %.1f s before retrying", wait)
-                    self._sleep(wait)
-                    continue
-                if status < 500:
-                    raise self._client_error(status, e.body, e.headers) from None
-                reason = f"SendGrid server error {status}"
+                status, headers, answer = self.transport(body)
             except urllib.error.URLError as e:
                 # Raised while connecting or writing the request: SendGrid has not got it.
                 reason = f"cannot reach SendGrid: {self._redact(str(getattr(e, 'reason', e)))}"
             except (OSError, http.client.HTTPException) as e:
-                # The request was written but no (complete) answer came: it may have been accepted.
-                kind = "no answer" if isinstance(e, TimeoutError) else f"connection lost ({type(e).__name__})"
-                reason = (f"{kind} from SendGrid within {self.timeout:g} s after the request was sent: "
-                          f"it may have been accepted; held back, not retried")
-                log.warning("%s (%d recipients)", reason, n)
-                return "uncertain", reason
+                return "uncertain", self._no_answer(e, len(body["personalizations"]))
             else:
-                code = response.status_code
-                if 200 <= code < 300:
-                    headers = response.headers
-                    msgid = headers.get("X-Message-Id") if headers is not None else None
-                    return "ok", msgid
-                # python_http_client raises for every status >= 400; anything else is unexpected.
-                raise self._fail(f"SendGrid answered {code} to mail/send, expected 202")
+                if 200 <= status < 300:
+                    return "ok", headers.get("X-Message-Id") if headers is not None else None
+                if status == 429:
+                    rate_limited += 1
+                    if rate_limited > MAX_RATE_LIMIT_RETRIES:
+                        return "temporary", f"SendGrid rate limit (429) still in force after {rate_limited} tries"
+                    wait = self._rate_limit_wait(headers, rate_limited)
+                    log.warning("SendGrid rate limit (429); waiting %.1f s before retrying", wait)
+                    self.sleep(wait)
+                    continue
+                if status < 400:
+                    raise self._fail(f"SendGrid answered {status} to mail/send, expected 202") from None
+                if status < 500:  # a refusal of the whole request: no traceback context to show
+                    raise self._client_error(status, answer, headers) from None
+                reason = f"SendGrid server error {status}"
             # A 5xx, or SendGrid not reached: nothing was accepted, so back off and try again.
             attempts += 1
             if attempts >= MAX_ATTEMPTS:
                 return "temporary", f"{reason} after {attempts} attempts"
             wait = self._backoff(attempts)
             log.warning("%s; retrying in %.2f s (attempt %d of %d)", reason, wait, attempts + 1, MAX_ATTEMPTS)
-            self._sleep(wait)
+            self.sleep(wait)
+
+    def _no_answer(self, e: BaseException, n: int) -> str:
+        """The request was written but no (complete) answer came: it may have been accepted."""
+        kind = "no answer" if isinstance(e, TimeoutError) else f"connection lost ({type(e).__name__})"
+        reason = (f"{kind} from SendGrid within {self.timeout:g} s after the request was sent: "
+                  f"it may have been accepted; held back, not retried")
+        log.warning("%s (%d recipients)", reason, n)
+        return reason
 
     def _rate_limit_wait(self, headers, tries: int) -> float:
         reset = headers.get("X-RateLimit-Reset") if headers is not None else None
@@ -424,3 +371,23 @@ class SendGridProvider:
             return self._fail(f"SendGrid rejected the request (400): {message}{where}",
                               hint="nothing more was sent; fix this and run the send again")
         return self._fail(f"SendGrid answered {status} to mail/send: {message}{where}")
+
+
+class ClientTransport:
+    """The real transport: SendGrid's own client (python_http_client, which raises for >= 400)."""
+
+    def __init__(self, key: str, host: str, timeout: float):
+        from sendgrid import SendGridAPIClient
+
+        self.client = SendGridAPIClient(api_key=key, host=host)
+        self.client.client.timeout = timeout  # python_http_client has none by default
+        self.timeout = timeout
+
+    def __call__(self, body: dict) -> tuple[int, Mapping[str, str] | None, bytes | str | None]:
+        from python_http_client.exceptions import HTTPError as ApiError
+
+        try:
+            response = self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
+        except ApiError as e:
+            return int(e.status_code), e.headers, e.body
+        return response.status_code, response.headers, response.body

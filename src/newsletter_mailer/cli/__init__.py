@@ -1,0 +1,66 @@
+"""The `newsletter` command: one thin entry that turns every NewsletterError into one line.
+
+Each group of commands is a module here that adds its commands to `app` when imported
+(compose: compose, check, schema; send: send, test-send, status; site: publish, init).
+A new group (audience, serve, inbox, report, …) is one more module plus one line in
+_COMMANDS. Heavy libraries are imported inside the commands: startup time is benchmarked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="newsletter",
+    help="Compose HTML email newsletters from YAML issues and send them to a list, exactly once each.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+_COMMANDS = ("compose", "send", "site")  # command modules, in the order --help lists them
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log retries and provider steps to stderr")] = False,
+) -> None:
+    if verbose:
+        import logging
+
+        from newsletter_mailer.errors import redact_log
+
+        handler = logging.StreamHandler()
+        redact_log(handler)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger("newsletter_mailer")
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
+for _module in _COMMANDS:
+    importlib.import_module(f"{__name__}.{_module}")
+
+
+def main() -> None:
+    import os
+
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("interrupted: anything in flight is recorded as uncertain; run the same command to resume",
+                   err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug, not bad input: still one line, the traceback on request
+        if os.environ.get("NEWSLETTER_DEBUG"):
+            raise
+        from newsletter_mailer.errors import one_line, redact
+
+        typer.echo(redact(one_line(f"error: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+                                   "rerun with NEWSLETTER_DEBUG=1 for details and report it")), err=True)
+        sys.exit(70)

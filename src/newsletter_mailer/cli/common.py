@@ -1,0 +1,48 @@
+"""What every command module shares: option types, the one error printer, `reporting()`."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (default ./newsletter.toml)")]
+IssueArg = Annotated[Path, typer.Argument(help="the issue file, e.g. issues/2020-09-cscp.yaml", show_default=False)]
+ListOpt = Annotated[Optional[Path], typer.Option("--list", help="subscribers CSV")]
+ProviderOpt = Annotated[Optional[str], typer.Option("--provider", help="outbox | smtp | sendgrid (default: delivery.provider)")]
+OutboxOpt = Annotated[Optional[Path], typer.Option("--outbox", help="outbox folder (default ./outbox)")]
+StateOpt = Annotated[Optional[Path], typer.Option("--state", help="state folder with the send ledger (default .newsletter/ next to newsletter.toml)")]
+
+
+def fail(exc) -> None:
+    """The one error printer: a NewsletterError as one redacted line, then its exit code."""
+    from newsletter_mailer.errors import redact
+
+    typer.echo(redact(f"error: {exc.format()}"), err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@contextmanager
+def reporting() -> Iterator[None]:
+    """`with reporting():` around a command's work: a NewsletterError leaves through fail()."""
+    from newsletter_mailer.errors import NewsletterError
+
+    try:
+        yield
+    except NewsletterError as exc:
+        fail(exc)
+
+
+def show(path: Path) -> str:
+    """A path as the user would type it: relative to the current folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def listing(emails: list[str], limit: int = 20) -> str:
+    shown = ", ".join(emails[:limit])
+    return shown + (f" … and {len(emails) - limit} more" if len(emails) > limit else "")

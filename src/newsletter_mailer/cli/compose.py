@@ -1,0 +1,90 @@
+"""`newsletter compose`, `check` and `schema`: the issue, before anything is sent."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.cli.common import ConfigOpt, IssueArg, reporting
+
+
+def _echo_checks(checks) -> None:
+    marks = {"ok": "  ok  ", "warning": "  warn", "error": "  ERROR"}
+    for c in checks:
+        typer.echo(f"{marks[c.level]} {c.message}")
+
+
+@app.command()
+def compose(
+    issue: IssueArg,
+    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default build/<slug>/)")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="open the preview in a browser")] = False,
+    config: ConfigOpt = None,
+    watch: Annotated[bool, typer.Option("--watch", help="serve the preview on 127.0.0.1 and rebuild it on every save")] = False,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="port of --watch (0 picks a free one)")] = 8000,
+) -> None:
+    """Compose an issue: email.html, email.txt, web.html and preview.html, plus the checks."""
+    if watch:
+        from newsletter_mailer.watch import serve
+
+        with reporting():
+            serve(issue, config, out, port, open_, echo=typer.echo)
+        return
+    from newsletter_mailer.checks import failures, run_checks
+    from newsletter_mailer.compose import compose as compose_issue
+    from newsletter_mailer.output import write_build
+    from newsletter_mailer.settings import load_settings
+
+    with reporting():
+        settings, settings_dir = load_settings(config)
+        c = compose_issue(issue, settings, settings_dir)
+        checks = run_checks(c)
+        out_dir = out if out is not None else Path("build") / c.slug
+        paths = write_build(c, checks, out_dir, settings_dir)
+    for name, path in paths.items():
+        typer.echo(f"wrote {path}")
+    _echo_checks(checks)
+    if open_:
+        import webbrowser
+
+        webbrowser.open(paths["preview.html"].resolve().as_uri())
+    if failures(checks):
+        typer.echo(f"error: {issue}: {len(failures(checks))} check(s) failed (see above)", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def check(issue: IssueArg, config: ConfigOpt = None) -> None:
+    """Validate and check an issue without writing anything; non-zero exit on errors."""
+    from newsletter_mailer.checks import failures, run_checks
+    from newsletter_mailer.compose import compose as compose_issue
+    from newsletter_mailer.settings import load_settings
+
+    with reporting():
+        settings, settings_dir = load_settings(config)
+        checks = run_checks(compose_issue(issue, settings, settings_dir))
+    _echo_checks(checks)
+    if failures(checks):
+        typer.echo(f"error: {issue}: {len(failures(checks))} check(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema(
+    out: Annotated[Optional[Path], typer.Option("--out", help="write to a file instead of stdout")] = None,
+) -> None:
+    """Print the issue file format as JSON Schema (for YAML editors' autocompletion)."""
+    import json
+
+    from newsletter_mailer.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {out}")

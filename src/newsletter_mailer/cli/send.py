@@ -1,0 +1,199 @@
+"""`newsletter send`, `test-send` and `status`: delivery, and what the ledger says about it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.cli.common import (ConfigOpt, IssueArg, ListOpt, OutboxOpt, ProviderOpt, StateOpt,
+                                          listing, reporting)
+
+
+def _confirm(question: str, yes: bool) -> None:
+    from newsletter_mailer.errors import NewsletterError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise NewsletterError("no terminal to confirm the send: pass --yes to send without asking")
+    if not typer.confirm(question, default=False):
+        typer.echo("nothing sent")
+        raise typer.Exit(1)
+
+
+def _progress(total: int):
+    """A rich progress bar on a terminal; nothing in logs and pipes."""
+    import contextlib
+
+    if not sys.stderr.isatty() or total <= 0:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
+
+
+@app.command()
+def send(
+    issue: IssueArg,
+    list_: ListOpt = None,
+    provider: ProviderOpt = None,
+    outbox: OutboxOpt = None,
+    state: StateOpt = None,
+    config: ConfigOpt = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", help="only subscribers with this tag")] = None,
+    suppress: Annotated[Optional[list[Path]], typer.Option("--suppress", help="file of addresses to leave out (repeatable)")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="do everything but deliver")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="send without asking")] = False,
+    resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="also send to those whose earlier attempt may or may not have arrived")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="also retry permanent failures")] = False,
+) -> None:
+    """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
+    from newsletter_mailer.send import DeliveryStopped, Options, Sender, prepare
+
+    opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config,
+                   tag=tag, suppress=list(suppress or []), dry_run=dry_run,
+                   resend_uncertain=resend_uncertain, retry_failed=retry_failed)
+    sender = summary = None
+    with reporting():
+        try:
+            prepared = prepare(opts)
+            sender = Sender(prepared)
+            plan = sender.plan()
+            _echo_plan(prepared, plan)
+            if plan.to_send == 0:
+                _echo_nothing_to_send(plan, issue)
+                return
+            name = prepared.provider.name
+            if dry_run:
+                typer.echo(f"dry run: would send {plan.to_send} message(s) via {name}; nothing sent")
+                return
+            _confirm(f"Send to {plan.to_send} recipient(s) via {name}?", yes)
+            with _progress(plan.to_send) as bar:
+                task = bar.add_task("send", total=plan.to_send) if bar else None
+                summary = sender.run(plan, (lambda n: bar.advance(task, n)) if bar else None)
+        except DeliveryStopped as exc:  # stopped part-way: say what went out before it did
+            _echo_summary(exc.summary, issue)
+            raise
+        finally:
+            if sender is not None:
+                sender.close()
+    _echo_summary(summary, issue)
+    _echo_held(plan.held_back, issue)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _echo_plan(prepared, plan) -> None:
+    for note in prepared.notes:
+        typer.echo(f"note: {note}")
+    c = prepared.composed
+    typer.echo(f"issue:     {c.slug} — {c.subject.fill(c.filler().defaults())}")
+    typer.echo(f"provider:  {prepared.provider.name}")
+    typer.echo(f"recipients: {plan.to_send} to send" + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
+    if plan.interrupted:
+        typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
+    lines = plan.skips.summary_lines() if plan.skips is not None else []
+    if plan.header_invalid:
+        lines.append(f"invalid header value: {len(plan.header_invalid)} (line "
+                     + ", ".join(str(l) for l, _, _ in plan.header_invalid[:20]) + ")")
+    if plan.failed_before:
+        lines.append(f"failed permanently before: {len(plan.failed_before)} (retry with --retry-failed)")
+    if lines:
+        typer.echo("skipped:")
+        for line in lines:
+            typer.echo(f"  {line}")
+
+
+def _echo_nothing_to_send(plan, issue: Path) -> None:
+    if plan.failed_before or plan.held_back:  # not "everyone has had it": say who has not
+        typer.echo(f"nothing to send: {plan.already_sent} already sent"
+                   + (f", {len(plan.failed_before)} failed permanently before (--retry-failed)"
+                      if plan.failed_before else "")
+                   + (f", {len(plan.held_back)} held back (--resend-uncertain)" if plan.held_back else ""))
+    else:
+        typer.echo("nothing to send: every subscriber on the list has had this issue" if plan.already_sent
+                   else "nothing to send: no subscriber on the list can receive this issue")
+    _echo_held(plan.held_back, issue)
+
+
+def _echo_summary(summary, issue: Path) -> None:
+    typer.echo(f"sent: {summary.sent}, failed: {summary.failed}, uncertain: {summary.uncertain}")
+    for email, why in summary.failures[:20]:
+        typer.echo(f"  failed {email}: {why}")
+    if len(summary.failures) > 20:
+        typer.echo(f"  … and {len(summary.failures) - 20} more (newsletter status {issue} --list-failed)")
+    if summary.uncertain_emails:
+        typer.echo(f"uncertain (may or may not have arrived): {listing(summary.uncertain_emails)}")
+
+
+def _echo_held(held: list[str], issue: Path) -> None:
+    if held:
+        typer.echo(f"held back: {len(held)} whose earlier attempt may or may not have arrived: {listing(held)}")
+        typer.echo(f"  to send to them anyway: newsletter send {issue} --resend-uncertain …")
+
+
+@app.command("test-send")
+def test_send(
+    issue: IssueArg,
+    to: Annotated[Optional[list[str]], typer.Option("--to", help="address to send to (repeatable; default test_recipient)")] = None,
+    list_: ListOpt = None,
+    as_: Annotated[Optional[str], typer.Option("--as", help="personalise as this subscriber of --list")] = None,
+    provider: ProviderOpt = None,
+    outbox: OutboxOpt = None,
+    state: StateOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Send the issue to yourself, subject prefixed [TEST]; not recorded in the ledger."""
+    from newsletter_mailer.send import TEST_PREFIX, Options, prepare, test_recipients
+
+    opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config)
+    with reporting():
+        prepared = prepare(opts, subject_prefix=TEST_PREFIX)
+        recipients, who = test_recipients(prepared, to or [], as_)
+        p = prepared.provider
+        p.open()
+        try:
+            outcomes = p.send(recipients)
+        finally:
+            p.close()
+    for note in prepared.notes:
+        typer.echo(f"note: {note}")
+    for r in outcomes:
+        typer.echo(f"{'sent' if r.ok else 'FAILED'} [TEST] to {r.email} via {p.name}, personalised as {who}"
+                   + (f": {r.error}" if r.error else ""))
+    if not all(r.ok for r in outcomes):
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    issue: IssueArg,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+    list_failed: Annotated[bool, typer.Option("--list-failed", help="list failed addresses and why")] = False,
+    list_uncertain: Annotated[bool, typer.Option("--list-uncertain", help="list addresses whose delivery is unknown")] = False,
+) -> None:
+    """What the ledger says about an issue: sent, failed, uncertain."""
+    from newsletter_mailer.send import Options, issue_status
+
+    with reporting():
+        st = issue_status(Options(issue=issue, state=state, config=config))
+    if not st.counts:
+        typer.echo(f"{st.slug}: not sent yet (no ledger at {st.ledger_path})")
+        return
+    typer.echo(f"{st.slug}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()))
+    if st.counts["uncertain"]:
+        unit = "".join(f" ({p.label}: per request of up to {p.batch_size} recipients)" for p in st.per_request)
+        typer.echo("uncertain: the attempt was interrupted, so delivery is unknown" + (unit or " (per message)")
+                   + f"; resend with: newsletter send {issue} --list … --resend-uncertain")
+    for r in st.rows if list_failed else ():
+        if r.status == "failed":
+            typer.echo(f"failed\t{r.email}\t{'permanent' if r.permanent else 'temporary'}\t{r.reason or ''}")
+    for r in st.rows if list_uncertain else ():
+        if r.status in ("uncertain", "sending"):
+            typer.echo(f"uncertain\t{r.email}\t{r.provider or ''}\t{r.updated_at}")
