@@ -87,6 +87,19 @@ def test_the_pages_own_button_unsubscribes(server, client):
     assert status(server, address) == ("unsubscribed", "link")
 
 
+def test_the_issue_in_the_link_is_recorded_with_the_unsubscribe(server, client):
+    address, older = fresh(), fresh()
+    token = tokens.make_unsubscribe(server.secret, server.list_id, address, "2024-05-spring")
+    assert client.post("/u/" + token, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert client.post(unsub_path(server, older), content=b"").status_code == 200  # a link without the issue
+    store = server.audience()
+    try:
+        assert (store.status(address).status, store.status(address).issue) == ("unsubscribed", "2024-05-spring")
+        assert (store.status(older).status, store.status(older).issue) == ("unsubscribed", None)
+    finally:
+        store.close()
+
+
 def _bad_tokens(server, address: str) -> dict[str, str]:
     good = tokens.make_unsubscribe(server.secret, server.list_id, address)
     flipped = good[:10] + ("A" if good[10] != "A" else "B") + good[11:]
