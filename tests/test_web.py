@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 import uuid
+from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -202,6 +204,44 @@ def test_bad_sign_up_input_is_a_4xx_form(server, client):
     assert r.status_code == 400 and "valid email address" in r.text and "<script>" not in r.text
     r = client.post("/subscribe", data={"email": fresh()})
     assert r.status_code == 400 and "consent" in r.text
+
+
+class _FormFields(HTMLParser):
+    """The form's action and method and each control as a browser would submit it."""
+
+    def __init__(self):
+        super().__init__()
+        self.form, self.controls = {}, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.form = a
+        elif tag == "input":
+            self.controls.append(a)
+
+
+def test_the_readmes_sign_up_snippet_posts_what_the_app_expects(server, client):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- signup-snippet:start -->", 1)[1].split("<!-- signup-snippet:end -->", 1)[0]
+    parsed = _FormFields()
+    parsed.feed(block.split("```html", 1)[1].split("```", 1)[0])
+    assert parsed.form["method"] == "post" and parsed.form["action"].endswith("/subscribe")
+    assert {c["name"] for c in parsed.controls} == {"email", "name", "website", "consent"}
+    address = fresh()
+    typed = {"email": address, "name": "Snippet Reader"}  # what a person fills in; the honeypot stays as it is
+    data = {c["name"]: c.get("value", "") if c["type"] == "checkbox" else typed.get(c["name"], c.get("value", ""))
+            for c in parsed.controls}
+    assert data["website"] == "" and data["consent"] == "yes"
+    r = client.post(urlsplit(parsed.form["action"]).path, data=data)
+    assert r.status_code == 200 and "Check your inbox" in r.text
+    store = server.audience()
+    try:
+        entry = store.status(address)
+        assert (entry.status, entry.source, entry.name) == ("pending", "form", "Snippet Reader")
+    finally:
+        store.close()
+    assert len(server.mails_to(address)) == 1
 
 
 def test_security_headers(server, client):
