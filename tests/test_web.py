@@ -260,6 +260,16 @@ def test_security_headers(server, client):
     assert "<script" not in form.text and "style=" not in form.text
 
 
+def test_the_sign_up_answers_can_show_in_the_embedding_frame(server, client):
+    """The form is made to be framed by the organisation's site, so its answers are too."""
+    ok, bad = _sign_up(client, fresh()), _sign_up(client, "not an address")
+    assert (ok.status_code, bad.status_code) == (200, 400) and "Check your inbox" in ok.text
+    for r in (ok, bad):
+        csp = r.headers["Content-Security-Policy"]
+        assert "frame-ancestors" not in csp and "X-Frame-Options" not in r.headers
+        assert "default-src 'none'" in csp and r.headers["Cache-Control"] == "no-store"
+
+
 def test_oversized_body_is_refused(server, client):
     address = fresh()
     r = client.post(unsub_path(server, address), content=b"x" * 200_000)

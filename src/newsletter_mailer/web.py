@@ -151,12 +151,12 @@ async def subscribe(request: Request) -> Response:
     if not fields.get("website"):  # the honeypot: people leave it empty
         client = request.client.host if request.client else "unknown"
         if not site.audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
-            return message(request, "Please try again later", _STATUS_TEXT[429], status=429)
+            return message(request, "Please try again later", _STATUS_TEXT[429], status=429, framable=True)
         if site.audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address):
             await _send_confirmation(request, site, email, name)
-    return message(request, "Check your inbox",
+    return message(request, "Check your inbox",  # framable: the embedded form's answer shows in its frame
                    "We have sent a confirmation link to the address you gave, unless it is already waiting "
-                   "there. Open it to start receiving the newsletter.")
+                   "there. Open it to start receiving the newsletter.", framable=True)
 
 
 async def _send_confirmation(request: Request, site: Site, email: str, name: str | None) -> None:
