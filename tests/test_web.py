@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.header
+import email.policy
 import os
 import re
 import subprocess
@@ -153,6 +156,49 @@ def test_sign_up_then_confirm(server, client):
     assert store.status(address).status == "subscribed" and store.status(address).name == "Ann Reader"
     assert (address, "Ann Reader") in store.signups()
     store.close()
+
+
+def test_the_confirmation_email_is_a_proper_message_whose_link_works(server, client):
+    address = fresh()
+    assert _sign_up(client, address, name="Ann Proper").status_code == 200
+    [path] = [p for p in (server.outbox / "_confirm").glob("*.eml")
+              if email.message_from_bytes(p.read_bytes())["To"] == address]
+    raw = path.read_bytes()
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and address not in path.name
+    assert b"\r\n\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")  # CRLF throughout
+    mail = email.message_from_bytes(raw, policy=email.policy.default)
+    assert not mail.defects and all(not part.defects for part in mail.walk())
+    for header in ("From", "To", "Subject", "Date", "Message-ID"):
+        assert len(mail.get_all(header)) == 1, header
+    assert mail["Auto-Submitted"] == "auto-generated" and mail.get_content_type() == "multipart/alternative"
+    text, html = mail.get_body(("plain",)).get_content(), mail.get_body(("html",)).get_content()
+    link = re.search(r"http://127\.0\.0\.1:\d+/confirm/[A-Za-z0-9_-]+", text).group()
+    assert link in html and address not in link
+    assert client.post(link, content=b"").status_code == 200
+    assert status(server, address) == ("subscribed", "form")
+
+
+HEADERS = ["Content-Type", "MIME-Version", "From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted"]
+
+
+@pytest.mark.parametrize("name", ["Ann\r\nBcc: victim@example.org", "Ann\nSubject: spam",
+                                  "=?utf-8?q?Ann=0D=0ABcc:_victim@example.org?=",
+                                  "=?utf-8?b?QW5uDQpCY2M6IHZpY3RpbUBleGFtcGxlLm9yZw==?="])
+def test_a_sign_up_name_cannot_add_a_header_line(server, client, name):
+    address = fresh()
+    assert _sign_up(client, address, name=name).status_code == 200
+    [mail] = server.mails_to(address)
+    head = bytes(mail)[:bytes(mail).index(b"\n\n")].decode()
+    assert "victim@" not in head and "spam" not in head and "Bcc" not in head
+    decoded = str(email.header.make_header(email.header.decode_header(mail["Subject"])))
+    assert "\r" not in decoded and "\n" not in decoded
+    assert sorted(mail.keys()) == sorted(HEADERS + (["Reply-To"] if "Reply-To" in mail else []))
+    store = server.audience()
+    try:
+        stored = store.status(address).name
+    finally:
+        store.close()
+    assert stored and "\r" not in stored and "\n" not in stored  # kept as text, never decoded
 
 
 def test_an_expired_confirmation_is_refused(server, client):
