@@ -106,6 +106,11 @@ def test_templates_readme_names_every_built_in_template(tmp_path):
     readme = (tmp_path / "templates" / "README.md").read_text(encoding="utf-8")
     for t in sorted(builtin_templates().glob("*.j2")):
         assert f"`{t.name}`" in readme, t.name
+    web = sorted(builtin_templates().glob("web/*.j2"))
+    assert web, "the built-in web/ pages"
+    for t in web:
+        assert f"`web/{t.name}`" in readme, t.name
+    assert "newsletter serve" in readme
     assert "searched first" in readme and str(builtin_templates()) in readme and "cp " in readme
 
 

@@ -17,9 +17,30 @@ ADDRESS = "ann.reader@example.org"
 def test_unsubscribe_round_trip_is_deterministic_and_hides_the_address():
     t = tokens.make_unsubscribe(SECRET, LIST, "Ann.Reader@Example.org")
     assert t == tokens.make_unsubscribe(SECRET, LIST, ADDRESS)
-    assert tokens.read_unsubscribe(SECRET, LIST, t) == ADDRESS
+    assert tokens.read_unsubscribe(SECRET, LIST, t) == (ADDRESS, None)
     assert "ann" not in t.lower() and "example" not in t.lower() and "=" not in t
     assert len(t) == -(-(16 + len(ADDRESS)) * 4 // 3)  # 16-byte tag + the address, base64 without padding
+
+
+def test_unsubscribe_round_trip_with_the_issue():
+    t = tokens.make_unsubscribe(SECRET, LIST, "Ann.Reader@Example.org", "2024-05-spring")
+    assert t == tokens.make_unsubscribe(SECRET, LIST, ADDRESS, "2024-05-spring")  # deterministic per issue
+    assert tokens.read_unsubscribe(SECRET, LIST, t) == (ADDRESS, "2024-05-spring")
+    other = tokens.make_unsubscribe(SECRET, LIST, ADDRESS, "2024-06-summer")
+    assert other != t and tokens.read_unsubscribe(SECRET, LIST, other) == (ADDRESS, "2024-06-summer")
+    assert t != tokens.make_unsubscribe(SECRET, LIST, ADDRESS)
+    assert "spring" not in t and "ann" not in t.lower()
+    assert len(t) == -(-(16 + len(ADDRESS) + 1 + len("2024-05-spring")) * 4 // 3)
+    assert tokens.read_unsubscribe(SECRET, LIST, tokens.make_unsubscribe(SECRET, LIST, ADDRESS, "")) == (ADDRESS, None)
+
+
+# Made by the first version (the address alone sealed): links in issues already sent keep working.
+V1_TOKEN = "Yj1nd3rfR5xmkA1cGHN9CTKETdfhNsS01hpj4D62FzM1K5Eg1aQ"
+
+
+def test_a_token_made_before_the_issue_was_sealed_still_reads():
+    assert tokens.read_unsubscribe(SECRET, LIST, V1_TOKEN) == (ADDRESS, None)
+    assert tokens.make_unsubscribe(SECRET, LIST, ADDRESS) == V1_TOKEN
 
 
 def test_confirm_round_trip_with_name_and_expiry():
@@ -41,6 +62,8 @@ def _every_byte_flipped(token: str):
 def test_any_tampered_byte_is_refused():
     t = tokens.make_unsubscribe(SECRET, LIST, ADDRESS)
     assert all(tokens.read_unsubscribe(SECRET, LIST, bad) is None for bad in _every_byte_flipped(t))
+    i = tokens.make_unsubscribe(SECRET, LIST, ADDRESS, "2024-05-spring")
+    assert all(tokens.read_unsubscribe(SECRET, LIST, bad) is None for bad in _every_byte_flipped(i))
     c = tokens.make_confirm(SECRET, LIST, ADDRESS, "Ann", 2**31)
     assert all(tokens.read_confirm(SECRET, LIST, bad) is None for bad in _every_byte_flipped(c))
 
@@ -57,6 +80,9 @@ def test_other_secret_list_or_purpose_is_refused():
     assert tokens.read_unsubscribe(b"another secret", LIST, t) is None
     assert tokens.read_unsubscribe(SECRET, "Other <other.example.org>", t) is None
     assert tokens.read_confirm(SECRET, LIST, t) is None
+    i = tokens.make_unsubscribe(SECRET, LIST, ADDRESS, "2024-05-spring")
+    assert tokens.read_unsubscribe(b"another secret", LIST, i) is None
+    assert tokens.read_unsubscribe(SECRET, "Other <other.example.org>", i) is None
     c = tokens.make_confirm(SECRET, LIST, ADDRESS, None, 2**31)
     assert tokens.read_unsubscribe(SECRET, LIST, c) is None
     assert tokens.read_confirm(b"another secret", LIST, c) is None

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import email
+import email.header
+import email.policy
 import os
 import re
 import subprocess
 import sys
 import time
 import uuid
+from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -87,6 +92,19 @@ def test_the_pages_own_button_unsubscribes(server, client):
     assert status(server, address) == ("unsubscribed", "link")
 
 
+def test_the_issue_in_the_link_is_recorded_with_the_unsubscribe(server, client):
+    address, older = fresh(), fresh()
+    token = tokens.make_unsubscribe(server.secret, server.list_id, address, "2024-05-spring")
+    assert client.post("/u/" + token, data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    assert client.post(unsub_path(server, older), content=b"").status_code == 200  # a link without the issue
+    store = server.audience()
+    try:
+        assert (store.status(address).status, store.status(address).issue) == ("unsubscribed", "2024-05-spring")
+        assert (store.status(older).status, store.status(older).issue) == ("unsubscribed", None)
+    finally:
+        store.close()
+
+
 def _bad_tokens(server, address: str) -> dict[str, str]:
     good = tokens.make_unsubscribe(server.secret, server.list_id, address)
     flipped = good[:10] + ("A" if good[10] != "A" else "B") + good[11:]
@@ -140,6 +158,49 @@ def test_sign_up_then_confirm(server, client):
     store.close()
 
 
+def test_the_confirmation_email_is_a_proper_message_whose_link_works(server, client):
+    address = fresh()
+    assert _sign_up(client, address, name="Ann Proper").status_code == 200
+    [path] = [p for p in (server.outbox / "_confirm").glob("*.eml")
+              if email.message_from_bytes(p.read_bytes())["To"] == address]
+    raw = path.read_bytes()
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and address not in path.name
+    assert b"\r\n\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")  # CRLF throughout
+    mail = email.message_from_bytes(raw, policy=email.policy.default)
+    assert not mail.defects and all(not part.defects for part in mail.walk())
+    for header in ("From", "To", "Subject", "Date", "Message-ID"):
+        assert len(mail.get_all(header)) == 1, header
+    assert mail["Auto-Submitted"] == "auto-generated" and mail.get_content_type() == "multipart/alternative"
+    text, html = mail.get_body(("plain",)).get_content(), mail.get_body(("html",)).get_content()
+    link = re.search(r"http://127\.0\.0\.1:\d+/confirm/[A-Za-z0-9_-]+", text).group()
+    assert link in html and address not in link
+    assert client.post(link, content=b"").status_code == 200
+    assert status(server, address) == ("subscribed", "form")
+
+
+HEADERS = ["Content-Type", "MIME-Version", "From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted"]
+
+
+@pytest.mark.parametrize("name", ["Ann\r\nBcc: victim@example.org", "Ann\nSubject: spam",
+                                  "=?utf-8?q?Ann=0D=0ABcc:_victim@example.org?=",
+                                  "=?utf-8?b?QW5uDQpCY2M6IHZpY3RpbUBleGFtcGxlLm9yZw==?="])
+def test_a_sign_up_name_cannot_add_a_header_line(server, client, name):
+    address = fresh()
+    assert _sign_up(client, address, name=name).status_code == 200
+    [mail] = server.mails_to(address)
+    head = bytes(mail)[:bytes(mail).index(b"\n\n")].decode()
+    assert "victim@" not in head and "spam" not in head and "Bcc" not in head
+    decoded = str(email.header.make_header(email.header.decode_header(mail["Subject"])))
+    assert "\r" not in decoded and "\n" not in decoded
+    assert sorted(mail.keys()) == sorted(HEADERS + (["Reply-To"] if "Reply-To" in mail else []))
+    store = server.audience()
+    try:
+        stored = store.status(address).name
+    finally:
+        store.close()
+    assert stored and "\r" not in stored and "\n" not in stored  # kept as text, never decoded
+
+
 def test_an_expired_confirmation_is_refused(server, client):
     address = fresh()
     token = tokens.make_confirm(server.secret, server.list_id, address, None, int(time.time()) - 1)
@@ -191,6 +252,44 @@ def test_bad_sign_up_input_is_a_4xx_form(server, client):
     assert r.status_code == 400 and "consent" in r.text
 
 
+class _FormFields(HTMLParser):
+    """The form's action and method and each control as a browser would submit it."""
+
+    def __init__(self):
+        super().__init__()
+        self.form, self.controls = {}, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self.form = a
+        elif tag == "input":
+            self.controls.append(a)
+
+
+def test_the_readmes_sign_up_snippet_posts_what_the_app_expects(server, client):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- signup-snippet:start -->", 1)[1].split("<!-- signup-snippet:end -->", 1)[0]
+    parsed = _FormFields()
+    parsed.feed(block.split("```html", 1)[1].split("```", 1)[0])
+    assert parsed.form["method"] == "post" and parsed.form["action"].endswith("/subscribe")
+    assert {c["name"] for c in parsed.controls} == {"email", "name", "website", "consent"}
+    address = fresh()
+    typed = {"email": address, "name": "Snippet Reader"}  # what a person fills in; the honeypot stays as it is
+    data = {c["name"]: c.get("value", "") if c["type"] == "checkbox" else typed.get(c["name"], c.get("value", ""))
+            for c in parsed.controls}
+    assert data["website"] == "" and data["consent"] == "yes"
+    r = client.post(urlsplit(parsed.form["action"]).path, data=data)
+    assert r.status_code == 200 and "Check your inbox" in r.text
+    store = server.audience()
+    try:
+        entry = store.status(address)
+        assert (entry.status, entry.source, entry.name) == ("pending", "form", "Snippet Reader")
+    finally:
+        store.close()
+    assert len(server.mails_to(address)) == 1
+
+
 def test_security_headers(server, client):
     address = fresh()
     for path in (unsub_path(server, address), "/confirm/garbage-garbage-garbage-garbage", "/nowhere"):
@@ -205,6 +304,16 @@ def test_security_headers(server, client):
     assert "frame-ancestors" not in form.headers["Content-Security-Policy"]
     assert "default-src 'none'" in form.headers["Content-Security-Policy"]
     assert "<script" not in form.text and "style=" not in form.text
+
+
+def test_the_sign_up_answers_can_show_in_the_embedding_frame(server, client):
+    """The form is made to be framed by the organisation's site, so its answers are too."""
+    ok, bad = _sign_up(client, fresh()), _sign_up(client, "not an address")
+    assert (ok.status_code, bad.status_code) == (200, 400) and "Check your inbox" in ok.text
+    for r in (ok, bad):
+        csp = r.headers["Content-Security-Policy"]
+        assert "frame-ancestors" not in csp and "X-Frame-Options" not in r.headers
+        assert "default-src 'none'" in csp and r.headers["Cache-Control"] == "no-store"
 
 
 def test_oversized_body_is_refused(server, client):

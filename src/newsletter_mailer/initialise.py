@@ -156,6 +156,12 @@ The built-in templates (Jinja, autoescaped except the `.txt.j2` one):
 | `email.txt.j2` | the plain-text part of the email |
 | `preview.html.j2` | the preview page of `newsletter compose` (and `--watch`) |
 | `archive.html.j2` | the archive page `index.html` of `newsletter publish` |
+| `web/base.html.j2` | the frame of every `newsletter serve` page: logo, name, postal address |
+| `web/message.html.j2` | a serve page with a title, a few paragraphs and a link ("You are unsubscribed", …) |
+| `web/action.html.j2` | a serve page asking one question with one button (unsubscribe, confirm); keep its hidden fields |
+| `web/subscribe.html.j2` | the sign-up form; keep the field names `email`, `name`, `consent`, `website` (the honeypot) |
+| `web/style.css.j2` | the serve pages' stylesheet, in the `[brand]` colours (the pages allow no script, no inline style) |
+| `web/confirm_email.txt.j2`, `web/confirm_email.html.j2` | the email asking a new reader to confirm their sign-up |
 
 To start from a built-in template, copy it here and edit the copy. They are in
 
@@ -165,8 +171,10 @@ To start from a built-in template, copy it here and edit the copy. They are in
 so for example:
 
     cp "{builtin}/email.mjml.j2" templates/
+    mkdir -p templates/web && cp "{builtin}/web/subscribe.html.j2" templates/web/
 
-`newsletter compose issues/<file>.yaml --watch` rebuilds the preview whenever a template here changes.
+`newsletter compose issues/<file>.yaml --watch` rebuilds the preview whenever a template here changes;
+`newsletter serve` reads the `web/` ones when it starts (restart it after an edit).
 Keep the unsubscribe link (`{{{{ unsubscribe_url }}}}`) and the postal address in `email.mjml.j2`
 and `email.txt.j2`: the checks refuse to send without them.
 """

@@ -6,7 +6,8 @@ associated data, so a token made for another list, another secret or another pur
 does not open. AES-SIV is deterministic, which suits unsubscribe links (the same reader
 always gets the same link; nothing random to store) and is still a proper AEAD: the
 ciphertext reveals nothing but the length. Tokens are url-safe base64 without padding;
-an unsubscribe token is 22 characters plus 4/3 of the address's length. Readers return
+an unsubscribe token is 22 characters plus 4/3 of the address's length (and of the
+issue slug's plus one, when the issue is sealed with it). Readers return
 None for anything that does not open (tampered, truncated, garbage): never raise.
 """
 
@@ -53,17 +54,25 @@ def _open(secret: bytes, list_id: str, purpose: bytes, token: str) -> bytes | No
         return None
 
 
-def make_unsubscribe(secret: bytes, list_id: str, email: str) -> str:
-    return _seal(secret, list_id, UNSUBSCRIBE, email.lower().encode("utf-8"))
+def make_unsubscribe(secret: bytes, list_id: str, email: str, issue: str | None = None) -> str:
+    """The reader's link token; with the issue slug sealed too, so the store records where the
+    reader left from. Deterministic per (reader, issue); without an issue it is the v1 token."""
+    data = email.lower().encode("utf-8")
+    if issue:
+        data += b"\0" + issue.replace("\0", "").encode("utf-8")
+    return _seal(secret, list_id, UNSUBSCRIBE, data)
 
 
-def read_unsubscribe(secret: bytes, list_id: str, token: str) -> str | None:
-    """The address the token was made for, or None."""
+def read_unsubscribe(secret: bytes, list_id: str, token: str) -> tuple[str, str | None] | None:
+    """(address, issue slug or None) the token was made for, or None. Tokens made before the
+    issue was sealed (an address alone: no NUL) read as (address, None)."""
     data = _open(secret, list_id, UNSUBSCRIBE, token)
     try:
-        return data.decode("utf-8") if data else None
+        text = data.decode("utf-8") if data else ""
     except UnicodeDecodeError:
         return None
+    email, _, issue = text.partition("\0")
+    return (email, issue or None) if email else None
 
 
 def make_confirm(secret: bytes, list_id: str, email: str, name: str | None, expires: int) -> str:

@@ -99,11 +99,11 @@ def invalid(request: Request) -> Response:
 @guarded
 async def unsubscribe_page(request: Request) -> Response:
     site: Site = request.app.state.site
-    email = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
-    if email is None:
+    found = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
+    if found is None:
         return invalid(request)
     return page(request, "web/action.html.j2", title="Unsubscribe?",
-                paragraphs=[f"Unsubscribe {mask(email)} from {site.settings.name}?"],
+                paragraphs=[f"Unsubscribe {mask(found[0])} from {site.settings.name}?"],
                 hidden=[("List-Unsubscribe", "One-Click"), ("via", "page")], button="Unsubscribe")
 
 
@@ -111,12 +111,13 @@ async def unsubscribe_page(request: Request) -> Response:
 async def unsubscribe(request: Request) -> Response:
     """RFC 8058 one-click: whatever the body and its type (or none), a valid token unsubscribes."""
     site: Site = request.app.state.site
-    email = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
-    if email is None:
+    found = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
+    if found is None:
         return invalid(request)
+    email, issue = found
     data = await body(request)
     source = "link" if b"via=page" in data else "one-click"
-    site.audience.record([Change(email, "unsubscribed", source)])
+    site.audience.record([Change(email, "unsubscribed", source, issue=issue)])
     return message(request, "You are unsubscribed",
                    f"{mask(email)} will receive no more emails from {site.settings.name}.",
                    "Changed your mind? You can subscribe again at any time.",
@@ -150,12 +151,12 @@ async def subscribe(request: Request) -> Response:
     if not fields.get("website"):  # the honeypot: people leave it empty
         client = request.client.host if request.client else "unknown"
         if not site.audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
-            return message(request, "Please try again later", _STATUS_TEXT[429], status=429)
+            return message(request, "Please try again later", _STATUS_TEXT[429], status=429, framable=True)
         if site.audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address):
             await _send_confirmation(request, site, email, name)
-    return message(request, "Check your inbox",
+    return message(request, "Check your inbox",  # framable: the embedded form's answer shows in its frame
                    "We have sent a confirmation link to the address you gave, unless it is already waiting "
-                   "there. Open it to start receiving the newsletter.")
+                   "there. Open it to start receiving the newsletter.", framable=True)
 
 
 async def _send_confirmation(request: Request, site: Site, email: str, name: str | None) -> None:

@@ -50,8 +50,9 @@ def stylesheet(request: Request) -> Response:
 
 
 def message(request: Request, title: str, *paragraphs: str, status: int = 200,
-            link: dict | None = None) -> HTMLResponse:
-    return page(request, "web/message.html.j2", status, title=title, paragraphs=paragraphs, link=link)
+            link: dict | None = None, framable: bool = False) -> HTMLResponse:
+    return page(request, "web/message.html.j2", status, framable=framable, title=title, paragraphs=paragraphs,
+                link=link)
 
 
 def mask(email: str) -> str:
