@@ -17,13 +17,15 @@ from operator import itemgetter
 from pathlib import Path
 
 from newsletter_mailer import addresses
-from newsletter_mailer.errors import NewsletterError, unreadable
+from newsletter_mailer.errors import NewsletterError, one_line, unreadable
 
 RESERVED = ("email", "name", "status", "tags")
 REASONS = ("invalid", "duplicate", "unsubscribed", "bounced", "suppressed", "not tagged")
 KEEP_LINES = 1000  # line numbers kept per reason; the count is always complete
 _MAX_LINE = 1 << 22  # characters; a longer physical line is a broken file, not a subscriber
-_CTRL = re.compile(r"[\x00-\x08\x0a-\x1f]").search  # tab is harmless in a display name
+# C0 (but tab, harmless in a display name), DEL, C1 and Unicode line/paragraph separators: each
+# could break or rewrite a header line or the terminal, so such a name is refused, never cleaned.
+_CTRL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]").search
 _SPACE_OR_HYPHEN = re.compile(r"[\s-]")
 _READ_ERRORS = (UnicodeDecodeError, csv.Error, OSError)
 
@@ -55,8 +57,8 @@ class Skips:
         self.counts[reason] = n + 1
         if n < KEEP_LINES:
             self.lines.setdefault(reason, []).append(line)
-            if detail is not None:
-                self.details[line] = detail
+            if detail is not None:  # quotes cells of the file: printable, one line, always
+                self.details[line] = one_line(detail)
 
     def total(self) -> int:
         return sum(self.counts.values())
