@@ -79,6 +79,9 @@ class Delivery(_Strict):
     provider: Literal["outbox", "smtp", "sendgrid"] = "outbox"
     rate: float | None = Field(None, gt=0, description="messages per second, all providers")
     max_consecutive_failures: int = Field(10, ge=1)
+    allow_local_domains: bool = Field(
+        False, description="accept intranet addresses (user@localhost, .test, .internal, .local, "
+                           "single-label) in the list, for a private relay")
     smtp: SmtpSettings = SmtpSettings()
     sendgrid: SendGridSettings = SendGridSettings()
 

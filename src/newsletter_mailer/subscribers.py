@@ -63,15 +63,19 @@ class Skips:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def invalid_listing(self, shown: int) -> str:
+        """The first invalid rows with their reasons: "line 3: 'x': no @-sign; line 7"."""
+        return "; ".join(f"line {n}: {self.details[n]}" if n in self.details else f"line {n}"
+                         for n in self.lines.get("invalid", [])[:shown])
+
     def summary_lines(self, shown: int = 10) -> list[str]:
         """One line per reason, e.g. "duplicate: 3 (lines 9, 12, 40)"; long lists end "… and N more"."""
         out = []
         for reason in sorted(self.counts, key=lambda r: (REASONS + (r,)).index(r)):
             count, lines = self.counts[reason], self.lines.get(reason, [])
             if reason == "invalid":
-                first = [f"line {n}: {self.details[n]}" if n in self.details else f"line {n}"
-                         for n in lines[:5]]
-                listing = "; ".join(first)
+                first = lines[:5]
+                listing = self.invalid_listing(5)
             else:
                 first = lines[:shown]
                 listing = ("line " if len(first) == 1 else "lines ") + ", ".join(map(str, first))
@@ -92,11 +96,15 @@ class SubscriberList:
     A row with a valid address claims that address even when it is itself skipped, so a
     later row cannot resurrect an address an earlier row marked unsubscribed or bounced.
     `suppress` holds normalised, lowercased addresses, as read_suppressions returns them.
+    `allow_local_domains` accepts intranet addresses (user@localhost, .test, .internal) for a
+    private relay. A full pass over rows none of which is valid raises: a broken list, not
+    "nothing to send".
     """
 
     def __init__(self, path: Path, *, tag: str | None = None,
-                 suppress: frozenset[str] = frozenset()):
+                 suppress: frozenset[str] = frozenset(), allow_local_domains: bool = False):
         self.path = Path(path)
+        self.allow_local = allow_local_domains
         self.tag = tag.strip().lower() if tag else None
         self.suppress = suppress
         self.skips = Skips()
@@ -121,12 +129,14 @@ class SubscriberList:
         ei, ni, si, ti, names, idxs, width = _header(self.path, reader)
         get_fields = (itemgetter(*idxs) if len(idxs) > 1
                       else (lambda row: (row[idxs[0]],)) if idxs else (lambda row: ()))
-        check, ctrl, suppress, want = addresses.check, _CTRL, self.suppress, self.tag
+        check = partial(addresses.check, allow_local=True) if self.allow_local else addresses.check
+        ctrl, suppress, want = _CTRL, self.suppress, self.tag
         skip = self.skips.add
         seen: set[str] = set()
         tag_cache: dict[str, frozenset[str]] = {}
         no_tags: frozenset[str] = frozenset()
         line = reader.line_num
+        yielded = 0
         try:
             for row in reader:
                 start, line = line + 1, reader.line_num
@@ -176,18 +186,35 @@ class SubscriberList:
                     skip("not tagged", start)
                     continue
                 values = [v.strip() for v in get_fields(row)]
+                yielded += 1
                 yield Subscriber(email, name, dict(zip(names, values)), tags, start)
         except csv.Error as exc:  # name the line the broken record starts on, not where csv gave up
             hint = "a quoted field may be missing its closing quote" if "limit" in str(exc) else None
             raise NewsletterError(f"CSV error: {exc}", path=self.path, line=line + 1,
                                   hint=hint) from None
+        if not yielded:
+            self._refuse_if_all_invalid()
+
+    def _refuse_if_all_invalid(self) -> None:
+        """Every row refused as invalid (not unsubscribed, suppressed…): the list itself is wrong."""
+        invalid = self.skips.counts.get("invalid", 0)
+        if not invalid or invalid != self.skips.total():
+            return
+        local = not self.allow_local and any(
+            "special-use" in d or "should have a period" in d for d in self.skips.details.values())
+        raise NewsletterError(
+            f"no valid subscriber ({invalid} row{'s' if invalid > 1 else ''} refused: "
+            f"{self.skips.invalid_listing(3)})", path=self.path,
+            hint="for a private relay's intranet addresses set delivery.allow_local_domains = true"
+            if local else None)
 
 
-def read_suppressions(paths: Iterable[Path]) -> Suppressions:
+def read_suppressions(paths: Iterable[Path], *, allow_local_domains: bool = False) -> Suppressions:
     """Addresses never to mail: files of one address a line, or CSVs with an `email` column.
 
     Lines that are not addresses are ignored (a suppression list only ever removes
-    recipients) but counted, so the caller can say so.
+    recipients) but counted, so the caller can say so. Read with the list's
+    allow_local_domains, or an intranet address would be ignored here yet mailed there.
     """
     found: set[str] = set()
     invalid = 0
@@ -196,7 +223,7 @@ def read_suppressions(paths: Iterable[Path]) -> Suppressions:
         with _open(path) as f:
             reader = csv.reader(_lines(f, path))
             try:
-                invalid += _read_suppression(path, reader, found)
+                invalid += _read_suppression(path, reader, found, allow_local_domains)
             except _READ_ERRORS as exc:
                 raise _read_error(path, reader, exc) from None
     result = Suppressions(found)
@@ -204,7 +231,7 @@ def read_suppressions(paths: Iterable[Path]) -> Suppressions:
     return result
 
 
-def _read_suppression(path: Path, reader, found: set[str]) -> int:
+def _read_suppression(path: Path, reader, found: set[str], allow_local: bool) -> int:
     """Add one file's addresses to found; returns how many lines were not addresses."""
     invalid, col, first = 0, 0, True
     for row in reader:
@@ -223,7 +250,7 @@ def _read_suppression(path: Path, reader, found: set[str]) -> int:
         if not cell:
             continue
         try:
-            found.add(addresses.check(cell).lower())
+            found.add(addresses.check(cell, allow_local).lower())
         except ValueError:
             invalid += 1
     return invalid
