@@ -23,9 +23,9 @@ RESERVED = ("email", "name", "status", "tags")
 REASONS = ("invalid", "duplicate", "unsubscribed", "bounced", "suppressed", "not tagged")
 KEEP_LINES = 1000  # line numbers kept per reason; the count is always complete
 _MAX_LINE = 1 << 22  # characters; a longer physical line is a broken file, not a subscriber
-# C0 (but tab, harmless in a display name), DEL, C1 and Unicode line/paragraph separators: each
-# could break or rewrite a header line or the terminal, so such a name is refused, never cleaned.
-_CTRL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]").search
+# C0 (but tab, harmless in a display name), DEL and C1 controls: each could break or rewrite a
+# header line or the terminal, so such a name is refused, never cleaned. (U+2028/9 are encoded.)
+_CTRL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]").search
 _SPACE_OR_HYPHEN = re.compile(r"[\s-]")
 _READ_ERRORS = (UnicodeDecodeError, csv.Error, OSError)
 
