@@ -10,7 +10,7 @@ import lxml.html
 import pytest
 
 from newsletter_mailer.checks import run_checks
-from newsletter_mailer.compose import compose
+from newsletter_mailer.compose import compose, load_issue
 from newsletter_mailer.output import write_build
 from newsletter_mailer.settings import load_settings
 from tests.conftest import EXAMPLE_ISSUE, EXAMPLE_SETTINGS
@@ -23,7 +23,7 @@ def built(tmp_path_factory):
     c = compose(EXAMPLE_ISSUE, settings, settings_dir)
     out = tmp_path_factory.mktemp("build") / c.slug
     write_build(c, run_checks(c), out, settings_dir)
-    return out, settings.brand, c.issue.preheader
+    return out, settings.brand, load_issue(EXAMPLE_ISSUE).preheader
 
 
 def rgb(hex_colour: str) -> str:
