@@ -151,7 +151,9 @@ def test_email_keeps_media_queries_with_important_in_a_style_block(example):
 
 def test_email_preheader_is_hidden_right_after_body(example):
     doc = _doc(example["files"]["email.html"])
-    first = doc.body[0]
+    wrapper = doc.body[0]  # MJML's role="article" wrapper; the preheader is its first content
+    assert wrapper.get("role") == "article" and (wrapper.text or "").strip() == ""
+    first = wrapper[0]
     style = (first.get("style") or "").replace(" ", "")
     assert first.tag == "div" and "display:none" in style
     assert _text(first) == example["issue"].preheader
@@ -403,7 +405,7 @@ def test_user_content_and_markdown_html_are_escaped(nasty, part):
     lab = [a for a in doc.iter("a") if _text(a) == "Txt <y> & z"][0]
     assert _text(lab.getparent()) == "Lab <x>: Txt <y> & z"
     if part == "email":
-        assert _text(doc.body[0]) == "Pre <i>& header</i>"
+        assert _text(doc.body[0][0]) == "Pre <i>& header</i>"  # the first content, in MJML's wrapper
 
 
 def test_text_part_is_not_html_escaped(nasty):

@@ -7,13 +7,14 @@ tests expect: valid sends answer 202, spec violations answer 400 with an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.request
 
 import pytest
 
-from tests.helpers.prism import prism_server
+from tests.helpers.prism import REPO_ROOT, SPEC_DIR_ENV, SPEC_FILENAME, find_spec_dir, prism_server
 
 sendgrid = pytest.importorskip("sendgrid")
 from python_http_client.exceptions import BadRequestsError  # noqa: E402  (sendgrid dependency)
@@ -27,6 +28,24 @@ VALID_BODY = {
         {"type": "text/html", "value": "<p>Hello, reader.</p>"},
     ],
 }
+
+
+SPEC_SHA256 = "b97d02f53e11697e6eab40e8936f2d0744c2c5ca4ac60d4f930707f5ba599ff1"
+
+
+def test_spec_is_vendored_with_its_licence(monkeypatch):
+    """A fresh clone has the spec: it lives in the repository, unchanged, with its MIT licence."""
+    monkeypatch.delenv(SPEC_DIR_ENV, raising=False)
+    spec_dir = find_spec_dir()
+    assert spec_dir.resolve().is_relative_to(REPO_ROOT.resolve())
+    assert hashlib.sha256((spec_dir / SPEC_FILENAME).read_bytes()).hexdigest() == SPEC_SHA256
+    assert "MIT License" in (spec_dir / "LICENSE-sendgrid-oai").read_text(encoding="utf-8")
+
+
+def test_a_missing_spec_is_an_error_not_a_skip(monkeypatch, tmp_path):
+    monkeypatch.setenv(SPEC_DIR_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=SPEC_FILENAME):
+        find_spec_dir()
 
 
 @pytest.fixture(scope="module")

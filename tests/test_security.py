@@ -113,7 +113,7 @@ ATTACKS = [
     (f"eve5@example.org\r\nBcc: {VICTIM}", "Eve", "Red"),
     ("eve6@example.org", f"Eve <{VICTIM}>, Mallory", "Red"),
     ("eve7@example.org", f'"; Bcc: {VICTIM}; "', "Red"),
-    ("eve8@example.org", f"Eve\x85Bcc: {VICTIM}", f"Red\u2028Bcc: {VICTIM}"),
+    ("eve8@example.org", f"Eve\u2028Bcc: {VICTIM}", f"Red\x85\u2028Bcc: {VICTIM}"),  # NEL: not in names
     ("eve9@example.org", "=?utf-8?q?Eve=0D=0ABcc:_victim@example.net?=", "=?utf-8?b?DQpCY2M6IHZpY3RpbUBleGFtcGxlLm5ldA==?="),
     ("eve10@example.org", "Ève " + "long " * 300 + f"\r\nBcc: {VICTIM}", "Red"),
     ("eve11@example.org", "Ève " + "long " * 300, "Ré " * 400),

@@ -259,15 +259,34 @@ def test_addresses_are_normalised(tmp_path):
     assert sub.email == addresses.check("Ann.Smith@EXAMPLE.ORG") == "Ann.Smith@example.org"
 
 
-@pytest.mark.parametrize("name", ['"Ann\nSmith"', '"Ann\rBcc: x@evil.org"', "Ann\x1bX", "Ann\x7f"])
+@pytest.mark.parametrize("name", ['"Ann\nSmith"', '"Ann\rBcc: x@evil.org"', "Ann\x1bX", "Ann\x7f",
+                                  "Ann\x9b2J", "Ann\x85Smith", "\x1b]0;pwned\x07Ann"])
 def test_name_with_line_break_or_control_character(tmp_path, name):
-    path = write(tmp_path, f"email,name\na@example.org,{name}\n")
+    """C0, DEL and C1 controls: the row is refused, it never reaches To:/Subject:."""
+    path = write(tmp_path, f"email,name\na@example.org,{name}\nb@example.org,Bea\n")
     subs = SubscriberList(path)
     got = list(subs)
-    if "\x7f" in name:  # DEL is not a header-injection risk; only C0 controls are refused
-        assert [s.name for s in got] == ["Ann\x7f"]
-    else:
-        assert got == [] and subs.skips.lines == {"invalid": [2]}
+    assert [s.name for s in got] == ["Bea"]
+    assert subs.skips.lines == {"invalid": [2]}
+    assert "control character" in subs.skips.details[2]
+
+
+ESCAPES = {"clear screen": "\x1b[2J", "OSC title": "\x1b]0;pwned\x07", "DEL": "\x7f",
+           "C1 CSI": "\x9b2J", "bidi override": "\u202e"}
+
+
+@pytest.mark.parametrize("escape", ESCAPES.values(), ids=ESCAPES.keys())
+def test_skip_summary_never_prints_a_control_character_from_the_file(tmp_path, escape):
+    """An invalid cell is quoted in the summary the CLI prints: escaped, never raw."""
+    path = write(tmp_path, f"email,status\nx{escape}@example.org,\na@example.org,gone{escape}\n"
+                           "b@example.org,unsubscribed\n")
+    subs = SubscriberList(path)
+    assert list(subs) == []
+    lines = subs.skips.summary_lines()
+    assert lines and lines[0].startswith("invalid: 2 (line 2: 'x")
+    shown = "\n".join(lines)
+    assert escape not in shown and not any(c in shown for c in "\x1b\x07\x7f\x9b\u202e")
+    assert escape.encode("unicode_escape").decode() in shown  # still visible, as an escape
 
 
 def test_names_are_trimmed_and_tabs_allowed(tmp_path):

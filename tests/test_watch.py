@@ -214,3 +214,37 @@ def test_cli_watch_of_a_missing_issue_is_one_clean_error(newsletter_dir, monkeyp
     result = CliRunner().invoke(app, ["compose", "issues/nope.yaml", "--watch", "--port", "0"])
     assert result.exit_code == 2
     assert result.stderr.splitlines() == ["error: issues/nope.yaml: file not found (check the path)"]
+
+
+def raw_get(server, host: str | None, path: str = "/") -> tuple[int, bytes]:
+    """A real request with the Host header a DNS-rebinding page would send (or none at all)."""
+    import http.client
+
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.putrequest("GET", path, skip_host=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example:{port}",
+                                  "localhost:1", "localhost", "", None])
+@pytest.mark.parametrize("path", ["/", "/__version", "/__media/pics/a.png"])
+def test_a_foreign_host_header_gets_421_and_no_content(server, host, path):
+    """DNS rebinding: a site whose name now points at 127.0.0.1 must not read the preview."""
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    status, body = raw_get(server, host.format(port=port) if host is not None else None, path)
+    assert status == 421 and body == b""
+
+
+@pytest.mark.parametrize("name", ["127.0.0.1", "localhost", "LocalHost", "[::1]"])
+def test_the_loopback_names_it_serves_are_accepted(server, name):
+    port = int(server.url.rsplit(":", 1)[1].strip("/"))
+    status, body = raw_get(server, f"{name}:{port}")
+    assert status == 200 and b'id="subject">Hello friend<' in body

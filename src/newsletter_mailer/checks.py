@@ -75,7 +75,8 @@ def run_checks(c: Composed) -> list[Check]:
         out.append(Check("error", f"{len(scan.images_without_alt)} image(s) without alt text: "
                                   + ", ".join(scan.images_without_alt[:3])))
     else:
-        out.append(Check("ok", f"all {scan.images} images have alt text"))
+        out.append(Check("ok", "no images" if not scan.images else "the image has alt text"
+                         if scan.images == 1 else f"all {scan.images} images have alt text"))
     relative = [h for h in scan.hrefs if not h.strip().lower().startswith(_ABSOLUTE)]
     if relative:
         out.append(Check("error", f"{len(relative)} link(s) not absolute: " + ", ".join(relative[:3])))

@@ -59,10 +59,14 @@ font_family = "Helvetica, Arial, sans-serif"
 # How `newsletter send` delivers: outbox writes .eml files to ./outbox (nothing leaves your machine),
 # smtp sends through a mail server, sendgrid through the SendGrid API.
 provider = "outbox"
-# Messages per second, to stay under a provider's limit (optional; as fast as allowed if left out).
+# Messages per second (0.01 to 10000), to stay under a provider's limit (optional; 0 or left out:
+# as fast as allowed).
 # rate = 5
 # A send stops after this many failures in a row (a wrong password should not fail the whole list).
 max_consecutive_failures = 10
+# Accept intranet addresses (user@localhost, single-label names, .test, .internal, .local) in the
+# list, for a private relay; public lists leave this off, as those cannot be delivered.
+# allow_local_domains = false
 
 [delivery.smtp]
 # The mail server; the password is read only from the SMTP_PASSWORD environment variable.

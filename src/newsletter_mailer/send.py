@@ -163,11 +163,12 @@ class Sender:
         o = p.options
         if o.list_path is None:
             raise NewsletterError("no subscriber list: pass --list subscribers.csv")
-        suppress = read_suppressions(o.suppress) if o.suppress else frozenset()
+        local = p.composed.settings.delivery.allow_local_domains
+        suppress = read_suppressions(o.suppress, allow_local_domains=local) if o.suppress else frozenset()
         bad = getattr(suppress, "invalid", 0)
         if bad:
             p.notes.append(f"{bad} line(s) of the suppression file(s) are not addresses and were ignored")
-        self.subscribers = SubscriberList(o.list_path, tag=o.tag, suppress=suppress)
+        self.subscribers = SubscriberList(o.list_path, tag=o.tag, suppress=suppress, allow_local_domains=local)
         missing = p.composed.filler().missing(self.subscribers.columns)
         if missing:
             raise NewsletterError(

@@ -73,10 +73,24 @@ class SendGridSettings(StrictModel):
 
 class Delivery(StrictModel):
     provider: Literal["outbox", "smtp", "sendgrid"] = "outbox"
-    rate: float | None = Field(None, gt=0, description="messages per second, all providers")
+    rate: float | None = Field(None, allow_inf_nan=False,
+                               description="messages per second (0.01 to 10000), all providers; 0: no limit")
     max_consecutive_failures: int = Field(10, ge=1)
+    allow_local_domains: bool = Field(
+        False, description="accept intranet addresses (user@localhost, .test, .internal, .local, "
+                           "single-label) in the list, for a private relay")
     smtp: SmtpSettings = SmtpSettings()
     sendgrid: SendGridSettings = SendGridSettings()
+
+    @field_validator("rate")
+    @classmethod
+    def _rate(cls, v: float | None) -> float | None:
+        """send sleeps attempted/rate seconds: 1e-300 would sleep past the clock, inf not at all."""
+        if not v:
+            return None
+        if not 0.01 <= v <= 10000:
+            raise ValueError(f"{v:g} is out of range: use 0.01 to 10000 messages per second, or 0 for no limit")
+        return v
 
 
 class Web(StrictModel):

@@ -41,7 +41,7 @@ else:  # pragma: no cover - PyYAML built without libyaml
     _FastLoader = None
 
 
-def _fast_parse(text: str) -> tuple[Any, Any] | None:
+def _fast_parse(text: str, path: Path) -> tuple[Any, Any] | None:
     """(node, data) from libyaml, or None to let the pure-Python loader read (or refuse) it."""
     if (_FastLoader is None or sum(map(text.count, "[{-?:\n")) >= _FAST_MAX_OPENERS
             or "\t" in text or "\ufeff" in text or _NON_PRINTABLE.search(text) or _STRICTER.search(text)):
@@ -49,7 +49,10 @@ def _fast_parse(text: str) -> tuple[Any, Any] | None:
     loader = _FastLoader(text)
     try:
         node = loader.get_single_node()
+        _limit_expansion(path, node)
         return node, (loader.construct_document(node) if node is not None else None)
+    except NewsletterError:
+        raise
     except Exception:  # noqa: BLE001 - reported below, with the pure-Python loader's words
         return None
     finally:
@@ -80,7 +83,7 @@ class YamlDoc:
 
     def __init__(self, path: Path, text: str):
         self.path = path
-        fast = _fast_parse(text)
+        fast = _fast_parse(text, path)
         if fast is not None:
             self.node, self.data = fast
             _reject_duplicate_keys(path, self.node)
@@ -93,6 +96,7 @@ class YamlDoc:
                                   hint="remove the control character") from None
         try:
             node = loader.get_single_node()
+            _limit_expansion(path, node)  # before constructing: merge keys (<<) copy while constructing
             self.data = loader.construct_document(node) if node is not None else None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
@@ -151,6 +155,49 @@ def _reject_duplicate_keys(path: Path, node: Any) -> None:
                 stack.append(v)
         elif isinstance(n, yaml.SequenceNode):
             stack.extend(n.value)
+
+
+# Characters (plus one per node) of the document with every alias written out: a real issue is a few
+# hundred kB; a few lines of nested aliases can stand for gigabytes, which validation would copy.
+MAX_EXPANDED = 20_000_000
+
+
+def _limit_expansion(path: Path, root: Any) -> None:
+    """Refuse a document whose aliases expand past MAX_EXPANDED, or that contains itself.
+
+    The loader shares aliased nodes, so parsing is cheap; validating and rendering would copy each
+    use. Sizes are summed bottom-up once per distinct node: time and memory follow the file, not
+    its expansion. In this depth-first walk, meeting a node still open means it contains itself.
+    """
+    size: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)] if root is not None else []
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            size[key] = 1 + sum(size[id(c)] for c in _children(node))
+            open_nodes.discard(key)
+            if size[key] > MAX_EXPANDED:
+                raise NewsletterError(f"aliases (*name) expand this file to more than {MAX_EXPANDED:,} "
+                                      "characters", path=path, line=node.start_mark.line + 1,
+                                      hint="write the repeated parts out, or use fewer aliases")
+        elif key in open_nodes:
+            raise NewsletterError("an alias (*name) refers to the list or mapping it is in", path=path,
+                                  line=node.start_mark.line + 1)
+        elif key not in size:
+            if isinstance(node, yaml.ScalarNode):
+                size[key] = len(node.value) + 1
+                continue
+            open_nodes.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node))
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return node.value
 
 
 def field_path(loc: tuple[Any, ...]) -> str:

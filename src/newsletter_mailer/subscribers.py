@@ -17,13 +17,15 @@ from operator import itemgetter
 from pathlib import Path
 
 from newsletter_mailer import addresses
-from newsletter_mailer.errors import NewsletterError, unreadable
+from newsletter_mailer.errors import NewsletterError, one_line, unreadable
 
 RESERVED = ("email", "name", "status", "tags")
 REASONS = ("invalid", "duplicate", "unsubscribed", "bounced", "suppressed", "not tagged")
 KEEP_LINES = 1000  # line numbers kept per reason; the count is always complete
 _MAX_LINE = 1 << 22  # characters; a longer physical line is a broken file, not a subscriber
-_CTRL = re.compile(r"[\x00-\x08\x0a-\x1f]").search  # tab is harmless in a display name
+# C0 (but tab, harmless in a display name), DEL and C1 controls: each could break or rewrite a
+# header line or the terminal, so such a name is refused, never cleaned. (U+2028/9 are encoded.)
+_CTRL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]").search
 _SPACE_OR_HYPHEN = re.compile(r"[\s-]")
 _READ_ERRORS = (UnicodeDecodeError, csv.Error, OSError)
 
@@ -55,11 +57,16 @@ class Skips:
         self.counts[reason] = n + 1
         if n < KEEP_LINES:
             self.lines.setdefault(reason, []).append(line)
-            if detail is not None:
-                self.details[line] = detail
+            if detail is not None:  # quotes cells of the file: printable, one line, always
+                self.details[line] = one_line(detail)
 
     def total(self) -> int:
         return sum(self.counts.values())
+
+    def invalid_listing(self, shown: int) -> str:
+        """The first invalid rows with their reasons: "line 3: 'x': no @-sign; line 7"."""
+        return "; ".join(f"line {n}: {self.details[n]}" if n in self.details else f"line {n}"
+                         for n in self.lines.get("invalid", [])[:shown])
 
     def summary_lines(self, shown: int = 10) -> list[str]:
         """One line per reason, e.g. "duplicate: 3 (lines 9, 12, 40)"; long lists end "… and N more"."""
@@ -67,9 +74,8 @@ class Skips:
         for reason in sorted(self.counts, key=lambda r: (REASONS + (r,)).index(r)):
             count, lines = self.counts[reason], self.lines.get(reason, [])
             if reason == "invalid":
-                first = [f"line {n}: {self.details[n]}" if n in self.details else f"line {n}"
-                         for n in lines[:5]]
-                listing = "; ".join(first)
+                first = lines[:5]
+                listing = self.invalid_listing(5)
             else:
                 first = lines[:shown]
                 listing = ("line " if len(first) == 1 else "lines ") + ", ".join(map(str, first))
@@ -90,11 +96,15 @@ class SubscriberList:
     A row with a valid address claims that address even when it is itself skipped, so a
     later row cannot resurrect an address an earlier row marked unsubscribed or bounced.
     `suppress` holds normalised, lowercased addresses, as read_suppressions returns them.
+    `allow_local_domains` accepts intranet addresses (user@localhost, .test, .internal) for a
+    private relay. A full pass over rows none of which is valid raises: a broken list, not
+    "nothing to send".
     """
 
     def __init__(self, path: Path, *, tag: str | None = None,
-                 suppress: frozenset[str] = frozenset()):
+                 suppress: frozenset[str] = frozenset(), allow_local_domains: bool = False):
         self.path = Path(path)
+        self.allow_local = allow_local_domains
         self.tag = tag.strip().lower() if tag else None
         self.suppress = suppress
         self.skips = Skips()
@@ -111,15 +121,21 @@ class SubscriberList:
         with _open(self.path) as f:
             reader = csv.reader(_lines(f, self.path))
             try:
-                yield from self._rows(reader)
+                rows = self._rows(reader)
+                first = next(rows, None)  # not a counter in the per-row loop
+                if first is None:
+                    self._refuse_if_all_invalid()
+                    return
+                yield first
+                yield from rows
             except _READ_ERRORS as exc:
                 raise _read_error(self.path, reader, exc) from None
 
     def _rows(self, reader) -> Iterator[Subscriber]:
         ei, ni, si, ti, names, idxs, width = _header(self.path, reader)
-        get_fields = (itemgetter(*idxs) if len(idxs) > 1
-                      else (lambda row: (row[idxs[0]],)) if idxs else (lambda row: ()))
-        check, ctrl, suppress, want = addresses.check, _CTRL, self.suppress, self.tag
+        get_fields = _field_getter(idxs)
+        check = partial(addresses.check, allow_local=True) if self.allow_local else addresses.check
+        ctrl, suppress, want = _CTRL, self.suppress, self.tag
         skip = self.skips.add
         seen: set[str] = set()
         tag_cache: dict[str, frozenset[str]] = {}
@@ -165,11 +181,7 @@ class SubscriberList:
                     continue
                 tags = no_tags
                 if ti is not None and (cell := row[ti]):
-                    tags = tag_cache.get(cell)
-                    if tags is None:
-                        tags = frozenset(t.strip().lower() for t in cell.split(";") if t.strip())
-                        if len(tag_cache) < 4096:
-                            tag_cache[cell] = tags
+                    tags = tag_cache.get(cell) or _tags(cell, tag_cache)
                 if want is not None and want not in tags:
                     skip("not tagged", start)
                     continue
@@ -180,12 +192,41 @@ class SubscriberList:
             raise NewsletterError(f"CSV error: {exc}", path=self.path, line=line + 1,
                                   hint=hint) from None
 
+    def _refuse_if_all_invalid(self) -> None:
+        """Every row refused as invalid (not unsubscribed, suppressed…): the list itself is wrong."""
+        invalid = self.skips.counts.get("invalid", 0)
+        if not invalid or invalid != self.skips.total():
+            return
+        local = not self.allow_local and any(
+            "special-use" in d or "should have a period" in d for d in self.skips.details.values())
+        raise NewsletterError(
+            f"no valid subscriber ({invalid} row{'s' if invalid > 1 else ''} refused: "
+            f"{self.skips.invalid_listing(3)})", path=self.path,
+            hint="for a private relay's intranet addresses set delivery.allow_local_domains = true"
+            if local else None)
 
-def read_suppressions(paths: Iterable[Path]) -> Suppressions:
+
+def _field_getter(idxs: list[int]):
+    """row -> tuple of the merge columns' cells, the fastest way for 0, 1 or more columns."""
+    if len(idxs) > 1:
+        return itemgetter(*idxs)
+    return (lambda row: (row[idxs[0]],)) if idxs else (lambda row: ())
+
+
+def _tags(cell: str, cache: dict[str, frozenset[str]]) -> frozenset[str]:
+    """A tags cell's lowercased tags; a list has few distinct cells, so they are cached (up to 4096)."""
+    tags = frozenset(t.strip().lower() for t in cell.split(";") if t.strip())
+    if len(cache) < 4096:
+        cache[cell] = tags
+    return tags
+
+
+def read_suppressions(paths: Iterable[Path], *, allow_local_domains: bool = False) -> Suppressions:
     """Addresses never to mail: files of one address a line, or CSVs with an `email` column.
 
     Lines that are not addresses are ignored (a suppression list only ever removes
-    recipients) but counted, so the caller can say so.
+    recipients) but counted, so the caller can say so. Read with the list's
+    allow_local_domains, or an intranet address would be ignored here yet mailed there.
     """
     found: set[str] = set()
     invalid = 0
@@ -194,7 +235,7 @@ def read_suppressions(paths: Iterable[Path]) -> Suppressions:
         with _open(path) as f:
             reader = csv.reader(_lines(f, path))
             try:
-                invalid += _read_suppression(path, reader, found)
+                invalid += _read_suppression(path, reader, found, allow_local_domains)
             except _READ_ERRORS as exc:
                 raise _read_error(path, reader, exc) from None
     result = Suppressions(found)
@@ -202,7 +243,7 @@ def read_suppressions(paths: Iterable[Path]) -> Suppressions:
     return result
 
 
-def _read_suppression(path: Path, reader, found: set[str]) -> int:
+def _read_suppression(path: Path, reader, found: set[str], allow_local: bool) -> int:
     """Add one file's addresses to found; returns how many lines were not addresses."""
     invalid, col, first = 0, 0, True
     for row in reader:
@@ -221,7 +262,7 @@ def _read_suppression(path: Path, reader, found: set[str]) -> int:
         if not cell:
             continue
         try:
-            found.add(addresses.check(cell).lower())
+            found.add(addresses.check(cell, allow_local).lower())
         except ValueError:
             invalid += 1
     return invalid

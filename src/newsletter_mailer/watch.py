@@ -168,6 +168,13 @@ class PreviewServer:
         self.httpd.daemon_threads = True
 
     @property
+    def hosts(self) -> frozenset[str]:
+        """The Host headers a page on this server can send: a DNS-rebound name is none of them."""
+        host, port = self.httpd.server_address[:2]
+        names = {"127.0.0.1", "localhost", "[::1]", f"[{host}]" if ":" in host else host}
+        return frozenset({f"{n}:{port}" for n in names} | (names if port == 80 else set()))
+
+    @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/"
@@ -268,6 +275,9 @@ def _handler(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def do_GET(self):
+            if (self.headers.get("Host") or "").strip().lower() not in server.hosts:
+                self._send(421, b"", "text/plain; charset=utf-8")  # a page from another site, rebound
+                return
             path = urlsplit(self.path).path
             if path in ("/", "/index.html"):
                 page, _ = server.page()

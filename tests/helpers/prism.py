@@ -9,12 +9,13 @@ Usage::
         client.client.mail.send.post(request_body=...)
 
 ``prism_server()`` calls ``pytest.skip`` (so use it from a test or a fixture)
-when the spec folder or the Prism CLI is not available.
+when the Prism CLI is not installed; the spec is part of the repository, so a
+missing spec is an error, not a skip.
 
 Lookup rules
 ------------
-* Spec folder: ``$NEWSLETTER_SENDGRID_SPEC_DIR`` if set, otherwise
-  ``<repo root>/../shared/sendgrid/``; it must contain ``oai_v3_stoplight.json``.
+* Spec folder: ``$NEWSLETTER_SENDGRID_SPEC_DIR`` if set (to try a newer spec), otherwise
+  the vendored copy in ``tests/contracts/sendgrid/`` (see its README for the source).
 * Prism CLI: ``$PRISM_BIN`` if set, otherwise ``<repo root>/.ci/node_modules/.bin/prism``
   (installed by ``npm ci --prefix .ci``), otherwise ``prism`` on ``PATH``.
 
@@ -45,6 +46,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_FILENAME = "oai_v3_stoplight.json"
 SPEC_DIR_ENV = "NEWSLETTER_SENDGRID_SPEC_DIR"
+VENDORED_SPEC_DIR = REPO_ROOT / "tests" / "contracts" / "sendgrid"
 PRISM_BIN_ENV = "PRISM_BIN"
 PRISM_VERSION = "5.14.2"
 INSTALL_HINT = (
@@ -58,13 +60,14 @@ API_PREFIX = "/v3"
 DEFAULT_STARTUP_TIMEOUT = 60.0
 
 
-def find_spec_dir() -> Path | None:
-    """Return the folder holding SendGrid's spec, or None if absent."""
+def find_spec_dir() -> Path:
+    """The folder holding SendGrid's spec; raises when it is missing (it ships with the tests)."""
     env = os.environ.get(SPEC_DIR_ENV)
-    candidate = Path(env) if env else REPO_ROOT.parent / "shared" / "sendgrid"
-    if (candidate / SPEC_FILENAME).is_file():
-        return candidate
-    return None
+    candidate = Path(env) if env else VENDORED_SPEC_DIR
+    if not (candidate / SPEC_FILENAME).is_file():
+        raise FileNotFoundError(f"SendGrid OpenAPI spec not found: {candidate / SPEC_FILENAME}"
+                                + (f" (${SPEC_DIR_ENV} is set)" if env else ""))
+    return candidate
 
 
 def find_prism() -> str | None:
@@ -133,16 +136,10 @@ def _stop(proc: subprocess.Popen) -> None:
 def prism_server(startup_timeout: float = DEFAULT_STARTUP_TIMEOUT) -> Iterator[str]:
     """Start ``prism mock`` on 127.0.0.1 and yield its base URL.
 
-    Skips (``pytest.skip``) when the spec or Prism is missing; raises
-    ``RuntimeError`` when Prism is installed but fails to start in time.
+    Skips (``pytest.skip``) when Prism is not installed; raises ``FileNotFoundError``
+    when the spec is missing and ``RuntimeError`` when Prism fails to start in time.
     """
     spec_dir = find_spec_dir()
-    if spec_dir is None:
-        where = os.environ.get(SPEC_DIR_ENV) or str(REPO_ROOT.parent / "shared" / "sendgrid")
-        pytest.skip(
-            f"SendGrid OpenAPI spec not found ({where}/{SPEC_FILENAME}); "
-            f"set ${SPEC_DIR_ENV} to the folder holding {SPEC_FILENAME}"
-        )
     prism = find_prism()
     if prism is None:
         if os.environ.get(PRISM_BIN_ENV):

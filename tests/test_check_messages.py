@@ -1,0 +1,30 @@
+"""`check` reports say something true for every count, including none."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from newsletter_mailer.checks import run_checks
+from newsletter_mailer.compose import compose
+from tests.conftest import MINI_ISSUE
+
+IMAGE = """    image:
+      src: https://example.org/a.png
+      alt: an image
+"""
+SECOND = "  - heading: Third\n    body: More.\n    image: {src: 'https://example.org/b.png', alt: another}\n"
+
+
+@pytest.mark.parametrize("text, expected", [
+    (MINI_ISSUE.replace(IMAGE, ""), "no images"),
+    (MINI_ISSUE, "the image has alt text"),
+    (MINI_ISSUE + SECOND, "all 2 images have alt text"),
+])
+def test_the_alt_text_check_counts_truthfully(newsletter_dir: Path, settings, text, expected):
+    path = newsletter_dir / "issues" / "mini.yaml"
+    path.write_text(text, encoding="utf-8")
+    messages = [c.message for c in run_checks(compose(path, settings, newsletter_dir))]
+    assert expected in messages, messages
+    assert not any("all 0" in m or "all 1 " in m for m in messages if "alt" in m)
