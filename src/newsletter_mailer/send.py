@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Mapping
 from newsletter_mailer import unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
-from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
 from newsletter_mailer.personalise import Template, make_recipient
@@ -394,6 +394,8 @@ class IssueStatus:
 def issue_status(options: Options) -> IssueStatus:
     _, settings_dir = load_settings(options.config)
     slug = slug_of(options.issue)
+    if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
+        raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
     path = state_dir_for(options, settings_dir) / "ledger.sqlite3"
     if not path.exists():
         return IssueStatus(slug, path)

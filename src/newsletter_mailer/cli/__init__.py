@@ -33,6 +33,10 @@ def _options(
     if verbose:
         import logging
 
+        from newsletter_mailer.cli.common import flags
+
+        flags.verbose = True
+
         from newsletter_mailer.errors import redact_log
 
         handler = logging.StreamHandler()
