@@ -60,6 +60,13 @@ def create_new(path: Path, data: bytes | str, mode: int = PUBLIC) -> None:
         raise
 
 
+def read_no_follow(path: Path) -> bytes:
+    """The file's bytes; ELOOP when the name itself is a symbolic link (what was checked is what is read)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
 def make_dir(path: Path, mode: int = 0o755) -> None:
     """The folder (and missing parents) exists, is not a link, and has `mode` whatever the umask."""
     path = Path(path)

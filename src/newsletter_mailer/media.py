@@ -7,10 +7,10 @@ published page by the relative `<path>`.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import quote
 
+from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.schema import Issue
 
@@ -60,8 +60,7 @@ def read_image(issue_path: Path, file: Path) -> bytes:
     if real is None:
         raise _outside(file, issue_path)
     try:
-        with open(real, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as f:
-            return f.read()
+        return files.read_no_follow(real)
     except OSError as exc:
         raise NewsletterError(f"cannot read: {exc.strerror}", path=file) from None
 

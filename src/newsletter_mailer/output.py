@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
 
 from newsletter_mailer import files
@@ -18,9 +17,8 @@ def write_atomic(path: Path, data: str | bytes, *, root: Path | None = None) -> 
     skipped when the content is unchanged so a rebuild keeps mtimes. True if written."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        with open(path, "rb", opener=_no_follow) as f:
-            if f.read() == raw:
-                return False
+        if files.read_no_follow(path) == raw:
+            return False
     except OSError:
         pass
     try:
@@ -31,22 +29,18 @@ def write_atomic(path: Path, data: str | bytes, *, root: Path | None = None) -> 
     return True
 
 
-def _no_follow(path, flags: int) -> int:
-    return os.open(path, flags | os.O_NOFOLLOW)
-
-
 _LINKED = (errno.ELOOP, errno.ENOTDIR)
 
 
 def write_build(c: Composed, checks: list[Check], out_dir: Path, settings_dir: Path | None) -> dict[str, Path]:
-    files = {
+    contents = {
         "email.html": c.email_html_with_placeholders(),
         "email.txt": c.text_with_placeholders(),
         "web.html": c.web_html,
         "preview.html": preview_page(c, checks, settings_dir),
     }
     paths = {}
-    for name, content in files.items():
+    for name, content in contents.items():
         paths[name] = out_dir / name
         write_atomic(paths[name], content, root=out_dir)
     return paths
