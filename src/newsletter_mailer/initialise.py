@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 
 SETTINGS = """\
@@ -192,10 +193,9 @@ class InitReport:
     issue: Path | None = None
 
 
-def _create(path: Path, text: str, result: InitReport) -> None:
+def _create(path: Path, text: str, result: InitReport, mode: int = files.PUBLIC) -> None:
     try:
-        with path.open("x", encoding="utf-8", newline="\n") as f:  # "x": never overwrite
-            f.write(text)
+        files.create_new(path, text, mode)  # exclusive: never overwrites, never follows a link
     except FileExistsError:
         result.existing.append(path)
         return
@@ -210,7 +210,7 @@ def _folder(path: Path, result: InitReport) -> None:
     if path.exists():
         raise NewsletterError("exists but is not a folder", path=path, hint="move it away and run init again")
     try:
-        path.mkdir(parents=True)
+        files.make_dir(path)
     except OSError as exc:
         raise NewsletterError(f"cannot create the folder: {exc.strerror}", path=path) from None
     result.created.append(path)
@@ -228,7 +228,7 @@ def initialise(directory: Path, today: dt.date | None = None) -> InitReport:
     _create(issue, ISSUE.format(name="My Newsletter", date=today.isoformat(),
                                 path=f"issues/{issue.name}"), result)
     result.issue = issue
-    _create(directory / "subscribers.csv", SUBSCRIBERS, result)
+    _create(directory / "subscribers.csv", SUBSCRIBERS, result, files.PRIVATE)  # it will hold addresses
     _folder(directory / "templates", result)
     _create(directory / "templates" / "README.md", TEMPLATES_README.format(builtin=builtin_templates()), result)
     return result
