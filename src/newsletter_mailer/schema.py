@@ -58,7 +58,7 @@ def _date(v: Any) -> Any:
 
 
 Required = Annotated[str, AfterValidator(not_blank), AfterValidator(single_line), AfterValidator(content)]
-Subject = Annotated[str, AfterValidator(not_blank), AfterValidator(header_safe), AfterValidator(content)]
+Subject = Annotated[str, AfterValidator(not_blank), AfterValidator(content), AfterValidator(header_safe)]
 Markdown = Annotated[str, AfterValidator(not_blank), AfterValidator(content), AfterValidator(_markdown)]
 OptionalMarkdown = Annotated[str, AfterValidator(content), AfterValidator(_markdown)]
 LinkURL = Annotated[str, AfterValidator(content), AfterValidator(link_url)]

@@ -127,10 +127,11 @@ class Settings(StrictModel):
         if v is None:
             return v
         names = url_placeholders(v, URL_FIELDS)
-        http_url(fill_url_placeholders(v, email="reader@example.org", token="0" * 64))
+        filled = http_url(fill_url_placeholders(v, email="reader@example.org", token="0" * 64))
         if not names:
             raise ValueError("must include {{ email }} or {{ token }} so each link is personal")
-        return header_safe(v)
+        header_safe(filled)
+        return v
 
     @property
     def web_base(self) -> str:

@@ -198,5 +198,5 @@ def http_url(v: str) -> str:
 
 
 OneLine = Annotated[str, AfterValidator(single_line), AfterValidator(content)]
-HeaderLine = Annotated[str, AfterValidator(header_safe), AfterValidator(content)]
+HeaderLine = Annotated[str, AfterValidator(content), AfterValidator(header_safe)]
 HttpURL = Annotated[str, AfterValidator(http_url)]
