@@ -25,7 +25,7 @@ CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]"
 HEADER_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # str.splitlines' breaks
 # An RFC 2047 encoded-word, matched as leniently as mail programs decode it (inside a word too).
-ENCODED_WORD = re.compile(r"=\?([^?]*)\?([qQbB])\?(.*?)\?=")
+ENCODED_WORD = re.compile(r"=\?([^?]{0,100})\?([qQbB])\?(.{0,1000}?)\?=", re.S)  # bounded: linear time
 DEFAULT_MAX = 200
 
 
@@ -63,6 +63,7 @@ def content(v: str) -> str:
 
 
 def _word_bytes(encoding: str, text: str) -> bytes:
+    """The bytes of one encoded-word's text (Q or B), never an error: judge what a reader would see."""
     if encoding in "qQ":
         return binascii.a2b_qp(text.encode("utf-8"), header=True)
     b64 = re.sub(r"[^A-Za-z0-9+/]", "", text)  # lenient, like mail programs: stray characters dropped
