@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.validators import HttpURL, OneLine, StrictModel, http_url
+from newsletter_mailer.mergefields import URL_FIELDS, fill_url_placeholders, url_placeholders
+from newsletter_mailer.validators import HeaderLine, HttpURL, OneLine, StrictModel, header_safe, http_url
 from newsletter_mailer.sourcefile import load_toml_model
 
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -30,7 +31,7 @@ def _address(v: str) -> str:
 
 
 Color = Annotated[str, AfterValidator(_color)]
-Address = Annotated[str, AfterValidator(_address)]
+Address = Annotated[str, AfterValidator(_address), AfterValidator(header_safe)]  # To, From, Reply-To …
 
 
 class Brand(StrictModel):
@@ -110,9 +111,9 @@ class Web(StrictModel):
 
 
 class Settings(StrictModel):
-    name: OneLine
+    name: HeaderLine
     from_email: Address
-    from_name: OneLine | None = None
+    from_name: HeaderLine | None = None
     reply_to: Address | None = None
     web_base_url: HttpURL
     postal_address: OneLine = Field(description="shown in every footer, as bulk-mail law expects")
@@ -121,7 +122,7 @@ class Settings(StrictModel):
     unsubscribe_url: str | None = Field(
         None, description="template with {{ email }} and {{ token }}, an HMAC keyed by NEWSLETTER_SECRET")
     unsubscribe_mailto: Address | None = None
-    list_id: OneLine | None = None
+    list_id: HeaderLine | None = None
     brand: Brand = Brand()
     delivery: Delivery = Delivery()
     web: Web = Web()
@@ -136,14 +137,14 @@ class Settings(StrictModel):
     @field_validator("unsubscribe_url")
     @classmethod
     def _unsub(cls, v: str | None) -> str | None:
+        """Parsed as message.unsubscribe_link fills it (List-Unsubscribe too): judged once filled."""
         if v is None:
             return v
-        rest = re.sub(r"\{\{\s*(email|token)\s*\}\}", "", v)
-        if "{" in rest or "}" in rest:
-            raise ValueError("may use only {{ email }} and {{ token }}")
-        http_url(rest)
-        if not re.search(r"\{\{\s*(email|token)\s*\}\}", v):
+        names = url_placeholders(v, URL_FIELDS)
+        filled = http_url(fill_url_placeholders(v, email="reader@example.org", token="0" * 64))
+        if not names:
             raise ValueError("must include {{ email }} or {{ token }} so each link is personal")
+        header_safe(filled)
         return v
 
     @property
