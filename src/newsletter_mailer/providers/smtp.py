@@ -93,6 +93,7 @@ class SmtpProvider:
     batch_size = 1
     label = "SMTP"
     uncertainty = "message"
+    own_message_id = True
 
     def __init__(self, ctx: SendContext):
         self.ctx = ctx
@@ -281,7 +282,7 @@ class SmtpProvider:
 
     def _send_one(self, r: Recipient) -> Outcome:
         try:
-            msgid, data = self.ctx.messages.build(r.email, r.name, r.values)
+            msgid, data = self.ctx.messages.build(r.email, r.name, r.values, r.message_id)
         except HeaderValueError as exc:
             return Outcome(r.email, ok=False, error=str(exc), permanent=True)
         except UnicodeEncodeError:
