@@ -43,7 +43,7 @@ UNCERTAIN = "connection lost after the message was sent; delivery unknown"
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 # OpenSSL's verify codes (ssl.SSLCertVerificationError.verify_code) that each need their own hint.
-_NAME_MISMATCH = 62
+_NAME_MISMATCH = frozenset({62, 64})  # host name, IP address
 _UNTRUSTED = frozenset({2, 18, 19, 20, 21})  # issuer unknown, self-signed (in the chain), leaf unverifiable
 _EXPIRED, _NOT_YET_VALID = 10, 9
 
@@ -112,18 +112,18 @@ def _tls_context(ca_file: str | None) -> ssl.SSLContext:
         where = "check SMTP_CA_FILE or delivery.smtp.ca_file (relative to the current folder)"
         try:
             context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError:  # an OSError too: first
+            raise NewsletterError("the SMTP CA file holds no PEM certificate", path=ca_file, hint=where) from None
         except OSError as exc:
             raise NewsletterError(f"cannot read the SMTP CA file: {exc.strerror or exc}", path=ca_file,
                                   hint=where) from None
-        except ssl.SSLError:
-            raise NewsletterError("the SMTP CA file holds no PEM certificate", path=ca_file, hint=where) from None
     return context
 
 
 def _cert_hint(exc: ssl.SSLCertVerificationError) -> str:
     """What to do about a certificate the check refused, by what actually failed."""
     code = exc.verify_code
-    if code == _NAME_MISMATCH:
+    if code in _NAME_MISMATCH:
         return "check SMTP_HOST is the name on the server's certificate"
     if code in _UNTRUSTED:
         return ("the server's certificate is issued by a CA this machine does not trust: set SMTP_CA_FILE "
