@@ -117,16 +117,20 @@ class Counting(Handler):
 
 @pytest.fixture
 def tls_smtpd(tmp_path: Path):
-    """smtpd(leaf, auth=True, **kw) -> (handler, port): an aiosmtpd server requiring STARTTLS."""
+    """smtpd(leaf, auth=True, **kw) -> (handler, port): an aiosmtpd server requiring STARTTLS with
+    leaf's certificate (none: no TLS)."""
     controllers: list[Controller] = []
 
-    def start(leaf: Issued, *, auth: bool = True, **kw) -> tuple[Counting, int]:
+    def start(leaf: Issued | None, *, auth: bool = True, **kw) -> tuple[Counting, int]:
         handler = Counting()
         port = free_port()
         if auth:
             kw = dict(authenticator=handler.authenticate, auth_required=True, **kw)
-        c = Controller(handler, hostname="127.0.0.1", port=port, tls_context=_server_context(tmp_path, leaf),
-                       require_starttls=True, **kw)
+        if leaf is None:  # no TLS: a relay on this machine
+            kw["auth_require_tls"] = False
+        else:
+            kw.update(tls_context=_server_context(tmp_path, leaf), require_starttls=True)
+        c = Controller(handler, hostname="127.0.0.1", port=port, **kw)
         c.start()
         handler.connections = 0
         controllers.append(c)
@@ -138,7 +142,7 @@ def tls_smtpd(tmp_path: Path):
 
 
 def smtp(composed, newsletter_dir, port, **env):
-    return get_provider("smtp", make_ctx(composed, newsletter_dir, SMTP_PORT=port, SMTP_SECURITY="starttls", **env))
+    return get_provider("smtp", make_ctx(composed, newsletter_dir, **{"SMTP_PORT": port, "SMTP_SECURITY": "starttls", **env}))
 
 
 def open_error(p) -> str:
@@ -241,6 +245,13 @@ def test_wrong_password_is_one_auth_attempt_then_quit(composed, newsletter_dir, 
     assert "535" in msg and "check SMTP_USERNAME and SMTP_PASSWORD" in msg
     assert h.auths == ["PLAIN"]  # one attempt in the server's log, not PLAIN then LOGIN
     assert h.quits == 1 and h.received == []
+
+
+def test_wrong_password_on_this_machine_is_one_auth_attempt_then_quit(composed, newsletter_dir, tls_smtpd):
+    h, port = tls_smtpd(None)
+    p = smtp(composed, newsletter_dir, port, SMTP_SECURITY="none", SMTP_USERNAME=USER, SMTP_PASSWORD=PW + "-wrong")
+    assert "535" in open_error(p)
+    assert h.auths == ["PLAIN"] and h.quits == 1
 
 
 def test_login_only_server_gets_one_login_attempt(composed, newsletter_dir, tls_smtpd, org_ca):
