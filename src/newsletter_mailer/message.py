@@ -177,10 +177,15 @@ class MessageTemplate:
             out += "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
         return out + "\r\n"
 
-    def build(self, email: str, name: str, values: list[str]) -> tuple[str, bytes]:
-        """(Message-ID, message bytes) for one recipient. Raises HeaderValueError for unsafe values."""
+    def new_message_id(self) -> str:
+        """A fresh Message-ID in the sender's domain."""
+        return f"<{os.urandom(12).hex()}@{self.domain}>"
+
+    def build(self, email: str, name: str, values: list[str], msgid: str | None = None) -> tuple[str, bytes]:
+        """(Message-ID, message bytes) for one recipient, with msgid when it was chosen before
+        (and recorded in the ledger). Raises HeaderValueError for unsafe values."""
         subject = self.subject.fill(values)
-        msgid = f"<{os.urandom(12).hex()}@{self.domain}>"
+        msgid = msgid or self.new_message_id()
         unsub = values[self.unsub_index] if self.unsub_index is not None else None
         to = address(name, email)
         subject = header_value(subject, "Subject")

@@ -58,9 +58,11 @@ class Prepared:
     state_dir: Path
     notes: list[str]
     unsubscribe_url: Callable[[str], str]   # address -> its unsubscribe link, decided once
+    new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str]) -> Recipient:
-        return make_recipient(self.composed.filler(), self.unsubscribe_url, email, name, fields)
+        msgid = self.new_message_id() if self.new_message_id is not None else None
+        return make_recipient(self.composed.filler(), self.unsubscribe_url, email, name, fields, msgid)
 
 
 def state_dir_for(options: Options, settings_dir: Path) -> Path:
@@ -80,7 +82,8 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     state_dir = state_dir_for(options, settings_dir)
     notes: list[str] = []
     links = _unsubscribe_source(options, settings, provider.name, state_dir, notes)
-    return Prepared(options, composed, provider, state_dir, notes, links)
+    new_id = ctx.messages.new_message_id if provider.own_message_id else None
+    return Prepared(options, composed, provider, state_dir, notes, links, new_id)
 
 
 def send_context(composed: Composed, *, outbox: Path | None = None, subject_prefix: str = "",
@@ -321,7 +324,7 @@ def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Rec
                   summary: Summary) -> None:
     """One batch: ledger 'sending' (committed) → provider.send → ledger result, counted in summary."""
     emails = [r.email for r in batch]
-    ledger.begin(slug, emails, provider.name)
+    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch])
     try:
         outcomes = provider.send(batch)
     except NewsletterError as exc:

@@ -58,6 +58,10 @@ class SmtpSettings(StrictModel):
     username: str | None = None
     security: Literal["none", "starttls", "ssl"] | None = None
     timeout: float = 30.0
+    ca_file: str | None = Field(
+        None, description="PEM file of CA certificates to trust too (a private CA), relative to the current folder")
+    allow_insecure_auth: bool = Field(
+        False, description="allow the password in clear text (security none) to a host that is not this machine")
 
 
 class Tracking(StrictModel):

@@ -196,4 +196,4 @@ def status(
             typer.echo(f"failed\t{r.email}\t{'permanent' if r.permanent else 'temporary'}\t{r.reason or ''}")
     for r in st.rows if list_uncertain else ():
         if r.status in ("uncertain", "sending"):
-            typer.echo(f"uncertain\t{r.email}\t{r.provider or ''}\t{r.updated_at}")
+            typer.echo(f"uncertain\t{r.email}\t{r.provider or ''}\t{r.updated_at}\t{r.message_id or ''}")
