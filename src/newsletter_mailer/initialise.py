@@ -31,9 +31,11 @@ postal_address = "My Organisation, 1 Example Street, Example Town EX1 1AA"
 test_recipient = "editor@example.org"
 # The language of the issues, a tag like en, en-GB or fr.
 language = "en"
-# A personal unsubscribe link for each reader: {{ email }} is their address, {{ token }} an HMAC of it
-# keyed by the NEWSLETTER_SECRET environment variable, so your unsubscribe page can trust the link.
-unsubscribe_url = "https://example.org/unsubscribe?email={{ email }}&token={{ token }}"
+# Each reader's unsubscribe link is <[web] base_url>/u/<token>, served by `newsletter serve` (below).
+# Only for your own unsubscribe page instead: {{ token }} is an HMAC of the address keyed by
+# NEWSLETTER_SECRET ({{ email }} would show the address in the link: spam score, proxy logs), and
+# unsubscribe_one_click = true if that page honours RFC 8058 one-click POSTs.
+# unsubscribe_url = "https://example.org/unsubscribe?email={{ email }}&token={{ token }}"
 # An address readers may email to unsubscribe, offered in the List-Unsubscribe header (optional).
 unsubscribe_mailto = "unsubscribe@example.org"
 # The List-Id header (optional; made from the name and the sender's domain if left out).
@@ -95,8 +97,8 @@ open = false
 
 [web]
 # `newsletter serve`: one-click unsubscribe and sign-up pages. The public https address it is reached at
-# (behind your reverse proxy); unsubscribe links then point there (optional).
-# base_url = "https://news.example.org"
+# (behind your reverse proxy); unsubscribe links point there.
+base_url = "https://news.example.org"
 # Hours a sign-up's confirmation link works.
 confirm_hours = 48
 # The consent line readers tick on the sign-up form.

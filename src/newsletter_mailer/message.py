@@ -111,6 +111,7 @@ class MessageTemplate:
         self.domain = s.from_email.rsplit("@", 1)[1]
         self.mailto = f"mailto:{s.unsubscribe_mailto}?subject=unsubscribe" if s.unsubscribe_mailto else None
         self.unsub_index = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
+        self.one_click = s.one_click
 
         msg = EmailMessage(policy=SMTP)
         msg["From"] = Address(display_name=s.from_name or s.name, addr_spec=s.from_email)
@@ -168,12 +169,14 @@ class MessageTemplate:
         self._qp_html_cache: dict[str, bytes] = {}
 
     def list_unsubscribe(self, url: str | None) -> str:
-        """List-Unsubscribe header line(s) with CRLF (RFC 8058 one-click when https), or nothing."""
+        """List-Unsubscribe header line(s) with CRLF, or nothing. RFC 8058 one-click only for an
+        https link whose page is known to honour the POST (Settings.one_click): advertising it
+        without an endpoint is worse than not."""
         mailto = self.mailto  # per recipient: plain string work, no lists
         if not url:
             return f"List-Unsubscribe: <{mailto}>\r\n" if mailto else ""
         out = f"List-Unsubscribe: <{url}>, <{mailto}>" if mailto else f"List-Unsubscribe: <{url}>"
-        if url[:8].lower() == "https://":
+        if self.one_click and url[:8].lower() == "https://":
             out += "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
         return out + "\r\n"
 

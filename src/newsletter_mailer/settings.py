@@ -125,6 +125,9 @@ class Settings(StrictModel):
     language: str = "en"
     unsubscribe_url: str | None = Field(
         None, description="template with {{ email }} and {{ token }}, an HMAC keyed by NEWSLETTER_SECRET")
+    unsubscribe_one_click: bool = Field(
+        False, description="unsubscribe_url's page honours an RFC 8058 one-click POST: advertise it "
+                           "(List-Unsubscribe-Post) when the link is https")
     unsubscribe_mailto: Address | None = None
     list_id: HeaderLine | None = None
     brand: Brand = Brand()
@@ -150,6 +153,14 @@ class Settings(StrictModel):
             raise ValueError("must include {{ email }} or {{ token }} so each link is personal")
         header_safe(filled)
         return v
+
+    @property
+    def one_click(self) -> bool:
+        """Whether List-Unsubscribe-Post may be advertised for an https link: only when something
+        is known to honour the POST (this project's app, or a custom page that says it does)."""
+        if self.unsubscribe_url is not None:
+            return self.unsubscribe_one_click
+        return self.web.base is not None
 
     @property
     def web_base(self) -> str:
