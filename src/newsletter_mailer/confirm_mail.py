@@ -2,7 +2,7 @@
 
 The web app does not know how mail leaves the machine: it gets a
 `deliver(to_email, message_bytes)`. `outbox_delivery` is the one that needs no server
-(files under `outbox/_confirm/`); SMTP and SendGrid come with the provider wiring.
+(files under `outbox/_confirm/`); confirm_delivery.py sends it over SMTP or SendGrid.
 Header values go through message.header_value / message.address, so a name or subject
 can neither add a line nor smuggle one in an RFC 2047 encoded-word.
 """
