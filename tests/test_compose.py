@@ -486,7 +486,10 @@ def _levels(checks, words):
 
 
 def test_example_checks_are_all_ok(example):
-    assert {c.level for c in example["checks"]} == {"ok"}, example["checks"]
+    """All ok but the warning that the example's own unsubscribe_url shows the address (issue 11)."""
+    shows = [c for c in example["checks"] if "unsubscribe_url shows the address" in c.message]
+    assert [c.level for c in shows] == ["warning"], example["checks"]
+    assert {c.level for c in example["checks"] if c not in shows} == {"ok"}, example["checks"]
 
 
 def _big_issue(body: str, subject: str = "Big", preheader: str | None = "A preview") -> str:

@@ -278,6 +278,25 @@ def test_smtp_drop_after_the_data_is_uncertain_held_back_and_never_doubled(nl, s
     assert h.counts() == Counter({e: 1 for e in emails})  # the server has it once, nobody twice
 
 
+def test_smtp_uncertain_row_keeps_the_message_id_the_server_logged(nl, smtpd):
+    """The row of a message in flight names its Message-ID, so the server's log can be searched by it."""
+    emails = addrs(3)
+    write_list(nl, emails)
+    h = DropAfterData(victim=emails[1])
+    smtpd(h)
+    r = send()
+    assert "uncertain: 1" in r.stdout, r.output
+    logged = dict(h.received)
+    db = sqlite3.connect(nl / ".newsletter" / "ledger.sqlite3")
+    try:
+        ids = dict(db.execute("SELECT email, message_id FROM deliveries WHERE issue='mini'"))
+    finally:
+        db.close()
+    assert ids == logged and len(set(ids.values())) == 3  # the uncertain one included, each its own
+    st = status("--list-uncertain")
+    assert f"uncertain\t{emails[1]}\tsmtp\t" in st.stdout and logged[emails[1]] in st.stdout
+
+
 # --- SMTP: permanent refusals ------------------------------------------------------------------
 
 

@@ -160,3 +160,32 @@ def test_then_compose_and_publish_work_in_that_folder(tmp_path):
     proc = newsletter("publish", cwd=d)
     assert proc.returncode == 0, proc.stderr
     assert (d / "site" / slug / "index.html").is_file()
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_init_modes_are_fixed_whatever_the_umask(tmp_path, umask):
+    """Files 0644, folders 0755, and subscribers.csv (it will hold addresses) 0600 (issue 10.2)."""
+    import stat
+
+    d = tmp_path / "news"
+    old = os.umask(umask)
+    try:
+        init(d)
+    finally:
+        os.umask(old)
+    for rel in FILES:
+        want = 0o600 if rel == "subscribers.csv" else 0o644
+        assert stat.S_IMODE((d / rel).stat().st_mode) == want, rel
+    for folder in (d, d / "issues", d / "templates"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, folder
+
+
+def test_init_never_writes_through_a_planted_link(tmp_path):
+    d = tmp_path / "news"
+    d.mkdir()
+    victim = tmp_path / "victim.txt"
+    (d / "newsletter.toml").symlink_to(victim)  # dangling: a plain create would make victim.txt
+    (d / "subscribers.csv").symlink_to(tmp_path / "other.csv")
+    init(d)
+    assert not victim.exists() and not (tmp_path / "other.csv").exists()
+    assert (d / "newsletter.toml").is_symlink()

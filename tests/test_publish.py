@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
+from newsletter_mailer.errors import NewsletterError
 from tests.conftest import EXAMPLE_ISSUE, EXAMPLE_SETTINGS, MINI_ISSUE
 
 runner = CliRunner()
@@ -403,3 +404,100 @@ def test_browser_index_renders_and_every_link_resolves_inside_the_site(nl):
             more.click()
             page.wait_for_load_state()
             assert page.title() == "CSCP Newsletter"
+
+
+# ------------------------------------------------------------------------------------------------
+# local images never lead outside the issue's folder (issue 10.3)
+
+SECRET = b"root:x:0:0:secret outside the issue folder\n"
+
+
+def plant(nl: Path, kind: str) -> None:
+    """Make images/pic one.png lead to a file outside issues/ (which holds the issue file)."""
+    outside = nl / "outside"
+    outside.mkdir()
+    (outside / "pic one.png").write_bytes(SECRET)
+    images = nl / "issues" / "images"
+    if kind == "linked file":
+        (images / "pic one.png").unlink()
+        (images / "pic one.png").symlink_to(outside / "pic one.png")
+    else:
+        shutil.rmtree(images)
+        images.symlink_to(outside, target_is_directory=True)
+
+
+@pytest.mark.parametrize("command", ["compose", "check", "publish"])
+@pytest.mark.parametrize("kind", ["linked file", "under a linked folder"])
+def test_an_image_leading_outside_the_issue_folder_is_refused(nl, kind, command):
+    plant(nl, kind)
+    issue = nl / "issues" / "2021-03-local.yaml"
+    args = {"compose": ["compose", str(issue), "--out", str(nl / "out")], "check": ["check", str(issue)],
+            "publish": ["publish", "--out", str(nl / "site")]}[command]
+    result = runner.invoke(app, [*args, "--config", str(nl / "newsletter.toml")])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    src_line = LOCAL.splitlines().index("      src: images/pic one.png") + 1
+    assert lines[0].startswith(f"error: {issue}:{src_line}: sections[0].image.src: the image leads outside"), lines[0]
+    assert "copy the image itself into" in lines[0]
+    assert not (nl / "out").exists()
+    assert not [p for p in (nl / "site").rglob("*") if p.is_file() and p.read_bytes() == SECRET]
+
+
+def test_an_image_linked_inside_the_issue_folder_is_still_published(nl):
+    """The rule is where the real file is, not whether a link is involved."""
+    images = nl / "issues" / "images"
+    (images / "pic one.png").rename(images / "real.png")
+    (images / "pic one.png").symlink_to("real.png")
+    published(nl)
+    copy = nl / "site" / "2021-03-local" / "images" / "pic one.png"
+    assert not copy.is_symlink() and copy.read_bytes() == png()
+
+
+def test_an_image_swapped_for_a_link_after_the_check_is_not_copied(nl, monkeypatch):
+    """publish reads the image again from its real path, checked again at that moment."""
+    from newsletter_mailer import media
+
+    checked = media.check_local_images
+
+    def check_then_swap(issue, issue_path):
+        checked(issue, issue_path)
+        if issue_path.name == "2021-03-local.yaml" and not (nl / "outside").exists():
+            plant(nl, "linked file")
+
+    monkeypatch.setattr("newsletter_mailer.compose.check_local_images", check_then_swap)
+    result = publish(nl)
+    assert result.exit_code == 2, result.output
+    assert "the image leads outside" in result.stderr
+    assert not (nl / "site" / "2021-03-local" / "images" / "pic one.png").exists()
+
+
+@pytest.mark.parametrize("src", ["../outside/pic one.png", "images/../../outside/pic one.png",
+                                 "/etc/passwd"])
+@pytest.mark.parametrize("command", ["compose", "publish"])
+def test_escaping_and_absolute_image_paths_are_refused(nl, src, command):
+    (nl / "outside").mkdir()
+    (nl / "outside" / "pic one.png").write_bytes(SECRET)
+    issue = nl / "issues" / "2021-03-local.yaml"
+    issue.write_text(LOCAL.replace("src: images/pic one.png", f"src: '{src}'"), encoding="utf-8")
+    args = ["compose", str(issue), "--out", str(nl / "out")] if command == "compose" else ["publish", "--out", str(nl / "site")]
+    result = runner.invoke(app, [*args, "--config", str(nl / "newsletter.toml")])
+    assert result.exit_code == 2, result.output
+    assert "sections.0.image.src" in result.stderr or "sections[0].image.src" in result.stderr, result.stderr
+    assert not (nl / "out").exists() and not (nl / "site").exists()
+
+
+def test_media_inside_refuses_each_way_out(tmp_path):
+    """The one rule (media.inside) on its own, for paths the schema would refuse too."""
+    from newsletter_mailer import media
+
+    issue = tmp_path / "issues" / "a.yaml"
+    (tmp_path / "issues" / "in").mkdir(parents=True)
+    (tmp_path / "issues" / "in" / "ok.png").write_bytes(b"ok")
+    (tmp_path / "secret").write_bytes(SECRET)
+    (tmp_path / "issues" / "link.png").symlink_to(tmp_path / "secret")
+    assert media.inside(issue, Path("in/ok.png")) == (tmp_path / "issues" / "in" / "ok.png").resolve()
+    for way_out in ["../secret", "in/../../secret", str(tmp_path / "secret"), "link.png", "."]:
+        assert media.inside(issue, Path(way_out)) is None, way_out
+        with pytest.raises(NewsletterError):
+            media.read_image(issue, Path(way_out))

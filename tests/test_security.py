@@ -495,3 +495,72 @@ def test_secret_ledger_and_state_folder_are_private(nl, umask):
     assert p.returncode == 0 and "sent 2" in p.stdout
     for f in [state / "ledger.sqlite3", *state.glob("ledger.sqlite3-*")]:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f.name
+
+
+# --- files written exclusively, never through a link (issue 10.2) ----------------------------------------
+
+
+@pytest.fixture
+def umask0():
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_compose_replaces_a_planted_link_in_the_build_folder_and_writes_0644(nl, umask0):
+    victim = nl / "victim.txt"
+    victim.write_text("keep me")
+    out = nl / "build" / "mini"
+    out.mkdir(parents=True)
+    for name in ("email.html", "email.txt", "web.html", "preview.html"):
+        (out / name).symlink_to(victim)
+    result = runner.invoke(app, ["compose", "issues/mini.yaml"])
+    assert result.exit_code == 0, result.output
+    assert victim.read_text() == "keep me"
+    for name in ("email.html", "email.txt", "web.html", "preview.html"):
+        assert not (out / name).is_symlink() and _mode(out / name) == 0o644, name
+    assert sorted(os.listdir(out)) == ["email.html", "email.txt", "preview.html", "web.html"]
+
+
+def test_publish_writes_nothing_through_a_planted_link_in_the_site(nl, umask0):
+    elsewhere = nl / "elsewhere"
+    elsewhere.mkdir()
+    site = nl / "site"
+    site.mkdir()
+    (site / "mini").symlink_to(elsewhere, target_is_directory=True)  # a predictable issue folder
+    result = runner.invoke(app, ["publish", "--out", str(site)])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.splitlines()) == 1 and "link" in result.stderr, result.stderr
+    assert os.listdir(elsewhere) == []
+    (site / "mini").unlink()
+    result = runner.invoke(app, ["publish", "--out", str(site)])
+    assert result.exit_code == 0, result.output
+    for f in [site / "index.html", site / "feed.xml", site / ".published.json", site / "mini" / "index.html"]:
+        assert _mode(f) == 0o644, f
+    assert _mode(site / "mini") == 0o755
+
+
+def test_publish_refuses_a_link_planted_over_a_file_it_wrote(nl, umask0):
+    site = nl / "site"
+    assert runner.invoke(app, ["publish", "--out", str(site)]).exit_code == 0
+    victim = nl / "victim.txt"
+    victim.write_text("keep me")
+    (site / "feed.xml").unlink()
+    (site / "feed.xml").symlink_to(victim)
+    result = runner.invoke(app, ["publish", "--out", str(site)])
+    assert result.exit_code == 2 and "feed.xml: exists and was not written by newsletter publish" in result.stderr
+    assert victim.read_text() == "keep me" and (site / "feed.xml").is_symlink()
+
+
+def test_confirmation_mails_in_the_outbox_are_private(tmp_path, umask0):
+    from newsletter_mailer.confirm_mail import outbox_delivery
+
+    outbox = tmp_path / "outbox"
+    outbox_delivery(outbox)("a@example.org", b"To: a@example.org\r\n\r\nhi\r\n")
+    (mail,) = (outbox / "_confirm").iterdir()
+    assert mail.read_bytes() == b"To: a@example.org\r\n\r\nhi\r\n"
+    assert _mode(mail) == 0o600 and _mode(outbox / "_confirm") == 0o700

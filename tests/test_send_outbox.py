@@ -327,3 +327,21 @@ def test_deliver_batch_interrupted_records_uncertain_and_raises(batch_parts, fol
         deliver_batch(ledger, "mini", provider, batch, summary)
     assert ledger_rows(folder) == {"ann@example.org": "uncertain", "bob@example.org": "uncertain"}
     assert (summary.sent, summary.failed, summary.uncertain) == (0, 0, 2)
+
+
+def test_interrupted_batch_keeps_each_message_id_chosen_before_the_attempt(batch_parts, folder: Path):
+    """The 'sending' row already has the Message-ID the message carries; an interrupted attempt keeps it."""
+    from newsletter_mailer.send import deliver_batch
+
+    p, ledger, batch, summary = batch_parts
+    assert all(r.message_id for r in batch) and batch[0].message_id != batch[1].message_id
+    with pytest.raises(KeyboardInterrupt):
+        deliver_batch(ledger, "mini", _Watched(p.provider, ledger, fail=KeyboardInterrupt()), batch, summary)
+    rows = {r.email: (r.status, r.message_id) for r in ledger.rows("mini")}
+    assert rows == {"ann@example.org": ("uncertain", batch[0].message_id),
+                    "bob@example.org": ("uncertain", batch[1].message_id)}
+    deliver_batch(ledger, "mini", p.provider, batch, summary)  # the same recipients, now delivered
+    sent = {e: m["Message-ID"] for e, m in messages(folder).items()}
+    assert {r.email: r.message_id for r in ledger.rows("mini")} == {
+        "ann@example.org": sent["ann@example.org"], "bob@example.org": sent["Bob@example.org"]}
+    assert sent["ann@example.org"] == batch[0].message_id

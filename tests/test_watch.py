@@ -248,3 +248,45 @@ def test_the_loopback_names_it_serves_are_accepted(server, name):
     port = int(server.url.rsplit(":", 1)[1].strip("/"))
     status, body = raw_get(server, f"{name}:{port}")
     assert status == 200 and b'id="subject">Hello friend<' in body
+
+
+SECRET = b"secret outside the issue folder\n"
+
+
+@pytest.mark.parametrize("kind", ["linked file", "under a linked folder", "swapped after serving"])
+def test_media_route_serves_nothing_from_outside_the_issue_folder(server, newsletter_dir, kind):
+    """A symlinked image, one under a symlinked folder, or one swapped for a link once served:
+    /__media/ answers 404 and never the outside file's bytes (issue 10.3)."""
+    outside = newsletter_dir / "outside"  # next to issues/, so outside the issue's folder tree
+    outside.mkdir()
+    (outside / "a.png").write_bytes(SECRET)
+    pics = newsletter_dir / "issues" / "pics"
+    if kind == "under a linked folder":
+        pics.symlink_to(outside, target_is_directory=True)
+    else:
+        pics.mkdir()
+        if kind == "swapped after serving":
+            (pics / "a.png").write_bytes(png())
+        else:
+            (pics / "a.png").symlink_to(outside / "a.png")
+    edit(newsletter_dir / "issues" / "mini.yaml", "src: https://example.org/a.png", "src: pics/a.png")
+    if kind == "swapped after serving":
+        page_with(server, "/__media/pics/a.png")
+        with urllib.request.urlopen(server.url + "__media/pics/a.png", timeout=5) as r:
+            assert r.read() == png()
+        (pics / "a.png").unlink()
+        (pics / "a.png").symlink_to(outside / "a.png")
+    else:
+        page = page_with(server, 'id="problem"')
+        assert "the image leads outside" in page and "sections[0].image.src" in page
+    status, body = get(server.url + "__media/pics/a.png")
+    assert status == 404 and SECRET.decode() not in body
+
+
+@pytest.mark.parametrize("url", ["__media/../newsletter.toml", "__media/..%2F..%2Foutside%2Fa.png",
+                                 "__media/%2Fetc%2Fpasswd", "__media//etc/passwd"])
+def test_media_route_refuses_escaping_and_absolute_paths(server, newsletter_dir, url):
+    (newsletter_dir / "outside").mkdir()
+    (newsletter_dir / "outside" / "a.png").write_bytes(SECRET)
+    status, body = get(server.url + url)
+    assert status == 404 and "secret" not in body and "from_email" not in body

@@ -50,6 +50,7 @@ def test_sign_up_in_the_form_then_confirm_from_the_email(server):
         assert "You are subscribed" in page.inner_text("h1")
     store = server.audience()
     assert (address, "Chromium Reader") in store.signups()
+    assert store.status(address).status == "subscribed" and store.status(address).source == "form"
     store.close()
 
 

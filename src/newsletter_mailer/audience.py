@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.ledger import key
 
@@ -113,7 +114,7 @@ def _create_private(path: Path) -> None:
     """The file made 0600 by us, never through a link: it lists every reader's address."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW, 0o600))
+        files.create_new(path, b"", files.PRIVATE)
     except FileExistsError:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             raise OSError(f"{path} is not a regular file (a link?)") from None

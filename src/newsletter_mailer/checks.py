@@ -5,18 +5,21 @@ Run by `compose` (shown), `check` (exit code) and `send` (errors stop the send).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from html import escape
 from html.parser import HTMLParser
 from typing import Literal
 
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
+from newsletter_mailer.mergefields import fill_url_placeholders
 
 GMAIL_CLIP = 102 * 1024
 SIZE_WARN = 90 * 1024
 SUBJECT_PREVIEW = 60
 PREHEADER_PREVIEW = 100
 _ABSOLUTE = ("http://", "https://", "mailto:")
+_EMAIL_IN_LINK = re.compile(r"\{\{\s*email\s*\}\}")
 
 
 @dataclass(frozen=True)
@@ -89,14 +92,22 @@ def run_checks(c: Composed) -> list[Check]:
 
     unsub_field = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
     unsub_in_html = unsub_field is not None and unsub_field in c.html.used
-    has_source = bool(c.settings.unsubscribe_url or c.settings.delivery.sendgrid.asm_group_id)
+    has_source = bool(c.settings.unsubscribe_url or c.settings.web.base_url
+                      or c.settings.delivery.sendgrid.asm_group_id)
     if not unsub_in_html:
         out.append(Check("error", "no unsubscribe link in the email: the template must use {{ unsubscribe_url }}"))
     elif not has_source:
-        out.append(Check("error", "no unsubscribe address: set unsubscribe_url in newsletter.toml "
-                                  "(or delivery.sendgrid.asm_group_id)"))
+        out.append(Check("error", "no unsubscribe address: set [web] base_url in newsletter.toml "
+                                  "(or unsubscribe_url, or delivery.sendgrid.asm_group_id)"))
+    elif c.settings.unsubscribe_url:
+        # Filled by the parser each message's link is filled with: what is shown is what is sent.
+        sample = fill_url_placeholders(c.settings.unsubscribe_url, email="reader@example.org", token="TOKEN")
+        out.append(Check("ok", f"unsubscribe link present, e.g. {sample}"))
     else:
         out.append(Check("ok", "unsubscribe link present"))
+    if c.settings.unsubscribe_url and _EMAIL_IN_LINK.search(c.settings.unsubscribe_url):
+        out.append(Check("warning", "unsubscribe_url shows the address ({{ email }}): the address in the "
+                                    "link costs spam score and leaks into logs: use [web] base_url"))
     if escape(c.settings.postal_address) not in html or c.settings.postal_address not in text:
         out.append(Check("error", "postal address missing from the email (bulk-mail law expects it)"))
     else:

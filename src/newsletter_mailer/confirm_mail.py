@@ -2,14 +2,13 @@
 
 The web app does not know how mail leaves the machine: it gets a
 `deliver(to_email, message_bytes)`. `outbox_delivery` is the one that needs no server
-(files under `outbox/_confirm/`); SMTP and SendGrid come with the provider wiring.
+(files under `outbox/_confirm/`); confirm_delivery.py sends it over SMTP or SendGrid.
 Header values go through message.header_value / message.address, so a name or subject
 can neither add a line nor smuggle one in an RFC 2047 encoded-word.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from email.mime.multipart import MIMEMultipart
@@ -19,6 +18,7 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Callable
 
+from newsletter_mailer import files
 from newsletter_mailer.message import address, header_value
 from newsletter_mailer.settings import Settings
 
@@ -54,10 +54,8 @@ def outbox_delivery(outbox_dir: Path) -> Deliver:
     folder = outbox_dir / "_confirm"
 
     def deliver(to_email: str, data: bytes) -> None:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files.make_private_dir(folder)
         name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(6)}.eml"
-        fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        files.create_new(folder / name, data, files.PRIVATE)
 
     return deliver

@@ -75,14 +75,25 @@ REDACTED = "[redacted]"
 _CREDENTIAL = re.compile(r"(Bearer\s+)[^'\"\s,}]+|SG\.[A-Za-z0-9_.\-]+")
 
 
+def _forms(secret: str) -> tuple[str, ...]:
+    """A secret as written and in base64, padded and not: SMTP AUTH sends it base64-encoded,
+    and a hostile server can echo that exchange back in its error reply."""
+    import base64
+
+    b64 = base64.b64encode(secret.encode("utf-8", "surrogatepass")).decode("ascii")
+    return secret, b64, b64.rstrip("=")
+
+
 def redact(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     """The one redactor: secrets from the environment, extra_secrets (e.g. a key read from a
-    context's env) and credential-shaped strings never reach a terminal, a log or a file."""
+    context's env, SMTP's PLAIN exchange "\\0user\\0password"), their base64 forms and
+    credential-shaped strings never reach a terminal, a log or a file."""
     import os
 
     for value in (*(os.environ.get(var) for var in SECRET_VARS), *extra_secrets):
         if value and len(value) >= 4:
-            text = text.replace(value, REDACTED)
+            for form in _forms(value):
+                text = text.replace(form, REDACTED)
     return _CREDENTIAL.sub(lambda m: (m.group(1) or "") + REDACTED, text)
 
 

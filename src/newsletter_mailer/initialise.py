@@ -6,6 +6,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 
 SETTINGS = """\
@@ -30,9 +31,11 @@ postal_address = "My Organisation, 1 Example Street, Example Town EX1 1AA"
 test_recipient = "editor@example.org"
 # The language of the issues, a tag like en, en-GB or fr.
 language = "en"
-# A personal unsubscribe link for each reader: {{ email }} is their address, {{ token }} an HMAC of it
-# keyed by the NEWSLETTER_SECRET environment variable, so your unsubscribe page can trust the link.
-unsubscribe_url = "https://example.org/unsubscribe?email={{ email }}&token={{ token }}"
+# Each reader's unsubscribe link is <[web] base_url>/u/<token>, served by `newsletter serve` (below).
+# Only for your own unsubscribe page instead: {{ token }} is an HMAC of the address keyed by
+# NEWSLETTER_SECRET ({{ email }} would show the address in the link: spam score, proxy logs), and
+# unsubscribe_one_click = true if that page honours RFC 8058 one-click POSTs.
+# unsubscribe_url = "https://example.org/unsubscribe?email={{ email }}&token={{ token }}"
 # An address readers may email to unsubscribe, offered in the List-Unsubscribe header (optional).
 unsubscribe_mailto = "unsubscribe@example.org"
 # The List-Id header (optional; made from the name and the sender's domain if left out).
@@ -94,8 +97,8 @@ open = false
 
 [web]
 # `newsletter serve`: one-click unsubscribe and sign-up pages. The public https address it is reached at
-# (behind your reverse proxy); unsubscribe links then point there (optional).
-# base_url = "https://news.example.org"
+# (behind your reverse proxy); unsubscribe links point there.
+base_url = "https://news.example.org"
 # Hours a sign-up's confirmation link works.
 confirm_hours = 48
 # The consent line readers tick on the sign-up form.
@@ -192,10 +195,9 @@ class InitReport:
     issue: Path | None = None
 
 
-def _create(path: Path, text: str, result: InitReport) -> None:
+def _create(path: Path, text: str, result: InitReport, mode: int = files.PUBLIC) -> None:
     try:
-        with path.open("x", encoding="utf-8", newline="\n") as f:  # "x": never overwrite
-            f.write(text)
+        files.create_new(path, text, mode)  # exclusive: never overwrites, never follows a link
     except FileExistsError:
         result.existing.append(path)
         return
@@ -210,7 +212,7 @@ def _folder(path: Path, result: InitReport) -> None:
     if path.exists():
         raise NewsletterError("exists but is not a folder", path=path, hint="move it away and run init again")
     try:
-        path.mkdir(parents=True)
+        files.make_dir(path)
     except OSError as exc:
         raise NewsletterError(f"cannot create the folder: {exc.strerror}", path=path) from None
     result.created.append(path)
@@ -228,7 +230,7 @@ def initialise(directory: Path, today: dt.date | None = None) -> InitReport:
     _create(issue, ISSUE.format(name="My Newsletter", date=today.isoformat(),
                                 path=f"issues/{issue.name}"), result)
     result.issue = issue
-    _create(directory / "subscribers.csv", SUBSCRIBERS, result)
+    _create(directory / "subscribers.csv", SUBSCRIBERS, result, files.PRIVATE)  # it will hold addresses
     _folder(directory / "templates", result)
     _create(directory / "templates" / "README.md", TEMPLATES_README.format(builtin=builtin_templates()), result)
     return result

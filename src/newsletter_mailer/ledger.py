@@ -105,23 +105,30 @@ class Ledger:
         return {e: (s, bool(p)) for e, s, p in self.db.execute(
             "SELECT email, status, permanent FROM deliveries WHERE issue=?", (issue,))}
 
-    def begin(self, issue: str, emails: Iterable[str], provider: str) -> None:
-        """Written and committed before the attempt: a crash from here on leaves them uncertain."""
+    def begin(self, issue: str, emails: Iterable[str], provider: str,
+              message_ids: Iterable[str | None] | None = None) -> None:
+        """Written and committed before the attempt: a crash from here on leaves them uncertain.
+        message_ids (when the provider chooses them before sending) let an uncertain row be
+        found in the server's log by Message-ID, not only by address."""
         now = _now()
-        self._tx("INSERT INTO deliveries (issue, email, status, provider, attempts, updated_at) "
-                 "VALUES (?,?,'sending',?,1,?) ON CONFLICT (issue, email) DO UPDATE SET status='sending', "
-                 "provider=excluded.provider, attempts=attempts+1, reason=NULL, updated_at=excluded.updated_at",
-                 ((issue, key(e), provider, now) for e in emails))
+        emails = list(emails)
+        ids = list(message_ids) if message_ids is not None else [None] * len(emails)
+        self._tx("INSERT INTO deliveries (issue, email, status, provider, message_id, attempts, updated_at) "
+                 "VALUES (?,?,'sending',?,?,1,?) ON CONFLICT (issue, email) DO UPDATE SET status='sending', "
+                 "provider=excluded.provider, message_id=excluded.message_id, attempts=attempts+1, reason=NULL, "
+                 "updated_at=excluded.updated_at",
+                 ((issue, key(e), provider, m, now) for e, m in zip(emails, ids, strict=True)))
 
     def finish(self, issue: str, results: Iterable) -> None:
-        """Record each provider Outcome: sent (with the provider's id), failed (with why) or uncertain."""
+        """Record each provider Outcome: sent (with the provider's id), failed (with why) or uncertain
+        (keeping the id recorded with 'sending': the one to look for in the server's log)."""
         now = _now()
         rows = []
         for r in results:
             status = "sent" if r.ok else "uncertain" if r.uncertain else "failed"
-            rows.append((status, r.message_id, r.error, int(bool(r.permanent)), now, issue, key(r.email)))
-        self._tx("UPDATE deliveries SET status=?, message_id=?, reason=?, permanent=?, updated_at=? "
-                 "WHERE issue=? AND email=?", rows)
+            rows.append((status, r.message_id, status, r.error, int(bool(r.permanent)), now, issue, key(r.email)))
+        self._tx("UPDATE deliveries SET status=?, message_id=COALESCE(?, CASE WHEN ?='uncertain' THEN message_id END), "
+                 "reason=?, permanent=?, updated_at=? WHERE issue=? AND email=?", rows)
 
     def counts(self, issue: str) -> dict[str, int]:
         """Rows per status; in-flight ('sending') rows count as uncertain, as a resumed send

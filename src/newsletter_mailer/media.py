@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
+from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.schema import Issue
 
@@ -44,16 +45,44 @@ def image_files(issue: Issue, issue_path: Path) -> list[tuple[str, Path]]:
     return list(seen.items())
 
 
+def inside(issue_path: Path, file: Path) -> Path | None:
+    """The real path of a local image file, or None when it (a symlink, a file under a symlinked
+    folder, a `../` or absolute path) leads outside the folder holding the issue file."""
+    root = issue_path.parent.resolve()
+    real = (issue_path.parent / file).resolve()
+    return real if real.is_relative_to(root) and real != root else None
+
+
+def read_image(issue_path: Path, file: Path) -> bytes:
+    """The bytes of a local image for publish and --watch, read from its real path, only if that
+    lies inside the issue's folder tree (checked again here: the file may have changed since)."""
+    real = inside(issue_path, file)
+    if real is None:
+        raise _outside(file, issue_path)
+    try:
+        return files.read_no_follow(real)
+    except OSError as exc:
+        raise NewsletterError(f"cannot read: {exc.strerror}", path=file) from None
+
+
 def check_local_images(issue: Issue, issue_path: Path) -> None:
-    """Raise a NewsletterError naming the issue file, line and field when a local image is missing."""
+    """Raise a NewsletterError naming the issue file, line and field when a local image is missing
+    or leads outside the issue's folder (publish would copy it into the site, --watch serve it)."""
     for i, rel in local_images(issue):
         file = issue_path.parent / rel
+        where = dict(line=_line_of(issue_path, i), field=f"sections[{i}].image.src")
+        if inside(issue_path, file) is None:
+            raise _outside(file, issue_path, **where)
         if file.is_file():
             continue
         what = "is a folder, not an image file" if file.is_dir() else "image file not found"
-        raise NewsletterError(f"{what}: {file}", path=issue_path, line=_line_of(issue_path, i),
-                              field=f"sections[{i}].image.src",
+        raise NewsletterError(f"{what}: {file}", path=issue_path, **where,
                               hint="a local image path is relative to the issue file's folder")
+
+
+def _outside(file: Path, issue_path: Path, **where) -> NewsletterError:
+    return NewsletterError(f"the image leads outside the issue's folder (a link?): {file}", path=issue_path,
+                           hint=f"copy the image itself into {issue_path.parent} instead of linking to it", **where)
 
 
 def _line_of(issue_path: Path, section: int) -> int | None:

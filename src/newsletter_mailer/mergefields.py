@@ -13,16 +13,64 @@ import ast
 import re
 import secrets
 from dataclasses import dataclass, field
+from typing import Iterable
+from urllib.parse import quote
 
 MERGE_RE = re.compile(
     r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*"
     r"(?:\|\s*default\(\s*(\"(?:[^\"\\\r\n]|\\.)*\"|'(?:[^'\\\r\n]|\\.)*')\s*\)\s*)?\}\}"
 )
 EXAMPLE = '{{ name }} or {{ name | default("friend") }}'
+# The placeholders of settings.unsubscribe_url, filled per recipient by fill_url_placeholders.
+URL_FIELDS = ("email", "token")
 
 
-def _default(literal: str | None) -> str | None:
-    return None if literal is None else str(ast.literal_eval(literal))
+def default_value(literal: str | None) -> str | None:
+    """The text of a default("…") as written in the file, its escapes (\\n, \\x1b) evaluated.
+
+    ValueError for an escape Python cannot read ("\\x0", "\\N{nonsense}"): a user's typo, not a crash.
+    validators.merge_default judges the evaluated text.
+    """
+    if literal is None:
+        return None
+    try:
+        return str(ast.literal_eval(literal))
+    except (SyntaxError, ValueError):
+        raise ValueError(f"default({literal[:40]}) is not readable quoted text: check its backslash escapes") from None
+
+
+def url_placeholders(template: str, allowed: Iterable[str] = URL_FIELDS) -> set[str]:
+    """The placeholder names a URL template uses, parsed by MERGE_RE like every merge field.
+
+    One parser for the settings check, `check` and the per-recipient fill: whatever spacing
+    passes here ({{email}}, {{  token }}) is exactly what fill_url_placeholders fills. ValueError
+    for a default (these are always filled), a name not allowed, or a brace left over.
+    """
+    allowed = tuple(allowed)
+    only = "may use only " + " and ".join("{{ %s }}" % a for a in allowed)
+    names = set()
+    for m in MERGE_RE.finditer(template):
+        if m.group(2) is not None:
+            raise ValueError(f"{only}, without a default: found '{m.group()[:60]}'")
+        if m.group(1).lower() not in allowed:
+            raise ValueError(f"{only}, found '{m.group()[:60]}'")
+        names.add(m.group(1).lower())
+    rest = MERGE_RE.sub("", template)
+    stray = re.search(r"[{}]", rest)
+    if stray:
+        raise ValueError(f"{only}, found '{rest[max(stray.start() - 10, 0): stray.start() + 20]}'")
+    return names
+
+
+def fill_url_placeholders(template: str, **values: str) -> str:
+    """template with each {{ name }} (any spacing, any case) replaced by its value, URL-encoded."""
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1).lower()
+        if name not in values:
+            raise ValueError(f"no value for {{{{ {name} }}}}")
+        return quote(values[name], safe="@")
+
+    return MERGE_RE.sub(value, template)
 
 
 @dataclass(frozen=True)
@@ -53,7 +101,7 @@ class FieldTable:
 
     def tokenize(self, text: str) -> str:
         """Replace each merge field in text with its token."""
-        return MERGE_RE.sub(lambda m: self.token(m.group(1), _default(m.group(2))), text)
+        return MERGE_RE.sub(lambda m: self.token(m.group(1), default_value(m.group(2))), text)
 
     def placeholder(self, i: int) -> str:
         """How a field reads in email.html on disk: as the user wrote it."""

@@ -111,6 +111,7 @@ class MessageTemplate:
         self.domain = s.from_email.rsplit("@", 1)[1]
         self.mailto = f"mailto:{s.unsubscribe_mailto}?subject=unsubscribe" if s.unsubscribe_mailto else None
         self.unsub_index = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
+        self.one_click = s.one_click
 
         msg = EmailMessage(policy=SMTP)
         msg["From"] = Address(display_name=s.from_name or s.name, addr_spec=s.from_email)
@@ -168,19 +169,26 @@ class MessageTemplate:
         self._qp_html_cache: dict[str, bytes] = {}
 
     def list_unsubscribe(self, url: str | None) -> str:
-        """List-Unsubscribe header line(s) with CRLF (RFC 8058 one-click when https), or nothing."""
+        """List-Unsubscribe header line(s) with CRLF, or nothing. RFC 8058 one-click only for an
+        https link whose page is known to honour the POST (Settings.one_click): advertising it
+        without an endpoint is worse than not."""
         mailto = self.mailto  # per recipient: plain string work, no lists
         if not url:
             return f"List-Unsubscribe: <{mailto}>\r\n" if mailto else ""
         out = f"List-Unsubscribe: <{url}>, <{mailto}>" if mailto else f"List-Unsubscribe: <{url}>"
-        if url[:8].lower() == "https://":
+        if self.one_click and url[:8].lower() == "https://":
             out += "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
         return out + "\r\n"
 
-    def build(self, email: str, name: str, values: list[str]) -> tuple[str, bytes]:
-        """(Message-ID, message bytes) for one recipient. Raises HeaderValueError for unsafe values."""
+    def new_message_id(self) -> str:
+        """A fresh Message-ID in the sender's domain."""
+        return f"<{os.urandom(12).hex()}@{self.domain}>"
+
+    def build(self, email: str, name: str, values: list[str], msgid: str | None = None) -> tuple[str, bytes]:
+        """(Message-ID, message bytes) for one recipient, with msgid when it was chosen before
+        (and recorded in the ledger). Raises HeaderValueError for unsafe values."""
         subject = self.subject.fill(values)
-        msgid = f"<{os.urandom(12).hex()}@{self.domain}>"
+        msgid = msgid or self.new_message_id()
         unsub = values[self.unsub_index] if self.unsub_index is not None else None
         to = address(name, email)
         subject = header_value(subject, "Subject")

@@ -2,45 +2,45 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import errno
 from pathlib import Path
 
+from newsletter_mailer import files
 from newsletter_mailer.checks import Check
 from newsletter_mailer.compose import Composed
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.preview import preview_page
 
 
-def write_atomic(path: Path, data: str | bytes) -> bool:
-    """Write via a temp file and rename; skip when the content is unchanged. True if written."""
+def write_atomic(path: Path, data: str | bytes, *, root: Path | None = None) -> bool:
+    """files.write_file (0644, never through a link; with root, no linked folder below it either),
+    skipped when the content is unchanged so a rebuild keeps mtimes. True if written."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        if path.read_bytes() == raw:
+        if files.read_no_follow(path) == raw:
             return False
     except OSError:
         pass
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; build and site files are meant to be served
-        os.replace(tmp, path)
+        files.write_file(path, raw, files.PUBLIC, root=root)
     except OSError as exc:
-        raise NewsletterError(f"cannot write: {exc.strerror}", path=path) from None
+        raise NewsletterError(f"cannot write: {exc.strerror}", path=path,
+                              hint="remove the link or choose another folder" if exc.errno in _LINKED else None) from None
     return True
 
 
+_LINKED = (errno.ELOOP, errno.ENOTDIR)
+
+
 def write_build(c: Composed, checks: list[Check], out_dir: Path, settings_dir: Path | None) -> dict[str, Path]:
-    files = {
+    contents = {
         "email.html": c.email_html_with_placeholders(),
         "email.txt": c.text_with_placeholders(),
         "web.html": c.web_html,
         "preview.html": preview_page(c, checks, settings_dir),
     }
     paths = {}
-    for name, content in files.items():
+    for name, content in contents.items():
         paths[name] = out_dir / name
-        write_atomic(paths[name], content)
+        write_atomic(paths[name], content, root=out_dir)
     return paths

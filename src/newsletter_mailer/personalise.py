@@ -78,6 +78,6 @@ class Filler:
 
 
 def make_recipient(filler: Filler, unsubscribe_url: Callable[[str], str], email: str, name: str,
-                   fields: Mapping[str, str]) -> Recipient:
+                   fields: Mapping[str, str], message_id: str | None = None) -> Recipient:
     """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL."""
-    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url(email)))
+    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url(email)), message_id)

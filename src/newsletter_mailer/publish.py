@@ -180,7 +180,7 @@ def _read_manifest(out: Path) -> set[str]:
 def _write_manifest(out: Path, files: set[str]) -> None:
     data = {"generator": "newsletter publish", "note": "files written by newsletter publish; "
             "a file listed here is removed when its issue is gone", "files": sorted(files)}
-    write_atomic(out / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(out / MANIFEST, json.dumps(data, indent=1, ensure_ascii=False) + "\n", root=out)
 
 
 def _same(path: Path, data: bytes) -> bool:
@@ -201,7 +201,7 @@ def publish(settings: Settings, settings_dir: Path, out: Path, *, drafts: bool =
     for i in issues:
         planned[f"{i.slug}/{PAGE}"] = i.page.encode("utf-8")
         for rel, src in i.images:
-            planned[f"{i.slug}/{rel}"] = _read(src)
+            planned[f"{i.slug}/{rel}"] = media.read_image(i.path, src)
     planned[PAGE] = archive_page(issues, settings, settings_dir).encode("utf-8")
     planned[FEED] = atom_feed(issues, settings, today).encode("utf-8")
 
@@ -222,7 +222,7 @@ def publish(settings: Settings, settings_dir: Path, out: Path, *, drafts: bool =
     _write_manifest(out, before | set(planned))
     for rel, data in planned.items():
         target = out / rel
-        (report.written if write_atomic(target, data) else report.unchanged).append(target)
+        (report.written if write_atomic(target, data, root=out) else report.unchanged).append(target)
 
     for rel in sorted(before - set(planned)):
         target = out / rel
@@ -235,13 +235,6 @@ def publish(settings: Settings, settings_dir: Path, out: Path, *, drafts: bool =
         _prune(target.parent, out)
     _write_manifest(out, set(planned))
     return report
-
-
-def _read(src: Path) -> bytes:
-    try:
-        return src.read_bytes()
-    except OSError as exc:
-        raise NewsletterError(f"cannot read: {exc.strerror}", path=src) from None
 
 
 def _prune(folder: Path, root: Path) -> None:

@@ -12,8 +12,8 @@ from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.markdown_html import check_markdown_links
-from newsletter_mailer.validators import (OneLine, StrictModel, content, http_url, link_url, no_merge_fields,
-                                          not_blank, single_line)
+from newsletter_mailer.validators import (HeaderLine, OneLine, StrictModel, content, header_safe, http_url, link_url,
+                                          no_merge_fields, not_blank, single_line)
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 SLUG_MAX = 100
@@ -58,6 +58,7 @@ def _date(v: Any) -> Any:
 
 
 Required = Annotated[str, AfterValidator(not_blank), AfterValidator(single_line), AfterValidator(content)]
+Subject = Annotated[str, AfterValidator(not_blank), AfterValidator(content), AfterValidator(header_safe)]
 Markdown = Annotated[str, AfterValidator(not_blank), AfterValidator(content), AfterValidator(_markdown)]
 OptionalMarkdown = Annotated[str, AfterValidator(content), AfterValidator(_markdown)]
 LinkURL = Annotated[str, AfterValidator(content), AfterValidator(link_url)]
@@ -94,8 +95,8 @@ class Issue(StrictModel):
 
     model_config = ConfigDict(title="Newsletter issue")  # merged with StrictModel's
 
-    subject: Required
-    preheader: OneLine | None = Field(None, description="the inbox preview line after the subject")
+    subject: Subject
+    preheader: HeaderLine | None = Field(None, description="the inbox preview line after the subject")
     date: IssueDate = Field(description="YYYY-MM-DD")
     title: OneLine | None = Field(None, description="defaults to the newsletter's name")
     intro: OptionalMarkdown | None = None

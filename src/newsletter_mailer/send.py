@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from newsletter_mailer import unsubscribe
+from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
@@ -26,8 +26,9 @@ from newsletter_mailer.personalise import Template, make_recipient
 from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, SendContext, get_provider,
                                          provider_class)
 from newsletter_mailer.schema import slug_of
+from newsletter_mailer.send_audience import SendAudience
 from newsletter_mailer.settings import Settings, load_settings
-from newsletter_mailer.subscribers import SubscriberList, read_suppressions
+from newsletter_mailer.subscribers import Subscriber, SubscriberList, read_suppressions
 
 TEST_PREFIX = "[TEST] "
 
@@ -58,9 +59,11 @@ class Prepared:
     state_dir: Path
     notes: list[str]
     unsubscribe_url: Callable[[str], str]   # address -> its unsubscribe link, decided once
+    new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str]) -> Recipient:
-        return make_recipient(self.composed.filler(), self.unsubscribe_url, email, name, fields)
+        msgid = self.new_message_id() if self.new_message_id is not None else None
+        return make_recipient(self.composed.filler(), self.unsubscribe_url, email, name, fields, msgid)
 
 
 def state_dir_for(options: Options, settings_dir: Path) -> Path:
@@ -79,8 +82,9 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     state_dir = state_dir_for(options, settings_dir)
     notes: list[str] = []
-    links = _unsubscribe_source(options, settings, provider.name, state_dir, notes)
-    return Prepared(options, composed, provider, state_dir, notes, links)
+    links = _unsubscribe_source(options, settings, provider.name, state_dir, notes, composed.slug)
+    new_id = ctx.messages.new_message_id if provider.own_message_id else None
+    return Prepared(options, composed, provider, state_dir, notes, links, new_id)
 
 
 def send_context(composed: Composed, *, outbox: Path | None = None, subject_prefix: str = "",
@@ -107,22 +111,31 @@ def own_unsubscribe(settings: Settings, provider_name: str) -> str | None:
 
 
 def _unsubscribe_source(options: Options, settings: Settings, provider_name: str, state_dir: Path,
-                        notes: list[str]) -> Callable[[str], str]:
-    """Where every recipient's unsubscribe link comes from: the provider's own, or the settings'
-    unsubscribe_url filled per address (with an HMAC token when it asks for one)."""
+                        notes: list[str], slug: str) -> Callable[[str], str]:
+    """Where every recipient's unsubscribe link comes from: the provider's own; the settings'
+    unsubscribe_url filled per address (with an HMAC token when it asks for one); or, with
+    [web] base_url, this project's app: <base_url>/u/<sealed address and issue>."""
     own = own_unsubscribe(settings, provider_name)
     if own is not None:
         return lambda email: own
     template = settings.unsubscribe_url
-    if template is None:
-        raise NewsletterError("no unsubscribe link: set unsubscribe_url in newsletter.toml",
-                              field="unsubscribe_url", hint="every recipient needs a personal one")
-    if "token" not in template:
+    if template is None and settings.web.base is None:
+        raise NewsletterError("no unsubscribe link: set [web] base_url (or unsubscribe_url) in newsletter.toml",
+                              field="web.base_url", hint="every recipient needs a personal one")
+    if template is not None and "token" not in template:
         return lambda email: unsubscribe_link(template, email, "")
     secret, note = unsubscribe.load_secret(state_dir, options.env, create=not options.dry_run)
     if note:
         notes.append(note)
+    if template is None:
+        return _app_links(settings, secret, slug)
     return lambda email: unsubscribe_link(template, email, unsubscribe.token(secret, email))
+
+
+def _app_links(settings: Settings, secret: bytes, slug: str) -> Callable[[str], str]:
+    """Links the app (web.py) opens: its secret and list id; no address in the link (one seal)."""
+    prefix, list_id, make = f"{settings.web.base}/u/", settings.list_id_header, tokens.make_unsubscribe
+    return lambda email: prefix + make(secret, list_id, email, slug)
 
 
 @dataclass
@@ -136,6 +149,7 @@ class Plan:
     header_invalid: list[tuple[int, str, str]] = field(default_factory=list)
     skips: object = None
     interrupted: list[str] = field(default_factory=list)
+    signups: int = 0   # confirmed sign-ups from the audience store, not in the CSV, to send
 
 
 def _decide(state: tuple[str, bool] | None, o: Options) -> str:
@@ -161,18 +175,25 @@ class Sender:
     def __init__(self, p: Prepared):
         self.p = p
         o = p.options
-        if o.list_path is None:
-            raise NewsletterError("no subscriber list: pass --list subscribers.csv")
+        self.audience = SendAudience(p.state_dir, dry_run=o.dry_run)
+        if o.list_path is None and not self.audience.signups:
+            self.audience.close()
+            raise NewsletterError("no subscriber list: pass --list subscribers.csv "
+                                  "(the audience store has no confirmed sign-ups)")
         local = p.composed.settings.delivery.allow_local_domains
         suppress = read_suppressions(o.suppress, allow_local_domains=local) if o.suppress else frozenset()
         bad = getattr(suppress, "invalid", 0)
         if bad:
             p.notes.append(f"{bad} line(s) of the suppression file(s) are not addresses and were ignored")
-        self.subscribers = SubscriberList(o.list_path, tag=o.tag, suppress=suppress, allow_local_domains=local)
-        missing = p.composed.filler().missing(self.subscribers.columns)
+        self.suppress = suppress
+        self.subscribers = (SubscriberList(o.list_path, tag=o.tag, suppress=suppress, allow_local_domains=local)
+                            if o.list_path is not None else None)
+        columns = self.subscribers.columns if self.subscribers is not None else frozenset()
+        missing = p.composed.filler().missing(columns)
         if missing:
+            self.audience.close()
             raise NewsletterError(
-                f"merge field {{{{ {missing[0]} }}}} has no column in {o.list_path} and no default",
+                f"merge field {{{{ {missing[0]} }}}} has no column in {o.list_path or 'the list'} and no default",
                 path=o.issue, field=missing[0],
                 hint=f'add a "{missing[0]}" column to the list or write {{{{ {missing[0]} | default("…") }}}}')
         self.slug = p.composed.slug
@@ -215,7 +236,7 @@ class Sender:
         subject = self.p.composed.subject
         check_subject = bool(subject.slots)
         filler = self.p.composed.filler()
-        for sub in self.subscribers:
+        for sub in self._candidates():
             if check_subject:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
                 if any("\r" in values[i] or "\n" in values[i] for i in subject.slots):
@@ -224,22 +245,39 @@ class Sender:
             d = _decide(self.states.get(key(sub.email)), o)
             if d == "send":
                 plan.to_send += 1
+                plan.signups += not sub.line
             elif d == "sent":
                 plan.already_sent += 1
             elif d == "held":
                 plan.held_back.append(sub.email)
             else:
                 plan.failed_before.append(sub.email)
-        plan.skips = self.subscribers.skips
+        plan.skips = self.subscribers.skips if self.subscribers is not None else None
         return plan
+
+    def _candidates(self) -> Iterator[Subscriber]:
+        """One pass: the CSV's subscribers the store has not suppressed (those are counted in the
+        pass's skips, with their lines), then the store's sign-ups the CSV does not have."""
+        claimed: set[str] = set()
+        if self.subscribers is not None:
+            skip_reason = self.audience.skip_reason
+            for sub in self.subscribers:
+                reason = skip_reason(key(sub.email))
+                if reason is None:
+                    yield sub
+                else:
+                    self.subscribers.skips.add(reason, sub.line)
+            claimed = self.subscribers.claimed
+        yield from self.audience.signed_up(claimed, self.p.options.tag, self.suppress)
 
     def _recipients(self, plan: Plan) -> Iterator[Recipient]:
         """The sending pass over the list: the subscribers the plan counted as to send."""
         o = self.p.options
-        invalid = {line for line, _, _ in plan.header_invalid}
+        invalid = {key(email) for _, email, _ in plan.header_invalid}
         make = self.p.recipient
-        for sub in self.subscribers:
-            if sub.line not in invalid and _decide(self.states.get(key(sub.email)), o) == "send":
+        for sub in self._candidates():
+            k = key(sub.email)
+            if k not in invalid and _decide(self.states.get(k), o) == "send":
                 yield make(sub.email, sub.name, sub.fields)
 
     def run(self, plan: Plan, progress: Callable[[int], None] | None = None) -> Summary:
@@ -258,10 +296,13 @@ class Sender:
         try:
             for batch in _chunks(self._recipients(plan), size):
                 pace.wait()
-                deliver_batch(self.ledger, self.slug, provider, batch, summary)
+                batch, left = self.audience.still_wanted(batch)
+                summary.unsubscribed_during += left
+                if batch:
+                    deliver_batch(self.ledger, self.slug, provider, batch, summary)
                 pace.done(len(batch))
                 if progress:
-                    progress(len(batch))
+                    progress(len(batch) + left)
                 if summary.in_a_row >= delivery.max_consecutive_failures:
                     raise _too_many_failures(summary, p.options.issue)
         except NewsletterError as exc:
@@ -271,6 +312,7 @@ class Sender:
         return summary
 
     def close(self) -> None:
+        self.audience.close()
         if self.ledger is not None:
             self.ledger.close()
         if self._lock_fd is not None:
@@ -288,6 +330,7 @@ class Summary:
     failed: int = 0
     uncertain: int = 0
     would_send: int = 0
+    unsubscribed_during: int = 0  # suppressed in the store after the plan: left out, no ledger row
     failures: list[tuple[str, str]] = field(default_factory=list)
     uncertain_emails: list[str] = field(default_factory=list)
     in_a_row: int = 0           # failures since the last success: the send stops at the budget
@@ -321,7 +364,7 @@ def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Rec
                   summary: Summary) -> None:
     """One batch: ledger 'sending' (committed) → provider.send → ledger result, counted in summary."""
     emails = [r.email for r in batch]
-    ledger.begin(slug, emails, provider.name)
+    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch])
     try:
         outcomes = provider.send(batch)
     except NewsletterError as exc:

@@ -2,25 +2,69 @@
 
 Behind a reverse proxy (TLS) the client address comes from X-Forwarded-For, trusted only
 from FORWARDED_ALLOW_IPS (default: the proxy on this host), so the sign-up rate limit
-counts readers, not the proxy.
+counts readers, not the proxy. The socket is bound here, before uvicorn starts, so a
+port in use is one clear line rather than uvicorn's log and exit.
 """
 
 from __future__ import annotations
 
+import errno
+import socket
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import uvicorn
 
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.settings import load_settings
+from newsletter_mailer.unsubscribe import SECRET_ENV, SECRET_FILE
 from newsletter_mailer.web import create_app
 from newsletter_mailer.webpages import redact_access_log
 
 
-def run(host: str, port: int, config: Path | None, state: Path | None, env: Mapping[str, str]) -> None:
+def _require_secret(config: Path | None, state: Path | None, env: Mapping[str, str]) -> None:
+    """A secret made up now would not match the links already sent: refuse instead."""
+    if env.get(SECRET_ENV):
+        return
+    state_dir = state if state is not None else load_settings(config)[1] / ".newsletter"
+    if not (state_dir / SECRET_FILE).is_file():
+        raise NewsletterError(f"no newsletter secret: {SECRET_ENV} is not set and {state_dir / SECRET_FILE} "
+                              "does not exist", hint=f"export {SECRET_ENV}=… (the sender's), or point --state "
+                              "at the sender's state folder; a first `newsletter send` or `test-send` creates one")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port; NewsletterError (one line) when that is impossible."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise NewsletterError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}",
+                              field="--host") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        hint = "is another server using it? pick another with --port" if exc.errno == errno.EADDRINUSE else None
+        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint=hint) from None
+    return sock
+
+
+def run(host: str, port: int, config: Path | None, state: Path | None, env: Mapping[str, str],
+        echo: Callable[[str], None] = print) -> None:
+    _require_secret(config, state, env)
     app = create_app(config, state, env)
+    sock = bind(host, port)
+    where = "%s:%d" % sock.getsockname()[:2]
+    base = app.state.site.settings.web.base
+    echo(f"listening on http://{where} (Ctrl-C stops it)")
+    echo(f"links in emails point to {base}/…" if base else
+         "web.base_url is not set: links point to this address, which readers elsewhere cannot reach")
     server_config = uvicorn.Config(
         app, host=host, port=port, proxy_headers=True,
         forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         server_header=False, timeout_keep_alive=5, log_level="info")
     redact_access_log()  # again: uvicorn's logging setup above must not have dropped it
-    uvicorn.Server(server_config).run()
+    uvicorn.Server(server_config).run(sockets=[sock])

@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.validators import HttpURL, OneLine, StrictModel, http_url
+from newsletter_mailer.mergefields import URL_FIELDS, fill_url_placeholders, url_placeholders
+from newsletter_mailer.validators import HeaderLine, HttpURL, OneLine, StrictModel, header_safe, http_url
 from newsletter_mailer.sourcefile import load_toml_model
 
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -30,7 +31,7 @@ def _address(v: str) -> str:
 
 
 Color = Annotated[str, AfterValidator(_color)]
-Address = Annotated[str, AfterValidator(_address)]
+Address = Annotated[str, AfterValidator(_address), AfterValidator(header_safe)]  # To, From, Reply-To …
 
 
 class Brand(StrictModel):
@@ -57,6 +58,10 @@ class SmtpSettings(StrictModel):
     username: str | None = None
     security: Literal["none", "starttls", "ssl"] | None = None
     timeout: float = 30.0
+    ca_file: str | None = Field(
+        None, description="PEM file of CA certificates to trust too (a private CA), relative to the current folder")
+    allow_insecure_auth: bool = Field(
+        False, description="allow the password in clear text (security none) to a host that is not this machine")
 
 
 class Tracking(StrictModel):
@@ -110,9 +115,9 @@ class Web(StrictModel):
 
 
 class Settings(StrictModel):
-    name: OneLine
+    name: HeaderLine
     from_email: Address
-    from_name: OneLine | None = None
+    from_name: HeaderLine | None = None
     reply_to: Address | None = None
     web_base_url: HttpURL
     postal_address: OneLine = Field(description="shown in every footer, as bulk-mail law expects")
@@ -120,8 +125,11 @@ class Settings(StrictModel):
     language: str = "en"
     unsubscribe_url: str | None = Field(
         None, description="template with {{ email }} and {{ token }}, an HMAC keyed by NEWSLETTER_SECRET")
+    unsubscribe_one_click: bool = Field(
+        False, description="unsubscribe_url's page honours an RFC 8058 one-click POST: advertise it "
+                           "(List-Unsubscribe-Post) when the link is https")
     unsubscribe_mailto: Address | None = None
-    list_id: OneLine | None = None
+    list_id: HeaderLine | None = None
     brand: Brand = Brand()
     delivery: Delivery = Delivery()
     web: Web = Web()
@@ -136,15 +144,23 @@ class Settings(StrictModel):
     @field_validator("unsubscribe_url")
     @classmethod
     def _unsub(cls, v: str | None) -> str | None:
+        """Parsed as message.unsubscribe_link fills it (List-Unsubscribe too): judged once filled."""
         if v is None:
             return v
-        rest = re.sub(r"\{\{\s*(email|token)\s*\}\}", "", v)
-        if "{" in rest or "}" in rest:
-            raise ValueError("may use only {{ email }} and {{ token }}")
-        http_url(rest)
-        if not re.search(r"\{\{\s*(email|token)\s*\}\}", v):
+        names = url_placeholders(v, URL_FIELDS)
+        filled = http_url(fill_url_placeholders(v, email="reader@example.org", token="0" * 64))
+        if not names:
             raise ValueError("must include {{ email }} or {{ token }} so each link is personal")
+        header_safe(filled)
         return v
+
+    @property
+    def one_click(self) -> bool:
+        """Whether List-Unsubscribe-Post may be advertised for an https link: only when something
+        is known to honour the POST (this project's app, or a custom page that says it does)."""
+        if self.unsubscribe_url is not None:
+            return self.unsubscribe_one_click
+        return self.web.base is not None
 
     @property
     def web_base(self) -> str:

@@ -108,6 +108,7 @@ class SubscriberList:
         self.tag = tag.strip().lower() if tag else None
         self.suppress = suppress
         self.skips = Skips()
+        self.claimed: set[str] = set()
         with _open(self.path) as f:
             reader = csv.reader(_lines(f, self.path))
             try:
@@ -138,6 +139,7 @@ class SubscriberList:
         ctrl, suppress, want = _CTRL, self.suppress, self.tag
         skip = self.skips.add
         seen: set[str] = set()
+        self.claimed = seen  # every valid address, sent or skipped
         tag_cache: dict[str, frozenset[str]] = {}
         no_tags: frozenset[str] = frozenset()
         line = reader.line_num

@@ -287,10 +287,12 @@ def _handler(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
             elif path.startswith(MEDIA_PREFIX) and path[len(MEDIA_PREFIX):] in server.builder.images:
                 import mimetypes
 
+                from newsletter_mailer.media import read_image
+
                 file = server.builder.images[path[len(MEDIA_PREFIX):]]
-                try:
-                    body = file.read_bytes()
-                except OSError:
+                try:  # only a file whose real path is inside the issue's folder, never through a link out
+                    body = read_image(server.builder.issue, file)
+                except NewsletterError:
                     self._send(404, b"not found", "text/plain; charset=utf-8")
                     return
                 ctype = mimetypes.guess_type(unquote(file.name))[0] or "application/octet-stream"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -29,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter_mailer import addresses, confirm_mail, tokens
+from newsletter_mailer import addresses, confirm_delivery, confirm_mail, tokens
 from newsletter_mailer.audience import Audience, Change
-from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.unsubscribe import load_secret
@@ -165,7 +166,11 @@ async def _send_confirmation(request: Request, site: Site, email: str, name: str
     token = tokens.make_confirm(site.secret, site.list_id, email, name, expires)
     link = f"{_base(request, site)}/confirm/{token}"
     data = confirm_mail.build(site.settings, site.env, email, name, link)
-    await run_in_threadpool(site.deliver, email, data)
+    try:
+        await run_in_threadpool(site.deliver, email, data)
+    except Exception as exc:  # noqa: BLE001 - the reader gets the same page; the record stays pending
+        detail = re.sub(re.escape(email), "…", str(exc), flags=re.IGNORECASE)
+        log.error("confirmation email not sent: %s", redact(one_line(detail)))
 
 
 def _base(request: Request, site: Site) -> str:
@@ -233,7 +238,8 @@ def _templates(settings_dir: Path) -> jinja2.Environment:
 
 def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[str, str],
                deliver_confirmation: confirm_mail.Deliver | None = None) -> Starlette:
-    """The app for one newsletter; confirmations go to deliver_confirmation (default: the outbox)."""
+    """The app for one newsletter; confirmations go to deliver_confirmation (default: through
+    delivery.provider, checked now so a missing credential stops start-up)."""
     settings, settings_dir = load_settings(config_path)
     state = state_dir if state_dir is not None else settings_dir / ".newsletter"
     secret, note = load_secret(state, dict(env))
@@ -241,7 +247,7 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
     site = Site(settings, _templates(settings_dir), Audience.in_state(state), secret,
-                deliver_confirmation or confirm_mail.outbox_delivery(outbox))
+                deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash})
     app.state.site = site
     redact_access_log()

@@ -94,7 +94,8 @@ def _echo_plan(prepared, plan) -> None:
     c = prepared.composed
     typer.echo(f"issue:     {c.slug} — {c.subject.fill(c.filler().defaults())}")
     typer.echo(f"provider:  {prepared.provider.name}")
-    typer.echo(f"recipients: {plan.to_send} to send" + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
+    typer.echo(f"recipients: {plan.to_send} to send" + (f", {plan.already_sent} already sent" if plan.already_sent else "")
+               + (f" ({plan.signups} of them confirmed sign-ups from the audience store)" if plan.signups else ""))
     if plan.interrupted:
         typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
     lines = plan.skips.summary_lines() if plan.skips is not None else []
@@ -123,6 +124,8 @@ def _echo_nothing_to_send(plan, issue: Path) -> None:
 
 def _echo_summary(summary, issue: Path) -> None:
     typer.echo(f"sent: {summary.sent}, failed: {summary.failed}, uncertain: {summary.uncertain}")
+    if summary.unsubscribed_during:
+        typer.echo(f"unsubscribed during the send: {summary.unsubscribed_during} (left out, not attempted)")
     for email, why in summary.failures[:20]:
         typer.echo(f"  failed {email}: {why}")
     if len(summary.failures) > 20:
@@ -196,4 +199,4 @@ def status(
             typer.echo(f"failed\t{r.email}\t{'permanent' if r.permanent else 'temporary'}\t{r.reason or ''}")
     for r in st.rows if list_uncertain else ():
         if r.status in ("uncertain", "sending"):
-            typer.echo(f"uncertain\t{r.email}\t{r.provider or ''}\t{r.updated_at}")
+            typer.echo(f"uncertain\t{r.email}\t{r.provider or ''}\t{r.updated_at}\t{r.message_id or ''}")

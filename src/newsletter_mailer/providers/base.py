@@ -4,8 +4,8 @@ A provider is a transport (as httpx's are): it gets a `SendContext` once, fixed 
 whole send, and batches of `Recipient`s; it knows nothing of issues, templates or lists.
 It may rely on:
 
-* `ctx.messages.build(email, name, values)` for a finished RFC 5322 message (MIME providers),
-  raising message.HeaderValueError for a value that would break a header;
+* `ctx.messages.build(email, name, values, r.message_id)` for a finished RFC 5322 message
+  (MIME providers), raising message.HeaderValueError for a value that would break a header;
 * `ctx.content`: the issue's subject, HTML and text split into literal parts and slots
   (for providers that substitute values themselves, as SendGrid does), its slug, the subject
   filled with default values, and which slot holds the unsubscribe link;
@@ -41,6 +41,9 @@ class Recipient:
     email: str
     name: str
     values: list[str]
+    # Chosen before the attempt, so the ledger's 'sending' row (and an 'uncertain' one) names the
+    # message to look for in the server's log: MIME providers only (see Provider.own_message_id).
+    message_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -85,6 +88,7 @@ class Provider(Protocol):
     label: str                          # as people write it, for messages
     batch_size: int                     # recipients per send() call (and per ledger transaction)
     uncertainty: str                    # "message" or "request": what a crash can leave uncertain
+    own_message_id: bool                # True: the Message-ID is ours (ctx.messages), known before sending
 
     def open(self) -> None:
         """Connect and authenticate; raise NewsletterError (nothing sent) when refused."""

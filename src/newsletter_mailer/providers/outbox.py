@@ -32,6 +32,7 @@ class OutboxProvider:
     batch_size = 100
     label = "outbox"
     uncertainty = "message"
+    own_message_id = True
 
     def __init__(self, ctx: SendContext):
         base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")
@@ -52,7 +53,7 @@ class OutboxProvider:
         folder = str(self.folder)
         for r in batch:
             try:
-                msgid, data = build(r.email, r.name, r.values)
+                msgid, data = build(r.email, r.name, r.values, r.message_id)
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue

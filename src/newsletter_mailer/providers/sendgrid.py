@@ -122,6 +122,9 @@ class SendGridProvider:
     batch_size = 1000          # personalizations per v3 mail/send request
     label = "SendGrid"
     uncertainty = "request"
+    # SendGrid assigns the id (X-Message-Id, one per request) only in its answer: the ledger's
+    # 'sending' row has none, and an interrupted request's rows stay without one.
+    own_message_id = False
 
     def __init__(self, ctx: SendContext, transport: Transport | None = None,
                  sleep: Callable[[float], Any] = time.sleep):

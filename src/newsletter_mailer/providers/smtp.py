@@ -17,6 +17,7 @@ The rate limit and the consecutive-failure budget belong to the send loop, not h
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import smtplib
@@ -34,6 +35,17 @@ MAX_ATTEMPTS = 5
 SECURITIES = ("none", "starttls", "ssl")
 DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 UNCERTAIN = "connection lost after the message was sent; delivery unknown"
+
+# One AUTH attempt, with the first of these the server offers. PLAIN first: the password only
+# ever goes over TLS (or to this machine, or where allow_insecure_auth says so), and PLAIN is
+# one round trip that every server offers; LOGIN is its older twin; CRAM-MD5 last (MD5, made
+# obsolete, and it needs the server to keep the password in clear).
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+# OpenSSL's verify codes (ssl.SSLCertVerificationError.verify_code) that each need their own hint.
+_NAME_MISMATCH = frozenset({62, 64})  # host name, IP address
+_UNTRUSTED = frozenset({2, 18, 19, 20, 21})  # issuer unknown, self-signed (in the chain), leaf unverifiable
+_EXPIRED, _NOT_YET_VALID = 10, 9
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
@@ -71,6 +83,58 @@ def _reply(code: int, text: bytes | str) -> str:
     return f"{code} {text}".strip()
 
 
+def _flag(raw: str | None, name: str) -> bool | None:
+    """An on/off environment setting (1/0, true/false, yes/no); None when unset."""
+    if raw is None:
+        return None
+    if raw.lower() in ("1", "true", "yes"):
+        return True
+    if raw.lower() in ("0", "false", "no"):
+        return False
+    raise NewsletterError(f"{name} is '{raw}', not 1 or 0", hint=f"e.g. export {name}=1")
+
+
+def _loopback(host: str) -> bool:
+    """This machine, by name or address (no DNS lookup: a name that resolves to it is not trusted)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """The system's trusted CAs plus, when given, ca_file's: in addition to, not instead of, so
+    the same settings work with a relay whose certificate is public. Read now, before sending."""
+    context = ssl.create_default_context()
+    if ca_file:
+        where = "check SMTP_CA_FILE or delivery.smtp.ca_file (relative to the current folder)"
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except ssl.SSLError:  # an OSError too: first
+            raise NewsletterError("the SMTP CA file holds no PEM certificate", path=ca_file, hint=where) from None
+        except OSError as exc:
+            raise NewsletterError(f"cannot read the SMTP CA file: {exc.strerror or exc}", path=ca_file,
+                                  hint=where) from None
+    return context
+
+
+def _cert_hint(exc: ssl.SSLCertVerificationError) -> str:
+    """What to do about a certificate the check refused, by what actually failed."""
+    code = exc.verify_code
+    if code in _NAME_MISMATCH:
+        return "check SMTP_HOST is the name on the server's certificate"
+    if code in _UNTRUSTED:
+        return ("the server's certificate is issued by a CA this machine does not trust: set SMTP_CA_FILE "
+                "(or delivery.smtp.ca_file) to your organisation's CA")
+    if code == _EXPIRED:
+        return "the server's certificate has expired: it must be renewed on the server, or this machine's clock is wrong"
+    if code == _NOT_YET_VALID:
+        return "the server's certificate is not valid yet: check this machine's clock"
+    return "check SMTP_HOST, and SMTP_CA_FILE for a private CA"
+
+
 def _port(raw: str | None, configured: int | None, security: str) -> int:
     """SMTP_PORT, else delivery.smtp.port, else the usual port of the security mode."""
     if raw is not None:
@@ -93,6 +157,7 @@ class SmtpProvider:
     batch_size = 1
     label = "SMTP"
     uncertainty = "message"
+    own_message_id = True
 
     def __init__(self, ctx: SendContext):
         self.ctx = ctx
@@ -114,7 +179,17 @@ class SmtpProvider:
         self.security = security
 
         self.port = _port(env_value(env, "SMTP_PORT"), smtp.port, security)
+        self._credentials()
+        self._tls = _tls_context(env_value(env, "SMTP_CA_FILE") or smtp.ca_file)
+        self.backoff_base = backoff_base(env)
 
+        self._conn: smtplib.SMTP | None = None
+        self.connections = 0  # how many connections were opened (reconnects included)
+
+    def _credentials(self) -> None:
+        """Username and password, both or neither; never a password in clear to another machine
+        unless the user said so."""
+        env, smtp = self.ctx.env, self.ctx.settings.delivery.smtp
         self.username = env_value(env, "SMTP_USERNAME") or (smtp.username.strip() if smtp.username else None)
         password = env.get("SMTP_PASSWORD") or None  # only from the environment, never the file
         if password is not None and not self.username:
@@ -124,17 +199,33 @@ class SmtpProvider:
             raise NewsletterError(f"SMTP username '{self.username}' is set but SMTP_PASSWORD is not",
                                   hint="export SMTP_PASSWORD=… (the password is read only from the environment)")
         self._password = _Secret(password) if password is not None else None
+        allowed = _flag(env_value(env, "SMTP_ALLOW_INSECURE_AUTH"), "SMTP_ALLOW_INSECURE_AUTH")
+        if (self.username and self.security == "none" and not _loopback(self.host)
+                and not (smtp.allow_insecure_auth if allowed is None else allowed)):
+            raise NewsletterError(
+                f"SMTP_SECURITY is none: the password for '{self.username}' would cross the network to "
+                f"{self.host} in clear text",
+                hint="set SMTP_SECURITY=starttls or ssl, or on a trusted network set "
+                     "delivery.smtp.allow_insecure_auth = true (or SMTP_ALLOW_INSECURE_AUTH=1)")
 
-        self.backoff_base = backoff_base(env)
+    def _secrets(self) -> tuple[str, ...]:
+        """The password, and the PLAIN exchange that holds it, for the redactor (which also
+        removes their base64 forms: what a server echoing the AUTH line would show)."""
+        if self._password is None:
+            return ()
+        return self._password.value, f"\0{self.username}\0{self._password.value}"
 
-        self._conn: smtplib.SMTP | None = None
-        self.connections = 0  # how many connections were opened (reconnects included)
+    def _said(self, code: int, text: bytes | str) -> str:
+        """A server's reply on one line, any echo of the credentials removed."""
+        return redact(_reply(code, text), self._secrets())
 
     # -- interface -------------------------------------------------------------------
 
     def open(self) -> None:
         try:
             self._connect()
+        except NewsletterError:
+            raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
             raise NewsletterError(self._explain(exc)) from None
 
@@ -174,19 +265,23 @@ class SmtpProvider:
         """A fresh, greeted, (TLS-wrapped,) logged-in connection; raises what smtplib raises."""
         self._discard()
         if self.security == "ssl":
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                                  context=ssl.create_default_context())
+            conn: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout, context=self._tls)
         else:
             conn = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
         try:
             conn.ehlo_or_helo_if_needed()
             if self.security == "starttls":
-                conn.starttls(context=ssl.create_default_context())
+                conn.starttls(context=self._tls)
                 conn.ehlo()
             if self.username:
-                assert self._password is not None
-                conn.login(self.username, self._password.value)
-        except BaseException:
+                self._login(conn)
+        except BaseException as exc:
+            # Still talking (a refusal): say goodbye, as a server's log expects; else just close.
+            if isinstance(exc, (smtplib.SMTPResponseException, smtplib.SMTPNotSupportedError, NewsletterError)):
+                try:
+                    conn.quit()
+                except Exception:  # noqa: BLE001
+                    pass
             try:
                 conn.close()
             except Exception:  # noqa: BLE001
@@ -194,6 +289,23 @@ class SmtpProvider:
             raise
         self._conn = conn
         self.connections += 1
+
+    def _login(self, conn: smtplib.SMTP) -> None:
+        """One AUTH with the best mechanism offered (MECHANISMS): smtplib's login() tries each in
+        turn, so one wrong password would show as two or three failed logins (fail2ban)."""
+        if not conn.has_extn("auth"):
+            raise smtplib.SMTPNotSupportedError("SMTP AUTH extension not supported by server.")
+        offered = conn.esmtp_features["auth"].upper().split()
+        mechanism = next((m for m in MECHANISMS if m in offered), None)
+        if mechanism is None:
+            raise NewsletterError(f"SMTP server {self.where} offers no login this tool can use "
+                                  f"(it offers {' '.join(offered) or 'none'}; PLAIN, LOGIN or CRAM-MD5 would do)")
+        assert self._password is not None
+        conn.user, conn.password = self.username, self._password.value
+        try:
+            conn.auth(mechanism, getattr(conn, "auth_" + mechanism.lower().replace("-", "_")))
+        finally:
+            del conn.user, conn.password
 
     def _discard(self) -> None:
         """Drop the connection without QUIT (it is broken or the server is closing it)."""
@@ -220,13 +332,10 @@ class SmtpProvider:
             msg = (f"SMTP login as '{self.username}' refused by {where}: {_reply(exc.smtp_code, exc.smtp_error)} "
                    "(check SMTP_USERNAME and SMTP_PASSWORD)")
         elif isinstance(exc, smtplib.SMTPNotSupportedError):
-            what = "STARTTLS" if "STARTTLS" in str(exc).upper() else "SMTP AUTH (login)"
-            hint = ("set SMTP_SECURITY=ssl (port 465) or none (local relay only)" if what == "STARTTLS"
-                    else "many servers offer login only over TLS: set SMTP_SECURITY=starttls or ssl")
-            msg = f"SMTP server {where} does not offer {what} ({hint})"
+            msg = f"SMTP server {where} does not offer {self._not_offered(exc)}"
         elif isinstance(exc, ssl.SSLCertVerificationError):
             msg = (f"TLS certificate check failed for SMTP server {where}: {exc.verify_message or exc.reason} "
-                   "(check SMTP_HOST is the name on the server's certificate)")
+                   f"({_cert_hint(exc)})")
         elif isinstance(exc, ssl.SSLError):
             msg = (f"TLS handshake with SMTP server {where} failed: {exc.reason or exc} "
                    "(check SMTP_SECURITY and SMTP_PORT: 465 usually wants ssl, 587 starttls)")
@@ -251,13 +360,24 @@ class SmtpProvider:
             msg = f"cannot connect to SMTP server {where}: {exc.strerror or exc} (check SMTP_HOST and SMTP_PORT)"
         else:
             msg = f"cannot connect to SMTP server {where}: {type(exc).__name__}: {exc}"
-        return redact(msg, (self._password.value,) if self._password is not None else ())
+        return redact(msg, self._secrets())
+
+    def _not_offered(self, exc: smtplib.SMTPNotSupportedError) -> str:
+        """What the server lacks, and what to change given the security already in use."""
+        if "STARTTLS" in str(exc).upper():
+            return "STARTTLS (set SMTP_SECURITY=ssl (port 465) or none (local relay only))"
+        if self.security == "none":
+            return "SMTP AUTH (login) (many servers offer login only over TLS: set SMTP_SECURITY=starttls or ssl)"
+        return ("SMTP AUTH (login), even over TLS (check SMTP_PORT: 587 is the usual port for logging in; "
+                "or unset SMTP_USERNAME and SMTP_PASSWORD for a relay that needs no login)")
 
     def _ensure_open(self) -> smtplib.SMTP:
         if self._conn is not None:
             return self._conn
         try:
             self._connect()
+        except NewsletterError:
+            raise
         except Exception as exc:  # noqa: BLE001
             if self._transient(exc):
                 raise _Retry(self._explain(exc), unreachable=True) from None
@@ -281,7 +401,7 @@ class SmtpProvider:
 
     def _send_one(self, r: Recipient) -> Outcome:
         try:
-            msgid, data = self.ctx.messages.build(r.email, r.name, r.values)
+            msgid, data = self.ctx.messages.build(r.email, r.name, r.values, r.message_id)
         except HeaderValueError as exc:
             return Outcome(r.email, ok=False, error=str(exc), permanent=True)
         except UnicodeEncodeError:
@@ -366,27 +486,27 @@ class SmtpProvider:
         if code == 250:
             return Outcome(email, ok=True, message_id=msgid)
         if 400 <= code < 500:
-            raise _Retry(_reply(code, text), reconnect=code == 421)
+            raise _Retry(self._said(code, text), reconnect=code == 421)
         if 500 <= code < 600:
-            return Outcome(email, ok=False, error=_reply(code, text), permanent=True)
+            return Outcome(email, ok=False, error=self._said(code, text), permanent=True)
         # A reply that is not SMTP: we cannot tell whether the server took the message.
-        return Outcome(email, ok=False, uncertain=True, error=f"{UNCERTAIN} (unexpected reply {_reply(code, text)})")
+        return Outcome(email, ok=False, uncertain=True, error=f"{UNCERTAIN} (unexpected reply {self._said(code, text)})")
 
     def _check(self, code: int, text: bytes, stage: str, email: str) -> None:
         """Raise for a reply that is not the expected success (called only when it is not)."""
         if stage == "MAIL" and code == 250:
             return
         if 400 <= code < 500:
-            raise _Retry(_reply(code, text), reconnect=code == 421)
+            raise _Retry(self._said(code, text), reconnect=code == 421)
         if 500 <= code < 600:
             if stage == "MAIL":
                 # The sender is refused: every message would be; stop rather than fail each address.
                 self._reset()
                 raise NewsletterError(
-                    f"SMTP server {self.where} refused the sender {self.from_email}: {_reply(code, text)}",
+                    f"SMTP server {self.where} refused the sender {self.from_email}: {self._said(code, text)}",
                     hint="check from_email in newsletter.toml is allowed for this SMTP account")
-            raise _Refused(_reply(code, text))
-        raise _Retry(f"unexpected reply to {stage} from {self.where}: {_reply(code, text)}", reconnect=True)
+            raise _Refused(self._said(code, text))
+        raise _Retry(f"unexpected reply to {stage} from {self.where}: {self._said(code, text)}", reconnect=True)
 
 
 class _Refused(Exception):

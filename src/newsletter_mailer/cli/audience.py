@@ -1,0 +1,148 @@
+"""`newsletter audience list|suppress|unsuppress|export|import`: the store of what readers told us."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.cli.common import ConfigOpt, ListOpt, StateOpt, reporting, show
+
+audience_app = typer.Typer(help="What readers told us: list, suppress, unsuppress, export and import addresses.",
+                           no_args_is_help=True)
+app.add_typer(audience_app, name="audience")
+
+AddrArgs = Annotated[list[str], typer.Argument(help="email addresses", show_default=False)]
+COLUMNS = ("email", "status", "source", "issue", "reason", "name", "updated_at")
+
+
+@contextmanager
+def _store(config: Optional[Path], state: Optional[Path]) -> Iterator:
+    """The audience store of --state (default .newsletter/ next to newsletter.toml), closed after."""
+    from newsletter_mailer.audience import Audience
+    from newsletter_mailer.settings import load_settings
+
+    if state is None:
+        state = load_settings(config)[1] / ".newsletter"
+    store = Audience.in_state(state)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _checked(emails: list[str]) -> list[str]:
+    """Every argument a valid address, or one line naming the first that is not (exit 2)."""
+    from newsletter_mailer import addresses
+    from newsletter_mailer.errors import NewsletterError
+
+    out = []
+    for raw in emails:
+        try:
+            out.append(addresses.check(raw.strip()))
+        except ValueError as exc:
+            raise NewsletterError(f"'{raw}' is not a valid email address: {exc}", field="ADDR") from None
+    return out
+
+
+@audience_app.command("list")
+def list_(
+    status: Annotated[Optional[str], typer.Option("--status", help="only this status: pending, subscribed, "
+                                                  "unsubscribed, bounced, complained")] = None,
+    format_: Annotated[str, typer.Option("--format", help="lines (one address a line) or csv (all columns)")] = "lines",
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """The addresses in the store, one a line (or every column as CSV)."""
+    import csv
+
+    from newsletter_mailer.audience import STATUSES
+    from newsletter_mailer.errors import NewsletterError, one_line
+
+    with reporting():
+        if status is not None and status not in STATUSES:
+            raise NewsletterError(f"unknown status '{status}'", field="--status", hint="use " + ", ".join(STATUSES))
+        if format_ not in ("lines", "csv"):
+            raise NewsletterError(f"unknown format '{format_}'", field="--format", hint="use lines or csv")
+        with _store(config, state) as store:
+            entries = list(store.rows(status))
+    if format_ == "lines":
+        for e in entries:
+            typer.echo(one_line(e.email))
+        return
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(COLUMNS)
+    for e in entries:
+        out.writerow([one_line(str(getattr(e, c) or "")) for c in COLUMNS])
+
+
+@audience_app.command()
+def suppress(
+    addresses: AddrArgs,
+    reason: Annotated[Optional[str], typer.Option("--reason", help="why (kept in the store's history)")] = None,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Never send to these addresses again (status unsubscribed, source cli)."""
+    from newsletter_mailer.audience import Change
+
+    with reporting():
+        emails = _checked(addresses)
+        why = " ".join((reason or "").split())[:200] or None
+        with _store(config, state) as store:
+            n = store.record([Change(e, "unsubscribed", "cli", reason=why) for e in emails])
+    typer.echo(f"suppressed {n} address(es)" + (f"; {len(emails) - n} already suppressed" if n < len(emails) else ""))
+
+
+@audience_app.command()
+def unsuppress(addresses: AddrArgs, config: ConfigOpt = None, state: StateOpt = None) -> None:
+    """Undo a suppression (unsubscribed, bounced or complained): the operator's decision."""
+    with reporting():
+        emails = _checked(addresses)
+        with _store(config, state) as store:
+            n = store.unsuppress(emails)
+    typer.echo(f"unsuppressed {n} address(es)" + (f"; {len(emails) - n} were not suppressed" if n < len(emails) else ""))
+
+
+@audience_app.command()
+def export(
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="the subscribers CSV to write", show_default=False)],
+    list_: ListOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="replace the file if it exists")] = False,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """The list as a subscribers CSV: the --list rows and the confirmed sign-ups, statuses from the store."""
+    from newsletter_mailer.audience_export import table, write
+
+    with reporting():
+        with _store(config, state) as store:
+            rows = table(store, list_)
+        write(rows, csv_path, force)
+    typer.echo(f"wrote {show(csv_path)}: {len(rows) - 1} subscriber row(s) (mode 0600)")
+
+
+@audience_app.command("import")
+def import_(
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="listmonk's or Mailchimp's export", show_default=False)],
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Statuses from another tool's export (listmonk, Mailchimp), in one transaction."""
+    from newsletter_mailer.audience_import import import_export
+    from newsletter_mailer.errors import one_line
+
+    with reporting():
+        with _store(config, state) as store:
+            imported = import_export(store, csv_path)
+    counts = imported.counts()
+    typer.echo(f"recorded {len(imported.changes)} row(s)"
+               + (": " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else ""))
+    for line, why in imported.skipped[:50]:
+        typer.echo(one_line(f"  skipped line {line}: {why}"))
+    if len(imported.skipped) > 50:
+        typer.echo(f"  … and {len(imported.skipped) - 50} more skipped")

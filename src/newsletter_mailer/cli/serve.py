@@ -1,0 +1,26 @@
+"""`newsletter serve`: the readers' web app (unsubscribe, sign-up) on uvicorn."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="address to listen on (put a TLS proxy in front)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="port to listen on")] = 8080,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """Run the readers' web app: one-click unsubscribe and double opt-in sign-up."""
+    import os
+
+    from newsletter_mailer.serve import run
+
+    with reporting():
+        run(host, port, config, state, os.environ, echo=typer.echo)

@@ -1,0 +1,57 @@
+"""What a send asks the audience store (audience.py): who left, who signed up, who left just now.
+
+Read once for the plan: suppressed addresses (unsubscribed, bounced, complained) are skipped
+and counted by reason like the CSV's own statuses; confirmed sign-ups not in the CSV are
+added (the address is the key; a CSV row, even a skipped one, decides for its address).
+Asked again per batch, right before the ledger's 'sending' write (one query), so an
+unsubscribe that arrives while a send runs is honoured for everyone not yet handed to the
+provider. Those get no ledger row: they were never attempted, and the ledger records attempts.
+A dry run reads the store only if it exists: it creates nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from newsletter_mailer.audience import FILE, Audience
+from newsletter_mailer.providers.base import Recipient
+from newsletter_mailer.subscribers import Subscriber
+
+STORE = " (audience store)"  # appended to the status: "unsubscribed (audience store)"
+
+
+class SendAudience:
+    def __init__(self, state_dir: Path, *, dry_run: bool):
+        path = state_dir / FILE
+        self.store = None if dry_run and not path.exists() else Audience(path)
+        self.suppressed = self.store.suppressed() if self.store else {}
+        self.signups = self.store.signups() if self.store else []
+
+    def skip_reason(self, email_key: str) -> str | None:
+        """The plan's skip reason for an address the store has suppressed, else None."""
+        status = self.suppressed.get(email_key)
+        return status + STORE if status else None
+
+    def signed_up(self, claimed: set[str], tag: str | None, suppress: frozenset[str]) -> Iterator[Subscriber]:
+        """Confirmed sign-ups the CSV does not have, as subscribers with no fields (defaults fill
+        them; line 0). A sign-up has no tags, so --tag leaves them all out; --suppress applies."""
+        if tag is not None:
+            return
+        for email, name in self.signups:
+            if email not in claimed and email not in suppress:
+                yield Subscriber(email, (name or "") if (name or "").isprintable() else "", {}, frozenset(), 0)
+
+    def still_wanted(self, batch: list[Recipient]) -> tuple[list[Recipient], int]:
+        """The batch without those suppressed since the plan, and how many that was."""
+        if self.store is None or not batch:
+            return batch, 0
+        gone = self.store.suppressed_among([r.email for r in batch])
+        if not gone:
+            return batch, 0
+        kept = [r for r in batch if r.email.lower() not in gone]
+        return kept, len(batch) - len(kept)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
