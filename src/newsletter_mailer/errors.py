@@ -16,7 +16,7 @@ class NewsletterError(Exception):
                  field: str | None = None, hint: str | None = None, exit_code: int = 2,
                  more: tuple[NewsletterError, ...] = ()):
         self.message = message
-        self.more = more  # further problems found in the same pass: `check` and --verbose list them
+        self.more = more  # further problems found in the same pass: --verbose lists them
         self.path = str(path) if path is not None else None
         self.line = line
         self.field = field
@@ -33,7 +33,7 @@ class NewsletterError(Exception):
         more = ""
         if self.more:
             n = len(self.more)
-            more = f" (+{n} more problem{'s' if n > 1 else ''}: `newsletter check` or --verbose lists them)"
+            more = f" (+{n} more problem{'s' if n > 1 else ''}: --verbose lists them)"
         return _capped(one_line(f"{where}{field}{self.message}{hint}{more}"))
 
     def all_lines(self) -> list[str]:

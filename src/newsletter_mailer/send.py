@@ -215,7 +215,11 @@ class Sender:
         """One send per issue at a time: a second would race the first through the ledger."""
         self.p.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.p.state_dir / f"{self.slug}.lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)  # never through a link
+        except OSError as exc:
+            raise NewsletterError(f"cannot open the send lock: {exc.strerror or exc}", path=path,
+                                  hint="a link there is refused: remove it") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -31,12 +31,11 @@ _COMMANDS = ("compose", "send", "serve", "audience", "site")  # command modules,
 def _options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log retries and provider steps to stderr")] = False,
 ) -> None:
+    from newsletter_mailer.cli.common import flags
+
+    flags.verbose = verbose  # set every time: in-process runs (tests) must not inherit it
     if verbose:
         import logging
-
-        from newsletter_mailer.cli.common import flags
-
-        flags.verbose = True
 
         from newsletter_mailer.errors import redact_log
 

@@ -25,29 +25,28 @@ class _Flags:
 flags = _Flags()
 
 
-def fail(exc, *, every_problem: bool = False) -> None:
+def fail(exc) -> None:
     """The one error printer: a NewsletterError as one redacted line, then its exit code.
 
-    With every_problem (`check`) or --verbose, each further problem found in the same pass
-    follows on a line of its own.
+    With --verbose, each further problem found in the same pass follows on a line of its own.
     """
     from newsletter_mailer.errors import redact
 
-    lines = exc.all_lines() if (every_problem or flags.verbose) else [exc.format()]
+    lines = exc.all_lines() if flags.verbose else [exc.format()]
     for line in lines:
         typer.echo(redact(f"error: {line}"), err=True)
     raise typer.Exit(exc.exit_code)
 
 
 @contextmanager
-def reporting(*, every_problem: bool = False) -> Iterator[None]:
+def reporting() -> Iterator[None]:
     """`with reporting():` around a command's work: a NewsletterError leaves through fail()."""
     from newsletter_mailer.errors import NewsletterError
 
     try:
         yield
     except NewsletterError as exc:
-        fail(exc, every_problem=every_problem)
+        fail(exc)
 
 
 def show(path: Path) -> str:

@@ -64,7 +64,7 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
     from newsletter_mailer.compose import compose as compose_issue
     from newsletter_mailer.settings import load_settings
 
-    with reporting(every_problem=True):
+    with reporting():
         settings, settings_dir = load_settings(config)
         checks = run_checks(compose_issue(issue, settings, settings_dir))
     _echo_checks(checks)
