@@ -217,7 +217,7 @@ def test_misspelt_key_is_reported_not_the_missing_real_one(tmp_path):
 def test_several_problems_are_counted_on_the_one_line(tmp_path):
     text = edit("subject: Hello", "subject: ''").replace("date: 2020-09-01", "date: 2020-13-01")
     msg = _error(_load(tmp_path, text)).format()
-    assert "(+1 more problem)" in msg and "\n" not in msg
+    assert "(+1 more problem:" in msg and "\n" not in msg
 
 
 @pytest.mark.parametrize("raw, line, words", [

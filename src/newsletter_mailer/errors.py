@@ -13,8 +13,10 @@ class NewsletterError(Exception):
     """A problem the user can fix: says where (file, line, field) and what to do."""
 
     def __init__(self, message: str, *, path: object | None = None, line: int | None = None,
-                 field: str | None = None, hint: str | None = None, exit_code: int = 2):
+                 field: str | None = None, hint: str | None = None, exit_code: int = 2,
+                 more: tuple[NewsletterError, ...] = ()):
         self.message = message
+        self.more = more  # further problems found in the same pass: --verbose lists them
         self.path = str(path) if path is not None else None
         self.line = line
         self.field = field
@@ -28,7 +30,15 @@ class NewsletterError(Exception):
             where = self.path + (f":{self.line}" if self.line else "") + ": "
         field = f"{self.field}: " if self.field else ""
         hint = f" ({self.hint})" if self.hint else ""
-        return _capped(one_line(f"{where}{field}{self.message}{hint}"))
+        more = ""
+        if self.more:
+            n = len(self.more)
+            more = f" (+{n} more problem{'s' if n > 1 else ''}: --verbose lists them)"
+        return _capped(one_line(f"{where}{field}{self.message}{hint}{more}"))
+
+    def all_lines(self) -> list[str]:
+        """This problem and every further one, one line each."""
+        return [self.format()] + [m.format() for m in self.more]
 
 
 # Line breaks, terminal escapes and bidi overrides: a value quoted in an error (a key, a path,

@@ -64,9 +64,13 @@ class Ledger:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if not path.exists():
-                # Created readable by the user only: it lists every subscriber's address.
-                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            if path.is_symlink():  # SQLite would follow it: the ledger must be where it is said to be
+                raise NewsletterError("the send ledger is a link", path=path, hint="remove the link")
+            try:
+                # Created readable by the user only (it lists every subscriber's address), exclusively.
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")

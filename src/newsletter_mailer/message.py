@@ -19,9 +19,10 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import formatdate
-from urllib.parse import quote
+
 
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
+from newsletter_mailer.mergefields import fill_url_placeholders
 from newsletter_mailer.personalise import Template
 
 _SOFT = "=\r\n"
@@ -225,7 +226,6 @@ class MessageTemplate:
 
 
 def unsubscribe_link(template: str, email: str, token: str) -> str:
-    """The settings' unsubscribe_url filled for one address (values URL-encoded)."""
-    q = quote(email, safe="@")
-    return (template.replace("{{ email }}", q).replace("{{email}}", q)
-            .replace("{{ token }}", token).replace("{{token}}", token))
+    """The settings' unsubscribe_url filled for one address (values URL-encoded), by the same
+    parser the settings check and `check` use: any spacing the check accepts is filled."""
+    return fill_url_placeholders(template, email=email, token=token)

@@ -19,7 +19,7 @@ from typing import Callable, Iterator, Mapping
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
-from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
 from newsletter_mailer.personalise import Template, make_recipient
@@ -215,7 +215,11 @@ class Sender:
         """One send per issue at a time: a second would race the first through the ledger."""
         self.p.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.p.state_dir / f"{self.slug}.lock"
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)  # never through a link
+        except OSError as exc:
+            raise NewsletterError(f"cannot open the send lock: {exc.strerror or exc}", path=path,
+                                  hint="a link there is refused: remove it") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -437,6 +441,8 @@ class IssueStatus:
 def issue_status(options: Options) -> IssueStatus:
     _, settings_dir = load_settings(options.config)
     slug = slug_of(options.issue)
+    if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
+        raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
     path = state_dir_for(options, settings_dir) / "ledger.sqlite3"
     if not path.exists():
         return IssueStatus(slug, path)

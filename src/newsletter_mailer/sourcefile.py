@@ -211,7 +211,7 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _describe(err: dict[str, Any], model: type[BaseModel] | None) -> str:
+def _describe(err: dict[str, Any]) -> str:
     kind = err["type"]
     if kind == "missing":
         return "is required"
@@ -235,15 +235,19 @@ def _describe(err: dict[str, Any], model: type[BaseModel] | None) -> str:
 
 
 def validation_error(exc: ValidationError, path: Path, line_of) -> NewsletterError:
-    """The first problem as one line: file:line: field: what is wrong (and how many more)."""
+    """The first problem as one line (file:line: field: what is wrong), the others carried in .more."""
     errors = exc.errors(include_url=False)
     # A misspelt key (`heding:`) also makes the real one "missing": name the typo, it is the cause.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(p for p in err["loc"])
-    more = f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    ordered = [first] + [e for e in errors if e is not first]
+    more = tuple(_problem(e, path, line_of) for e in ordered[1:])
+    return _problem(first, path, line_of, more)
+
+
+def _problem(err: dict[str, Any], path: Path, line_of, more: tuple[NewsletterError, ...] = ()) -> NewsletterError:
+    loc = tuple(err["loc"])
     line = line_of(loc, key=err["type"] == "extra_forbidden") if line_of else None
-    return NewsletterError(_describe(err, None) + more, path=path, line=line,
-                           field=field_path(loc) or None)
+    return NewsletterError(_describe(err), path=path, line=line, field=field_path(loc) or None, more=more)
 
 
 def load_yaml_model(path: Path, model: type[BaseModel], context: dict | None = None):

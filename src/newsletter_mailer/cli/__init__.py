@@ -31,6 +31,9 @@ _COMMANDS = ("compose", "send", "serve", "audience", "site")  # command modules,
 def _options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log retries and provider steps to stderr")] = False,
 ) -> None:
+    from newsletter_mailer.cli.common import flags
+
+    flags.verbose = verbose  # set every time: in-process runs (tests) must not inherit it
     if verbose:
         import logging
 

@@ -8,19 +8,33 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="settings file (default ./newsletter.toml)")]
-IssueArg = Annotated[Path, typer.Argument(help="the issue file, e.g. issues/2020-09-cscp.yaml", show_default=False)]
-ListOpt = Annotated[Optional[Path], typer.Option("--list", help="subscribers CSV")]
-ProviderOpt = Annotated[Optional[str], typer.Option("--provider", help="outbox | smtp | sendgrid (default: delivery.provider)")]
-OutboxOpt = Annotated[Optional[Path], typer.Option("--outbox", help="outbox folder (default ./outbox)")]
-StateOpt = Annotated[Optional[Path], typer.Option("--state", help="state folder with the send ledger (default .newsletter/ next to newsletter.toml)")]
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", metavar="PATH", help="settings file (default ./newsletter.toml)")]
+IssueArg = Annotated[Path, typer.Argument(metavar="ISSUE", help="the issue file, e.g. issues/2020-09-cscp.yaml", show_default=False)]
+ListOpt = Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV (needed: the list to send to)")]
+ProviderOpt = Annotated[Optional[str], typer.Option("--provider", metavar="NAME", help="outbox | smtp | sendgrid (default: delivery.provider)")]
+OutboxOpt = Annotated[Optional[Path], typer.Option("--outbox", metavar="DIR", help="outbox folder (default ./outbox)")]
+StateOpt = Annotated[Optional[Path], typer.Option("--state", metavar="DIR", help="state folder with the send ledger (default .newsletter/ next to newsletter.toml)")]
+
+
+class _Flags:
+    """Set by the app's callback: --verbose also lists every further problem of an error."""
+
+    verbose = False
+
+
+flags = _Flags()
 
 
 def fail(exc) -> None:
-    """The one error printer: a NewsletterError as one redacted line, then its exit code."""
+    """The one error printer: a NewsletterError as one redacted line, then its exit code.
+
+    With --verbose, each further problem found in the same pass follows on a line of its own.
+    """
     from newsletter_mailer.errors import redact
 
-    typer.echo(redact(f"error: {exc.format()}"), err=True)
+    lines = exc.all_lines() if flags.verbose else [exc.format()]
+    for line in lines:
+        typer.echo(redact(f"error: {line}"), err=True)
     raise typer.Exit(exc.exit_code)
 
 

@@ -75,16 +75,37 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
 
 @app.command()
 def schema(
-    out: Annotated[Optional[Path], typer.Option("--out", help="write to a file instead of stdout")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="PATH", help="write to a file instead of stdout")] = None,
+    config: ConfigOpt = None,
 ) -> None:
-    """Print the issue file format as JSON Schema (for YAML editors' autocompletion)."""
+    """Print the issue file format as JSON Schema (for YAML editors' autocompletion).
+
+    The format does not depend on the settings; --config is accepted (and checked) like
+    every other command's, so scripts can pass it everywhere.
+    """
     import json
 
     from newsletter_mailer.schema import json_schema
 
-    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        out.write_text(text, encoding="utf-8")
-        typer.echo(f"wrote {out}")
+    with reporting():
+        if config is not None:
+            from newsletter_mailer.settings import load_settings
+
+            load_settings(config)
+        text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+        if out is None:
+            sys.stdout.write(text)
+            return
+        _write_schema(out, text)
+    typer.echo(f"wrote {out}")
+
+
+def _write_schema(out: Path, text: str) -> None:
+    """Through the one safe writer: a planted link at --out is replaced, never written through."""
+    from newsletter_mailer.errors import NewsletterError
+    from newsletter_mailer.files import write_file
+
+    try:
+        write_file(out, text.encode("utf-8"))
+    except OSError as exc:
+        raise NewsletterError(f"cannot write: {exc.strerror or exc}", path=out) from None

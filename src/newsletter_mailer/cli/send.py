@@ -10,7 +10,7 @@ import typer
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.cli.common import (ConfigOpt, IssueArg, ListOpt, OutboxOpt, ProviderOpt, StateOpt,
-                                          listing, reporting)
+                                          listing, reporting, show)
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -45,8 +45,8 @@ def send(
     outbox: OutboxOpt = None,
     state: StateOpt = None,
     config: ConfigOpt = None,
-    tag: Annotated[Optional[str], typer.Option("--tag", help="only subscribers with this tag")] = None,
-    suppress: Annotated[Optional[list[Path]], typer.Option("--suppress", help="file of addresses to leave out (repeatable)")] = None,
+    tag: Annotated[Optional[str], typer.Option("--tag", metavar="TAG", help="only subscribers with this tag")] = None,
+    suppress: Annotated[Optional[list[Path]], typer.Option("--suppress", metavar="FILE", help="file of addresses to leave out (repeatable)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="do everything but deliver")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="send without asking")] = False,
     resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="also send to those whose earlier attempt may or may not have arrived")] = False,
@@ -143,9 +143,9 @@ def _echo_held(held: list[str], issue: Path) -> None:
 @app.command("test-send")
 def test_send(
     issue: IssueArg,
-    to: Annotated[Optional[list[str]], typer.Option("--to", help="address to send to (repeatable; default test_recipient)")] = None,
+    to: Annotated[Optional[list[str]], typer.Option("--to", metavar="ADDR", help="address to send to (repeatable; default test_recipient)")] = None,
     list_: ListOpt = None,
-    as_: Annotated[Optional[str], typer.Option("--as", help="personalise as this subscriber of --list")] = None,
+    as_: Annotated[Optional[str], typer.Option("--as", metavar="EMAIL", help="personalise as this subscriber of --list")] = None,
     provider: ProviderOpt = None,
     outbox: OutboxOpt = None,
     state: StateOpt = None,
@@ -168,7 +168,7 @@ def test_send(
         typer.echo(f"note: {note}")
     for r in outcomes:
         typer.echo(f"{'sent' if r.ok else 'FAILED'} [TEST] to {r.email} via {p.name}, personalised as {who}"
-                   + (f": {r.error}" if r.error else ""))
+                   + (f": {r.error}" if r.error else "") + (f" (written to {show(Path(r.where))})" if r.where else ""))
     if not all(r.ok for r in outcomes):
         raise typer.Exit(1)
 

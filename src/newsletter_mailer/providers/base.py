@@ -56,6 +56,7 @@ class Outcome:
     error: str | None = None
     permanent: bool = False  # a refusal for this address (5xx); retried only with --retry-failed
     uncertain: bool = False  # the attempt may or may not have been delivered: held back, never retried blindly
+    where: str | None = None  # where a local provider put it (the outbox's file), for test-send to say
 
 
 @dataclass(frozen=True)

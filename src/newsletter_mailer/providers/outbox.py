@@ -1,6 +1,6 @@
 """The outbox: one .eml file per message, so everything works with no key and no server.
 
-Files are written atomically (temp file, then rename) under <outbox>/<slug>/, named
+Files are written atomically (an exclusive temp file, then rename; 0600, never through a link) under <outbox>/<slug>/, named
 for the recipient, and open in any mail client.
 """
 
@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.files import make_private_dir, write_private
 from newsletter_mailer.message import HeaderValueError
 from newsletter_mailer.providers.base import Outcome, Recipient, SendContext
 
@@ -42,7 +43,7 @@ class OutboxProvider:
 
     def open(self) -> None:
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.folder)  # 0700: the messages name readers and carry their links
         except OSError as exc:
             raise NewsletterError(f"cannot create the outbox: {exc.strerror}", path=self.folder,
                                   hint="choose another folder with --outbox") from None
@@ -58,16 +59,13 @@ class OutboxProvider:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue
             path = os.path.join(folder, filename(r.email, self.prefix))
-            tmp = path + ".tmp"
             try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
+                write_private(Path(path), data)  # exclusive temp file, never through a link, 0600
             except OSError as exc:
                 # Not delivered: a temporary failure; the send loop's error budget stops a full disk.
-                out.append(Outcome(r.email, False, error=f"cannot write {path}: {exc.strerror}"))
+                out.append(Outcome(r.email, False, error=f"cannot write {path}: {exc.strerror or exc}"))
                 continue
-            out.append(Outcome(r.email, True, message_id=msgid))
+            out.append(Outcome(r.email, True, message_id=msgid, where=path))
         return out
 
     def close(self) -> None:
