@@ -15,11 +15,14 @@ Every function here runs inside the caller's `Audience.transaction()`.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from newsletter_mailer.audience import Audience
+from newsletter_mailer.errors import one_line
 from newsletter_mailer.ledger import key
 
 SEEN_DAYS = 7
+MAX_NOTE = 500
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS blocks (
     email    TEXT NOT NULL,
@@ -52,6 +55,16 @@ CREATE TABLE IF NOT EXISTS issue_clicks (
     PRIMARY KEY (issue, url)
 ) WITHOUT ROWID;
 """
+
+
+def plausible(email: Any) -> bool:
+    """An address SendGrid sent us, good enough to key a status on (it came from our own sends)."""
+    return isinstance(email, str) and 3 <= len(email) <= 320 and "@" in email
+
+
+def note(value: Any, limit: int = MAX_NOTE) -> str | None:
+    """A reason or status from SendGrid as stored: one line, capped; None unless a non-blank string."""
+    return one_line(value)[:limit] if isinstance(value, str) and value.strip() else None
 
 
 def prepare(store: Audience) -> Audience:

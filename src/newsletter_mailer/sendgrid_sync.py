@@ -27,12 +27,12 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
 from newsletter_mailer.audience import Audience, Change
-from newsletter_mailer.errors import NewsletterError, one_line, redact
+from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.ledger import key as email_key
 from newsletter_mailer.providers.base import backoff_base, env_value
 from newsletter_mailer.providers.sendgrid import (MAX_ATTEMPTS, MAX_RATE_LIMIT_RETRIES, _error_detail, api_host,
                                                   rate_limit_wait)
-from newsletter_mailer.sendgrid_store import block, prepare, since, synced
+from newsletter_mailer.sendgrid_store import MAX_NOTE, block, note, plausible, prepare, since, synced
 from newsletter_mailer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,6 @@ log = logging.getLogger(__name__)
 Fetch = Callable[[str, Mapping[str, int]], "tuple[int, Mapping[str, str] | None, bytes]"]
 
 PAGE = 500                       # SendGrid's largest page for the suppression lists
-MAX_REASON = 500
 KEY_HINT = "check SENDGRID_API_KEY: the sync needs read access to Suppressions"
 # name, path, the status an entry means (None: a block, recorded only)
 LISTS = (("bounces", "/v3/suppression/bounces", "bounced"),
@@ -113,7 +112,7 @@ def _sync_list(store: Audience, client: _Client, name: str, path: str, status: s
 def _record(store: Audience, items: list, status: str | None, name: str) -> int:
     """One page into the store (inside a transaction); an address already at that status is skipped,
     so the boundary entries a sync sees twice and the re-read group leave no duplicate history."""
-    entries = [i for i in items if isinstance(i, dict) and _plausible(i.get("email"))]
+    entries = [i for i in items if isinstance(i, dict) and plausible(i.get("email"))]
     current = store.suppressed_among(i["email"] for i in entries) if status else {}
     changed = 0
     for item in entries:
@@ -121,25 +120,17 @@ def _record(store: Audience, items: list, status: str | None, name: str) -> int:
         if status is None:
             created = item.get("created")
             changed += block(store, email, created if isinstance(created, int) else 0, "sendgrid",
-                             _text(item.get("status")), reason)
+                             note(item.get("status")), reason)
         elif current.get(email_key(email)) != status:
             changed += store.apply(Change(email, status, "sendgrid", reason=reason))
             current[email_key(email)] = status
     return changed
 
 
-def _plausible(email: Any) -> bool:
-    return isinstance(email, str) and 3 <= len(email) <= 320 and "@" in email
-
-
-def _text(value: Any) -> str | None:
-    return one_line(value)[:MAX_REASON] if isinstance(value, str) and value.strip() else None
-
-
 def _reason(name: str, item: dict) -> str:
     """SendGrid's own words (its status code first for bounces), else which list it came from."""
-    said = " ".join(t for t in (_text(item.get("status")), _text(item.get("reason"))) if t)
-    return f"SendGrid {name.replace('_', ' ')}" + (f": {said}"[:MAX_REASON] if said else "")
+    said = " ".join(t for t in (note(item.get("status")), note(item.get("reason"))) if t)
+    return f"SendGrid {name.replace('_', ' ')}" + (f": {said}"[:MAX_NOTE] if said else "")
 
 
 class _Client:
