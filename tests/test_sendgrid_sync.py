@@ -65,7 +65,8 @@ def test_every_list_lands_with_its_status_reason_and_source(settings, store, fak
     assert "Mail domain is unknown" in store.status("typo@exmaple.com").reason
     # a block is recorded, never suppressing
     assert store.status("blocked@example.com") is None
-    assert sendgrid_store.blocks(store, "blocked@example.com") == [(100, "4.0.0", "SendGrid blocks: 4.0.0 IP on a blocklist")]
+    assert sendgrid_store.blocks(store, "blocked@example.com") == [
+        (100, "4.0.0", "SendGrid blocks: 4.0.0 IP on a blocklist")]
     assert report.changed == 5
     # every request carried the key as a Bearer token and asked for JSON pages
     assert all(auth == f"Bearer {KEY}" for _, _, auth in fake.requests)
