@@ -22,6 +22,7 @@ import os
 import sqlite3
 import stat
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -143,25 +144,37 @@ class Audience:
     def record(self, changes: Iterable[Change]) -> int:
         """Apply changes in one committed transaction; returns how many changed a status."""
         now, changed = _now(), 0
+        with self.transaction():
+            for c in changes:
+                changed += self.apply(c, now)
+        return changed
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN IMMEDIATE … COMMIT: writes that stand or fall together (a webhook's seen ids and
+        the changes they carried), rolled back on any error."""
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            for c in changes:
-                if c.status not in STATUSES or c.source not in SOURCES:
-                    raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
-                email = key(c.email)
-                row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
-                ok = applies(row[0] if row else None, c)
-                self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
-                                "VALUES (?,?,?,?,?,?,?,?)",
-                                (email, c.status, c.source, c.issue, c.reason, c.name, int(ok), now))
-                if ok:
-                    self._set(email, c, now)
-                    changed += 1
+            yield
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return changed
+
+    def apply(self, c: Change, now: str | None = None) -> bool:
+        """One change inside an open transaction: always into history, into the status if it applies."""
+        now = now or _now()
+        if c.status not in STATUSES or c.source not in SOURCES:
+            raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
+        email = key(c.email)
+        row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
+        ok = applies(row[0] if row else None, c)
+        self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (email, c.status, c.source, c.issue, c.reason, c.name, int(ok), now))
+        if ok:
+            self._set(email, c, now)
+        return ok
 
     def _set(self, email: str, c: Change, now: str) -> None:
         self.db.execute(

@@ -46,6 +46,7 @@ class Options:
     dry_run: bool = False
     resend_uncertain: bool = False
     retry_failed: bool = False
+    sync: bool = True   # a SendGrid send first pulls SendGrid's suppressions into the store
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -166,6 +167,23 @@ def _decide(state: tuple[str, bool] | None, o: Options) -> str:
     return "send"
 
 
+def _sync_from_sendgrid(p: Prepared) -> str:
+    """SendGrid's suppressions into the store before planning, so nobody SendGrid suppressed is
+    even attempted. A failure stops the send before anything goes out (--no-sync skips it)."""
+    from newsletter_mailer.audience import Audience
+    from newsletter_mailer.sendgrid_sync import sync
+
+    store = Audience.in_state(p.state_dir)
+    try:
+        report = sync(p.composed.settings, store, p.options.env)
+    except NewsletterError as exc:
+        exc.hint = (exc.hint + "; " if exc.hint else "") + "or send without it: --no-sync"
+        raise
+    finally:
+        store.close()
+    return f"synced SendGrid's suppressions first: {report.changed} change(s) recorded"
+
+
 class Sender:
     """One send of one issue: plan() reads the list against the ledger, run(plan) delivers.
 
@@ -175,6 +193,8 @@ class Sender:
     def __init__(self, p: Prepared):
         self.p = p
         o = p.options
+        if p.provider.name == "sendgrid" and o.sync and not o.dry_run:
+            p.notes.append(_sync_from_sendgrid(p))
         self.audience = SendAudience(p.state_dir, dry_run=o.dry_run)
         if o.list_path is None and not self.audience.signups:
             self.audience.close()

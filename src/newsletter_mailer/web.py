@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter_mailer import addresses, confirm_delivery, confirm_mail, tokens
+from newsletter_mailer import addresses, confirm_delivery, confirm_mail, tokens, webhook
 from newsletter_mailer.audience import Audience, Change
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
@@ -38,6 +38,7 @@ from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.unsubscribe import load_secret
 from newsletter_mailer.webpages import (body, form, mask, message, page, redact_access_log, redact_path,
                                         stylesheet)
+from newsletter_mailer.webpages import headers as security_headers
 
 log = logging.getLogger("newsletter_mailer.web")
 PAGES = ("base", "message", "action", "subscribe")
@@ -206,6 +207,23 @@ async def confirm(request: Request) -> Response:
 
 
 @guarded
+async def sendgrid_events(request: Request) -> Response:
+    """SendGrid's Event Webhook: signed batches only (webhook.py); answered once committed."""
+    key = request.app.state.webhook_key
+    if key is None:
+        log.error("POST /hooks/sendgrid refused: %s is not set", webhook.KEY_VAR)
+        return Response(status_code=503, headers=security_headers())
+    data = await body(request, webhook.MAX_BODY)
+    try:
+        new, again = webhook.receive(request.app.state.site.audience, key, request.headers, data, int(time.time()))
+    except webhook.Refused as refused:
+        log.warning("POST /hooks/sendgrid refused (%d): %s", refused.status, refused.why)
+        return Response(status_code=refused.status, headers=security_headers())
+    log.info("POST /hooks/sendgrid: %d event(s) recorded, %d seen before", new, again)
+    return Response(status_code=204, headers=security_headers())
+
+
+@guarded
 async def style(request: Request) -> Response:
     return stylesheet(request)
 
@@ -218,6 +236,7 @@ ROUTES = [
     Route("/confirm/{token}", confirm_page, methods=["GET"]),
     Route("/confirm/{token}", confirm, methods=["POST"]),
     Route("/style.css", style, methods=["GET"]),
+    Route("/hooks/sendgrid", sendgrid_events, methods=["POST"]),
 ]
 
 
@@ -250,6 +269,7 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
                 deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash})
     app.state.site = site
+    app.state.webhook_key = webhook.public_key(env)
     redact_access_log()
     return app
 

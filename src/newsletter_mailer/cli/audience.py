@@ -10,6 +10,7 @@ from typing import Annotated, Iterator, Optional
 import typer
 
 from newsletter_mailer.cli import app
+from newsletter_mailer.cli.audience_sync import register as register_sync
 from newsletter_mailer.cli.common import ConfigOpt, ListOpt, StateOpt, reporting, show
 
 audience_app = typer.Typer(help="What readers told us: list, suppress, unsuppress, export and import addresses.",
@@ -146,3 +147,6 @@ def import_(
         typer.echo(one_line(f"  skipped line {line}: {why}"))
     if len(imported.skipped) > 50:
         typer.echo(f"  … and {len(imported.skipped) - 50} more skipped")
+
+
+register_sync(audience_app)  # `audience sync` (SendGrid) lives in cli/audience_sync.py, listed last

@@ -51,13 +51,14 @@ def send(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="send without asking")] = False,
     resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="also send to those whose earlier attempt may or may not have arrived")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="also retry permanent failures")] = False,
+    no_sync: Annotated[bool, typer.Option("--no-sync", help="SendGrid: do not pull its suppressions first")] = False,
 ) -> None:
     """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
     from newsletter_mailer.send import DeliveryStopped, Options, Sender, prepare
 
     opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config,
                    tag=tag, suppress=list(suppress or []), dry_run=dry_run,
-                   resend_uncertain=resend_uncertain, retry_failed=retry_failed)
+                   resend_uncertain=resend_uncertain, retry_failed=retry_failed, sync=not no_sync)
     sender = summary = None
     with reporting():
         try:

@@ -117,6 +117,31 @@ def _categories(slug: str, extra: list[str]) -> list[str]:
     return out[:MAX_CATEGORIES]
 
 
+def api_host(env: Mapping[str, str]) -> str:
+    """SENDGRID_API_HOST (default the global API), checked: the key never goes over plain http
+    to anything but a local test server. Shared with the suppressions sync."""
+    host = (env.get("SENDGRID_API_HOST") or DEFAULT_HOST).rstrip("/")
+    parts = urlsplit(host)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise NewsletterError(f"SENDGRID_API_HOST is '{host}', not an http(s) URL",
+                              hint=f"use {DEFAULT_HOST} or https://api.eu.sendgrid.com")
+    if parts.scheme == "http" and parts.hostname not in _LOCAL_HOSTS:
+        raise NewsletterError(f"SENDGRID_API_HOST is '{host}': the API key must not travel over plain http",
+                              hint="use https:// (http:// is allowed only for a local test server)")
+    return host
+
+
+def rate_limit_wait(headers: Mapping[str, str] | None, fallback: float) -> float:
+    """After a 429: until X-RateLimit-Reset (a Unix time), else fallback; never over a minute."""
+    reset = headers.get("X-RateLimit-Reset") if headers is not None else None
+    if reset is not None:
+        try:
+            return min(max(float(reset) - time.time(), 0.0), MAX_RATE_LIMIT_WAIT)
+        except ValueError:
+            pass
+    return min(fallback, MAX_RATE_LIMIT_WAIT)
+
+
 class SendGridProvider:
     name = "sendgrid"
     batch_size = 1000          # personalizations per v3 mail/send request
@@ -189,15 +214,7 @@ class SendGridProvider:
     # --- settings and environment ---------------------------------------------------------
 
     def _host(self) -> str:
-        host = (self.ctx.env.get("SENDGRID_API_HOST") or DEFAULT_HOST).rstrip("/")
-        parts = urlsplit(host)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise NewsletterError(f"SENDGRID_API_HOST is '{host}', not an http(s) URL",
-                                  hint=f"use {DEFAULT_HOST} or https://api.eu.sendgrid.com")
-        if parts.scheme == "http" and parts.hostname not in _LOCAL_HOSTS:
-            raise NewsletterError(f"SENDGRID_API_HOST is '{host}': the API key must not travel over plain http",
-                                  hint="use https:// (http:// is allowed only for a local test server)")
-        return host
+        return api_host(self.ctx.env)
 
     # --- Provider interface ---------------------------------------------------------------
 
@@ -346,13 +363,7 @@ class SendGridProvider:
         return reason
 
     def _rate_limit_wait(self, headers, tries: int) -> float:
-        reset = headers.get("X-RateLimit-Reset") if headers is not None else None
-        if reset is not None:
-            try:
-                return min(max(float(reset) - time.time(), 0.0), MAX_RATE_LIMIT_WAIT)
-            except ValueError:
-                pass
-        return min(self._backoff(tries), MAX_RATE_LIMIT_WAIT)
+        return rate_limit_wait(headers, self._backoff(tries))
 
     def _client_error(self, status: int, body, headers) -> NewsletterError:
         message, field = _error_detail(body)

@@ -1,0 +1,158 @@
+"""SendGrid's signed Event Webhook (`POST /hooks/sendgrid`): check the signature, record the events.
+
+The URL is public, so nothing is believed unless SendGrid signed it: ECDSA P-256 with SHA-256
+over the timestamp header followed by the raw body, checked with the verification key
+SendGrid shows (SENDGRID_WEBHOOK_PUBLIC_KEY, base64 DER). A timestamp older than MAX_AGE (or
+further ahead than MAX_AHEAD) is refused even when signed, so a captured request cannot be
+replayed later. Everything a batch carries is committed in one transaction before the 2xx:
+SendGrid retries a batch it got no 2xx for, and an event's `sg_event_id` seen before counts
+nothing (sendgrid_store).
+
+What each event does: `bounce` → bounced (but `type: blocked` is only recorded: usually
+temporary); `spamreport` → complained; `unsubscribe`, `group_unsubscribe` → unsubscribed;
+`dropped` by its reason (SendGrid drops mail to addresses on its own suppression lists, so a
+drop for "Bounced Address" is a bounce we had missed, and so on; other drops only count).
+Every event counts per issue (the `issue` custom arg our sends add), clicks with their URL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from typing import Mapping
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.providers.base import env_value
+from newsletter_mailer.sendgrid_store import block, count, first_time, forget_old, note, plausible, prepare
+
+SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
+KEY_VAR = "SENDGRID_WEBHOOK_PUBLIC_KEY"
+MAX_BODY = 4 * 1024 * 1024   # SendGrid posts when a batch reaches 768 KB (or every 30 s)
+MAX_AGE = 600
+MAX_AHEAD = 300               # clock skew between SendGrid and us
+EVENTS = ("processed", "deferred", "delivered", "bounce", "dropped", "spamreport", "unsubscribe",
+          "group_unsubscribe", "group_resubscribe", "open", "click")
+DROPPED = {"bounced address": "bounced", "invalid": "bounced", "spam reporting address": "complained",
+           "unsubscribed address": "unsubscribed"}
+STATUS = {"spamreport": "complained", "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed"}
+
+
+class Refused(Exception):
+    """A request not from SendGrid (or not understood): its HTTP status and why, for the log only."""
+
+    def __init__(self, status: int, why: str):
+        super().__init__(why)
+        self.status, self.why = status, why
+
+
+def public_key(env: Mapping[str, str]) -> ec.EllipticCurvePublicKey | None:
+    """The verification key, or None when not configured; NewsletterError when it is not a P-256 key."""
+    raw = env_value(env, KEY_VAR)
+    if raw is None:
+        return None
+    body = "".join(line for line in raw.splitlines() if not line.startswith("-----"))
+    try:
+        key = serialization.load_der_public_key(base64.b64decode("".join(body.split()), validate=True))
+    except (ValueError, binascii.Error, UnsupportedAlgorithm):
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise NewsletterError(f"{KEY_VAR} is not an ECDSA P-256 public key",
+                              hint="paste the Verification Key from SendGrid's Event Webhook settings")
+    return key
+
+
+def verify(key: ec.EllipticCurvePublicKey, headers: Mapping[str, str], body: bytes, now: int) -> None:
+    """Raise Refused unless SendGrid signed this timestamp and body, recently."""
+    signature, stamp = headers.get(SIGNATURE), headers.get(TIMESTAMP)
+    if not signature or not stamp:
+        raise Refused(401, "no signature")
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+        raise Refused(400, "malformed timestamp")
+    try:
+        der = base64.b64decode(signature, validate=True)
+    except (ValueError, binascii.Error):
+        raise Refused(400, "malformed signature") from None
+    try:
+        key.verify(der, stamp.encode() + body, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        raise Refused(403, "wrong signature") from None
+    if not -MAX_AHEAD <= now - int(stamp) <= MAX_AGE:
+        raise Refused(403, "stale timestamp")
+
+
+def events(body: bytes) -> list[dict]:
+    """The batch: a JSON list of objects, else Refused(400)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise Refused(400, "not JSON") from None
+    if not isinstance(data, list) or not all(isinstance(e, dict) for e in data):
+        raise Refused(400, "not a list of objects")
+    return data
+
+
+def receive(store: Audience, key: ec.EllipticCurvePublicKey, headers: Mapping[str, str], body: bytes,
+            now: int) -> tuple[int, int]:
+    """Verify, then record the batch in one transaction; (events recorded, duplicates skipped)."""
+    verify(key, headers, body, now)
+    batch = events(body)
+    prepare(store)
+    new = 0
+    with store.transaction():
+        forget_old(store, now)
+        for event in batch:
+            if first_time(store, _event_id(event), now):
+                _record(store, event)
+                new += 1
+    return new, len(batch) - new
+
+
+def _event_id(event: dict) -> str:
+    """SendGrid's id; for an event without one, a digest of the event itself."""
+    given = event.get("sg_event_id")
+    if isinstance(given, str) and 0 < len(given) <= 200:
+        return given
+    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _record(store: Audience, event: dict) -> None:
+    kind = event.get("event")
+    if kind not in EVENTS:
+        return
+    issue = note(event.get("issue"), 200)
+    email = event.get("email")
+    if plausible(email):
+        status = _status(kind, event)
+        reason = _reason(event)
+        if status:
+            store.apply(Change(email, status, "sendgrid", issue=issue, reason=reason))
+        elif kind == "bounce" and event.get("type") == "blocked":
+            stamp = event.get("timestamp")
+            block(store, email, stamp if isinstance(stamp, int) else 0, "sendgrid", note(event.get("status")),
+                  reason, issue)
+    if issue:
+        url = event.get("url") if kind == "click" else None
+        count(store, issue, kind, note(url, 2000) if isinstance(url, str) and url.startswith(("http://", "https://"))
+              else None)
+
+
+def _status(kind: str, event: dict) -> str | None:
+    if kind == "bounce":
+        return None if event.get("type") == "blocked" else "bounced"
+    if kind == "dropped":
+        reason = event.get("reason")
+        return DROPPED.get(reason.strip().lower()) if isinstance(reason, str) else None
+    return STATUS.get(kind)
+
+
+def _reason(event: dict) -> str:
+    said = " ".join(t for t in (note(event.get("status")), note(event.get("reason"))) if t)
+    return f"SendGrid {event['event']}" + (f": {said}"[:500] if said else "")
