@@ -5,6 +5,8 @@ A recipient's row is written before the attempt ('sending') and after it ('sent'
 resumed send knows exactly who was mailed and who was in flight. In-flight rows
 found at start-up become 'uncertain' and are held back until --resend-uncertain.
 WAL with synchronous=NORMAL survives a killed process (the OS has the pages).
+A scheduled send (`send --at`) leaves its rows 'scheduled' with the provider's batch id,
+one `schedules` row per batch with its time; `cancel` turns them 'cancelled'.
 """
 
 from __future__ import annotations
@@ -18,24 +20,34 @@ from typing import Iterable, Iterator
 
 from newsletter_mailer.errors import NewsletterError
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS deliveries (
+DELIVERIES = """
+CREATE TABLE IF NOT EXISTS {name} (
     issue       TEXT NOT NULL,
     email       TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed', 'uncertain')),
+    status      TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed', 'uncertain', 'scheduled',
+                                                'cancelled')),
     provider    TEXT,
     message_id  TEXT,
     reason      TEXT,
     permanent   INTEGER NOT NULL DEFAULT 0,
     attempts    INTEGER NOT NULL DEFAULT 0,
     updated_at  TEXT NOT NULL,
+    batch_id    TEXT,
     PRIMARY KEY (issue, email)
 ) WITHOUT ROWID;
+"""
+SCHEMA = DELIVERIES.format(name="deliveries") + """
 CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (issue, status);
+CREATE TABLE IF NOT EXISTS schedules (
+    batch_id    TEXT PRIMARY KEY,
+    issue       TEXT NOT NULL,
+    send_at     INTEGER NOT NULL,
+    created_at  TEXT NOT NULL
+);
 """
 
 # Databases written by earlier versions also allow a 'queued' status in the CHECK; no row has it.
-STATUSES = ("sending", "sent", "failed", "uncertain")
+STATUSES = ("sending", "sent", "failed", "uncertain", "scheduled", "cancelled")
 
 
 def _now() -> str:
@@ -74,10 +86,30 @@ class Ledger:
             self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self._upgrade()
             self.db.executescript(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise NewsletterError(f"cannot open the send ledger: {exc}", path=path,
                                   hint="check the --state folder") from None
+
+    def _upgrade(self) -> None:
+        """A ledger from before scheduling: its status CHECK lacks 'scheduled' and 'cancelled' (SQLite
+        cannot alter a CHECK) and it has no batch_id column, so the table is rebuilt with every row
+        copied, in one transaction: a crash leaves the old table whole."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            found = self.db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='deliveries'").fetchone()
+            if found is not None and "'scheduled'" not in found[0]:
+                columns = ", ".join(r[1] for r in self.db.execute("PRAGMA table_info(deliveries)")
+                                    if r[1] != "batch_id")
+                self.db.execute(DELIVERIES.format(name="deliveries_new"))
+                self.db.execute(f"INSERT INTO deliveries_new ({columns}) SELECT {columns} FROM deliveries")
+                self.db.execute("DROP TABLE deliveries")
+                self.db.execute("ALTER TABLE deliveries_new RENAME TO deliveries")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     @classmethod
     def in_state(cls, state_dir: Path) -> Ledger:
@@ -110,26 +142,29 @@ class Ledger:
             "SELECT email, status, permanent FROM deliveries WHERE issue=?", (issue,))}
 
     def begin(self, issue: str, emails: Iterable[str], provider: str,
-              message_ids: Iterable[str | None] | None = None) -> None:
+              message_ids: Iterable[str | None] | None = None, batch_id: str | None = None) -> None:
         """Written and committed before the attempt: a crash from here on leaves them uncertain.
         message_ids (when the provider chooses them before sending) let an uncertain row be
-        found in the server's log by Message-ID, not only by address."""
+        found in the server's log by Message-ID, not only by address; batch_id (a scheduled
+        send) lets `cancel` stop even a request whose answer never came."""
         now = _now()
         emails = list(emails)
         ids = list(message_ids) if message_ids is not None else [None] * len(emails)
-        self._tx("INSERT INTO deliveries (issue, email, status, provider, message_id, attempts, updated_at) "
-                 "VALUES (?,?,'sending',?,?,1,?) ON CONFLICT (issue, email) DO UPDATE SET status='sending', "
-                 "provider=excluded.provider, message_id=excluded.message_id, attempts=attempts+1, reason=NULL, "
-                 "updated_at=excluded.updated_at",
-                 ((issue, key(e), provider, m, now) for e, m in zip(emails, ids, strict=True)))
+        self._tx("INSERT INTO deliveries (issue, email, status, provider, message_id, attempts, updated_at, "
+                 "batch_id) VALUES (?,?,'sending',?,?,1,?,?) ON CONFLICT (issue, email) DO UPDATE SET "
+                 "status='sending', provider=excluded.provider, message_id=excluded.message_id, "
+                 "attempts=attempts+1, reason=NULL, updated_at=excluded.updated_at, batch_id=excluded.batch_id",
+                 ((issue, key(e), provider, m, now, batch_id) for e, m in zip(emails, ids, strict=True)))
 
-    def finish(self, issue: str, results: Iterable) -> None:
-        """Record each provider Outcome: sent (with the provider's id), failed (with why) or uncertain
-        (keeping the id recorded with 'sending': the one to look for in the server's log)."""
+    def finish(self, issue: str, results: Iterable, *, scheduled: bool = False) -> None:
+        """Record each provider Outcome: sent (with the provider's id; 'scheduled' when the provider
+        holds it until a time), failed (with why) or uncertain (keeping the id recorded with
+        'sending': the one to look for in the server's log)."""
         now = _now()
+        ok = "scheduled" if scheduled else "sent"
         rows = []
         for r in results:
-            status = "sent" if r.ok else "uncertain" if r.uncertain else "failed"
+            status = ok if r.ok else "uncertain" if r.uncertain else "failed"
             rows.append((status, r.message_id, status, r.error, int(bool(r.permanent)), now, issue, key(r.email)))
         self._tx("UPDATE deliveries SET status=?, message_id=COALESCE(?, CASE WHEN ?='uncertain' THEN message_id END), "
                  "reason=?, permanent=?, updated_at=? WHERE issue=? AND email=?", rows)
@@ -153,3 +188,25 @@ class Ledger:
             args += (status,)
         for r in self.db.execute(sql + " ORDER BY email", args):
             yield Row(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6], r[7])
+
+    # --- scheduled sends -------------------------------------------------------------------
+
+    def add_schedule(self, issue: str, batch_id: str, send_at: int) -> None:
+        """Recorded before the first request that uses the batch: cancel can always find it."""
+        self._tx("INSERT INTO schedules (batch_id, issue, send_at, created_at) VALUES (?,?,?,?)",
+                 [(batch_id, issue, send_at, _now())])
+
+    def schedules(self, issue: str) -> list[tuple[str, int, int]]:
+        """(batch id, send_at, rows still 'scheduled') of the issue's batches, earliest first."""
+        return list(self.db.execute(
+            "SELECT s.batch_id, s.send_at, (SELECT count(*) FROM deliveries d WHERE d.issue=s.issue AND "
+            "d.batch_id=s.batch_id AND d.status='scheduled') FROM schedules s WHERE s.issue=? "
+            "ORDER BY s.send_at, s.created_at", (issue,)))
+
+    def cancel(self, issue: str, batch_id: str) -> int:
+        """The batch's rows as 'cancelled' (uncertain ones too: the cancelled batch delivers none)."""
+        before = self.db.total_changes
+        self._tx("UPDATE deliveries SET status='cancelled', reason='scheduled send cancelled', updated_at=? "
+                 "WHERE issue=? AND batch_id=? AND status IN ('scheduled', 'uncertain', 'sending')",
+                 [(_now(), issue, batch_id)])
+        return self.db.total_changes - before

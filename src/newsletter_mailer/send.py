@@ -13,6 +13,7 @@ import fcntl
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -25,6 +26,7 @@ from newsletter_mailer.message import MessageTemplate, unsubscribe_link
 from newsletter_mailer.personalise import Template, make_recipient
 from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, SendContext, get_provider,
                                          provider_class)
+from newsletter_mailer.schedule import CannotHold, When, alternatives, check_hold, parse_at
 from newsletter_mailer.schema import slug_of
 from newsletter_mailer.send_audience import SendAudience
 from newsletter_mailer.settings import Settings, load_settings
@@ -48,6 +50,10 @@ class Options:
     retry_failed: bool = False
     sync: bool = True   # a SendGrid send first pulls SendGrid's suppressions into the store
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    at: str | None = None       # send --at: when the provider should deliver (it holds the mail)
+    tz: str | None = None       # the zone --at is written in (default: settings' timezone, else the machine's)
+    resend_cancelled: bool = False  # send again to those whose scheduled send was cancelled
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
 
 @dataclass
@@ -61,6 +67,7 @@ class Prepared:
     notes: list[str]
     unsubscribe_url: Callable[[str], str]   # address -> its unsubscribe link, decided once
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
+    when: When | None = None    # a scheduled send: the provider holds the mail until then
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str]) -> Recipient:
         msgid = self.new_message_id() if self.new_message_id is not None else None
@@ -81,11 +88,41 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
                               hint="run `newsletter check` for all checks")
     ctx = send_context(composed, outbox=options.outbox, subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
+    when = _when(options, settings, provider)
     state_dir = state_dir_for(options, settings_dir)
     notes: list[str] = []
     links = _unsubscribe_source(options, settings, provider.name, state_dir, notes, composed.slug)
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state_dir, notes, links, new_id)
+    return Prepared(options, composed, provider, state_dir, notes, links, new_id, when)
+
+
+def _when(options: Options, settings: Settings, provider: Provider) -> When | None:
+    """--at read and checked against the provider: one that cannot hold mail gets the command
+    to run at that time instead; SendGrid's 72 hours are checked before anything is sent."""
+    if options.at is None:
+        if options.tz is not None:
+            raise NewsletterError("--tz without --at", field="--tz", hint="add --at TIME, or leave --tz out")
+        return None
+    now = options.now()
+    when = parse_at(options.at, options.tz, settings.timezone, now)
+    if provider.hold_limit is None:
+        raise CannotHold(provider.label, alternatives(when, same_send(options), Path.cwd()))
+    check_hold(when, now, provider.hold_limit, provider.label)
+    return when
+
+
+def same_send(o: Options) -> list[str]:
+    """This send as `newsletter` arguments, without --at and with --yes: what a timer should run."""
+    args = ["send", str(o.issue)]
+    for flag, value in (("--list", o.list_path), ("--provider", o.provider), ("--outbox", o.outbox),
+                        ("--state", o.state), ("--config", o.config), ("--tag", o.tag)):
+        if value is not None:
+            args += [flag, str(value)]
+    for path in o.suppress:
+        args += ["--suppress", str(path)]
+    args += [flag for flag, on in (("--resend-uncertain", o.resend_uncertain), ("--retry-failed", o.retry_failed),
+                                   ("--resend-cancelled", o.resend_cancelled), ("--no-sync", not o.sync)) if on]
+    return args + ["--yes"]
 
 
 def send_context(composed: Composed, *, outbox: Path | None = None, subject_prefix: str = "",
@@ -151,15 +188,19 @@ class Plan:
     skips: object = None
     interrupted: list[str] = field(default_factory=list)
     signups: int = 0   # confirmed sign-ups from the audience store, not in the CSV, to send
+    cancelled: int = 0  # whose scheduled send was cancelled: sent again only with --resend-cancelled
 
 
 def _decide(state: tuple[str, bool] | None, o: Options) -> str:
-    """send | sent | held | failed — one rule for the planning pass and the sending pass."""
+    """send | sent | held | failed | cancelled — one rule for the planning pass and the sending pass.
+    A scheduled recipient was handed over (the provider holds it): as good as sent."""
     if state is None:
         return "send"
     status, permanent = state
-    if status == "sent":
+    if status in ("sent", "scheduled"):
         return "sent"
+    if status == "cancelled":
+        return "send" if o.resend_cancelled else "cancelled"
     if status in ("uncertain", "sending"):
         return "send" if o.resend_uncertain else "held"
     if status == "failed" and permanent and not o.retry_failed:
@@ -274,9 +315,15 @@ class Sender:
                 plan.already_sent += 1
             elif d == "held":
                 plan.held_back.append(sub.email)
+            elif d == "cancelled":
+                plan.cancelled += 1
             else:
                 plan.failed_before.append(sub.email)
         plan.skips = self.subscribers.skips if self.subscribers is not None else None
+        if plan.cancelled:
+            raise NewsletterError(f"{plan.cancelled} recipient(s) had this issue's scheduled send cancelled: "
+                                  "a send to them again must be on purpose", path=o.issue,
+                                  hint="add --resend-cancelled to send to them too")
         return plan
 
     def _candidates(self) -> Iterator[Subscriber]:
@@ -307,7 +354,7 @@ class Sender:
     def run(self, plan: Plan, progress: Callable[[int], None] | None = None) -> Summary:
         """The sending pass, batch by batch; a stop raises DeliveryStopped with what went out."""
         p = self.p
-        summary = Summary(plan=plan, provider=p.provider.name)
+        summary = Summary(plan=plan, provider=p.provider.name, when=p.when)
         if p.options.dry_run:
             summary.would_send = plan.to_send
             return summary
@@ -318,12 +365,13 @@ class Sender:
         pace = _Pace(delivery.rate)
         size = pace.batch_size(provider.batch_size)
         try:
+            batch_id = self._schedule() if p.when is not None else None
             for batch in _chunks(self._recipients(plan), size):
                 pace.wait()
                 batch, left = self.audience.still_wanted(batch)
                 summary.unsubscribed_during += left
                 if batch:
-                    deliver_batch(self.ledger, self.slug, provider, batch, summary)
+                    deliver_batch(self.ledger, self.slug, provider, batch, summary, batch_id)
                 pace.done(len(batch))
                 if progress:
                     progress(len(batch) + left)
@@ -334,6 +382,13 @@ class Sender:
         finally:
             provider.close()
         return summary
+
+    def _schedule(self) -> str:
+        """One batch id for this scheduled send, in the ledger before any request carries it."""
+        when = self.p.when
+        batch_id = self.p.provider.schedule(when.unix)
+        self.ledger.add_schedule(self.slug, batch_id, when.unix)
+        return batch_id
 
     def close(self) -> None:
         self.audience.close()
@@ -350,6 +405,7 @@ class Summary:
 
     plan: Plan
     provider: str
+    when: When | None = None    # scheduled: 'sent' counts those the provider holds until then
     sent: int = 0
     failed: int = 0
     uncertain: int = 0
@@ -385,10 +441,11 @@ class DeliveryStopped(NewsletterError):
 
 
 def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Recipient],
-                  summary: Summary) -> None:
-    """One batch: ledger 'sending' (committed) → provider.send → ledger result, counted in summary."""
+                  summary: Summary, batch_id: str | None = None) -> None:
+    """One batch: ledger 'sending' (committed) → provider.send → ledger result, counted in summary.
+    With a batch_id (a scheduled send) the accepted ones are recorded 'scheduled'."""
     emails = [r.email for r in batch]
-    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch])
+    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch], batch_id)
     try:
         outcomes = provider.send(batch)
     except NewsletterError as exc:
@@ -402,7 +459,7 @@ def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Rec
                              for e in emails])
         summary.uncertain += len(emails)
         raise
-    ledger.finish(slug, outcomes)
+    ledger.finish(slug, outcomes, scheduled=batch_id is not None)
     summary.count(outcomes)
 
 
@@ -456,24 +513,30 @@ class IssueStatus:
     counts: dict[str, int] = field(default_factory=dict)   # empty: no ledger yet
     rows: list[Row] = field(default_factory=list)
     per_request: list[type] = field(default_factory=list)  # providers whose uncertain unit is a request
+    schedules: list[tuple[str, int, int]] = field(default_factory=list)  # (batch id, send_at, still scheduled)
+    zone: str | None = None     # the settings' timezone, for showing scheduled times
+
+
+def ledger_of(options: Options) -> tuple[Settings, str, Path]:
+    """Settings, the issue's slug and where its ledger is (it may not exist yet)."""
+    settings, settings_dir = load_settings(options.config)
+    if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
+        raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
+    return settings, slug_of(options.issue), state_dir_for(options, settings_dir) / "ledger.sqlite3"
 
 
 def issue_status(options: Options) -> IssueStatus:
-    _, settings_dir = load_settings(options.config)
-    slug = slug_of(options.issue)
-    if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
-        raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
-    path = state_dir_for(options, settings_dir) / "ledger.sqlite3"
+    settings, slug, path = ledger_of(options)
     if not path.exists():
         return IssueStatus(slug, path)
     ledger = Ledger(path)
     try:
-        counts, rows = ledger.counts(slug), list(ledger.rows(slug))
+        counts, rows, schedules = ledger.counts(slug), list(ledger.rows(slug)), ledger.schedules(slug)
     finally:
         ledger.close()
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
-    return IssueStatus(slug, path, counts, rows, per_request)
+    return IssueStatus(slug, path, counts, rows, per_request, schedules, settings.timezone)
 
 
 def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[list[Recipient], str]:

@@ -133,12 +133,26 @@ class Settings(StrictModel):
     brand: Brand = Brand()
     delivery: Delivery = Delivery()
     web: Web = Web()
+    timezone: str | None = Field(
+        None, description="IANA zone for `send --at` times, e.g. Europe/London (default: this machine's zone)")
 
     @field_validator("language")
     @classmethod
     def _lang(cls, v: str) -> str:
         if not _LANG.match(v):
             raise ValueError(f"'{v}' is not a language tag like en-GB")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from newsletter_mailer.schedule import zone
+
+            try:
+                zone(v)
+            except NewsletterError as exc:
+                raise ValueError(exc.message) from None
         return v
 
     @field_validator("unsubscribe_url")

@@ -1,4 +1,4 @@
-"""`newsletter send`, `test-send` and `status`: delivery, and what the ledger says about it."""
+"""`newsletter send`, `test-send`, `status` and `cancel`: delivery, and what the ledger says about it."""
 
 from __future__ import annotations
 
@@ -52,17 +52,21 @@ def send(
     resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="also send to those whose earlier attempt may or may not have arrived")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="also retry permanent failures")] = False,
     no_sync: Annotated[bool, typer.Option("--no-sync", help="SendGrid: do not pull its suppressions first")] = False,
+    at: Annotated[Optional[str], typer.Option("--at", metavar="TIME", help='SendGrid: deliver at this time, e.g. "2026-12-07 09:00" (at most 72 hours ahead)')] = None,
+    tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="the zone of --at, e.g. Europe/London (default: settings' timezone, else this machine's)")] = None,
+    resend_cancelled: Annotated[bool, typer.Option("--resend-cancelled", help="also send to those whose scheduled send was cancelled")] = False,
 ) -> None:
     """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
-    from newsletter_mailer.send import DeliveryStopped, Options, Sender, prepare
+    from newsletter_mailer.send import DeliveryStopped, Options, Sender
 
     opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config,
                    tag=tag, suppress=list(suppress or []), dry_run=dry_run,
-                   resend_uncertain=resend_uncertain, retry_failed=retry_failed, sync=not no_sync)
+                   resend_uncertain=resend_uncertain, retry_failed=retry_failed, sync=not no_sync,
+                   at=at, tz=tz, resend_cancelled=resend_cancelled)
     sender = summary = None
     with reporting():
         try:
-            prepared = prepare(opts)
+            prepared = _prepare(opts)
             sender = Sender(prepared)
             plan = sender.plan()
             _echo_plan(prepared, plan)
@@ -70,10 +74,12 @@ def send(
                 _echo_nothing_to_send(plan, issue)
                 return
             name = prepared.provider.name
+            verb = "schedule" if prepared.when else "send"
             if dry_run:
-                typer.echo(f"dry run: would send {plan.to_send} message(s) via {name}; nothing sent")
+                typer.echo(f"dry run: would {verb} {plan.to_send} message(s) via {name}; nothing sent")
                 return
-            _confirm(f"Send to {plan.to_send} recipient(s) via {name}?", yes)
+            _confirm(f"{verb.capitalize()} {plan.to_send} recipient(s) via {name}"
+                     + (f" for {prepared.when.describe()}?" if prepared.when else "?"), yes)
             with _progress(plan.to_send) as bar:
                 task = bar.add_task("send", total=plan.to_send) if bar else None
                 summary = sender.run(plan, (lambda n: bar.advance(task, n)) if bar else None)
@@ -89,12 +95,27 @@ def send(
         raise typer.Exit(1)
 
 
+def _prepare(opts):
+    """prepare(), printing the cron and systemd lines when the provider cannot hold mail (--at)."""
+    from newsletter_mailer.schedule import CannotHold
+    from newsletter_mailer.send import prepare
+
+    try:
+        return prepare(opts)
+    except CannotHold as exc:
+        for line in exc.lines:
+            typer.echo(line)
+        raise
+
+
 def _echo_plan(prepared, plan) -> None:
     for note in prepared.notes:
         typer.echo(f"note: {note}")
     c = prepared.composed
     typer.echo(f"issue:     {c.slug} — {c.subject.fill(c.filler().defaults())}")
     typer.echo(f"provider:  {prepared.provider.name}")
+    if prepared.when:
+        typer.echo(f"scheduled: {prepared.when.describe()} ({prepared.provider.label} holds the messages until then)")
     typer.echo(f"recipients: {plan.to_send} to send" + (f", {plan.already_sent} already sent" if plan.already_sent else "")
                + (f" ({plan.signups} of them confirmed sign-ups from the audience store)" if plan.signups else ""))
     if plan.interrupted:
@@ -124,7 +145,10 @@ def _echo_nothing_to_send(plan, issue: Path) -> None:
 
 
 def _echo_summary(summary, issue: Path) -> None:
-    typer.echo(f"sent: {summary.sent}, failed: {summary.failed}, uncertain: {summary.uncertain}")
+    handed = f"scheduled: {summary.sent} for {summary.when.describe()}" if summary.when else f"sent: {summary.sent}"
+    typer.echo(f"{handed}, failed: {summary.failed}, uncertain: {summary.uncertain}")
+    if summary.when and summary.sent:
+        typer.echo(f"  to stop them before then: newsletter cancel {issue}")
     if summary.unsubscribed_during:
         typer.echo(f"unsubscribed during the send: {summary.unsubscribed_during} (left out, not attempted)")
     for email, why in summary.failures[:20]:
@@ -151,8 +175,10 @@ def test_send(
     outbox: OutboxOpt = None,
     state: StateOpt = None,
     config: ConfigOpt = None,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="SendGrid: validate the whole request, deliver nothing")] = False,
 ) -> None:
     """Send the issue to yourself, subject prefixed [TEST]; not recorded in the ledger."""
+    from newsletter_mailer.errors import NewsletterError
     from newsletter_mailer.send import TEST_PREFIX, Options, prepare, test_recipients
 
     opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config)
@@ -160,6 +186,11 @@ def test_send(
         prepared = prepare(opts, subject_prefix=TEST_PREFIX)
         recipients, who = test_recipients(prepared, to or [], as_)
         p = prepared.provider
+        if sandbox:
+            if p.name != "sendgrid":
+                raise NewsletterError(f"--sandbox is SendGrid's sandbox mode: {p.label} has none", field="--sandbox",
+                                      hint="use --provider sendgrid, or leave --sandbox out")
+            p.use_sandbox()
         p.open()
         try:
             outcomes = p.send(recipients)
@@ -167,8 +198,9 @@ def test_send(
             p.close()
     for note in prepared.notes:
         typer.echo(f"note: {note}")
+    done = "validated by SendGrid (sandbox: nothing delivered)" if sandbox else "sent"
     for r in outcomes:
-        typer.echo(f"{'sent' if r.ok else 'FAILED'} [TEST] to {r.email} via {p.name}, personalised as {who}"
+        typer.echo(f"{done if r.ok else 'FAILED'} [TEST] to {r.email} via {p.name}, personalised as {who}"
                    + (f": {r.error}" if r.error else "") + (f" (written to {show(Path(r.where))})" if r.where else ""))
     if not all(r.ok for r in outcomes):
         raise typer.Exit(1)
@@ -190,7 +222,9 @@ def status(
     if not st.counts:
         typer.echo(f"{st.slug}: not sent yet (no ledger at {st.ledger_path})")
         return
-    typer.echo(f"{st.slug}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()))
+    typer.echo(f"{st.slug}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()
+                                          if v or k not in ("scheduled", "cancelled")))
+    _echo_schedules(st)
     if st.counts["uncertain"]:
         unit = "".join(f" ({p.label}: per request of up to {p.batch_size} recipients)" for p in st.per_request)
         typer.echo("uncertain: the attempt was interrupted, so delivery is unknown" + (unit or " (per message)")
@@ -201,3 +235,38 @@ def status(
     for r in st.rows if list_uncertain else ():
         if r.status in ("uncertain", "sending"):
             typer.echo(f"uncertain\t{r.email}\t{r.provider or ''}\t{r.updated_at}\t{r.message_id or ''}")
+
+
+def _echo_schedules(st) -> None:
+    """Each scheduled batch still held: its count and time (a passed time means SendGrid sent it)."""
+    import time
+
+    from newsletter_mailer.schedule import shown
+
+    for _, send_at, count in st.schedules:
+        if count:
+            passed = "; its time has passed: SendGrid has sent them" if send_at <= time.time() else ""
+            typer.echo(f"scheduled: {count} for {shown(send_at, st.zone)}{passed}")
+
+
+@app.command()
+def cancel(issue: IssueArg, config: ConfigOpt = None, state: StateOpt = None) -> None:
+    """Cancel a scheduled send (send --at) that SendGrid still holds; the ledger marks them cancelled."""
+    from newsletter_mailer.cancel import cancel_scheduled
+    from newsletter_mailer.schedule import shown
+    from newsletter_mailer.send import Options
+
+    with reporting():
+        report = cancel_scheduled(Options(issue=issue, state=state, config=config))
+    if not report.cancelled and not report.went:
+        typer.echo(f"{report.slug}: nothing scheduled to cancel")
+        return
+    for send_at, count in report.cancelled:
+        typer.echo(f"cancelled: {count} recipient(s) scheduled for {shown(send_at, report.zone)}")
+    for send_at, count in report.went:
+        typer.echo(f"already went: {count} recipient(s) at {shown(send_at, report.zone)}: "
+                   "SendGrid delivered them; they stay recorded as scheduled")
+    if report.cancelled:
+        typer.echo(f"to send to them after all: newsletter send {issue} … --resend-cancelled")
+    if report.went:
+        raise typer.Exit(1)

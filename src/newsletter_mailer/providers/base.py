@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Protocol
 
@@ -89,6 +90,7 @@ class Provider(Protocol):
     batch_size: int                     # recipients per send() call (and per ledger transaction)
     uncertainty: str                    # "message" or "request": what a crash can leave uncertain
     own_message_id: bool                # True: the Message-ID is ours (ctx.messages), known before sending
+    hold_limit: timedelta | None        # how far ahead it can hold mail (send --at); None: delivers at once
 
     def open(self) -> None:
         """Connect and authenticate; raise NewsletterError (nothing sent) when refused."""

@@ -34,6 +34,7 @@ class OutboxProvider:
     label = "outbox"
     uncertainty = "message"
     own_message_id = True
+    hold_limit = None   # delivers at once: `send --at` is refused with a cron/systemd line instead
 
     def __init__(self, ctx: SendContext):
         base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")

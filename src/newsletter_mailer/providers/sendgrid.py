@@ -12,6 +12,11 @@ fully written back off and retry. A request that was written but got no answer (
 timeout, reset) may have been accepted: its recipients are reported uncertain and never
 retried automatically, so nobody gets the issue twice.
 
+Scheduling (`send --at`): a batch id is made once (POST /v3/mail/batch) and every request
+carries it with `send_at`, so SendGrid holds the messages and `cancel` can stop them all
+(POST /v3/user/scheduled_sends). `test-send --sandbox` sets mail_settings.sandbox_mode:
+SendGrid validates the whole request and delivers nothing.
+
 The API key is sent only in the Authorization header: it never appears in an error,
 and python_http_client's debug log of request headers is redacted (errors.redact_log,
 installed when the first SendGridProvider is made).
@@ -23,9 +28,11 @@ import html
 import http.client
 import json
 import logging
+import re
 import secrets
 import time
 import urllib.error
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
@@ -40,6 +47,8 @@ if TYPE_CHECKING:
 # Raises urllib.error.URLError when the request did not get out (nothing accepted), and
 # OSError / http.client.HTTPException when it went out but no complete answer came back.
 Transport = Callable[[dict], "tuple[int, Mapping[str, str] | None, bytes | str | None]"]
+# Any other POST: (path under /v3, JSON body or None) in; the same answer out, raising the same.
+Post = Callable[[str, "dict | None"], "tuple[int, Mapping[str, str] | None, bytes | str | None]"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ MAX_RATE_LIMIT_WAIT = 60.0
 MAX_PERSONALIZATION_BYTES = 10_000   # substitutions + custom_args of one personalization
 MAX_CATEGORIES = 10
 KEY_HINT = "export it (create a key with Mail Send permission)"
+_BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")   # as SendGrid's OpenAPI describes it, bounded
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -150,11 +160,13 @@ class SendGridProvider:
     # SendGrid assigns the id (X-Message-Id, one per request) only in its answer: the ledger's
     # 'sending' row has none, and an interrupted request's rows stay without one.
     own_message_id = False
+    hold_limit = timedelta(hours=72)   # SendGrid's limit on send_at
 
     def __init__(self, ctx: SendContext, transport: Transport | None = None,
-                 sleep: Callable[[float], Any] = time.sleep):
-        """transport: one request as a function (a test's seam, like httpx's MockTransport);
-        by default python_http_client, made in open() once the key and host are checked."""
+                 sleep: Callable[[float], Any] = time.sleep, post: Post | None = None):
+        """transport: one mail/send request as a function (a test's seam, like httpx's MockTransport),
+        post: any other POST; by default python_http_client, made in open() once the key and host
+        are checked."""
         redact_log(logging.getLogger("python_http_client.client"))  # it logs the Authorization header
         self.ctx = ctx
         self.content = content = ctx.content
@@ -163,6 +175,7 @@ class SendGridProvider:
         self.timeout = float(sg.timeout)
         self.backoff_base = backoff_base(ctx.env)
         self.transport = transport
+        self.post = post
         self.sleep = sleep
         self._key: str | None = None
         self.unsub_index = content.unsubscribe_slot
@@ -226,12 +239,25 @@ class SendGridProvider:
         if not key:
             raise NewsletterError("SENDGRID_API_KEY is not set: " + KEY_HINT)
         host = self._host()
-        if self.transport is None:
-            self.transport = ClientTransport(key, host, self.timeout)
+        if self.transport is None or self.post is None:
+            client = ClientTransport(key, host, self.timeout)
+            self.transport = self.transport or client
+            self.post = self.post or client.post
         self._key = key
 
     def close(self) -> None:
         pass
+
+    def schedule(self, send_at: int) -> str:
+        """A new batch id; from now on every request carries it and send_at (Unix seconds, UTC)."""
+        self.open()
+        batch_id = Api(self.post, self._key).create_batch()
+        self.base["batch_id"], self.base["send_at"] = batch_id, send_at
+        return batch_id
+
+    def use_sandbox(self) -> None:
+        """SendGrid checks the whole request (key, sender, payload) and delivers nothing."""
+        self.base["mail_settings"] = {"sandbox_mode": {"enable": True}}
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         if len(batch) > self.batch_size:
@@ -387,6 +413,49 @@ class SendGridProvider:
         return self._fail(f"SendGrid answered {status} to mail/send: {message}{where}")
 
 
+class Api:
+    """SendGrid's scheduling calls: one attempt each (a retry could make a second batch or meet
+    an already-cancelled send); a refusal is a NewsletterError with SendGrid's message."""
+
+    def __init__(self, post: Post, key: str):
+        self.post, self.key = post, key
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], timeout: float) -> Api:
+        key = (env.get("SENDGRID_API_KEY") or "").strip()
+        if not key:
+            raise NewsletterError("SENDGRID_API_KEY is not set: " + KEY_HINT)
+        return cls(ClientTransport(key, api_host(env), timeout).post, key)
+
+    def create_batch(self) -> str:
+        answer = self._call("mail/batch", None, "create a batch id")
+        batch_id = answer.get("batch_id") if isinstance(answer, dict) else None
+        if not isinstance(batch_id, str) or not _BATCH_ID.fullmatch(batch_id):
+            raise NewsletterError("SendGrid's answer to mail/batch has no batch id; nothing was sent")
+        return batch_id
+
+    def cancel(self, batch_id: str) -> None:
+        self._call("user/scheduled_sends", {"batch_id": batch_id, "status": "cancel"}, "cancel the scheduled send")
+
+    def _call(self, path: str, body: dict | None, what: str) -> object:
+        try:
+            status, headers, answer = self.post(path, body)
+        except (OSError, http.client.HTTPException) as exc:
+            raise NewsletterError(f"cannot {what}: SendGrid did not answer ({type(exc).__name__})",
+                                  hint="try again") from None
+        if not 200 <= status < 300:
+            message, _ = _error_detail(answer)
+            hint = "check SENDGRID_API_KEY: it needs Mail Send permission" if status in (401, 403) else None
+            raise NewsletterError(redact(f"cannot {what}: SendGrid answered {status}: {message}", (self.key,)),
+                                  hint=hint)
+        if isinstance(answer, bytes):
+            answer = answer.decode("utf-8", "replace")
+        try:
+            return json.loads(answer) if answer else None
+        except ValueError:
+            return None
+
+
 class ClientTransport:
     """The real transport: SendGrid's own client (python_http_client, which raises for >= 400)."""
 
@@ -398,10 +467,19 @@ class ClientTransport:
         self.timeout = timeout
 
     def __call__(self, body: dict) -> tuple[int, Mapping[str, str] | None, bytes | str | None]:
+        return self.post("mail/send", body)
+
+    def post(self, path: str, body: dict | None) -> tuple[int, Mapping[str, str] | None, bytes | str | None]:
         from python_http_client.exceptions import HTTPError as ApiError
 
+        node = self.client.client
+        for part in path.split("/"):
+            node = node._(part)
         try:
-            response = self.client.client.mail.send.post(request_body=body, timeout=self.timeout)
+            if body is None:
+                response = node.post(timeout=self.timeout)
+            else:
+                response = node.post(request_body=body, timeout=self.timeout)
         except ApiError as e:
             return int(e.status_code), e.headers, e.body
         return response.status_code, response.headers, response.body

@@ -158,6 +158,7 @@ class SmtpProvider:
     label = "SMTP"
     uncertainty = "message"
     own_message_id = True
+    hold_limit = None   # delivers at once: `send --at` is refused with a cron/systemd line instead
 
     def __init__(self, ctx: SendContext):
         self.ctx = ctx
