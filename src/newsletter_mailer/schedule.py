@@ -108,7 +108,8 @@ class CannotHold(NewsletterError):
 def alternatives(when: When, argv: Sequence[str], workdir: Path) -> list[str]:
     """A cron line (the machine's local time) and systemd timer lines (UTC) running argv at `when`.
 
-    A cron line repeats every year on that date: the comment says to remove it afterwards.
+    A cron line repeats every year on that date: the comment says to remove it afterwards;
+    cron reads % as a line break, so it is escaped.
     """
     exe = shutil.which("newsletter")
     command = [exe] if exe else [sys.executable, "-m", "newsletter_mailer"]
@@ -118,7 +119,7 @@ def alternatives(when: When, argv: Sequence[str], workdir: Path) -> list[str]:
     folder = shlex.quote(str(workdir))
     return [
         f"# cron (crontab -e), this machine's local time {local:%Y-%m-%d %H:%M %Z}; remove the line afterwards:",
-        f"{local.minute} {local.hour} {local.day} {local.month} * cd {folder} && {cmd}",
+        f"{local.minute} {local.hour} {local.day} {local.month} * cd {folder} && {cmd}".replace("%", "\\%"),
         "# systemd timer (a .timer with this line, and its .service with the two after it):",
         f"OnCalendar={utc:%Y-%m-%d %H:%M:%S} UTC",
         f"WorkingDirectory={workdir}",

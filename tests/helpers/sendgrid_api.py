@@ -2,7 +2,9 @@
 
 It pages as SendGrid does (`limit`, `offset`, inclusive `start_time` on `created`), checks the
 Bearer key (401 otherwise), logs every request, and answers from `script` first when a test
-wants a 429, a 5xx or anything else. Used by tests/test_sendgrid_sync.py and, as
+wants a 429, a 5xx or anything else. POSTs: mail/send (kept in `mail`), mail/batch (a new
+batch id each time) and user/scheduled_sends (a cancel, kept in `cancels`; a second cancel of
+the same batch is a 400, as SendGrid answers). Used by tests/test_sendgrid_sync.py and, as
 `python -m tests.helpers.sendgrid_api COUNT`, by benchmarks/bench_sync.py (COUNT generated
 bounces, made per page so the server holds none of them).
 """
@@ -44,7 +46,27 @@ class FakeSendGrid:
     script: list[tuple[int, dict, bytes]] = field(default_factory=list)  # answered first, in order
     requests: list[tuple[str, dict, str | None]] = field(default_factory=list)
     mail: list[dict] = field(default_factory=list)  # mail/send bodies accepted (202)
+    batches: list[str] = field(default_factory=list)  # batch ids made by mail/batch
+    cancels: list[dict] = field(default_factory=list)  # user/scheduled_sends bodies accepted
     url: str = ""
+
+    def post(self, path: str, body: dict, auth: str | None) -> tuple[int, dict, bytes]:
+        """A POST: the key checked, then mail/send, mail/batch or user/scheduled_sends."""
+        self.requests.append((path, {}, auth))
+        if auth != f"Bearer {KEY}":
+            return 401, {}, b'{"errors": [{"field": null, "message": "authorization required"}]}'
+        if path == "/v3/mail/send":
+            self.mail.append(body)
+            return 202, {"X-Message-Id": "fake-message-id"}, b""
+        if path == "/v3/mail/batch":
+            self.batches.append(f"FakeBatch{len(self.batches) + 1}")
+            return 201, {}, json.dumps({"batch_id": self.batches[-1]}).encode()
+        if path == "/v3/user/scheduled_sends":
+            if any(c["batch_id"] == body.get("batch_id") for c in self.cancels):
+                return 400, {}, b'{"errors": [{"field": null, "message": "batch already cancelled"}]}'
+            self.cancels.append(body)
+            return 201, {}, json.dumps(body).encode()
+        return 404, {}, b"{}"
 
     def answer(self, path: str, query: dict, auth: str | None) -> tuple[int, dict, bytes]:
         self.requests.append((path, query, auth))
@@ -77,16 +99,14 @@ def serve(fake: FakeSendGrid) -> ThreadingHTTPServer:
             self.wfile.write(body)
 
         def do_POST(self) -> None:
-            """mail/send: checks the key, keeps the body, answers 202 as SendGrid does."""
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-            ok = urlsplit(self.path).path == "/v3/mail/send" and \
-                self.headers.get("Authorization") == f"Bearer {KEY}"
-            if ok:
-                fake.mail.append(body)
-            self.send_response(202 if ok else 401)
-            self.send_header("X-Message-Id", "fake-message-id")
-            self.send_header("Content-Length", "0")
+            status, headers, answer = fake.post(urlsplit(self.path).path, body, self.headers.get("Authorization"))
+            self.send_response(status)
+            for name, value in {"Content-Type": "application/json", **headers}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
+            self.wfile.write(answer)
 
         def log_message(self, *args) -> None:
             pass
