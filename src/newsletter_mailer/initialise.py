@@ -40,6 +40,8 @@ language = "en"
 unsubscribe_mailto = "unsubscribe@example.org"
 # The List-Id header (optional; made from the name and the sender's domain if left out).
 # list_id = "My Newsletter <my-newsletter.example.org>"
+# The time zone of `newsletter send --at` times (optional; this machine's zone if left out).
+# timezone = "Europe/London"
 
 [brand]
 # Colours, written #rrggbb: the header band and headings,
