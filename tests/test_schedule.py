@@ -123,6 +123,11 @@ def test_unreadable_unknown_past_and_skipped_times_are_refused(at, tz, words):
         parse_at(at, tz, None, NOW)
 
 
+def test_tz_without_at_is_refused(nl, fake):
+    r = send_cli(nl, fake, "--tz", "Europe/London")
+    assert r.exit_code == 2 and "--tz without --at" in r.stderr and fake.requests == []
+
+
 def test_a_bad_timezone_setting_is_refused_when_the_settings_load(nl, fake):
     text = (nl / "newsletter.toml").read_text()
     (nl / "newsletter.toml").write_text('timezone = "Mars/Olympus"\n' + text)
@@ -142,20 +147,20 @@ def test_every_request_of_a_2500_recipient_send_carries_one_batch_id_and_send_at
     rows = ledger_rows(nl)
     assert len(rows) == 2500 and set(rows.values()) == {"scheduled"}
     ledger = Ledger(nl / "state" / "ledger.sqlite3")
-    assert ledger.schedules("mini") == [(fake.batches[0], send_at, 2500)]
+    assert ledger.schedules("mini") == [(fake.batches[0], send_at, 2500, "Europe/London")]
     ledger.close()
 
 
 def test_a_re_run_does_not_send_the_scheduled_again_and_status_shows_the_time(nl, fake):
-    r = send_cli(nl, fake, "--at", in_hours(2))
+    r = send_cli(nl, fake, "--at", in_hours(2), "--tz", "Europe/London")
     assert r.exit_code == 0, r.stderr
-    assert "scheduled: " in r.stdout and " UTC" in r.stdout and "scheduled: 3 for" in r.stdout
+    assert "scheduled: " in r.stdout and "(Europe/London) = " in r.stdout and "scheduled: 3 for" in r.stdout
     again = send_cli(nl, fake, "--at", in_hours(3))
     assert again.exit_code == 0 and "every subscriber on the list has had this issue" in again.stdout
     assert len(fake.mail) == 1
     status = cli(nl, fake, "status")
     assert status.exit_code == 0 and "scheduled 3" in status.stdout
-    assert "scheduled: 3 for " in status.stdout and " UTC" in status.stdout
+    assert "scheduled: 3 for " in status.stdout and "(Europe/London) = " in status.stdout
 
 
 def test_more_than_72_hours_ahead_is_refused_before_anything_is_sent(nl, fake):

@@ -19,8 +19,8 @@ from newsletter_mailer.send import Options, ledger_of
 class CancelReport:
     slug: str
     zone: str | None                                             # the settings' timezone, for showing times
-    cancelled: list[tuple[int, int]] = field(default_factory=list)  # (send_at, recipients) per batch
-    went: list[tuple[int, int]] = field(default_factory=list)       # time passed: SendGrid delivered them
+    cancelled: list[tuple[int, int, str | None]] = field(default_factory=list)  # (send_at, recipients, zone)
+    went: list[tuple[int, int, str | None]] = field(default_factory=list)  # time passed: SendGrid delivered them
 
 
 def cancel_scheduled(options: Options, api: Api | None = None) -> CancelReport:
@@ -32,16 +32,16 @@ def cancel_scheduled(options: Options, api: Api | None = None) -> CancelReport:
     now = options.now().timestamp()
     ledger = Ledger(path)
     try:
-        for batch_id, send_at, count in ledger.schedules(slug):
+        for batch_id, send_at, count, zone in ledger.schedules(slug):
             if not count:
                 continue
             if send_at <= now:
-                report.went.append((send_at, count))
+                report.went.append((send_at, count, zone or report.zone))
                 continue
             if api is None:
                 api = Api.from_env(options.env, float(settings.delivery.sendgrid.timeout))
             api.cancel(batch_id)
-            report.cancelled.append((send_at, ledger.cancel(slug, batch_id)))
+            report.cancelled.append((send_at, ledger.cancel(slug, batch_id), zone or report.zone))
     finally:
         ledger.close()
     return report

@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS schedules (
     batch_id    TEXT PRIMARY KEY,
     issue       TEXT NOT NULL,
     send_at     INTEGER NOT NULL,
+    zone        TEXT,
     created_at  TEXT NOT NULL
 );
 """
@@ -191,16 +192,17 @@ class Ledger:
 
     # --- scheduled sends -------------------------------------------------------------------
 
-    def add_schedule(self, issue: str, batch_id: str, send_at: int) -> None:
-        """Recorded before the first request that uses the batch: cancel can always find it."""
-        self._tx("INSERT INTO schedules (batch_id, issue, send_at, created_at) VALUES (?,?,?,?)",
-                 [(batch_id, issue, send_at, _now())])
+    def add_schedule(self, issue: str, batch_id: str, send_at: int, zone: str | None) -> None:
+        """Recorded before the first request that uses the batch: cancel can always find it.
+        zone: the IANA zone the time was given in, to show it back the same way."""
+        self._tx("INSERT INTO schedules (batch_id, issue, send_at, zone, created_at) VALUES (?,?,?,?,?)",
+                 [(batch_id, issue, send_at, zone, _now())])
 
-    def schedules(self, issue: str) -> list[tuple[str, int, int]]:
-        """(batch id, send_at, rows still 'scheduled') of the issue's batches, earliest first."""
+    def schedules(self, issue: str) -> list[tuple[str, int, int, str | None]]:
+        """(batch id, send_at, rows still 'scheduled', zone) of the issue's batches, earliest first."""
         return list(self.db.execute(
             "SELECT s.batch_id, s.send_at, (SELECT count(*) FROM deliveries d WHERE d.issue=s.issue AND "
-            "d.batch_id=s.batch_id AND d.status='scheduled') FROM schedules s WHERE s.issue=? "
+            "d.batch_id=s.batch_id AND d.status='scheduled'), s.zone FROM schedules s WHERE s.issue=? "
             "ORDER BY s.send_at, s.created_at", (issue,)))
 
     def cancel(self, issue: str, batch_id: str) -> int:

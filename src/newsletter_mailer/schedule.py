@@ -40,6 +40,11 @@ class When:
     zone_name: str
 
     @property
+    def iana(self) -> str | None:
+        """The zone's IANA name when it has one (not for a bare offset or the machine's zone)."""
+        return self.at.tzinfo.key if isinstance(self.at.tzinfo, ZoneInfo) else None
+
+    @property
     def unix(self) -> int:
         return int(self.at.timestamp())
 

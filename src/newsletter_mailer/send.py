@@ -387,7 +387,7 @@ class Sender:
         """One batch id for this scheduled send, in the ledger before any request carries it."""
         when = self.p.when
         batch_id = self.p.provider.schedule(when.unix)
-        self.ledger.add_schedule(self.slug, batch_id, when.unix)
+        self.ledger.add_schedule(self.slug, batch_id, when.unix, when.iana)
         return batch_id
 
     def close(self) -> None:
@@ -513,7 +513,7 @@ class IssueStatus:
     counts: dict[str, int] = field(default_factory=dict)   # empty: no ledger yet
     rows: list[Row] = field(default_factory=list)
     per_request: list[type] = field(default_factory=list)  # providers whose uncertain unit is a request
-    schedules: list[tuple[str, int, int]] = field(default_factory=list)  # (batch id, send_at, still scheduled)
+    schedules: list[tuple[str, int, int, str | None]] = field(default_factory=list)  # Ledger.schedules
     zone: str | None = None     # the settings' timezone, for showing scheduled times
 
 

@@ -243,10 +243,10 @@ def _echo_schedules(st) -> None:
 
     from newsletter_mailer.schedule import shown
 
-    for _, send_at, count in st.schedules:
+    for _, send_at, count, zone in st.schedules:
         if count:
             passed = "; its time has passed: SendGrid has sent them" if send_at <= time.time() else ""
-            typer.echo(f"scheduled: {count} for {shown(send_at, st.zone)}{passed}")
+            typer.echo(f"scheduled: {count} for {shown(send_at, zone or st.zone)}{passed}")
 
 
 @app.command()
@@ -261,10 +261,10 @@ def cancel(issue: IssueArg, config: ConfigOpt = None, state: StateOpt = None) ->
     if not report.cancelled and not report.went:
         typer.echo(f"{report.slug}: nothing scheduled to cancel")
         return
-    for send_at, count in report.cancelled:
-        typer.echo(f"cancelled: {count} recipient(s) scheduled for {shown(send_at, report.zone)}")
-    for send_at, count in report.went:
-        typer.echo(f"already went: {count} recipient(s) at {shown(send_at, report.zone)}: "
+    for send_at, count, zone in report.cancelled:
+        typer.echo(f"cancelled: {count} recipient(s) scheduled for {shown(send_at, zone)}")
+    for send_at, count, zone in report.went:
+        typer.echo(f"already went: {count} recipient(s) at {shown(send_at, zone)}: "
                    "SendGrid delivered them; they stay recorded as scheduled")
     if report.cancelled:
         typer.echo(f"to send to them after all: newsletter send {issue} … --resend-cancelled")
