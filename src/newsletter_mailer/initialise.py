@@ -80,6 +80,11 @@ max_consecutive_failures = 10
 security = "starttls"
 # Seconds to wait for the server.
 timeout = 30.0
+# Your organisation's own CA (a PEM file), trusted as well as the system's (or SMTP_CA_FILE).
+# ca_file = "/etc/ssl/our-ca.pem"
+# Send the password in clear text (security "none") to a server other than this machine: only
+# on a network you trust (or SMTP_ALLOW_INSECURE_AUTH=1).
+# allow_insecure_auth = false
 
 [delivery.sendgrid]
 # Labels for SendGrid's statistics (up to 9).

@@ -34,17 +34,33 @@ def _options(
     from newsletter_mailer.cli.common import flags
 
     flags.verbose = verbose  # set every time: in-process runs (tests) must not inherit it
-    if verbose:
-        import logging
+    if verbose or flags.log_handler is not None:
+        _log_to_stderr(verbose, flags)
 
+
+def _log_to_stderr(verbose: bool, flags) -> None:
+    """--verbose: redacted log lines on stderr. One run's handler (and the stream it holds)
+    never outlives the run, so in-process runs do not log into a closed stream."""
+    import logging
+
+    root = logging.getLogger("newsletter_mailer")
+    if flags.log_handler is not None:
+        root.removeHandler(flags.log_handler)
+        flags.log_handler = None
+    if verbose:
         from newsletter_mailer.errors import redact_log
 
-        handler = logging.StreamHandler()
+        class Stderr(logging.StreamHandler):
+            """Writes to whatever sys.stderr is when a line is logged, never a stale stream."""
+
+            stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+        handler = Stderr()
         redact_log(handler)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger("newsletter_mailer")
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        flags.log_handler = handler
 
 
 for _module in _COMMANDS:
