@@ -27,6 +27,7 @@ from newsletter_mailer.compose import compose, load_issue
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.output import write_build
 from newsletter_mailer.personalise import Template
+from newsletter_mailer.plaintext import wrap
 from newsletter_mailer.render import builtin_templates
 from newsletter_mailer.settings import load_settings
 from tests.conftest import EXAMPLE_ISSUE, EXAMPLE_SETTINGS, MINI_ISSUE, ROOT
@@ -258,6 +259,7 @@ def test_every_seed_item_is_in_the_web_copy(example):
 
 def test_every_seed_item_is_in_the_text_part(example):
     text = example["files"]["email.txt"].decode("utf-8")
+    flat = " ".join(text.split())  # the text as read, whatever the wrapping
     headings, alts, links = _expected_items(example["issue"])
     lines = text.splitlines()
     for h in headings:  # a heading, underlined
@@ -265,18 +267,17 @@ def test_every_seed_item_is_in_the_text_part(example):
         assert lines[i + 1] == "-" * len(h)
     for a in alts:
         assert f"[{a}]" in lines
-    for label, text_, url in links:  # "Label: text" and the URL on the next line
-        i = lines.index(f"{label}: {text_}")
-        assert lines[i + 1] == url
+    for label, text_, url in links:  # "Label: text" (wrapped at 72) and the URL on the next line
+        assert f"\n{wrap(f'{label}: {text_}')}\n{url}\n" in text, (label, text_)
     # reads like the seed: title first, the view-in-browser line, the footer last
     assert lines[0] == "CSCP Newsletter - 1 September 2020"
-    assert "View this email in your browser: https://example.org/newsletter/2020-09-cscp/" in lines
-    assert lines[-1] == "Unsubscribe: {{ unsubscribe_url }}"
+    assert "View this email in your browser:\nhttps://example.org/newsletter/2020-09-cscp/\n" in text
+    assert lines[-2:] == ["Unsubscribe:", "{{ unsubscribe_url }}"]
     assert example["settings"].postal_address in lines
     # Markdown: bullets as bullets, links with their URL shown, no markup left
     assert "  • The UK Safer Internet Centre, on online safety" in lines
-    assert "It’s Not OK (https://example.org/events/its-not-ok)" in text
-    assert "the CSCP team (cscp@example.org)" in text
+    assert "It’s Not OK (https://example.org/events/its-not-ok)" in flat
+    assert "the CSCP team (cscp@example.org)" in flat
     assert "](" not in text and "<p>" not in text and "\n\n\n" not in text
 
 

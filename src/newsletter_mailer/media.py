@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.schema import Issue
+from newsletter_mailer.sourcefile import field_path
 
 
 def is_local(src: str) -> bool:
@@ -30,10 +31,14 @@ def image_url(settings, slug: str, src: str) -> str:
     return settings.web_url(slug) + relative_url(src)
 
 
-def local_images(issue: Issue) -> list[tuple[int, str]]:
-    """(section index, relative path) of each local image, in order."""
-    return [(i, s.image.src) for i, s in enumerate(issue.sections)
-            if s.image is not None and is_local(s.image.src)]
+def local_images(issue: Issue) -> list[tuple[tuple, str]]:
+    """(where in the issue file, relative path) of each local image, in order: the hero, then sections."""
+    found: list[tuple[tuple, str]] = []
+    if issue.hero is not None and is_local(issue.hero.src):
+        found.append((("hero", "src"), issue.hero.src))
+    found += [(("sections", i, "image", "src"), s.image.src) for i, s in enumerate(issue.sections)
+              if s.image is not None and is_local(s.image.src)]
+    return found
 
 
 def image_files(issue: Issue, issue_path: Path) -> list[tuple[str, Path]]:
@@ -46,21 +51,21 @@ def image_files(issue: Issue, issue_path: Path) -> list[tuple[str, Path]]:
 
 def check_local_images(issue: Issue, issue_path: Path) -> None:
     """Raise a NewsletterError naming the issue file, line and field when a local image is missing."""
-    for i, rel in local_images(issue):
+    for loc, rel in local_images(issue):
         file = issue_path.parent / rel
         if file.is_file():
             continue
         what = "is a folder, not an image file" if file.is_dir() else "image file not found"
-        raise NewsletterError(f"{what}: {file}", path=issue_path, line=_line_of(issue_path, i),
-                              field=f"sections[{i}].image.src",
+        raise NewsletterError(f"{what}: {file}", path=issue_path, line=_line_of(issue_path, loc),
+                              field=field_path(loc),
                               hint="a local image path is relative to the issue file's folder")
 
 
-def _line_of(issue_path: Path, section: int) -> int | None:
+def _line_of(issue_path: Path, loc: tuple) -> int | None:
     """Only on the error path: parse the file again to find the line of the field."""
     try:
         from newsletter_mailer.sourcefile import YamlDoc, read_text
 
-        return YamlDoc(issue_path, read_text(issue_path)).line_of(("sections", section, "image", "src"))
+        return YamlDoc(issue_path, read_text(issue_path)).line_of(loc)
     except NewsletterError:
         return None
