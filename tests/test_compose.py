@@ -36,6 +36,8 @@ GOLDEN = ROOT / "tests" / "golden" / "2020-09-cscp"
 SEED = Path("/work/shared/seeds/cscp-newsletter-2020-09.txt")
 TOKEN_RE = re.compile(r"mf[a-y]{6}\d+z")
 VIEW_IN_BROWSER = "View this email in your browser"
+LOGO_ALT = "Cumbria Safeguarding Children Partnership"  # newsletter.toml's brand.logo_alt and logo_url
+LOGO_SRC = "https://example.org/images/cscp-logo.png"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def _check_items_in_html(html: bytes, issue):
     headings, alts, links = _expected_items(issue)
     doc = _doc(html)
     assert [_text(h) for h in doc.iter("h2")] == headings
-    assert [img.get("alt") for img in doc.iter("img")] == alts
+    assert [img.get("alt") for img in doc.iter("img")] == [LOGO_ALT] + alts  # the header logo, then each section's
     anchors = list(doc.iter("a"))
     for label, text, url in links:
         found = [a for a in anchors if a.get("href") == url and _text(a) == text]
@@ -399,8 +401,8 @@ def test_user_content_and_markdown_html_are_escaped(nasty, part):
     assert '<div onclick="x()">block html</div>' in body
     assert [_text(h) for h in doc.iter("h1")] == ["Title <u>&</u>"]
     assert [_text(h) for h in doc.iter("h2")] == ["Head <em>&amp;</em>"]
-    assert [img.get("alt") for img in doc.iter("img")] == ['Alt "with" <quotes> & amp']
-    assert [img.get("src") for img in doc.iter("img")] == ["https://example.org/a.png?x=1&y=2"]
+    assert [img.get("alt") for img in doc.iter("img")] == [LOGO_ALT, 'Alt "with" <quotes> & amp']
+    assert [img.get("src") for img in doc.iter("img")] == [LOGO_SRC, "https://example.org/a.png?x=1&y=2"]
     ok = [a for a in doc.iter("a") if _text(a) == "ok"][0]
     assert ok.get("href") == "https://example.org/?a=1&b=2"
     lab = [a for a in doc.iter("a") if _text(a) == "Txt <y> & z"][0]
