@@ -370,9 +370,6 @@ BAD_TOML = [
      "footer_links[0].url", "url = \"javascript", "is not an http(s) or mailto link"),
     ("footer-link-merge-field", ('url = "https://example.org/"', 'url = "https://example.org/?e={{ email }}"'),
      "footer_links[0].url", "url = \"https://example.org/?e", "without merge fields"),
-    ("footer-link-no-label", ('label = "Training and events"\n', ''), "footer_links[1].label",
-     'url = "https://example.org/events"',
-     "is required"),
 ]
 
 
