@@ -139,6 +139,20 @@ def test_email_is_under_gmail_clip_and_keeps_doctype_and_lang(example):
     assert doc.get("lang") == "en-GB"
 
 
+def test_email_is_under_60_percent_of_gmail_clip(example):
+    """Room for a longer issue: the example, as sent to a reader, stays under 60 % of the clip."""
+    assert len(example["composed"].sample()[2].encode("utf-8")) < 0.6 * GMAIL_CLIP
+
+
+def test_email_declares_dark_mode_and_keeps_its_rules(example):
+    doc = _doc(example["files"]["email.html"])
+    metas = {m.get("name"): m.get("content") for m in doc.iter("meta")}
+    assert metas["color-scheme"] == "light dark" and metas["supported-color-schemes"] == "light dark"
+    styles = " ".join(s.text or "" for s in doc.iter("style"))
+    dark = re.search(r"@media \(prefers-color-scheme: dark\) \{(.*?)\}\s*\}", styles, re.S)
+    assert dark and dark.group(1).count("!important") >= 10, styles
+
+
 def test_email_keeps_media_queries_with_important_in_a_style_block(example):
     doc = _doc(example["files"]["email.html"])
     styles = [s.text or "" for s in doc.iter("style")]
