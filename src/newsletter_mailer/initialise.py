@@ -40,6 +40,9 @@ language = "en"
 unsubscribe_mailto = "unsubscribe@example.org"
 # The List-Id header (optional; made from the name and the sender's domain if left out).
 # list_id = "My Newsletter <my-newsletter.example.org>"
+# Links in every footer, like your website or social profiles (optional): a label and an
+# http(s) or mailto url each.
+# footer_links = [{ label = "Website", url = "https://example.org/" }]
 
 [brand]
 # Colours, written #rrggbb: the header band and headings,
@@ -57,6 +60,16 @@ font_family = "Helvetica, Arial, sans-serif"
 # A logo above the title (optional): an https address and its alternative text.
 # logo_url = "https://example.org/logo.png"
 # logo_alt = "My Organisation"
+
+# Dark mode (Apple Mail, iOS Mail, Outlook.com): colours for readers who chose it. Each one left out
+# is derived from the colours above, lightened until it reads (WCAG AA), so most newsletters set none.
+[brand.dark]
+# background = "#0e0914"
+# surface = "#221c2a"
+# text = "#e6e4ea"
+# link = "#8fb4e6"
+# heading = "#b9a6d6"
+# primary = "#4a2a7a"
 
 [delivery]
 # How `newsletter send` delivers: outbox writes .eml files to ./outbox (nothing leaves your machine),
