@@ -38,6 +38,8 @@ def report(
             rep = r.issue_report(issue, settings, settings_dir, state_dir, os.environ)
             page, target = issue_page(rep, settings_dir), out or settings_dir / "build" / rep.row.slug / "report.html"
             _print_sections(f"{rep.row.slug} — {rep.subject}", headline(rep))
+            if rep.sendgrid is not None and rep.sendgrid.note:  # whole, where a narrow table would fold it
+                typer.echo(f"SendGrid stats: {rep.sendgrid.note}")
         target.parent.mkdir(parents=True, exist_ok=True)
         write_page(target, page)
     typer.echo(f"report page: {show(target)}")
