@@ -27,6 +27,7 @@ from newsletter_mailer.compose import compose, load_issue
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.output import write_build
 from newsletter_mailer.personalise import Template
+from newsletter_mailer.plaintext import wrap
 from newsletter_mailer.render import builtin_templates
 from newsletter_mailer.settings import load_settings
 from tests.conftest import EXAMPLE_ISSUE, EXAMPLE_SETTINGS, MINI_ISSUE, ROOT
@@ -35,6 +36,8 @@ GOLDEN = ROOT / "tests" / "golden" / "2020-09-cscp"
 SEED = Path("/work/shared/seeds/cscp-newsletter-2020-09.txt")
 TOKEN_RE = re.compile(r"mf[a-y]{6}\d+z")
 VIEW_IN_BROWSER = "View this email in your browser"
+LOGO_ALT = "Cumbria Safeguarding Children Partnership"  # newsletter.toml's brand.logo_alt and logo_url
+LOGO_SRC = "https://example.org/images/cscp-logo.png"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,6 +137,20 @@ def test_email_is_under_gmail_clip_and_keeps_doctype_and_lang(example):
     doc = _doc(raw)
     assert doc.getroottree().docinfo.doctype.lower() == "<!doctype html>"
     assert doc.get("lang") == "en-GB"
+
+
+def test_email_is_under_60_percent_of_gmail_clip(example):
+    """Room for a longer issue: the example, as sent to a reader, stays under 60 % of the clip."""
+    assert len(example["composed"].sample()[2].encode("utf-8")) < 0.6 * GMAIL_CLIP
+
+
+def test_email_declares_dark_mode_and_keeps_its_rules(example):
+    doc = _doc(example["files"]["email.html"])
+    metas = {m.get("name"): m.get("content") for m in doc.iter("meta")}
+    assert metas["color-scheme"] == "light dark" and metas["supported-color-schemes"] == "light dark"
+    styles = " ".join(s.text or "" for s in doc.iter("style"))
+    dark = re.search(r"@media \(prefers-color-scheme: dark\) \{(.*?)\}\s*\}", styles, re.S)
+    assert dark and dark.group(1).count("!important") >= 10, styles
 
 
 def test_email_keeps_media_queries_with_important_in_a_style_block(example):
@@ -237,7 +254,7 @@ def _check_items_in_html(html: bytes, issue):
     headings, alts, links = _expected_items(issue)
     doc = _doc(html)
     assert [_text(h) for h in doc.iter("h2")] == headings
-    assert [img.get("alt") for img in doc.iter("img")] == alts
+    assert [img.get("alt") for img in doc.iter("img")] == [LOGO_ALT] + alts  # the header logo, then each section's
     anchors = list(doc.iter("a"))
     for label, text, url in links:
         found = [a for a in anchors if a.get("href") == url and _text(a) == text]
@@ -258,6 +275,7 @@ def test_every_seed_item_is_in_the_web_copy(example):
 
 def test_every_seed_item_is_in_the_text_part(example):
     text = example["files"]["email.txt"].decode("utf-8")
+    flat = " ".join(text.split())  # the text as read, whatever the wrapping
     headings, alts, links = _expected_items(example["issue"])
     lines = text.splitlines()
     for h in headings:  # a heading, underlined
@@ -265,18 +283,17 @@ def test_every_seed_item_is_in_the_text_part(example):
         assert lines[i + 1] == "-" * len(h)
     for a in alts:
         assert f"[{a}]" in lines
-    for label, text_, url in links:  # "Label: text" and the URL on the next line
-        i = lines.index(f"{label}: {text_}")
-        assert lines[i + 1] == url
+    for label, text_, url in links:  # "Label: text" (wrapped at 72) and the URL on the next line
+        assert f"\n{wrap(f'{label}: {text_}')}\n{url}\n" in text, (label, text_)
     # reads like the seed: title first, the view-in-browser line, the footer last
     assert lines[0] == "CSCP Newsletter - 1 September 2020"
-    assert "View this email in your browser: https://example.org/newsletter/2020-09-cscp/" in lines
-    assert lines[-1] == "Unsubscribe: {{ unsubscribe_url }}"
+    assert "View this email in your browser:\nhttps://example.org/newsletter/2020-09-cscp/\n" in text
+    assert lines[-2:] == ["Unsubscribe:", "{{ unsubscribe_url }}"]
     assert example["settings"].postal_address in lines
     # Markdown: bullets as bullets, links with their URL shown, no markup left
     assert "  • The UK Safer Internet Centre, on online safety" in lines
-    assert "It’s Not OK (https://example.org/events/its-not-ok)" in text
-    assert "the CSCP team (cscp@example.org)" in text
+    assert "It’s Not OK (https://example.org/events/its-not-ok)" in flat
+    assert "the CSCP team (cscp@example.org)" in flat
     assert "](" not in text and "<p>" not in text and "\n\n\n" not in text
 
 
@@ -398,8 +415,8 @@ def test_user_content_and_markdown_html_are_escaped(nasty, part):
     assert '<div onclick="x()">block html</div>' in body
     assert [_text(h) for h in doc.iter("h1")] == ["Title <u>&</u>"]
     assert [_text(h) for h in doc.iter("h2")] == ["Head <em>&amp;</em>"]
-    assert [img.get("alt") for img in doc.iter("img")] == ['Alt "with" <quotes> & amp']
-    assert [img.get("src") for img in doc.iter("img")] == ["https://example.org/a.png?x=1&y=2"]
+    assert [img.get("alt") for img in doc.iter("img")] == [LOGO_ALT, 'Alt "with" <quotes> & amp']
+    assert [img.get("src") for img in doc.iter("img")] == [LOGO_SRC, "https://example.org/a.png?x=1&y=2"]
     ok = [a for a in doc.iter("a") if _text(a) == "ok"][0]
     assert ok.get("href") == "https://example.org/?a=1&b=2"
     lab = [a for a in doc.iter("a") if _text(a) == "Txt <y> & z"][0]

@@ -287,15 +287,16 @@ def test_local_image_copied_referenced_absolutely_in_email_relatively_in_site(nl
     settings, sdir = load_settings(nl / "newsletter.toml")
     c = compose(nl / "issues" / "2021-03-local.yaml", settings, sdir)
     url = f"{BASE}/2021-03-local/images/pic%20one.png"
-    assert [i.get("src") for i in lxml.html.fromstring(c.email_html_with_placeholders()).iter("img")] == [url]
-    assert [i.get("src") for i in lxml.html.fromstring(c.web_html).iter("img")] == [url]
+    logo = settings.brand.logo_url  # the example's header logo comes first
+    assert [i.get("src") for i in lxml.html.fromstring(c.email_html_with_placeholders()).iter("img")] == [logo, url]
+    assert [i.get("src") for i in lxml.html.fromstring(c.web_html).iter("img")] == [logo, url]
     # The URL the email uses is where publish put the file.
     assert (nl / "site" / unquote(url[len(BASE) + 1:])).read_bytes() == copy.read_bytes()
 
     page = nl / "site" / "2021-03-local" / "index.html"
     srcs = [i.get("src") for i in doc(page).iter("img")]
-    assert srcs == ["images/pic%20one.png"]
-    resolved = urljoin(page.as_uri(), srcs[0])
+    assert srcs == [logo, "images/pic%20one.png"]
+    resolved = urljoin(page.as_uri(), srcs[1])
     assert Path(unquote(urlsplit(resolved).path)).read_bytes() == copy.read_bytes()
 
 

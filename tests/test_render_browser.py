@@ -2,7 +2,8 @@
 
 Everything is measured on the rendered page, not read from the source: email.html as written
 (placeholders left in) at 375, 600 and 800 px wide viewports, and web.html at 375 px. Remote
-images are blocked by the helper, so image columns are as tall as their (broken) image box.
+images are blocked by the helper, so image boxes are broken ones (test_layouts_browser.py swaps
+in a real image to measure them).
 """
 
 from __future__ import annotations
@@ -28,15 +29,14 @@ _MEASURE_JS = """() => {
   const d = document.documentElement;
   const containers = Array.from(document.querySelectorAll('body div'))
     .filter((el) => getComputedStyle(el).maxWidth === '600px').map(box);
-  const media = Array.from(document.querySelectorAll('.nl-media'), (sec) => {
+  const media = Array.from(document.querySelectorAll('.nl-image-top'), (sec) => {
     const cols = Array.from(sec.querySelectorAll(':scope > table > tbody > tr > td > div'));
-    const img = cols[0] && cols[0].querySelector('img');
+    const img = sec.querySelector('img');
     return {
       classes: cols.map((c) => c.className),
-      image_col: cols[0] ? box(cols[0]) : null,
-      text_col: cols[1] ? box(cols[1]) : null,
+      section: box(sec),
       img: img ? box(img) : null,
-      text_words: cols[1] ? cols[1].innerText.trim().split(/\\s+/).length : 0,
+      text_words: sec.innerText.trim().split(/\\s+/).length,
     };
   });
   return {scroll_width: d.scrollWidth, client_width: d.clientWidth, containers, media,
@@ -97,34 +97,23 @@ def test_content_fills_a_phone(rendered):
 
 
 def _media(rendered, width):
+    """The example's sections are long: each image sits above its text, in one column (issue 13).
+    The side-by-side layouts are measured in test_layouts_browser.py."""
     media = rendered[width]["media"]
     assert len(media) == 6  # one per section with an image
     for m in media:
-        assert "mj-column-per-34" in m["classes"][0] and "mj-column-per-66" in m["classes"][1], m["classes"]
+        assert len(m["classes"]) == 1 and "mj-column-per-100" in m["classes"][0], m["classes"]
         assert m["img"] is not None and m["text_words"] > 10
     return media
 
 
-@pytest.mark.parametrize("width", [600, 800])
-def test_image_rows_side_by_side_on_desktop(rendered, width):
-    left = (width - 600) / 2
+@pytest.mark.parametrize("width", WIDTHS)
+def test_image_sections_are_one_full_column(rendered, width):
+    column = min(width, 600)
     for m in _media(rendered, width):
-        img, text = m["image_col"], m["text_col"]
-        assert img["y"] == pytest.approx(text["y"], abs=0.5)
-        assert img["x"] + img["width"] <= text["x"] + 0.5
-        assert img["x"] == pytest.approx(left, abs=0.5)
-        assert img["width"] == pytest.approx(204, abs=1)  # 34 % of 600
-        assert text["width"] == pytest.approx(396, abs=1)  # 66 % of 600
-        assert m["img"]["width"] == pytest.approx(170, abs=1)
-
-
-def test_image_rows_stacked_on_a_phone(rendered):
-    for m in _media(rendered, 375):
-        img, text = m["image_col"], m["text_col"]
-        assert text["y"] >= img["y"] + img["height"] - 0.5
-        assert img["x"] == pytest.approx(0, abs=0.5) and text["x"] == pytest.approx(0, abs=0.5)
-        assert img["width"] == pytest.approx(375, abs=0.5) and text["width"] == pytest.approx(375, abs=0.5)
-        assert m["img"]["width"] <= 375
+        assert m["section"]["width"] == pytest.approx(column, abs=0.5)
+        assert m["section"]["x"] == pytest.approx((width - column) / 2, abs=0.5)
+        assert m["img"]["x"] == pytest.approx(m["section"]["x"] + 28, abs=1)  # the text's left edge
 
 
 def test_rendered_text_holds_the_issue(rendered):

@@ -157,6 +157,25 @@ BAD = [
      "sections[0].image.alt", 11, "only merge fields"),
     ("jinja-in-label", edit("      - label: Read it", "      - label: '{% set x = 1 %}'"),
      "sections[0].links[0].label", 14, "only merge fields"),
+    # --- issue 13: layouts, buttons, hero
+    ("layout-unknown", edit("    body: Some text.", "    body: Some text.\n    layout: image-bottom"),
+     "sections[0].layout", 9, "image-left"),
+    ("layout-needs-image", GOOD.split("    image:")[0] + "    layout: image-left\n", "sections[0].layout", 9,
+     "'image-left' needs an image"),
+    ("layout-text-only-hides-image", edit("    body: Some text.", "    body: Some text.\n    layout: text-only"),
+     "sections[0].layout", 9, "text-only would hide the section's image"),
+    ("button-without-url", edit("    body: Some text.", "    body: Some text.\n    button:\n      label: Book"),
+     "sections[0].button.url", 10, "is required"),
+    ("button-javascript", edit("    body: Some text.", "    body: Some text.\n    button:\n      label: Book\n"
+                                                      "      url: javascript:alert(1)"),
+     "sections[0].button.url", 11, "is not an http(s) or mailto link"),
+    ("button-label-lf", edit("    body: Some text.", "    body: Some text.\n    button:\n      label: \"Bo\\nok\"\n"
+                                                    "      url: https://example.org/"),
+     "sections[0].button.label", 10, "one line"),
+    ("hero-missing-alt", edit("date: 2020-09-01", "date: 2020-09-01\nhero:\n  src: https://example.org/h.png"),
+     "hero.alt", 5, "is required"),
+    ("hero-src-javascript", edit("date: 2020-09-01", "date: 2020-09-01\nhero:\n  src: javascript:x\n  alt: A"),
+     "hero.src", 5, "http(s)"),
 ]
 
 
@@ -340,6 +359,17 @@ BAD_TOML = [
      "brand.font_family", "font_family", "may hold only"),
     ("bad-provider", ('provider = "outbox"', 'provider = "carrier-pigeon"'), "delivery.provider", "provider",
      "outbox"),
+    ("logo-without-alt", ('logo_alt = "Cumbria Safeguarding Children Partnership"', 'logo_alt = " "'),
+     "brand.logo_alt", "logo_alt", "is required when logo_url is set"),
+    ("logo-not-https", ('logo_url = "https://example.org/images/cscp-logo.png"', 'logo_url = "images/logo.png"'),
+     "brand.logo_url", "logo_url", "http(s)"),
+    ("dark-bad-colour", ("# link = \"#8fb4e6\"", 'link = "blue"'), "brand.dark.link", "link =", "is not a colour"),
+    ("dark-unknown-key", ("# link = \"#8fb4e6\"", 'links = "#ffffff"'), "brand.dark.links", "links =",
+     "is not a known key"),
+    ("footer-link-javascript", ('url = "https://example.org/"', 'url = "javascript:alert(1)"'),
+     "footer_links[0].url", "url = \"javascript", "is not an http(s) or mailto link"),
+    ("footer-link-merge-field", ('url = "https://example.org/"', 'url = "https://example.org/?e={{ email }}"'),
+     "footer_links[0].url", "url = \"https://example.org/?e", "without merge fields"),
 ]
 
 
@@ -379,3 +409,25 @@ def test_settings_not_utf8(tmp_path):
 def test_settings_nul_byte(tmp_path):
     path, err = _settings_error(tmp_path, GOOD_TOML.replace("[brand]", "[brand]\x00"))
     assert err.format().startswith(f"{path}:{_toml_line(GOOD_TOML, '[brand]')}: contains a NUL byte")
+
+
+def test_layout_defaults_to_image_top_with_an_image_and_text_only_without(tmp_path):
+    issue = load_issue(_load(tmp_path, GOOD + "  - heading: Second\n    body: More.\n"))
+    assert [s.layout for s in issue.sections] == ["image-top", "text-only"]
+
+
+def test_logo_alt_may_be_left_out_without_a_logo(tmp_path):
+    text = "\n".join(l for l in GOOD_TOML.splitlines() if not l.startswith(("logo_url", "logo_alt")))
+    path = tmp_path / "newsletter.toml"
+    path.write_text(text, encoding="utf-8")
+    assert load_settings(path)[0].brand.logo_url is None
+
+
+def test_new_fields_are_in_the_json_schema():
+    from newsletter_mailer.schema import json_schema
+
+    defs = json_schema()["$defs"]
+    assert defs["Section"]["properties"]["layout"]["anyOf"][0]["enum"] == [
+        "image-left", "image-right", "image-top", "text-only"]
+    assert set(defs["Button"]["required"]) == {"label", "url"}
+    assert "hero" in json_schema()["properties"]

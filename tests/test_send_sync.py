@@ -63,8 +63,19 @@ def test_no_sync_sends_without_asking_sendgrid(nl, sendgrid):
     assert _recipients(sendgrid) == {"ann@example.org", "bob@example.org", "cat@example.org"}
 
 
-def test_a_refused_key_stops_before_anything_is_sent(nl, sendgrid):
-    r = _send(nl, sendgrid, key="SG.wrong-key-0123456789")
-    assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1, r.stderr
-    assert "--no-sync" in r.stderr and "SG.wrong" not in r.stderr
+def test_a_key_without_suppression_access_is_said_and_the_send_goes_on(nl, sendgrid):
+    """A Mail-Send-only key gets 403 on the suppression lists: SendGrid still drops what it
+    suppressed, so the send goes on and says why nothing was synced."""
+    sendgrid.script = [(403, {}, b'{"errors": [{"message": "access forbidden"}]}')]
+    r = _send(nl, sendgrid)
+    assert r.exit_code == 0, r.stderr
+    assert "SendGrid's suppressions not synced" in r.stdout and "--no-sync" in r.stdout
+    assert _recipients(sendgrid) == {"ann@example.org", "bob@example.org", "cat@example.org"}
+
+
+def test_a_sync_that_fails_otherwise_stops_before_anything_is_sent(nl, sendgrid):
+    sendgrid.script = [(500, {}, b"{}")] * 5
+    r = _send(nl, sendgrid)
+    assert r.exit_code == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "--no-sync" in r.stderr and KEY not in r.stderr
     assert sendgrid.mail == []

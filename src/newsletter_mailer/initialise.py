@@ -42,6 +42,9 @@ unsubscribe_mailto = "unsubscribe@example.org"
 # list_id = "My Newsletter <my-newsletter.example.org>"
 # The time zone of `newsletter send --at` times (optional; this machine's zone if left out).
 # timezone = "Europe/London"
+# Links in every footer, like your website or social profiles (optional): a label and an
+# http(s) or mailto url each.
+# footer_links = [{ label = "Website", url = "https://example.org/" }]
 
 [brand]
 # Colours, written #rrggbb: the header band and headings,
@@ -59,6 +62,16 @@ font_family = "Helvetica, Arial, sans-serif"
 # A logo above the title (optional): an https address and its alternative text.
 # logo_url = "https://example.org/logo.png"
 # logo_alt = "My Organisation"
+
+# Dark mode (Apple Mail, iOS Mail, Outlook.com): colours for readers who chose it. Each one left out
+# is derived from the colours above, lightened until it reads (WCAG AA), so most newsletters set none.
+[brand.dark]
+# background = "#0e0914"
+# surface = "#221c2a"
+# text = "#e6e4ea"
+# link = "#8fb4e6"
+# heading = "#b9a6d6"
+# primary = "#4a2a7a"
 
 [delivery]
 # How `newsletter send` delivers: outbox writes .eml files to ./outbox (nothing leaves your machine),
@@ -82,6 +95,11 @@ max_consecutive_failures = 10
 security = "starttls"
 # Seconds to wait for the server.
 timeout = 30.0
+# Your organisation's own CA (a PEM file), trusted as well as the system's (or SMTP_CA_FILE).
+# ca_file = "/etc/ssl/our-ca.pem"
+# Send the password in clear text (security "none") to a server other than this machine: only
+# on a network you trust (or SMTP_ALLOW_INSECURE_AUTH=1).
+# allow_insecure_auth = false
 
 [delivery.sendgrid]
 # Labels for SendGrid's statistics (up to 9).

@@ -95,7 +95,9 @@ def _inline(children) -> str:
     for c in children:
         if c.type in ("text", "code_inline"):
             parts.append(c.content)
-        elif c.type in ("softbreak", "hardbreak"):
+        elif c.type == "softbreak":  # a line break in the YAML: the text part re-wraps the paragraph
+            parts.append(" ")
+        elif c.type == "hardbreak":
             parts.append("\n")
         elif c.type == "image":
             parts.append(c.content or "")

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.schema import Issue
+from newsletter_mailer.sourcefile import field_path
 
 
 def is_local(src: str) -> bool:
@@ -31,10 +32,14 @@ def image_url(settings, slug: str, src: str) -> str:
     return settings.web_url(slug) + relative_url(src)
 
 
-def local_images(issue: Issue) -> list[tuple[int, str]]:
-    """(section index, relative path) of each local image, in order."""
-    return [(i, s.image.src) for i, s in enumerate(issue.sections)
-            if s.image is not None and is_local(s.image.src)]
+def local_images(issue: Issue) -> list[tuple[tuple, str]]:
+    """(where in the issue file, relative path) of each local image, in order: the hero, then sections."""
+    found: list[tuple[tuple, str]] = []
+    if issue.hero is not None and is_local(issue.hero.src):
+        found.append((("hero", "src"), issue.hero.src))
+    found += [(("sections", i, "image", "src"), s.image.src) for i, s in enumerate(issue.sections)
+              if s.image is not None and is_local(s.image.src)]
+    return found
 
 
 def image_files(issue: Issue, issue_path: Path) -> list[tuple[str, Path]]:
@@ -68,13 +73,14 @@ def read_image(issue_path: Path, file: Path) -> bytes:
 def check_local_images(issue: Issue, issue_path: Path) -> None:
     """Raise a NewsletterError naming the issue file, line and field when a local image is missing
     or leads outside the issue's folder (publish would copy it into the site, --watch serve it)."""
-    for i, rel in local_images(issue):
+    for loc, rel in local_images(issue):
         file = issue_path.parent / rel
-        where = dict(line=_line_of(issue_path, i), field=f"sections[{i}].image.src")
-        if inside(issue_path, file) is None:
-            raise _outside(file, issue_path, **where)
-        if file.is_file():
+        outside = inside(issue_path, file) is None
+        if not outside and file.is_file():
             continue
+        where = dict(line=_line_of(issue_path, loc), field=field_path(loc))  # the error path only
+        if outside:
+            raise _outside(file, issue_path, **where)
         what = "is a folder, not an image file" if file.is_dir() else "image file not found"
         raise NewsletterError(f"{what}: {file}", path=issue_path, **where,
                               hint="a local image path is relative to the issue file's folder")
@@ -85,11 +91,11 @@ def _outside(file: Path, issue_path: Path, **where) -> NewsletterError:
                            hint=f"copy the image itself into {issue_path.parent} instead of linking to it", **where)
 
 
-def _line_of(issue_path: Path, section: int) -> int | None:
+def _line_of(issue_path: Path, loc: tuple) -> int | None:
     """Only on the error path: parse the file again to find the line of the field."""
     try:
         from newsletter_mailer.sourcefile import YamlDoc, read_text
 
-        return YamlDoc(issue_path, read_text(issue_path)).line_of(("sections", section, "image", "src"))
+        return YamlDoc(issue_path, read_text(issue_path)).line_of(loc)
     except NewsletterError:
         return None

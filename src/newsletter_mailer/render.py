@@ -16,7 +16,7 @@ from typing import Any, Callable
 import jinja2
 from markupsafe import Markup
 
-from newsletter_mailer import markdown_html, media
+from newsletter_mailer import markdown_html, media, palette, plaintext
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import FieldTable
 from newsletter_mailer.schema import Issue
@@ -44,13 +44,15 @@ def search_path(settings_dir: Path | None) -> list[str]:
 @lru_cache(maxsize=8)
 def environment(paths: tuple[str, ...]) -> jinja2.Environment:
     # auto_reload lets the watch server pick up edited templates from a cached environment.
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(list(paths)),
         autoescape=lambda name: name is not None and not name.endswith(".txt.j2"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         auto_reload=True,
     )
+    env.filters.update(wrap=plaintext.wrap, underline=plaintext.underline)
+    return env
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,13 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
     issue's page; the published site passes its own relative ones."""
     tok = table.tokenize
 
-    def image_src(src: str) -> str:
-        if local_image is not None and media.is_local(src):
-            return local_image(src)
-        return media.image_url(settings, slug, src)
+    def image(img) -> dict[str, Any] | None:
+        if img is None:
+            return None
+        src = img.src
+        src = local_image(src) if local_image is not None and media.is_local(src) else \
+            media.image_url(settings, slug, src)
+        return {"src": src, "alt": tok(img.alt), "href": tok(img.href) if img.href else None}
 
     sections = []
     for s in issue.sections:
@@ -79,9 +84,9 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
             "heading": tok(s.heading),
             "body_html": Markup(markdown_html.to_html(body)),
             "body_text": markdown_html.to_text(body),
-            "image": None if s.image is None else {
-                "src": image_src(s.image.src), "alt": tok(s.image.alt),
-                "href": tok(s.image.href) if s.image.href else None},
+            "image": image(s.image),
+            "layout": s.layout,
+            "button": None if s.button is None else {"label": tok(s.button.label), "url": tok(s.button.url)},
             "links": [{"text": tok(l.text), "url": tok(l.url), "label": tok(l.label) if l.label else None}
                       for l in s.links],
         })
@@ -90,6 +95,9 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
     return View({
         "settings": settings,
         "brand": settings.brand,
+        "light": palette.light(settings.brand),
+        "dark": palette.dark(settings.brand),
+        "hero": image(issue.hero),
         "subject": tok(issue.subject),
         "preheader": tok(issue.preheader) if issue.preheader else "",
         "title": tok(issue.title) if issue.title else settings.name,

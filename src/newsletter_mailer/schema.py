@@ -6,9 +6,9 @@ import datetime as dt
 import posixpath
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.markdown_html import check_markdown_links
@@ -67,7 +67,7 @@ IssueDate = Annotated[dt.date, BeforeValidator(_date)]
 
 
 class Image(StrictModel):
-    """An image beside a section's text. alt is required ("" marks it decorative)."""
+    """A section's image, or the issue's hero. alt is required ("" marks it decorative)."""
 
     src: ImageSrc = Field(description="http(s) address of the image, or a path relative to the issue file "
                                       "(like images/photo.png): `newsletter publish` copies it into the site")
@@ -83,11 +83,44 @@ class Link(StrictModel):
     label: OneLine | None = Field(None, description="e.g. 'Read the news story'")
 
 
+class Button(StrictModel):
+    """A call to action: a coloured, bulletproof button (its words show with images off too)."""
+
+    label: Required = Field(description="what the reader does, e.g. 'Book a place'")
+    url: LinkURL = Field(description="http(s) or mailto")
+
+
+Layout = Literal["image-left", "image-right", "image-top", "text-only"]
+IMAGE_LAYOUTS = ("image-left", "image-right", "image-top")
+
+
 class Section(StrictModel):
     heading: Required
     body: Markdown = Field(description="Markdown (CommonMark); raw HTML is shown as text")
     image: Image | None = None
     links: list[Link] = Field(default_factory=list)
+    layout: Layout | None = Field(
+        None, validate_default=True,
+        description="where the image goes: image-top (the default with an image: full column width, "
+                    "best for long text), image-left or image-right (beside the text on a wide screen, "
+                    "above it on a phone); text-only (the default without an image)")
+    button: Button | None = Field(None, description="a call to action after the links")
+
+    @field_validator("layout", mode="after")
+    @classmethod
+    def _layout(cls, v: str | None, info: ValidationInfo) -> str:
+        """Resolved here, so templates see one of the four; an image layout needs an image."""
+        if "image" not in info.data:  # the image itself is invalid: that error is the one to show
+            return v or "text-only"
+        has_image = info.data["image"] is not None
+        if v is None:
+            return "image-top" if has_image else "text-only"
+        if v in IMAGE_LAYOUTS and not has_image:
+            raise ValueError(f"'{v}' needs an image: add one, or use text-only")
+        if v == "text-only" and has_image:
+            raise ValueError("text-only would hide the section's image: remove the image or choose "
+                             "image-top, image-left or image-right")
+        return v
 
 
 class Issue(StrictModel):
@@ -102,6 +135,7 @@ class Issue(StrictModel):
     intro: OptionalMarkdown | None = None
     sections: list[Section] = Field(min_length=1)
     draft: bool = Field(False, description="left out of `newsletter publish` unless --drafts")
+    hero: Image | None = Field(None, description="a full-width image under the header")
 
 
 def slug_of(path: Path) -> str:

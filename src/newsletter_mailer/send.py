@@ -212,11 +212,16 @@ def _sync_from_sendgrid(p: Prepared) -> str:
     """SendGrid's suppressions into the store before planning, so nobody SendGrid suppressed is
     even attempted. A failure stops the send before anything goes out (--no-sync skips it)."""
     from newsletter_mailer.audience import Audience
-    from newsletter_mailer.sendgrid_sync import sync
+    from newsletter_mailer.sendgrid_sync import KeyRefused, sync
 
     store = Audience.in_state(p.state_dir)
     try:
         report = sync(p.composed.settings, store, p.options.env)
+    except KeyRefused as exc:
+        # A key made for Mail Send only cannot read suppressions: SendGrid still drops the
+        # addresses it suppressed, so the send goes on, and says so (a wrong key stops at mail/send).
+        return (f"SendGrid's suppressions not synced: {exc.message}; SendGrid still drops what it "
+                "suppressed. Give the key 'Suppressions: read' access, or pass --no-sync")
     except NewsletterError as exc:
         exc.hint = (exc.hint + "; " if exc.hint else "") + "or send without it: --no-sync"
         raise

@@ -133,6 +133,10 @@ def _reason(name: str, item: dict) -> str:
     return f"SendGrid {name.replace('_', ' ')}" + (f": {said}"[:MAX_NOTE] if said else "")
 
 
+class KeyRefused(NewsletterError):
+    """401/403: the key cannot read suppressions (a Mail-Send-only key, or a wrong one)."""
+
+
 class _Client:
     """GETs with SendGrid's retry rules; answers are JSON lists."""
 
@@ -178,7 +182,7 @@ class _Client:
     def _refused(self, status: int, path: str, body: bytes) -> NewsletterError:
         message = redact(_error_detail(body)[0], (self.api_key,))
         if status in (401, 403):
-            return NewsletterError(f"SendGrid refused the API key ({status}) on {path}: {message}", hint=KEY_HINT)
+            return KeyRefused(f"SendGrid refused the API key ({status}) on {path}: {message}", hint=KEY_HINT)
         return NewsletterError(f"SendGrid answered {status} on {path}: {message}")
 
 

@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import URL_FIELDS, fill_url_placeholders, url_placeholders
-from newsletter_mailer.validators import HeaderLine, HttpURL, OneLine, StrictModel, header_safe, http_url
+from newsletter_mailer.validators import (HeaderLine, HttpURL, OneLine, StrictModel, header_safe, http_url, link_url,
+                                          no_merge_fields)
 from newsletter_mailer.sourcefile import load_toml_model
 
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -30,8 +31,32 @@ def _address(v: str) -> str:
     return normalise(v)
 
 
+def _plain_link(v: str) -> str:
+    return no_merge_fields(link_url(v), "an http(s) or mailto link")
+
+
 Color = Annotated[str, AfterValidator(_color)]
 Address = Annotated[str, AfterValidator(_address), AfterValidator(header_safe)]  # To, From, Reply-To …
+PlainLink = Annotated[str, AfterValidator(_plain_link)]
+
+
+class DarkBrand(StrictModel):
+    """[brand.dark]: colours for readers in dark mode; each left out is derived from the light
+    brand (see palette.py), so most newsletters set none of them."""
+
+    background: Color | None = Field(None, description="the page around the column")
+    surface: Color | None = Field(None, description="the column's cards")
+    text: Color | None = None
+    link: Color | None = None
+    heading: Color | None = None
+    primary: Color | None = Field(None, description="the header band and buttons (white text on it)")
+
+
+class FooterLink(StrictModel):
+    """[[footer_links]]: a link in every footer, like the website or a social profile."""
+
+    label: OneLine
+    url: PlainLink = Field(description="http(s) or mailto")
 
 
 class Brand(StrictModel):
@@ -41,8 +66,17 @@ class Brand(StrictModel):
     text_color: Color = "#222222"
     link_color: Color = "#1a5fa8"
     logo_url: HttpURL | None = None
-    logo_alt: OneLine | None = None
+    logo_alt: OneLine | None = Field(None, validate_default=True)
     font_family: str = "Helvetica, Arial, sans-serif"
+    dark: DarkBrand = DarkBrand()
+
+    @field_validator("logo_alt", mode="after")
+    @classmethod
+    def _logo_alt(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """A logo is an image in the header: readers who do not load images need its words."""
+        if info.data.get("logo_url") and not (v or "").strip():
+            raise ValueError("is required when logo_url is set (the organisation's name, as the logo shows it)")
+        return v
 
     @field_validator("font_family")
     @classmethod
@@ -135,6 +169,7 @@ class Settings(StrictModel):
     web: Web = Web()
     timezone: str | None = Field(
         None, description="IANA zone for `send --at` times, e.g. Europe/London (default: this machine's zone)")
+    footer_links: list[FooterLink] = Field(default_factory=list, max_length=12)
 
     @field_validator("language")
     @classmethod

@@ -1,5 +1,6 @@
 """A scripted stand-in for SendGrid's suppression endpoints, on a real local HTTP server.
 
+Also `/v3/categories/stats` (per-day metrics of `stats`, by category) for `newsletter report`.
 It pages as SendGrid does (`limit`, `offset`, inclusive `start_time` on `created`), checks the
 Bearer key (401 otherwise), logs every request, and answers from `script` first when a test
 wants a 429, a 5xx or anything else. POSTs: mail/send (kept in `mail`), mail/batch (a new
@@ -48,6 +49,7 @@ class FakeSendGrid:
     mail: list[dict] = field(default_factory=list)  # mail/send bodies accepted (202)
     batches: list[str] = field(default_factory=list)  # batch ids made by mail/batch
     cancels: list[dict] = field(default_factory=list)  # user/scheduled_sends bodies accepted
+    stats: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)  # category -> [(YYYY-MM-DD, metrics)]
     url: str = ""
 
     def post(self, path: str, body: dict, auth: str | None) -> tuple[int, dict, bytes]:
@@ -74,6 +76,8 @@ class FakeSendGrid:
             return self.script.pop(0)
         if auth != f"Bearer {KEY}":
             return 401, {}, b'{"errors": [{"field": null, "message": "authorization required"}]}'
+        if path == "/v3/categories/stats":
+            return self.category_stats(query)
         entries = self.lists.get(path)
         if entries is None:
             return (200, {}, b"[]") if path.startswith("/v3/suppression/") else (404, {}, b"{}")
@@ -83,6 +87,18 @@ class FakeSendGrid:
             offset = int(query.get("offset", 0))
             entries = entries[offset:offset + int(query["limit"])]
         return 200, {}, json.dumps(list(entries)).encode()
+
+    def category_stats(self, query: dict) -> tuple[int, dict, bytes]:
+        """SendGrid's per-day answer for the asked categories, from start_date (required, as is
+        categories) on; 400 for a missing parameter or an aggregation other than by day."""
+        if not query.get("start_date") or not query.get("categories") or query.get("aggregated_by") != "day":
+            return 400, {}, b'{"errors": [{"field": "start_date", "message": "missing parameter"}]}'
+        asked = query["categories"].split(",")
+        days = sorted({d for c in asked for d, _ in self.stats.get(c, ()) if d >= query["start_date"]})
+        body = [{"date": d, "stats": [{"type": "category", "name": c, "metrics": m}
+                                      for c in asked for day, m in self.stats.get(c, ()) if day == d]}
+                for d in days]
+        return 200, {}, json.dumps(body).encode()
 
 
 def serve(fake: FakeSendGrid) -> ThreadingHTTPServer:

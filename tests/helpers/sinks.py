@@ -125,6 +125,9 @@ class SendGridSink:
             def do_POST(self):
                 sink._handle(self)
 
+            def do_GET(self):  # the suppression lists a send syncs first: empty here, not recorded
+                sink._suppressions(self)
+
         class Server(ThreadingHTTPServer):
             def handle_error(self, request, client_address):  # a client that hung up (timed out, killed)
                 if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
@@ -139,6 +142,15 @@ class SendGridSink:
     def _next(self) -> Reply:
         with self.lock:
             return self.script.pop(0) if self.script else self.default
+
+    def _suppressions(self, h: BaseHTTPRequestHandler) -> None:
+        ok = h.headers.get("Authorization", "") == f"Bearer {self.key}" and h.path.startswith("/v3/suppression/")
+        body = b"[]" if ok else b'{"errors":[{"message":"authorization required"}]}'
+        h.send_response(200 if ok else 401)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         n = int(h.headers.get("Content-Length") or 0)

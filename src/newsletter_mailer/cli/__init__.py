@@ -1,7 +1,7 @@
 """The `newsletter` command: one thin entry that turns every NewsletterError into one line.
 
 Each group of commands is a module here that adds its commands to `app` when imported
-(compose: compose, check, schema; send: send, test-send, status; serve; audience: list,
+(compose: compose, check, schema; send: send, test-send, status; report; serve; audience: list,
 suppress, unsuppress, export, import; site: publish, init).
 A new group (audience, serve, inbox, report, …) is one more module plus one line in
 _COMMANDS. Heavy libraries are imported inside the commands: startup time is benchmarked.
@@ -24,7 +24,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_COMMANDS = ("compose", "send", "serve", "audience", "site")  # command modules, in the order --help lists them
+_COMMANDS = ("compose", "send", "report", "serve", "audience", "site")  # command modules, in the order --help lists them
 
 
 @app.callback()
@@ -34,17 +34,33 @@ def _options(
     from newsletter_mailer.cli.common import flags
 
     flags.verbose = verbose  # set every time: in-process runs (tests) must not inherit it
-    if verbose:
-        import logging
+    if verbose or flags.log_handler is not None:
+        _log_to_stderr(verbose, flags)
 
+
+def _log_to_stderr(verbose: bool, flags) -> None:
+    """--verbose: redacted log lines on stderr. One run's handler (and the stream it holds)
+    never outlives the run, so in-process runs do not log into a closed stream."""
+    import logging
+
+    root = logging.getLogger("newsletter_mailer")
+    if flags.log_handler is not None:
+        root.removeHandler(flags.log_handler)
+        flags.log_handler = None
+    if verbose:
         from newsletter_mailer.errors import redact_log
 
-        handler = logging.StreamHandler()
+        class Stderr(logging.StreamHandler):
+            """Writes to whatever sys.stderr is when a line is logged, never a stale stream."""
+
+            stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+        handler = Stderr()
         redact_log(handler)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root = logging.getLogger("newsletter_mailer")
         root.addHandler(handler)
         root.setLevel(logging.INFO)
+        flags.log_handler = handler
 
 
 for _module in _COMMANDS:

@@ -20,6 +20,7 @@ class _Flags:
     """Set by the app's callback: --verbose also lists every further problem of an error."""
 
     verbose = False
+    log_handler = None  # the --verbose log handler of the current run
 
 
 flags = _Flags()

@@ -1,0 +1,83 @@
+"""`newsletter report [ISSUE]`: how an issue did (or every issue), as a table here and a page on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting, show
+
+
+@app.command()
+def report(
+    issue: Annotated[Optional[Path], typer.Argument(metavar="[ISSUE]", help="the issue file; without it, every issue", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", help="write the report page here (default build/<slug>/report.html, or build/report.html)")] = None,
+    open_: Annotated[bool, typer.Option("--open", help="open the page in the browser")] = False,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """How an issue did: the ledger, readers' responses and SendGrid's numbers, with charts."""
+    import os
+
+    from newsletter_mailer import report as r
+    from newsletter_mailer.report_page import archive_lines, archive_page, headline, issue_page, write_page
+    from newsletter_mailer.send import Options, state_dir_for
+    from newsletter_mailer.settings import load_settings
+
+    with reporting():
+        settings, settings_dir = load_settings(config)
+        state_dir = state_dir_for(Options(issue=issue or Path(), state=state, config=config), settings_dir)
+        if issue is None:
+            rows = r.archive(settings_dir, state_dir)
+            page, target = archive_page(rows, settings_dir), out or settings_dir / "build" / "report.html"
+            _print_archive(*archive_lines(rows))
+        else:
+            rep = r.issue_report(issue, settings, settings_dir, state_dir, os.environ)
+            page, target = issue_page(rep, settings_dir), out or settings_dir / "build" / rep.row.slug / "report.html"
+            _print_sections(f"{rep.row.slug} — {rep.subject}", headline(rep))
+            if rep.sendgrid is not None and rep.sendgrid.note:  # whole, where a narrow table would fold it
+                typer.echo(f"SendGrid stats: {rep.sendgrid.note}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_page(target, page)
+    typer.echo(f"report page: {show(target)}")
+    if open_:
+        import webbrowser
+
+        webbrowser.open(target.resolve().as_uri())
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _print_sections(title: str, sections) -> None:
+    """One rich table; every value a Text (never markup) and one line already."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title), show_header=True, header_style="bold")
+    for name, just in (("measure", "left"), ("count", "right"), ("rate", "right")):
+        table.add_column(name, justify=just, overflow="fold")
+    for name, lines in sections:
+        table.add_row(Text(name, style="bold"), Text(""), Text(""))
+        for line in lines:
+            table.add_row(Text("  " + line.label), Text(line.count), Text(line.rate))
+        table.add_section()
+    _console().print(table)
+
+
+def _print_archive(head, rows) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="every issue, newest first")
+    for i, h in enumerate(head):
+        table.add_column(h, justify="left" if i < 2 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
+    _console().print(table)

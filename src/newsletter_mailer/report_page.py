@@ -1,0 +1,116 @@
+"""The report's headline lines (shared by the terminal table and the page) and the page itself.
+
+The page is one self-contained file: CSS and the SVG charts inline, no script, and a
+Content-Security-Policy that forbids fetching anything, so opening it from the disk makes no
+request. Everything from the ledger or the stores is one line (errors.one_line) and
+HTML-escaped by the template; only http(s) links are made clickable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from markupsafe import Markup
+
+from newsletter_mailer import files, render
+from newsletter_mailer.errors import NewsletterError, one_line
+from newsletter_mailer.report import IssueReport, IssueRow, trend_figure
+from newsletter_mailer.report_charts import GMAIL_COMPLAINT_LIMIT
+from newsletter_mailer.report_data import rate
+
+TEMPLATE = "report.html.j2"
+SENDGRID_LABELS = (("delivered", "delivered"), ("opens", "opens"), ("unique_opens", "unique opens"),
+                   ("clicks", "clicks"), ("unique_clicks", "unique clicks"), ("bounces", "bounces"),
+                   ("spam_reports", "spam reports"))
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    count: str
+    rate: str = ""
+    href: str | None = None   # set only for an http(s) URL
+
+
+def pct(r: float | None) -> str:
+    return "—" if r is None else f"{r * 100:.2f}%"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return " ".join(f"{n} {u}" for n, u in ((h, "h"), (m, "min"), (s, "s")) if n) or "0 s"
+
+
+def headline(report: IssueReport) -> list[tuple[str, list[Line]]]:
+    """(section, lines): the numbers the terminal prints and the page shows."""
+    d, f, sent = report.row.delivery, report.row.feedback, report.row.sent
+    delivery = [Line(s, str(n)) for s, n in sorted(d.counts.items(), key=lambda i: (i[0] != "sent", i[0]))]
+    delivery += [Line(f"{s}: {why}", str(n)) for s, why, n in d.reasons]
+    delivery += [Line("duration (first to last sent)", duration(d.seconds)),
+                 Line("rate", "—" if d.per_minute is None else f"{d.per_minute:.1f} per minute")]
+    complaint = rate(f.complaints, sent)
+    over = complaint is not None and complaint >= GMAIL_COMPLAINT_LIMIT
+    readers = [Line("unsubscribes", str(f.unsubscribes), pct(rate(f.unsubscribes, sent))),
+               Line("hard bounces", str(f.hard_bounces), pct(rate(f.hard_bounces, sent))),
+               Line("soft bounces", str(f.soft_bounces), pct(rate(f.soft_bounces, sent))),
+               Line("complaints", str(f.complaints), pct(complaint) + (" — over" if over else " — under")
+                    + " Gmail's 0.3% limit")]
+    sections = [("Delivery (ledger)", delivery), ("Readers (audience store)", readers)]
+    if report.sendgrid is not None:
+        sections += _sendgrid(report)
+    return sections
+
+
+def _sendgrid(report: IssueReport) -> list[tuple[str, list[Line]]]:
+    sg, sent = report.sendgrid, report.row.sent
+    lines = [Line("SendGrid stats", sg.note)] if sg.note else []
+    if sg.source == "webhook":
+        lines.append(Line("source", "the Event Webhook's counts"))
+    lines += [Line(label, str(sg.totals[m]), pct(rate(sg.totals[m], sent)))
+              for m, label in SENDGRID_LABELS if m in sg.totals]
+    out = [("SendGrid", lines)]
+    if sg.links:
+        out.append(("Most-clicked links", [Line(one_line(url), str(n), href=_href(url)) for url, n in sg.links]))
+    return out
+
+
+def _href(url: str) -> str | None:
+    return url if url.startswith(("http://", "https://")) and one_line(url) == url else None
+
+
+def archive_lines(rows: list[IssueRow]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The archive as a table: one row per issue, newest first, with the same rates."""
+    head = ("issue", "date", "sent", "failed", "uncertain", "unsubscribes", "bounces", "complaints")
+    return head, [(r.slug, r.date.isoformat(), str(r.sent), str(r.delivery.counts.get("failed", 0)),
+                   str(r.delivery.counts.get("uncertain", 0)), *(pct(x) for x in r.rates())) for r in rows]
+
+
+def issue_page(report: IssueReport, settings_dir: Path | None) -> str:
+    return _render(settings_dir, title=f"Report: {report.row.slug}", report=report, sections=headline(report),
+                   figures=[(f, Markup(f.svg)) for f in report.figures], archive=None)
+
+
+def archive_page(rows: list[IssueRow], settings_dir: Path | None) -> str:
+    figure = trend_figure(list(reversed(rows)))
+    return _render(settings_dir, title="Report: every issue", report=None, sections=[],
+                   figures=[(figure, Markup(figure.svg))] if figure else [], archive=archive_lines(rows))
+
+
+def _render(settings_dir: Path | None, **context) -> str:
+    env = render.environment(tuple(render.search_path(settings_dir)))
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return env.get_template(TEMPLATE).render(generated=now, **context)
+
+
+def write_page(path: Path, page: str) -> None:
+    """0600: failure reasons can quote recipients' addresses."""
+    try:
+        files.write_file(path, page, files.PRIVATE)
+    except OSError as exc:
+        raise NewsletterError(f"cannot write the report: {exc.strerror or exc}", path=path,
+                              hint="choose another --out") from None
