@@ -183,6 +183,7 @@ The built-in templates (Jinja, autoescaped except the `.txt.j2` one):
 | `email.txt.j2` | the plain-text part of the email |
 | `preview.html.j2` | the preview page of `newsletter compose` (and `--watch`) |
 | `archive.html.j2` | the archive page `index.html` of `newsletter publish` |
+| `report.html.j2` | the page of `newsletter report`: numbers, charts and their tables |
 | `web/base.html.j2` | the frame of every `newsletter serve` page: logo, name, postal address |
 | `web/message.html.j2` | a serve page with a title, a few paragraphs and a link ("You are unsubscribed", …) |
 | `web/action.html.j2` | a serve page asking one question with one button (unsubscribe, confirm); keep its hidden fields |
