@@ -20,7 +20,7 @@ from newsletter_mailer.audience import Audience
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.providers.base import backoff_base, env_value
 from newsletter_mailer.providers.sendgrid import api_host
-from newsletter_mailer.sendgrid_sync import Fetch, UrllibFetch, _Client
+from newsletter_mailer.sendgrid_sync import Fetch, UrllibFetch, ApiClient
 from newsletter_mailer.settings import Settings
 
 STATS_PATH = "/v3/categories/stats"
@@ -48,7 +48,7 @@ def sendgrid_numbers(store: Audience | None, slug: str, since: dt.date, settings
         out.note = "not available (SENDGRID_API_KEY not set)"
     else:
         try:
-            client = _Client(fetch or UrllibFetch(api_key, api_host(env), float(settings.delivery.sendgrid.timeout)),
+            client = ApiClient(fetch or UrllibFetch(api_key, api_host(env), float(settings.delivery.sendgrid.timeout)),
                              api_key, backoff_base(env), sleep)
             query = {"start_date": since.isoformat(), "categories": slug, "aggregated_by": "day", "limit": 500}
             out.days = daily(client.get(STATS_PATH, query), slug)

@@ -30,7 +30,7 @@ from newsletter_mailer.audience import Audience, Change
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.ledger import key as email_key
 from newsletter_mailer.providers.base import backoff_base, env_value
-from newsletter_mailer.providers.sendgrid import (MAX_ATTEMPTS, MAX_RATE_LIMIT_RETRIES, _error_detail, api_host,
+from newsletter_mailer.providers.sendgrid import (MAX_ATTEMPTS, MAX_RATE_LIMIT_RETRIES, error_detail, api_host,
                                                   rate_limit_wait)
 from newsletter_mailer.sendgrid_store import MAX_NOTE, block, note, plausible, prepare, since, synced
 from newsletter_mailer.settings import Settings
@@ -74,7 +74,7 @@ def sync(settings: Settings, store: Audience, env: Mapping[str, str], *, fetch: 
     if api_key is None:
         raise NewsletterError("SENDGRID_API_KEY is not set", hint="export it (a key with Suppressions read access)")
     sg = settings.delivery.sendgrid
-    client = _Client(fetch or UrllibFetch(api_key, api_host(env), float(sg.timeout)), api_key,
+    client = ApiClient(fetch or UrllibFetch(api_key, api_host(env), float(sg.timeout)), api_key,
                      backoff_base(env), sleep)
     prepare(store)
     report = SyncReport()
@@ -89,7 +89,7 @@ def sync(settings: Settings, store: Audience, env: Mapping[str, str], *, fetch: 
     return report
 
 
-def _sync_list(store: Audience, client: _Client, name: str, path: str, status: str | None,
+def _sync_list(store: Audience, client: ApiClient, name: str, path: str, status: str | None,
                started: int) -> ListReport:
     """One list from its last sync on, page by page; its sync time is stored with the last page."""
     report, offset = ListReport(name), 0
@@ -137,7 +137,7 @@ class KeyRefused(NewsletterError):
     """401/403: the key cannot read suppressions (a Mail-Send-only key, or a wrong one)."""
 
 
-class _Client:
+class ApiClient:
     """GETs with SendGrid's retry rules; answers are JSON lists."""
 
     def __init__(self, fetch: Fetch, api_key: str, backoff: float, sleep: Callable[[float], Any]):
@@ -180,7 +180,7 @@ class _Client:
         return items
 
     def _refused(self, status: int, path: str, body: bytes) -> NewsletterError:
-        message = redact(_error_detail(body)[0], (self.api_key,))
+        message = redact(error_detail(body)[0], (self.api_key,))
         if status in (401, 403):
             return KeyRefused(f"SendGrid refused the API key ({status}) on {path}: {message}", hint=KEY_HINT)
         return NewsletterError(f"SendGrid answered {status} on {path}: {message}")

@@ -166,13 +166,9 @@ class SubscriberList:
                     continue
                 seen.add(key)
                 if si is not None and (status := row[si]) and status != "subscribed":
-                    status = status.strip().lower()
-                    if status in ("unsubscribed", "bounced"):
-                        skip(status, start)
-                        continue
-                    if status and status != "subscribed":
-                        skip("invalid", start, f"unknown status '{row[si].strip()[:40]}' "
-                                               "(use subscribed, unsubscribed or bounced)")
+                    why = _status_skip(status)
+                    if why is not None:
+                        skip(why[0], start, why[1])
                         continue
                 name = row[ni].strip() if ni is not None else ""
                 if not name.isprintable() and ctrl(name):
@@ -213,6 +209,16 @@ def _field_getter(idxs: list[int]):
     if len(idxs) > 1:
         return itemgetter(*idxs)
     return (lambda row: (row[idxs[0]],)) if idxs else (lambda row: ())
+
+
+def _status_skip(cell: str) -> tuple[str, str | None] | None:
+    """(skip reason, detail) for a status cell that is not "subscribed" (or empty), else None."""
+    status = cell.strip().lower()
+    if status in ("unsubscribed", "bounced"):
+        return status, None
+    if status and status != "subscribed":
+        return "invalid", f"unknown status '{cell.strip()[:40]}' (use subscribed, unsubscribed or bounced)"
+    return None
 
 
 def _tags(cell: str, cache: dict[str, frozenset[str]]) -> frozenset[str]:

@@ -98,15 +98,21 @@ def invalid(request: Request) -> Response:
                    status=404, link={"href": "../subscribe", "text": "Go to the sign-up form"})
 
 
-@guarded
-async def unsubscribe_page(request: Request) -> Response:
+def ask(request: Request, read, title: str, question: str, hidden: list[tuple[str, str]], button: str) -> Response:
+    """The GET side of a link (unsubscribe, confirm): one question and one button, nothing changed
+    (link scanners and previews fetch links); `question` is formatted with the masked address."""
     site: Site = request.app.state.site
-    found = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
+    found = read(site.secret, site.list_id, request.path_params["token"])
     if found is None:
         return invalid(request)
-    return page(request, "web/action.html.j2", title="Unsubscribe?",
-                paragraphs=[f"Unsubscribe {mask(found[0])} from {site.settings.name}?"],
-                hidden=[("List-Unsubscribe", "One-Click"), ("via", "page")], button="Unsubscribe")
+    return page(request, "web/action.html.j2", title=title, hidden=hidden, button=button,
+                paragraphs=[question.format(address=mask(found[0]), name=site.settings.name)])
+
+
+@guarded
+async def unsubscribe_page(request: Request) -> Response:
+    return ask(request, tokens.read_unsubscribe, "Unsubscribe?", "Unsubscribe {address} from {name}?",
+               [("List-Unsubscribe", "One-Click"), ("via", "page")], "Unsubscribe")
 
 
 @guarded
@@ -184,13 +190,8 @@ def _base(request: Request, site: Site) -> str:
 
 @guarded
 async def confirm_page(request: Request) -> Response:
-    site: Site = request.app.state.site
-    found = tokens.read_confirm(site.secret, site.list_id, request.path_params["token"])
-    if found is None:
-        return invalid(request)
-    return page(request, "web/action.html.j2", title="Confirm your subscription",
-                paragraphs=[f"Start receiving {site.settings.name} at {mask(found[0])}?"],
-                hidden=[("confirm", "yes")], button="Yes, subscribe me")
+    return ask(request, tokens.read_confirm, "Confirm your subscription", "Start receiving {name} at {address}?",
+               [("confirm", "yes")], "Yes, subscribe me")
 
 
 @guarded

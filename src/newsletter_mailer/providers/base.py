@@ -124,3 +124,14 @@ def backoff_base(env: Mapping[str, str]) -> float:
         raise NewsletterError(f"NEWSLETTER_BACKOFF_BASE is '{raw}', not a number of seconds",
                               hint="use e.g. 1.0")
     return value
+
+
+class WholeMessages:
+    """What the MIME providers (outbox, SMTP) share: they hand over finished RFC 5322 messages
+    one at a time, so a crash leaves at most one message uncertain, the Message-ID is ours and
+    known before the attempt, and nothing can be held for later (`send --at` is refused with a
+    cron/systemd line instead)."""
+
+    uncertainty = "message"
+    own_message_id = True
+    hold_limit: timedelta | None = None

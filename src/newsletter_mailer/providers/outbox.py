@@ -14,7 +14,7 @@ from pathlib import Path
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.files import make_private_dir, write_private
 from newsletter_mailer.message import HeaderValueError
-from newsletter_mailer.providers.base import Outcome, Recipient, SendContext
+from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, WholeMessages
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 
@@ -25,16 +25,13 @@ def filename(email: str, prefix: str = "") -> str:
     return f"{prefix}{_UNSAFE.sub('_', email.lower())[:80]}-{digest}.eml"
 
 
-class OutboxProvider:
+class OutboxProvider(WholeMessages):
     """The model provider: what every other one does, minus the network. Each message is
     its own .eml file, written atomically: nobody ever opens half a message."""
 
     name = "outbox"
     batch_size = 100
     label = "outbox"
-    uncertainty = "message"
-    own_message_id = True
-    hold_limit = None   # delivers at once: `send --at` is refused with a cron/systemd line instead
 
     def __init__(self, ctx: SendContext):
         base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")

@@ -94,7 +94,7 @@ def _header_lines(block: str) -> dict[str, str]:
     return out
 
 
-def _error_detail(body: bytes | str | None) -> tuple[str, str | None]:
+def error_detail(body: bytes | str | None) -> tuple[str, str | None]:
     """(message, field) from SendGrid's {"errors": [{"message", "field"}]} (or a Prism problem)."""
     if isinstance(body, bytes):
         body = body.decode("utf-8", "replace")
@@ -392,7 +392,7 @@ class SendGridProvider:
         return rate_limit_wait(headers, self._backoff(tries))
 
     def _client_error(self, status: int, body, headers) -> NewsletterError:
-        message, field = _error_detail(body)
+        message, field = error_detail(body)
         violations = headers.get("sl-violations") if headers is not None else None
         if violations:  # a contract mock (Prism) says which rule the request broke
             try:
@@ -444,7 +444,7 @@ class Api:
             raise NewsletterError(f"cannot {what}: SendGrid did not answer ({type(exc).__name__})",
                                   hint="try again") from None
         if not 200 <= status < 300:
-            message, _ = _error_detail(answer)
+            message, _ = error_detail(answer)
             hint = "check SENDGRID_API_KEY: it needs Mail Send permission" if status in (401, 403) else None
             raise NewsletterError(redact(f"cannot {what}: SendGrid answered {status}: {message}", (self.key,)),
                                   hint=hint)

@@ -27,7 +27,7 @@ import time
 
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.message import HeaderValueError
-from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, backoff_base, env_value
+from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, WholeMessages, backoff_base, env_value
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +150,26 @@ def _port(raw: str | None, configured: int | None, security: str) -> int:
     return port
 
 
-class SmtpProvider:
+def _hang_up(conn: smtplib.SMTP, *, quit: bool) -> None:
+    """QUIT (when the server is still listening) and close, whatever either raises: the
+    connection is being given up, and its errors would only hide the one that matters."""
+    if quit:
+        try:
+            conn.quit()
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+class SmtpProvider(WholeMessages):
     """Any SMTP server; batches of one, so each message is its own ledger step."""
 
     name = "smtp"
     batch_size = 1
     label = "SMTP"
-    uncertainty = "message"
-    own_message_id = True
-    hold_limit = None   # delivers at once: `send --at` is refused with a cron/systemd line instead
 
     def __init__(self, ctx: SendContext):
         self.ctx = ctx
@@ -245,16 +256,8 @@ class SmtpProvider:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.quit()
-        except Exception:  # noqa: BLE001
-            pass
-        try:
-            conn.close()
-        except Exception:  # noqa: BLE001
-            pass
+        if conn is not None:
+            _hang_up(conn, quit=True)
 
     # -- connection ------------------------------------------------------------------
 
@@ -278,15 +281,8 @@ class SmtpProvider:
                 self._login(conn)
         except BaseException as exc:
             # Still talking (a refusal): say goodbye, as a server's log expects; else just close.
-            if isinstance(exc, (smtplib.SMTPResponseException, smtplib.SMTPNotSupportedError, NewsletterError)):
-                try:
-                    conn.quit()
-                except Exception:  # noqa: BLE001
-                    pass
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            _hang_up(conn, quit=isinstance(exc, (smtplib.SMTPResponseException, smtplib.SMTPNotSupportedError,
+                                                 NewsletterError)))
             raise
         self._conn = conn
         self.connections += 1
@@ -312,10 +308,7 @@ class SmtpProvider:
         """Drop the connection without QUIT (it is broken or the server is closing it)."""
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            _hang_up(conn, quit=False)
 
     @staticmethod
     def _transient(exc: BaseException) -> bool:
