@@ -109,6 +109,13 @@ class Web(StrictModel):
         return self.base_url.rstrip("/") if self.base_url else None
 
 
+class Bounces(StrictModel):
+    """[bounces]: how `newsletter inbox` reads temporary failures (full mailbox, greylisting)."""
+
+    soft_limit: int = Field(3, ge=1, le=100, description="temporary failures on different issues before "
+                                                          "an address counts as bounced")
+
+
 class Settings(StrictModel):
     name: OneLine
     from_email: Address
@@ -125,6 +132,7 @@ class Settings(StrictModel):
     brand: Brand = Brand()
     delivery: Delivery = Delivery()
     web: Web = Web()
+    bounces: Bounces = Bounces()
 
     @field_validator("language")
     @classmethod

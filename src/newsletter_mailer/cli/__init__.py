@@ -23,7 +23,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_COMMANDS = ("compose", "send", "site")  # command modules, in the order --help lists them
+_COMMANDS = ("compose", "send", "site", "inbox")  # command modules, in the order --help lists them
 
 
 @app.callback()
