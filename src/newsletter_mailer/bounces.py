@@ -195,7 +195,8 @@ class Classifier:
 
         temporary, permanent = all_failures(msg)
         if not temporary and not permanent:
-            return [Verdict(BOUNCE, *self._verp(msg), True, "VERP bounce")] if self._verp(msg) else []
+            verp = self._verp(msg)
+            return [Verdict(BOUNCE, verp[0], verp[1], True, "VERP bounce")] if verp else []
         fields = _dsn_fields(msg)
         out = []
         for raw_addr, perm in [(a, True) for a in sorted(permanent)] + [(a, False) for a in sorted(temporary)]:

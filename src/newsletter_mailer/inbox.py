@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 from newsletter_mailer import bounces
 from newsletter_mailer.audience import Audience, Change
 from newsletter_mailer.bounces import Classifier, Verdict
+from newsletter_mailer.errors import one_line
 from newsletter_mailer.settings import Settings
 
 BATCH = 200
@@ -83,7 +84,7 @@ def _line(handle: str, v: Verdict) -> str:
     what = {bounces.BOUNCE: "bounced" if v.permanent else "soft bounce counted"}.get(v.kind, v.kind)
     who = f" {v.email}" if v.email else ""
     issue = f" (issue {v.issue})" if v.issue else ""
-    return f"{handle}: {what}{who}{issue}" + (f": {v.reason}" if v.reason else "")
+    return one_line(f"{handle}: {what}{who}{issue}" + (f": {v.reason}" if v.reason else ""))
 
 
 def _batches(source) -> Iterator[list[tuple[str, str, bytes]]]:
