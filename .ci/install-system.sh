@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Install the system pieces the test suite needs on a Debian CI machine:
 #   - headless Chromium + fonts (real-browser layout tests, tests/helpers/browser.py)
+#   - Dovecot's IMAP server (the bounce-mailbox reader's tests, tests/helpers/dovecot.py;
+#     the tests start their own instance, the packaged service is not needed)
 #   - Stoplight Prism from the committed .ci/package-lock.json (SendGrid contract
 #     mock, tests/helpers/prism.py)
 # Idempotent: steps already done are skipped. Run as root (or with sudo available).
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation)
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd)
 
 log() { printf 'install-system: %s\n' "$*"; }
 
@@ -35,7 +37,7 @@ apt_install() {
   $SUDO apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-# 1. Chromium and fonts -------------------------------------------------------
+# 1. Chromium, fonts and Dovecot -------------------------------------------------------
 mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
 # Node/npm for Prism: Debian's nodejs (18.20.x) satisfies prism-cli's engines (>=18.20.1).
 if ! command -v npm >/dev/null 2>&1; then

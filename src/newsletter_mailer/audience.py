@@ -67,6 +67,17 @@ CREATE TABLE IF NOT EXISTS rate (
     win         INTEGER NOT NULL,
     hits        INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS soft_bounces (
+    email       TEXT NOT NULL,
+    issue       TEXT NOT NULL,
+    reason      TEXT,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (email, issue)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS processed (
+    digest      TEXT PRIMARY KEY,
+    at          TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -248,3 +259,56 @@ class Audience:
             self.db.execute("ROLLBACK")
             raise
         return hits <= limit
+
+    def soft_bounces(self, items: Iterable[tuple[str, str | None, str | None]], limit: int) -> list[Change]:
+        """Count temporary failures (email, issue, reason), one per address and issue (an unknown
+        issue counts as one); returns the `bounced` changes for addresses now at the limit, which
+        the caller records. Counting twice is harmless: the key makes it idempotent."""
+        now, reached = _now(), []
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for email, issue, reason in items:
+                email = key(email)
+                self.db.execute("INSERT OR IGNORE INTO soft_bounces (email, issue, reason, at) VALUES (?,?,?,?)",
+                                (email, issue or "", reason, now))
+                n = self.db.execute("SELECT count(*) FROM soft_bounces WHERE email=?", (email,)).fetchone()[0]
+                if n >= limit:
+                    reached.append(Change(email, "bounced", "mailbox", issue,
+                                          f"{n} temporary failures on different issues; last: {reason}"))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return reached
+
+    def soft_bounce_count(self, email: str) -> int:
+        return self.db.execute("SELECT count(*) FROM soft_bounces WHERE email=?", (key(email),)).fetchone()[0]
+
+    def processed(self, digests: Iterable[str]) -> set[str]:
+        """Which of these messages (by digest) an earlier `newsletter inbox` already recorded."""
+        return {r[0] for r in self.db.execute(
+            "SELECT digest FROM processed WHERE digest IN (SELECT value FROM json_each(?))",
+            (json.dumps(list(digests)),))}
+
+    def mark_processed(self, digests: Iterable[str]) -> None:
+        now = _now()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT OR IGNORE INTO processed (digest, at) VALUES (?,?)",
+                                ((d, now) for d in digests))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def counts_for_issue(self, slug: str) -> dict[str, int]:
+        """Addresses that bounced, complained or unsubscribed from this issue (applied events), and
+        the temporary failures counted: for `newsletter status ISSUE`."""
+        out = dict.fromkeys(("bounced", "complained", "unsubscribed"), 0)
+        for status, n in self.db.execute(
+                "SELECT status, count(DISTINCT email) FROM history WHERE issue=? AND applied=1 "
+                "AND status IN ('bounced', 'complained', 'unsubscribed') GROUP BY status", (slug,)):
+            out[status] = n
+        out["soft_bounces"] = self.db.execute("SELECT count(*) FROM soft_bounces WHERE issue=?",
+                                              (slug,)).fetchone()[0]
+        return out

@@ -127,6 +127,11 @@ consent = "Yes, email me this newsletter. I can unsubscribe at any time with the
 signup_per_hour_address = 3
 # and sign-ups one client (IP address) may make per hour.
 signup_per_hour_client = 20
+
+[bounces]
+# `newsletter inbox` (SMTP senders): temporary failures (mailbox full, 4.x.x) on this many different
+# issues mark an address bounced; one permanent failure (5.x.x) always does.
+soft_limit = 3
 """
 
 ISSUE = """\

@@ -148,6 +148,13 @@ class Web(StrictModel):
         return self.base_url.rstrip("/") if self.base_url else None
 
 
+class Bounces(StrictModel):
+    """[bounces]: how `newsletter inbox` reads temporary failures (full mailbox, greylisting)."""
+
+    soft_limit: int = Field(3, ge=1, le=100, description="temporary failures on different issues before "
+                                                          "an address counts as bounced")
+
+
 class Settings(StrictModel):
     name: HeaderLine
     from_email: Address
@@ -170,6 +177,7 @@ class Settings(StrictModel):
     timezone: str | None = Field(
         None, description="IANA zone for `send --at` times, e.g. Europe/London (default: this machine's zone)")
     footer_links: list[FooterLink] = Field(default_factory=list, max_length=12)
+    bounces: Bounces = Bounces()
 
     @field_validator("language")
     @classmethod

@@ -24,7 +24,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_COMMANDS = ("compose", "send", "report", "serve", "audience", "site")  # command modules, in the order --help lists them
+_COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "site")  # command modules, in the order --help lists them
 
 
 @app.callback()

@@ -1,0 +1,74 @@
+"""`newsletter inbox`: read the bounce mailbox (SMTP senders) into the audience store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
+
+
+def _progress(total: int):
+    """A rich progress bar on a terminal for long mailboxes; nothing in logs and pipes."""
+    import contextlib
+
+    if not sys.stderr.isatty() or total < 100:
+        return contextlib.nullcontext(None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
+
+
+def _echo_summary(s, dry_run: bool) -> None:
+    if dry_run:
+        for line in s.lines:
+            typer.echo(line)
+    verb = "would record" if dry_run else "recorded"
+    typer.echo(f"read {s.read} message(s); {verb}: {s.bounced} bounced (permanent), {s.soft} soft bounce(s) "
+               f"counted ({s.soft_reached} reached the limit), {s.complaints} complaint(s), "
+               f"{s.unsubscribes} unsubscribe(s); ignored {s.autoreplies} auto-reply(ies); "
+               f"left alone {s.unrecognised} unrecognised; {s.already} already recorded")
+    if dry_run:
+        typer.echo("dry run: nothing recorded, nothing marked")
+
+
+@app.command()
+def inbox(
+    imap: Annotated[bool, typer.Option("--imap", help="read IMAP_HOST/IMAP_PORT as IMAP_USERNAME (IMAP_PASSWORD)")] = False,
+    mbox: Annotated[Optional[Path], typer.Option("--mbox", help="an mbox file (only read, never changed)")] = None,
+    maildir: Annotated[Optional[Path], typer.Option("--maildir", help="a Maildir folder (only read, never changed)")] = None,
+    folder: Annotated[str, typer.Option("--folder", help="IMAP folder to read")] = "INBOX",
+    move_to: Annotated[Optional[str], typer.Option("--move-to", help="IMAP folder for recognised messages")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be recorded; record and mark nothing")] = False,
+    state: StateOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Read bounces, complaints and mailto unsubscribes from the mailbox SMTP sends bounce to."""
+    import os
+
+    from newsletter_mailer.audience import Audience
+    from newsletter_mailer.inbox import classifier_for, run
+    from newsletter_mailer.mailbox import open_source
+    from newsletter_mailer.settings import load_settings
+
+    with reporting():
+        settings, settings_dir = load_settings(config)
+        state_dir = state if state is not None else settings_dir / ".newsletter"
+        source = open_source(imap=imap, mbox=mbox, maildir=maildir, folder=folder, move_to=move_to,
+                             dry_run=dry_run)
+        audience = Audience.in_state(state_dir)
+        try:
+            classifier = classifier_for(settings, state_dir, dict(os.environ))
+            with _progress(source.count()) as bar:
+                task = bar.add_task("read", total=source.count()) if bar else None
+                summary = run(source, classifier, audience, settings.bounces.soft_limit, dry_run=dry_run,
+                              advance=(lambda n: bar.advance(task, n)) if bar else None)
+        finally:
+            audience.close()
+            source.close()
+    _echo_summary(summary, dry_run)
