@@ -31,7 +31,8 @@ class _Prebuilt:
         self.data = data
         self.msgid = email.message_from_bytes(data)["Message-ID"] or ""
 
-    def build(self, email_: str, name: str, values: list[str], msgid: str | None = None) -> tuple[str, bytes]:
+    def build(self, email_: str, name: str, values: list[str], msgid: str | None = None,
+              token: str | None = None) -> tuple[str, bytes]:
         return self.msgid, self.data  # the finished message keeps its own Message-ID
 
     def list_unsubscribe(self, url: str | None) -> str:

@@ -110,6 +110,7 @@ class MessageTemplate:
         self.subject = c.subject if not subject_prefix else \
             Template((subject_prefix + c.subject.parts[0],) + c.subject.parts[1:], c.subject.slots)
         self.domain = s.from_email.rsplit("@", 1)[1]
+        # The subject carries the reader's sealed token (added per recipient) for `newsletter inbox`.
         self.mailto = f"mailto:{s.unsubscribe_mailto}?subject=unsubscribe" if s.unsubscribe_mailto else None
         self.unsub_index = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
         self.one_click = s.one_click
@@ -169,11 +170,13 @@ class MessageTemplate:
         self._qp_cache: dict[str, bytes] = {}
         self._qp_html_cache: dict[str, bytes] = {}
 
-    def list_unsubscribe(self, url: str | None) -> str:
+    def list_unsubscribe(self, url: str | None, token: str | None = None) -> str:
         """List-Unsubscribe header line(s) with CRLF, or nothing. RFC 8058 one-click only for an
         https link whose page is known to honour the POST (Settings.one_click): advertising it
-        without an endpoint is worse than not."""
+        without an endpoint is worse than not. The mailto's subject is `unsubscribe <token>`."""
         mailto = self.mailto  # per recipient: plain string work, no lists
+        if mailto and token:
+            mailto = f"{mailto}%20{token}"  # a token is url-safe base64: nothing to escape
         if not url:
             return f"List-Unsubscribe: <{mailto}>\r\n" if mailto else ""
         out = f"List-Unsubscribe: <{url}>, <{mailto}>" if mailto else f"List-Unsubscribe: <{url}>"
@@ -185,7 +188,8 @@ class MessageTemplate:
         """A fresh Message-ID in the sender's domain."""
         return f"<{os.urandom(12).hex()}@{self.domain}>"
 
-    def build(self, email: str, name: str, values: list[str], msgid: str | None = None) -> tuple[str, bytes]:
+    def build(self, email: str, name: str, values: list[str], msgid: str | None = None,
+              token: str | None = None) -> tuple[str, bytes]:
         """(Message-ID, message bytes) for one recipient, with msgid when it was chosen before
         (and recorded in the ledger). Raises HeaderValueError for unsafe values."""
         subject = self.subject.fill(values)
@@ -193,7 +197,7 @@ class MessageTemplate:
         unsub = values[self.unsub_index] if self.unsub_index is not None else None
         to = address(name, email)
         subject = header_value(subject, "Subject")
-        list_unsub = self.list_unsubscribe(unsub)
+        list_unsub = self.list_unsubscribe(unsub, token)
         heads = {_TO_N: to.encode("ascii"), _SUBJECT_N: subject.encode("ascii"), _MSGID_N: msgid.encode("ascii"),
                  _LISTUNSUB_N: list_unsub.encode("ascii")}
         cache, cache_html = self._qp_cache, self._qp_html_cache

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from newsletter_mailer.mergefields import Field
 from newsletter_mailer.providers.base import Recipient
@@ -77,7 +77,7 @@ class Filler:
         return self.values("", "", {}, unsubscribe_url)
 
 
-def make_recipient(filler: Filler, unsubscribe_url: Callable[[str], str], email: str, name: str,
-                   fields: Mapping[str, str], message_id: str | None = None) -> Recipient:
+def make_recipient(filler: Filler, unsubscribe_url: str, email: str, name: str, fields: Mapping[str, str],
+                   message_id: str | None = None, token: str | None = None) -> Recipient:
     """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL."""
-    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url(email)), message_id)
+    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url), message_id, token)

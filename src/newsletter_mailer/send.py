@@ -23,6 +23,7 @@ from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
+from newsletter_mailer.mergefields import url_placeholders
 from newsletter_mailer.personalise import Template, make_recipient
 from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, SendContext, get_provider,
                                          provider_class)
@@ -65,13 +66,15 @@ class Prepared:
     provider: Provider
     state_dir: Path
     notes: list[str]
-    unsubscribe_url: Callable[[str], str]   # address -> its unsubscribe link, decided once
+    links: ReaderLinks                      # each address's unsubscribe link (and token), decided once
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str]) -> Recipient:
         msgid = self.new_message_id() if self.new_message_id is not None else None
-        return make_recipient(self.composed.filler(), self.unsubscribe_url, email, name, fields, msgid)
+        token = self.links.token(email) if self.links.token is not None else None
+        return make_recipient(self.composed.filler(), self.links.url(email, token), email, name, fields, msgid,
+                              token)
 
 
 def state_dir_for(options: Options, settings_dir: Path) -> Path:
@@ -148,32 +151,46 @@ def own_unsubscribe(settings: Settings, provider_name: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class ReaderLinks:
+    """How each reader's way out is made, decided once per send: `token` seals the address (and
+    the issue) for this project's app and for the mailto subject the inbox reader checks; `url`
+    makes the link from the address and that token."""
+
+    url: Callable[[str, str | None], str]
+    token: Callable[[str], str] | None = None
+
+
 def _unsubscribe_source(options: Options, settings: Settings, provider_name: str, state_dir: Path,
-                        notes: list[str], slug: str) -> Callable[[str], str]:
+                        notes: list[str], slug: str) -> ReaderLinks:
     """Where every recipient's unsubscribe link comes from: the provider's own; the settings'
     unsubscribe_url filled per address (with an HMAC token when it asks for one); or, with
-    [web] base_url, this project's app: <base_url>/u/<sealed address and issue>."""
+    [web] base_url, this project's app: <base_url>/u/<sealed address and issue>. With
+    unsubscribe_mailto the mailto's subject carries the sealed token too (`newsletter inbox`)."""
     own = own_unsubscribe(settings, provider_name)
     if own is not None:
-        return lambda email: own
+        return ReaderLinks(lambda email, token: own)
     template = settings.unsubscribe_url
     if template is None and settings.web.base is None:
         raise NewsletterError("no unsubscribe link: set [web] base_url (or unsubscribe_url) in newsletter.toml",
                               field="web.base_url", hint="every recipient needs a personal one")
-    if template is not None and "token" not in template:
-        return lambda email: unsubscribe_link(template, email, "")
-    secret, note = unsubscribe.load_secret(state_dir, options.env, create=not options.dry_run)
-    if note:
-        notes.append(note)
-    if template is None:
-        return _app_links(settings, secret, slug)
-    return lambda email: unsubscribe_link(template, email, unsubscribe.token(secret, email))
-
-
-def _app_links(settings: Settings, secret: bytes, slug: str) -> Callable[[str], str]:
-    """Links the app (web.py) opens: its secret and list id; no address in the link (one seal)."""
-    prefix, list_id, make = f"{settings.web.base}/u/", settings.list_id_header, tokens.make_unsubscribe
-    return lambda email: prefix + make(secret, list_id, email, slug)
+    hmac = template is not None and "token" in url_placeholders(template)
+    secret = b""
+    if template is None or hmac or settings.unsubscribe_mailto:
+        secret, note = unsubscribe.load_secret(state_dir, options.env, create=not options.dry_run)
+        if note:
+            notes.append(note)
+    seal = None
+    if template is None or settings.unsubscribe_mailto:
+        list_id, make = settings.list_id_header, tokens.make_unsubscribe
+        seal = lambda email: make(secret, list_id, email, slug)  # noqa: E731 - one seal a reader
+    if template is None:  # the app (web.py) opens it: its secret and list id, no address in the link
+        prefix = f"{settings.web.base}/u/"
+        return ReaderLinks(lambda email, token: prefix + token, seal)
+    if hmac:
+        return ReaderLinks(lambda email, token: unsubscribe_link(template, email, unsubscribe.token(secret, email)),
+                           seal)
+    return ReaderLinks(lambda email, token: unsubscribe_link(template, email, ""), seal)
 
 
 @dataclass
@@ -520,6 +537,7 @@ class IssueStatus:
     per_request: list[type] = field(default_factory=list)  # providers whose uncertain unit is a request
     schedules: list[tuple[str, int, int, str | None]] = field(default_factory=list)  # Ledger.schedules
     zone: str | None = None     # the settings' timezone, for showing scheduled times
+    readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
 
 
 def ledger_of(options: Options) -> tuple[Settings, str, Path]:
@@ -541,7 +559,22 @@ def issue_status(options: Options) -> IssueStatus:
         ledger.close()
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
-    return IssueStatus(slug, path, counts, rows, per_request, schedules, settings.timezone)
+    return IssueStatus(slug, path, counts, rows, per_request, schedules, settings.timezone,
+                       _readers(path.parent, slug))
+
+
+def _readers(state_dir: Path, slug: str) -> dict[str, int]:
+    """Unsubscribes, bounces and complaints attributed to the issue, from the audience store if
+    there is one (never created just to be read)."""
+    from newsletter_mailer.audience import FILE, Audience
+
+    if not (state_dir / FILE).exists():
+        return {}
+    store = Audience.in_state(state_dir)
+    try:
+        return store.counts_for_issue(slug)
+    finally:
+        store.close()
 
 
 def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[list[Recipient], str]:

@@ -224,6 +224,10 @@ def status(
         return
     typer.echo(f"{st.slug}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()
                                           if v or k not in ("scheduled", "cancelled")))
+    if st.readers:
+        r = st.readers
+        typer.echo(f"readers: unsubscribed {r['unsubscribed']}, bounced {r['bounced']} "
+                   f"(+{r['soft_bounces']} soft), complained {r['complained']}")
     _echo_schedules(st)
     if st.counts["uncertain"]:
         unit = "".join(f" ({p.label}: per request of up to {p.batch_size} recipients)" for p in st.per_request)

@@ -4,7 +4,7 @@ A provider is a transport (as httpx's are): it gets a `SendContext` once, fixed 
 whole send, and batches of `Recipient`s; it knows nothing of issues, templates or lists.
 It may rely on:
 
-* `ctx.messages.build(email, name, values, r.message_id)` for a finished RFC 5322 message
+* `ctx.messages.build(email, name, values, r.message_id, r.token)` for a finished RFC 5322 message
   (MIME providers), raising message.HeaderValueError for a value that would break a header;
 * `ctx.content`: the issue's subject, HTML and text split into literal parts and slots
   (for providers that substitute values themselves, as SendGrid does), its slug, the subject
@@ -45,6 +45,8 @@ class Recipient:
     # Chosen before the attempt, so the ledger's 'sending' row (and an 'uncertain' one) names the
     # message to look for in the server's log: MIME providers only (see Provider.own_message_id).
     message_id: str | None = None
+    # The reader's sealed token, for the mailto unsubscribe's subject (List-Unsubscribe), or None.
+    token: str | None = None
 
 
 @dataclass(slots=True)

@@ -52,7 +52,7 @@ class OutboxProvider(WholeMessages):
         folder = str(self.folder)
         for r in batch:
             try:
-                msgid, data = build(r.email, r.name, r.values, r.message_id)
+                msgid, data = build(r.email, r.name, r.values, r.message_id, r.token)
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue

@@ -314,7 +314,7 @@ class SendGridProvider:
         p["custom_args"] = dict(self.custom_args)
         if self.asm_group_id is None:
             unsub = values[self.unsub_index] if self.unsub_index is not None else None
-            headers = _header_lines(self.ctx.messages.list_unsubscribe(unsub or None))
+            headers = _header_lines(self.ctx.messages.list_unsubscribe(unsub or None, r.token))
             if headers:
                 p["headers"] = headers
         return p
