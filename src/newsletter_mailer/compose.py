@@ -40,6 +40,7 @@ class Composed:
     text: Template
     web_html: str
     placeholders: tuple[str, ...]
+    issue: Issue = field(compare=False)  # as written: the reader checks name its fields
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -142,6 +143,7 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
         web_html=r.web_page(web_html, r.defaults()),
         placeholders=tuple(r.table.placeholder(i) for i in range(len(fields))),
         timings=t,
+        issue=issue,
     )
     t["split"] = time.perf_counter() - t0
     return composed

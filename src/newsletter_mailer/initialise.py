@@ -125,6 +125,11 @@ consent = "Yes, email me this newsletter. I can unsubscribe at any time with the
 signup_per_hour_address = 3
 # and sign-ups one client (IP address) may make per hour.
 signup_per_hour_client = 20
+
+[checks]
+# Warnings of `newsletter check` that count as errors (and stop a send): true for all, or a list of
+# size, unsubscribe, inbox, contrast, headings, link-text, alt-text, all-caps, image-only.
+warnings_as_errors = false
 """
 
 ISSUE = """\
@@ -177,10 +182,13 @@ The built-in templates (Jinja, autoescaped except the `.txt.j2` one):
 
 | file | what it makes |
 | --- | --- |
-| `email.mjml.j2` | the email (MJML) and, with `web` true, its web copy published by `newsletter publish` |
+| `email.mjml.j2` | the email (MJML) |
+| `web.html.j2` | the web copy (`web.html`, and each issue's page of `newsletter publish`): plain HTML5 |
+| `content.html.j2` | markup both share: a section's links, the footer links |
 | `email.txt.j2` | the plain-text part of the email |
 | `preview.html.j2` | the preview page of `newsletter compose` (and `--watch`) |
 | `archive.html.j2` | the archive page `index.html` of `newsletter publish` |
+| `report.html.j2` | the page of `newsletter report` |
 | `web/base.html.j2` | the frame of every `newsletter serve` page: logo, name, postal address |
 | `web/message.html.j2` | a serve page with a title, a few paragraphs and a link ("You are unsubscribed", …) |
 | `web/action.html.j2` | a serve page asking one question with one button (unsubscribe, confirm); keep its hidden fields |

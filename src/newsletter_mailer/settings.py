@@ -148,6 +148,14 @@ class Web(StrictModel):
         return self.base_url.rstrip("/") if self.base_url else None
 
 
+class ChecksSettings(StrictModel):
+    """[checks]: how strict `check`, `compose` and `send` are."""
+
+    warnings_as_errors: bool | list[Literal["size", "unsubscribe", "inbox", "contrast", "headings", "link-text",
+                                            "alt-text", "all-caps", "image-only"]] = Field(
+        False, description="true: every warning stops a send; or a list of check names to raise")
+
+
 class Settings(StrictModel):
     name: HeaderLine
     from_email: Address
@@ -168,6 +176,7 @@ class Settings(StrictModel):
     delivery: Delivery = Delivery()
     web: Web = Web()
     footer_links: list[FooterLink] = Field(default_factory=list, max_length=12)
+    checks: ChecksSettings = ChecksSettings()
 
     @field_validator("language")
     @classmethod
