@@ -3,13 +3,14 @@
 #   - headless Chromium + fonts (real-browser layout tests, tests/helpers/browser.py)
 #   - Dovecot's IMAP server (the bounce-mailbox reader's tests, tests/helpers/dovecot.py;
 #     the tests start their own instance, the packaged service is not needed)
-#   - Stoplight Prism from the committed .ci/package-lock.json (SendGrid contract
-#     mock, tests/helpers/prism.py)
+#   - Java (default-jre-headless) for the Nu HTML checker (tests/test_web_page.py)
+#   - Stoplight Prism (SendGrid contract mock, tests/helpers/prism.py) and vnu-jar (the Nu
+#     HTML checker) from the committed .ci/package-lock.json
 # Idempotent: steps already done are skipped. Run as root (or with sudo available).
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd)
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless)
 
 log() { printf 'install-system: %s\n' "$*"; }
 
@@ -50,14 +51,17 @@ else
 fi
 log "$(chromium --version 2>/dev/null || echo 'chromium: not runnable')"
 
-# 2. Prism (from the committed lock file) -------------------------------------
+log "$(java -version 2>&1 | head -n 1 || echo 'java: not runnable')"
+
+# 2. Prism and vnu-jar (from the committed lock file) --------------------------
 prism="$CI_DIR/node_modules/.bin/prism"
+vnu="$CI_DIR/node_modules/vnu-jar/build/dist/vnu.jar"
 stamp="$CI_DIR/node_modules/.package-lock.json"   # written by npm on install
 if [ -x "$prism" ] && [ -f "$stamp" ] && [ "$stamp" -nt "$CI_DIR/package-lock.json" ] \
-   && "$prism" --version >/dev/null 2>&1; then
-  log "prism already installed"
+   && [ -f "$vnu" ] && "$prism" --version >/dev/null 2>&1; then
+  log "prism and vnu-jar already installed"
 else
   log "npm ci --prefix $CI_DIR"
   npm ci --prefix "$CI_DIR" --no-audit --no-fund --loglevel=error >/dev/null
 fi
-log "prism $("$prism" --version) (node $(node --version))"
+log "prism $("$prism" --version) (node $(node --version)), vnu $(java -jar "$vnu" --version)"

@@ -40,16 +40,27 @@ def luminance(css_rgb: str) -> float:
     return 0.2126 * lin(r) + 0.7152 * lin(g) + 0.0722 * lin(b)
 
 
-@pytest.mark.parametrize("name", ["email.html", "web.html"])
-def test_the_preheader_is_hidden_in_the_text_colour(built, name):
+def test_the_preheader_is_hidden_in_the_text_colour(built):
     out, brand, preheader = built
-    doc = lxml.html.fromstring((out / name).read_bytes())
+    doc = lxml.html.fromstring((out / "email.html").read_bytes())
     [el] = [e for e in doc.iter("div") if (e.text_content() or "").strip() == preheader]
     style = re.sub(r"\s+", "", el.get("style") or "").lower()
     for rule in ("display:none", "max-height:0", "overflow:hidden", "mso-hide:all", "opacity:0",
                  "font-size:1px", f"color:{brand.text_color.lower()}"):
         assert rule in style, (rule, style)
     assert "#ffffff" not in style and brand.background_color.lower() not in style
+
+
+def test_the_web_copy_carries_the_preheader_as_its_description_not_hidden_text(built):
+    """A web page has no inbox line: the preheader is its description (and a shared link's card's),
+    so web.html needs no hidden text and no mso-* CSS (the Nu checker rejects both)."""
+    out, _, preheader = built
+    doc = lxml.html.fromstring((out / "web.html").read_bytes())
+    for name in ("description", "twitter:description"):
+        assert doc.xpath("//meta[@name=$n]/@content", n=name) == [preheader]
+    assert doc.xpath("//meta[@property='og:description']/@content") == [preheader]
+    assert preheader not in doc.body.text_content()
+    assert "mso-" not in (out / "web.html").read_text(encoding="utf-8")
 
 
 def test_chromium_hides_the_preheader_and_its_colour_contrasts_with_the_background(built):

@@ -1,16 +1,20 @@
 """Pre-flight checks on a composed issue: what would hurt delivery or readers.
 
-Run by `compose` (shown), `check` (exit code) and `send` (errors stop the send).
+Run by `compose` (shown), `check` (exit code) and `send` (errors stop the send). Delivery checks
+live here; contrast_checks and reader_checks hold the accessibility ones. [checks]
+warnings_as_errors in newsletter.toml raises warnings (all, or the named families) to errors.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from html import escape
 from html.parser import HTMLParser
-from typing import Literal
 
+from newsletter_mailer import reader_checks
+from newsletter_mailer.checkresult import Check
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
+from newsletter_mailer.contrast_checks import contrast_checks
 from newsletter_mailer.mergefields import fill_url_placeholders, url_placeholders
 
 GMAIL_CLIP = 102 * 1024
@@ -18,12 +22,6 @@ SIZE_WARN = 90 * 1024
 SUBJECT_PREVIEW = 60
 PREHEADER_PREVIEW = 100
 _ABSOLUTE = ("http://", "https://", "mailto:")
-
-
-@dataclass(frozen=True)
-class Check:
-    level: Literal["ok", "warning", "error"]
-    message: str
 
 
 class _Scan(HTMLParser):
@@ -59,14 +57,30 @@ class _Scan(HTMLParser):
 
 
 def run_checks(c: Composed) -> list[Check]:
-    out: list[Check] = []
     subject, preheader, html, text = c.sample()
+    out = _size_and_markup(html) + _unsubscribe_and_address(c, html, text) + _inbox(subject, preheader)
+    out += contrast_checks(c.settings.brand) + reader_checks.heading_order_checks(html)
+    out += (reader_checks.link_text_checks(c.issue) + reader_checks.alt_text_checks(c.issue)
+            + reader_checks.section_checks(c.issue))
+    return _raised(out, c.settings.checks.warnings_as_errors)
+
+
+def _raised(checks: list[Check], setting: bool | list[str]) -> list[Check]:
+    """Warnings as errors: all of them (true) or those of the named families."""
+    raise_all = setting is True
+    names = set() if isinstance(setting, bool) else set(setting)
+    return [replace(k, level="error") if k.level == "warning" and (raise_all or k.name in names) else k
+            for k in checks]
+
+
+def _size_and_markup(html: str) -> list[Check]:
+    out: list[Check] = []
     size = len(html.encode("utf-8"))
     kb = f"{size / 1024:.1f} KB"
     if size > GMAIL_CLIP:
         out.append(Check("error", f"HTML is {kb}: Gmail clips messages over 102 KB; shorten the issue"))
     elif size > SIZE_WARN:
-        out.append(Check("warning", f"HTML is {kb}: close to Gmail's 102 KB clipping limit"))
+        out.append(Check("warning", f"HTML is {kb}: close to Gmail's 102 KB clipping limit", "size"))
     else:
         out.append(Check("ok", f"HTML size {kb} (Gmail clips at 102 KB)"))
 
@@ -87,7 +101,11 @@ def run_checks(c: Composed) -> list[Check]:
         out.append(Check("error", "remote stylesheet (<link rel=stylesheet> or @import): mail clients ignore it"))
     else:
         out.append(Check("ok", "no remote stylesheets"))
+    return out
 
+
+def _unsubscribe_and_address(c: Composed, html: str, text: str) -> list[Check]:
+    out: list[Check] = []
     unsub_field = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
     unsub_in_html = unsub_field is not None and unsub_field in c.html.used
     has_source = bool(c.settings.unsubscribe_url or c.settings.web.base_url
@@ -105,23 +123,30 @@ def run_checks(c: Composed) -> list[Check]:
         out.append(Check("ok", "unsubscribe link present"))
     if c.settings.unsubscribe_url and "email" in url_placeholders(c.settings.unsubscribe_url):
         out.append(Check("warning", "unsubscribe_url shows the address ({{ email }}): the address in the "
-                                    "link costs spam score and leaks into logs: use [web] base_url"))
+                                    "link costs spam score and leaks into logs: use [web] base_url", "unsubscribe"))
     if escape(c.settings.postal_address) not in html or c.settings.postal_address not in text:
         out.append(Check("error", "postal address missing from the email (bulk-mail law expects it)"))
     else:
         out.append(Check("ok", "postal address present"))
+    return out
 
+
+def _inbox(subject: str, preheader: str) -> list[Check]:
+    out: list[Check] = []
     if len(subject) > SUBJECT_PREVIEW:
-        out.append(Check("warning", f"subject is {len(subject)} characters: inboxes show about {SUBJECT_PREVIEW}"))
+        out.append(Check("warning", f"subject is {len(subject)} characters: inboxes show about {SUBJECT_PREVIEW}",
+                         "inbox", field="subject"))
     else:
         out.append(Check("ok", f"subject length {len(subject)}"))
     if not preheader:
-        out.append(Check("warning", "no preheader: inboxes will preview the first text of the email instead"))
+        out.append(Check("warning", "no preheader: inboxes will preview the first text of the email instead",
+                         "inbox", field="preheader"))
     elif len(preheader) > PREHEADER_PREVIEW:
-        out.append(Check("warning", f"preheader is {len(preheader)} characters: inboxes show about {PREHEADER_PREVIEW}"))
+        out.append(Check("warning", f"preheader is {len(preheader)} characters: inboxes show about {PREHEADER_PREVIEW}",
+                         "inbox", field="preheader"))
     else:
         out.append(Check("ok", f"preheader length {len(preheader)}"))
-    return out
+    return out + reader_checks.preheader_repeat_check(subject, preheader)
 
 
 def failures(checks: list[Check]) -> list[Check]:

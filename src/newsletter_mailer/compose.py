@@ -40,6 +40,7 @@ class Composed:
     text: Template
     web_html: str
     placeholders: tuple[str, ...]
+    issue: Issue = field(compare=False)  # as written: the reader checks name its fields
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -96,8 +97,8 @@ class _Rendering:
         view = render.build_view(issue, settings, slug, table, **links)
         return cls(slug, settings, tuple(render.search_path(settings_dir)), table, view)
 
-    def render(self, name: str, *, web: bool, unsubscribe_url: str = "") -> str:
-        return render.render(self.paths, name, self.view, web=web, unsubscribe_url=unsubscribe_url)
+    def render(self, name: str, *, unsubscribe_url: str = "") -> str:
+        return render.render(self.paths, name, self.view, unsubscribe_url=unsubscribe_url)
 
     def compile(self, mjml: str) -> str:
         # An MJML error names the template file in use (the user's override, or the built-in one).
@@ -111,8 +112,8 @@ class _Rendering:
         """Each merge field's default: what the web copy, read by anyone, shows."""
         return Filler(tuple(self.table.fields), self.settings.web_url(self.slug)).defaults()
 
-    def web_page(self, compiled: str, defaults: list[str]) -> str:
-        return self.split(compiled).fill([htmlmod.escape(v) for v in defaults])
+    def web_page(self, rendered: str, defaults: list[str]) -> str:
+        return self.split(rendered).fill([htmlmod.escape(v) for v in defaults])
 
 
 def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None,
@@ -121,13 +122,12 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
     t0 = time.perf_counter()
     r = _Rendering.start(issue, issue_path, settings, settings_dir)
     unsub = r.table.token(UNSUBSCRIBE)
-    mjml_email = r.render(render.EMAIL_TEMPLATE, web=False, unsubscribe_url=unsub)
-    mjml_web = r.render(render.EMAIL_TEMPLATE, web=True)
-    text = r.render(render.TEXT_TEMPLATE, web=False, unsubscribe_url=unsub)
+    mjml_email = r.render(render.EMAIL_TEMPLATE, unsubscribe_url=unsub)
+    web_html = r.render(render.WEB_TEMPLATE)
+    text = r.render(render.TEXT_TEMPLATE, unsubscribe_url=unsub)
     t["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     email_html = r.compile(mjml_email)
-    web_html = r.compile(mjml_web)
     t["compile"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     inlined = inline_css(email_html)
@@ -143,6 +143,7 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
         web_html=r.web_page(web_html, r.defaults()),
         placeholders=tuple(r.table.placeholder(i) for i in range(len(fields))),
         timings=t,
+        issue=issue,
     )
     t["split"] = time.perf_counter() - t0
     return composed
@@ -157,10 +158,10 @@ class WebCopy:
 
 def web_copy(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None, *,
              archive_url: str | None = None, local_image: Callable[[str], str] | None = None) -> WebCopy:
-    """The web copy alone (no email, text or inlining), with the links build_view is given."""
+    """The web copy alone (no email, text or MJML), with the links build_view is given."""
     r = _Rendering.start(issue, issue_path, settings, settings_dir, archive_url=archive_url,
                          local_image=local_image)
-    page = r.compile(r.render(render.EMAIL_TEMPLATE, web=True))
+    page = r.render(render.WEB_TEMPLATE)
     values = r.defaults()
     return WebCopy(r.web_page(page, values), r.split(r.view.context["subject"]).fill(values),
                    r.split(r.view.context["preheader"]).fill(values))

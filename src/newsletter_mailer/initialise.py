@@ -132,6 +132,11 @@ signup_per_hour_client = 20
 # `newsletter inbox` (SMTP senders): temporary failures (mailbox full, 4.x.x) on this many different
 # issues mark an address bounced; one permanent failure (5.x.x) always does.
 soft_limit = 3
+
+[checks]
+# Warnings of `newsletter check` that count as errors (and stop a send): true for all, or a list of
+# size, unsubscribe, inbox, contrast, headings, link-text, alt-text, all-caps, image-only.
+warnings_as_errors = false
 """
 
 ISSUE = """\
@@ -184,7 +189,9 @@ The built-in templates (Jinja, autoescaped except the `.txt.j2` one):
 
 | file | what it makes |
 | --- | --- |
-| `email.mjml.j2` | the email (MJML) and, with `web` true, its web copy published by `newsletter publish` |
+| `email.mjml.j2` | the email (MJML) |
+| `web.html.j2` | the web copy (`web.html`, and each issue's page of `newsletter publish`): plain HTML5 |
+| `content.html.j2` | markup both share: a section's links, the footer links |
 | `email.txt.j2` | the plain-text part of the email |
 | `preview.html.j2` | the preview page of `newsletter compose` (and `--watch`) |
 | `archive.html.j2` | the archive page `index.html` of `newsletter publish` |

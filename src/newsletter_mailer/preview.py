@@ -1,5 +1,6 @@
-"""The preview page: the email at 600 px and 375 px side by side, the text part,
-the inbox line (subject and preheader) and the checks, as one self-contained file."""
+"""The preview page: the email at 600 px and 375 px side by side, in dark mode beside light, the
+text part, the inbox line (subject and preheader) and the checks, each next to its section, as one
+self-contained file."""
 
 from __future__ import annotations
 
@@ -12,13 +13,26 @@ from newsletter_mailer.checks import Check
 from newsletter_mailer.compose import Composed
 
 PREVIEW_TEMPLATE = "preview.html.j2"
+DARK_RULES = "@media (prefers-color-scheme: dark)"
+
+
+def dark_copy(html: str) -> str:
+    """The email as a reader in dark mode sees it, whatever the preview's own colour scheme."""
+    return html.replace(DARK_RULES, "@media all")
+
+
+def by_section(c: Composed, checks: list[Check]) -> list[tuple[int, str, list[Check]]]:
+    """(number, heading, its checks) of each section a check concerns."""
+    return [(i + 1, s.heading, [k for k in checks if k.section == i + 1])
+            for i, s in enumerate(c.issue.sections) if any(k.section == i + 1 for k in checks)]
 
 
 def preview_page(c: Composed, checks: list[Check], settings_dir: Path | None, extra_head: str = "") -> str:
     subject, preheader, html, text = c.sample()
     view = render.View({"settings": c.settings, "slug": c.slug})
     return render.render(tuple(render.search_path(settings_dir)), PREVIEW_TEMPLATE, view,
-                         subject=subject, preheader=preheader, html=html, text=text, checks=checks,
+                         subject=subject, preheader=preheader, html=html, dark_html=dark_copy(html), text=text,
+                         checks=[k for k in checks if k.section is None], sections=by_section(c, checks),
                          problem=None, extra_head=Markup(extra_head))
 
 
@@ -26,5 +40,6 @@ def problem_page(settings, slug: str, message: str, settings_dir: Path | None, e
     """Shown by the watch server when an edit breaks the issue: the error instead of a dead server."""
     view = render.View({"settings": settings, "slug": slug})
     return render.render(tuple(render.search_path(settings_dir)), PREVIEW_TEMPLATE, view,
-                         subject="", preheader="", html="", text="", checks=[], problem=message,
+                         subject="", preheader="", html="", dark_html="", text="", checks=[], sections=[],
+                         problem=message,
                          extra_head=Markup(extra_head))

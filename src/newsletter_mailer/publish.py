@@ -30,7 +30,7 @@ from newsletter_mailer.settings import Settings
 ARCHIVE_TEMPLATE = "archive.html.j2"
 MANIFEST = ".published.json"
 PAGE = "index.html"
-FEED = "feed.xml"
+FEED = render.FEED
 ATOM = "http://www.w3.org/2005/Atom"
 _RESERVED = {PAGE, FEED, MANIFEST}
 

@@ -24,6 +24,8 @@ from newsletter_mailer.settings import Settings
 
 EMAIL_TEMPLATE = "email.mjml.j2"
 TEXT_TEMPLATE = "email.txt.j2"
+WEB_TEMPLATE = "web.html.j2"
+FEED = "feed.xml"
 
 
 def builtin_templates() -> Path:
@@ -91,6 +93,9 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
                       for l in s.links],
         })
     intro = tok(issue.intro) if issue.intro else ""
+    # A shared link's card needs an absolute image address, whatever the published page uses.
+    first = issue.hero or next((s.image for s in issue.sections if s.image is not None), None)
+    share = None if first is None else {"src": media.image_url(settings, slug, first.src), "alt": tok(first.alt)}
     d = issue.date
     return View({
         "settings": settings,
@@ -109,6 +114,9 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
         "slug": slug,
         "web_url": settings.web_url(slug),
         "archive_url": settings.web_base + "/" if archive_url is None else archive_url,
+        "feed_url": f"{settings.web_base}/{FEED}",
+        "signup_url": f"{settings.web.base}/subscribe" if settings.web.base else None,
+        "share_image": share,
     })
 
 

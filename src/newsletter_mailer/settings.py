@@ -155,6 +155,14 @@ class Bounces(StrictModel):
                                                           "an address counts as bounced")
 
 
+class ChecksSettings(StrictModel):
+    """[checks]: how strict `check`, `compose` and `send` are."""
+
+    warnings_as_errors: bool | list[Literal["size", "unsubscribe", "inbox", "contrast", "headings", "link-text",
+                                            "alt-text", "all-caps", "image-only"]] = Field(
+        False, description="true: every warning stops a send; or a list of check names to raise")
+
+
 class Settings(StrictModel):
     name: HeaderLine
     from_email: Address
@@ -178,6 +186,7 @@ class Settings(StrictModel):
         None, description="IANA zone for `send --at` times, e.g. Europe/London (default: this machine's zone)")
     footer_links: list[FooterLink] = Field(default_factory=list, max_length=12)
     bounces: Bounces = Bounces()
+    checks: ChecksSettings = ChecksSettings()
 
     @field_validator("language")
     @classmethod
