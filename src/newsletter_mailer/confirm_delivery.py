@@ -35,7 +35,7 @@ class _Prebuilt:
               token: str | None = None) -> tuple[str, bytes]:
         return self.msgid, self.data  # the finished message keeps its own Message-ID
 
-    def list_unsubscribe(self, url: str | None) -> str:
+    def list_unsubscribe(self, url: str | None, token: str | None = None) -> str:
         return ""  # a confirmation is not a list message
 
 
