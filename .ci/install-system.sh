@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install the system pieces the test suite needs on a Debian CI machine:
 #   - headless Chromium + fonts (real-browser layout tests, tests/helpers/browser.py)
+#   - PostgreSQL (a throwaway cluster per test session, tests/helpers/postgres.py)
 #   - Stoplight Prism from the committed .ci/package-lock.json (SendGrid contract
 #     mock, tests/helpers/prism.py)
 # Idempotent: steps already done are skipped. Run as root (or with sudo available).
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation)
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation postgresql)
 
 log() { printf 'install-system: %s\n' "$*"; }
 

@@ -124,7 +124,7 @@ def open_store(state_dir: Path) -> Audience | None:
     path = state_dir / AUDIENCE_FILE
     if not (path.exists() or path.is_symlink()):
         return None
-    return sendgrid_store.prepare(Audience(path))
+    return Audience(path)
 
 
 def no_ledger(state_dir: Path) -> NewsletterError:
