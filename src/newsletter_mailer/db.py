@@ -45,7 +45,7 @@ def check_url(url: str, *, from_file: bool) -> str:
     return url
 
 
-def database_url(settings: Any, env: Mapping[str, str]) -> str | None:
+def database_url(settings: Any | None, env: Mapping[str, str]) -> str | None:
     """NEWSLETTER_DATABASE_URL (the environment wins) or [state] database_url; None: SQLite files."""
     url = env.get(URL_ENV) or None
     if url is not None:
@@ -53,7 +53,7 @@ def database_url(settings: Any, env: Mapping[str, str]) -> str | None:
             return check_url(url, from_file=False)
         except ValueError as exc:
             raise NewsletterError(str(exc), field=URL_ENV) from None
-    return settings.state.database_url
+    return settings.state.database_url if settings is not None else None
 
 
 def where(url: str) -> str:
