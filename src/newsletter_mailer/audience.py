@@ -135,7 +135,7 @@ class Audience:
         if c.status not in STATUSES or c.source not in SOURCES:
             raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
         email = key(c.email)
-        self.db.lock(email)  # two workers changing one address: the second reads the first's status
+        self.db.lock("audience")  # writers take turns, as on SQLite: the second reads the first's status
         row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
         ok = applies(row[0] if row else None, c)
         self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
@@ -158,7 +158,7 @@ class Audience:
         with self.transaction():
             for e in emails:
                 email = key(e)
-                self.db.lock(email)
+                self.db.lock("audience")
                 n += self.db.execute(f"DELETE FROM audience WHERE email=? AND status IN {_SQL_SUPPRESSED}",
                                      (email,)).rowcount
                 self.db.execute("INSERT INTO history (email, status, source, reason, applied, at) "

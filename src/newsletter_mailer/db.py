@@ -149,8 +149,9 @@ class Database:
             pass
 
     def lock(self, name: str) -> None:
-        """Serialise writers of one key (an address) inside a transaction; SQLite's BEGIN IMMEDIATE
-        already serialises every writer."""
+        """Writers of `name` take turns until the transaction ends (one lock, however often taken;
+        a lock per address would fill PostgreSQL's lock table on a large import); SQLite's
+        BEGIN IMMEDIATE already serialises every writer."""
         if self.postgres_backend:
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
 

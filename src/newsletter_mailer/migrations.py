@@ -179,3 +179,14 @@ def open_postgres(url: str, component: str) -> Database:
         db.close()
         raise unreachable(url, exc) from None
     return db
+
+
+def init_database(url: str) -> dict[str, tuple[int, int]]:
+    """`newsletter state init`: every component migrated to this version; {component: (before, after)}."""
+    db = Database.postgres(url)
+    try:
+        return {component: migrate(db, component) for component in MIGRATIONS}
+    except ERRORS as exc:
+        raise unreachable(url, exc) from None
+    finally:
+        db.close()
