@@ -127,6 +127,12 @@ consent = "Yes, email me this newsletter. I can unsubscribe at any time with the
 signup_per_hour_address = 3
 # and sign-ups one client (IP address) may make per hour.
 signup_per_hour_client = 20
+
+[state]
+# The ledger and the audience store in PostgreSQL instead of SQLite files in .newsletter/ (for a
+# team: senders and `newsletter serve` on different machines); NEWSLETTER_DATABASE_URL wins. No
+# password here: PGPASSWORD or ~/.pgpass. Then `newsletter state init`.
+# database_url = "postgresql://news@db.example.org/newsletter"
 """
 
 ISSUE = """\
