@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system pieces the test suite needs on a Debian CI machine:
 #   - headless Chromium + fonts (real-browser layout tests, tests/helpers/browser.py)
+#   - PostgreSQL (a throwaway cluster per test session, tests/helpers/postgres.py)
 #   - Dovecot's IMAP server (the bounce-mailbox reader's tests, tests/helpers/dovecot.py;
 #     the tests start their own instance, the packaged service is not needed)
 #   - Java (default-jre-headless) for the Nu HTML checker (tests/test_web_page.py)
@@ -10,7 +11,7 @@
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless)
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless postgresql)
 
 log() { printf 'install-system: %s\n' "$*"; }
 

@@ -58,3 +58,40 @@ def composed(newsletter_dir: Path, settings):
     from newsletter_mailer.compose import compose
 
     return compose(newsletter_dir / "issues" / "mini.yaml", settings, newsletter_dir)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL server of the session's own (tests/helpers/postgres.py), stopped at the end.
+    Missing binaries skip the PostgreSQL runs, except on CI (CI=true), where they fail."""
+    import os
+
+    from tests.helpers import postgres
+
+    binaries = postgres.bin_dir()
+    if binaries is None:
+        reason = "PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb): run .ci/install-system.sh"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    cluster = postgres.Cluster(binaries).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> str:
+    """Run the test against each backend of the ledger and the audience store."""
+    return request.param
+
+
+@pytest.fixture
+def database_url(backend, request) -> str | None:
+    """None for SQLite (files in the state folder); for PostgreSQL a fresh database, initialised."""
+    if backend == "sqlite":
+        return None
+    from newsletter_mailer.migrations import init_database
+
+    url = request.getfixturevalue("pg_cluster").new_database()
+    init_database(url)
+    return url

@@ -15,8 +15,8 @@ from newsletter_mailer.errors import NewsletterError
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = Audience.in_state(tmp_path / "state")
+def store(tmp_path, database_url):
+    s = Audience.in_state(tmp_path / "state", database_url)
     yield s
     s.close()
 
@@ -75,8 +75,8 @@ def test_queries(store):
     assert len(list(store.rows())) == 5
 
 
-def test_rate_buckets_are_shared_between_connections(tmp_path):
-    one, two = Audience.in_state(tmp_path), Audience.in_state(tmp_path)
+def test_rate_buckets_are_shared_between_connections(tmp_path, database_url):
+    one, two = Audience.in_state(tmp_path, database_url), Audience.in_state(tmp_path, database_url)
     assert [one.hit("client:1.2.3.4", 3), two.hit("client:1.2.3.4", 3), one.hit("client:1.2.3.4", 3),
             two.hit("client:1.2.3.4", 3)] == [True, True, True, False]
     assert one.hit("client:5.6.7.8", 3)

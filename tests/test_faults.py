@@ -4,6 +4,8 @@ nothing sent twice, a clear message, and the exit code and the ledger checked.
 SMTP faults are staged by aiosmtpd (and, for a connection dropped while the message data
 is still going out, a raw socket server); SendGrid's by a scripted local HTTP server
 (tests/helpers/sinks.py). The CLI runs in-process (typer's CliRunner) for speed.
+The drop-after-data, server-down-and-resume and error-budget tests run with the ledger in SQLite
+and in PostgreSQL (`state_db`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import csv
 import email
 import email.policy
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -25,6 +28,7 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
 from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
+from tests.helpers.postgres import query
 from tests.helpers.sinks import MidDataDropServer, Reply, SendGridSink, free_port, read_sendgrid_log
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -58,11 +62,19 @@ def nl(tmp_path: Path, monkeypatch) -> Path:
     (folder / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
     monkeypatch.chdir(folder)
     for var in ("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_SECURITY",
-                "SENDGRID_API_KEY", "SENDGRID_API_HOST", "NEWSLETTER_DEBUG"):
+                "SENDGRID_API_KEY", "SENDGRID_API_HOST", "NEWSLETTER_DEBUG", "NEWSLETTER_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NEWSLETTER_SECRET", "fault-test-secret")
     monkeypatch.setenv("NEWSLETTER_BACKOFF_BASE", "0.005")
     return folder
+
+
+@pytest.fixture
+def state_db(nl, database_url, monkeypatch) -> str | None:
+    """The ledger and the store in SQLite files, or in PostgreSQL named by NEWSLETTER_DATABASE_URL."""
+    if database_url is not None:
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    return database_url
 
 
 def set_delivery(folder: Path, text: str) -> None:
@@ -82,6 +94,10 @@ def status(*args: str):
 
 
 def ledger(folder: Path) -> dict[str, tuple[str, int, str | None]]:
+    url = os.environ.get("NEWSLETTER_DATABASE_URL")
+    if url:
+        return {e: (s, p, r) for e, s, p, r in
+                query(url, "SELECT email, status, permanent, reason FROM deliveries WHERE issue='mini'")}
     path = folder / ".newsletter" / "ledger.sqlite3"
     if not path.exists():
         return {}
@@ -261,7 +277,7 @@ class DropAfterData(Smtp):
         return result
 
 
-def test_smtp_drop_after_the_data_is_uncertain_held_back_and_never_doubled(nl, smtpd):
+def test_smtp_drop_after_the_data_is_uncertain_held_back_and_never_doubled(nl, state_db, smtpd):
     emails = addrs(4)
     write_list(nl, emails)
     h = DropAfterData(victim=emails[1])
@@ -350,7 +366,7 @@ def test_smtp_server_down_at_the_start(nl, monkeypatch):
     assert ledger(nl) == {}  # nothing attempted, nothing recorded
 
 
-def test_smtp_server_down_mid_send_stops_and_resumes(nl, smtpd):
+def test_smtp_server_down_mid_send_stops_and_resumes(nl, state_db, smtpd):
     emails = addrs(10)
     write_list(nl, emails)
     h, port = smtpd(Smtp(die_after=4))
@@ -395,7 +411,7 @@ def test_smtp_login_refused(nl, smtpd, monkeypatch):
 # --- the error budget ----------------------------------------------------------------------------
 
 
-def test_error_budget_stops_after_consecutive_failures_and_resume_completes(nl, smtpd):
+def test_error_budget_stops_after_consecutive_failures_and_resume_completes(nl, state_db, smtpd):
     set_delivery(nl, "max_consecutive_failures = 3")
     emails = addrs(20)
     write_list(nl, emails)

@@ -49,7 +49,7 @@ def send(nl: Path, slug: str, *extra: str, env: dict | None = None) -> None:
 
 def fill_store(nl: Path) -> None:
     """What readers did, through the store's own APIs: some of it about mini, some about older."""
-    store = sendgrid_store.prepare(Audience.in_state(nl / "state"))
+    store = Audience.in_state(nl / "state")
     store.record([Change("reader1@example.org", "unsubscribed", "link", issue="mini"),
                   Change("reader1@example.org", "unsubscribed", "one-click", issue="mini"),  # the same reader
                   Change("reader2@example.org", "unsubscribed", "one-click", issue="mini"),

@@ -63,7 +63,7 @@ def client(server):
 
 @pytest.fixture
 def store(server):
-    s = sendgrid_store.prepare(server.audience())
+    s = server.audience()
     yield s
     s.close()
 

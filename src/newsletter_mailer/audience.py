@@ -1,6 +1,6 @@
 """The audience store: what readers told us (sign-ups, unsubscribes, bounces, complaints).
 
-SQLite beside the send ledger (`audience.sqlite3` in the state folder), WAL with
+SQLite beside the send ledger (`audience.sqlite3` in the state folder; or PostgreSQL, db.py), WAL with
 synchronous=NORMAL like the ledger: a change survives a killed process once its
 transaction commits, and every change commits before anyone is told it happened (the
 web app answers after `record` returns). One row per address holds the current status;
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import stat
 import time
 from contextlib import contextmanager
@@ -28,58 +27,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from newsletter_mailer import files
+from newsletter_mailer import files, migrations
+from newsletter_mailer.db import ERRORS, Database
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.ledger import key
+from newsletter_mailer.migrations import AUDIENCE_STATUSES
 
 FILE = "audience.sqlite3"
-STATUSES = ("pending", "subscribed", "unsubscribed", "bounced", "complained")
+STATUSES = AUDIENCE_STATUSES
 SUPPRESSED = ("unsubscribed", "bounced", "complained")
 SOURCES = ("link", "one-click", "form", "cli", "import", "sendgrid", "mailbox")
 _STRONG = ("bounced", "complained")
 _SQL_SUPPRESSED = "('unsubscribed', 'bounced', 'complained')"
-
-SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS audience (
-    email       TEXT PRIMARY KEY,
-    status      TEXT NOT NULL CHECK (status IN {STATUSES!r}),
-    source      TEXT NOT NULL,
-    issue       TEXT,
-    reason      TEXT,
-    name        TEXT,
-    updated_at  TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS audience_status ON audience (status);
-CREATE TABLE IF NOT EXISTS history (
-    id          INTEGER PRIMARY KEY,
-    email       TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    source      TEXT NOT NULL,
-    issue       TEXT,
-    reason      TEXT,
-    name        TEXT,
-    applied     INTEGER NOT NULL,
-    at          TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS history_email ON history (email);
-CREATE TABLE IF NOT EXISTS rate (
-    bucket      TEXT PRIMARY KEY,
-    win         INTEGER NOT NULL,
-    hits        INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS soft_bounces (
-    email       TEXT NOT NULL,
-    issue       TEXT NOT NULL,
-    reason      TEXT,
-    at          TEXT NOT NULL,
-    PRIMARY KEY (email, issue)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS processed (
-    digest      TEXT PRIMARY KEY,
-    at          TEXT NOT NULL
-) WITHOUT ROWID;
-"""
-
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -133,21 +92,24 @@ def _create_private(path: Path) -> None:
 
 
 class Audience:
-    def __init__(self, path: Path):
+    """The store in a SQLite file (path) or, given url, in PostgreSQL (initialised by `state init`)."""
+
+    def __init__(self, path: Path, url: str | None = None):
         self.path = path
+        if url is not None:
+            self.db = migrations.open_postgres(url, "audience")
+            return
         try:
             _create_private(path)
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            self.db = Database.sqlite(path)
+            migrations.migrate(self.db, "audience")
+        except (OSError, *ERRORS) as exc:
             raise NewsletterError(f"cannot open the audience store: {exc}", path=path,
                                   hint="check the --state folder") from None
 
     @classmethod
-    def in_state(cls, state_dir: Path) -> Audience:
-        return cls(state_dir / FILE)
+    def in_state(cls, state_dir: Path, url: str | None = None) -> Audience:
+        return cls(state_dir / FILE, url)
 
     def close(self) -> None:
         self.db.close()
@@ -162,15 +124,10 @@ class Audience:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """BEGIN IMMEDIATE … COMMIT: writes that stand or fall together (a webhook's seen ids and
+        """BEGIN … COMMIT: writes that stand or fall together (a webhook's seen ids and
         the changes they carried), rolled back on any error."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction():
             yield
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def apply(self, c: Change, now: str | None = None) -> bool:
         """One change inside an open transaction: always into history, into the status if it applies."""
@@ -178,6 +135,7 @@ class Audience:
         if c.status not in STATUSES or c.source not in SOURCES:
             raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
         email = key(c.email)
+        self.db.lock("audience")  # writers take turns, as on SQLite: the second reads the first's status
         row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
         ok = applies(row[0] if row else None, c)
         self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
@@ -197,18 +155,14 @@ class Audience:
     def unsuppress(self, emails: Iterable[str], source: str = "cli") -> int:
         """The operator's override: forget the current status (history keeps it); returns how many."""
         now, n = _now(), 0
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             for e in emails:
                 email = key(e)
+                self.db.lock("audience")
                 n += self.db.execute(f"DELETE FROM audience WHERE email=? AND status IN {_SQL_SUPPRESSED}",
                                      (email,)).rowcount
                 self.db.execute("INSERT INTO history (email, status, source, reason, applied, at) "
                                 "VALUES (?, 'unsuppressed', ?, NULL, 1, ?)", (email, source, now))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return n
 
     def status(self, email: str) -> Entry | None:
@@ -220,7 +174,7 @@ class Audience:
         """{email key: status} for the suppressed ones among a send batch: one query per batch."""
         keys = json.dumps([key(e) for e in emails])
         return dict(self.db.execute(
-            f"SELECT email, status FROM audience WHERE email IN (SELECT value FROM json_each(?)) "
+            f"SELECT email, status FROM audience WHERE email IN ({self.db.json_values()}) "
             f"AND status IN {_SQL_SUPPRESSED}", (keys,)))
 
     def suppressed(self) -> dict[str, str]:
@@ -247,17 +201,12 @@ class Audience:
     def hit(self, bucket: str, limit: int, window_seconds: int = 3600) -> bool:
         """Count one use of a rate-limited bucket (shared by every worker); False once over limit."""
         window = int(time.time()) // window_seconds
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             self.db.execute("DELETE FROM rate WHERE win < ?", (window,))
             hits = self.db.execute(
                 "INSERT INTO rate (bucket, win, hits) VALUES (?,?,1) ON CONFLICT (bucket) DO UPDATE SET "
-                "hits=CASE WHEN win=excluded.win THEN hits+1 ELSE 1 END, win=excluded.win "
+                "hits=CASE WHEN rate.win=excluded.win THEN rate.hits+1 ELSE 1 END, win=excluded.win "
                 "RETURNING hits", (bucket, window)).fetchone()[0]
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return hits <= limit
 
     def soft_bounces(self, items: Iterable[tuple[str, str | None, str | None]], limit: int) -> list[Change]:
@@ -265,20 +214,15 @@ class Audience:
         issue counts as one); returns the `bounced` changes for addresses now at the limit, which
         the caller records. Counting twice is harmless: the key makes it idempotent."""
         now, reached = _now(), []
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.transaction():
             for email, issue, reason in items:
                 email = key(email)
-                self.db.execute("INSERT OR IGNORE INTO soft_bounces (email, issue, reason, at) VALUES (?,?,?,?)",
-                                (email, issue or "", reason, now))
+                self.db.execute("INSERT INTO soft_bounces (email, issue, reason, at) VALUES (?,?,?,?) "
+                                "ON CONFLICT DO NOTHING", (email, issue or "", reason, now))
                 n = self.db.execute("SELECT count(*) FROM soft_bounces WHERE email=?", (email,)).fetchone()[0]
                 if n >= limit:
                     reached.append(Change(email, "bounced", "mailbox", issue,
                                           f"{n} temporary failures on different issues; last: {reason}"))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return reached
 
     def soft_bounce_count(self, email: str) -> int:
@@ -287,19 +231,14 @@ class Audience:
     def processed(self, digests: Iterable[str]) -> set[str]:
         """Which of these messages (by digest) an earlier `newsletter inbox` already recorded."""
         return {r[0] for r in self.db.execute(
-            "SELECT digest FROM processed WHERE digest IN (SELECT value FROM json_each(?))",
+            f"SELECT digest FROM processed WHERE digest IN ({self.db.json_values()})",
             (json.dumps(list(digests)),))}
 
     def mark_processed(self, digests: Iterable[str]) -> None:
         now = _now()
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany("INSERT OR IGNORE INTO processed (digest, at) VALUES (?,?)",
+        with self.transaction():
+            self.db.executemany("INSERT INTO processed (digest, at) VALUES (?,?) ON CONFLICT DO NOTHING",
                                 ((d, now) for d in digests))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def counts_for_issue(self, slug: str) -> dict[str, int]:
         """Addresses that bounced, complained or unsubscribed from this issue (applied events), and

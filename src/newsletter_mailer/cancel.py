@@ -25,12 +25,12 @@ class CancelReport:
 
 def cancel_scheduled(options: Options, api: Api | None = None) -> CancelReport:
     """Cancel every batch of the issue still ahead; api replaces SendGrid in tests."""
-    settings, slug, path = ledger_of(options)
+    settings, slug, path, url = ledger_of(options)
     report = CancelReport(slug, settings.timezone)
-    if not path.exists():
+    if url is None and not path.exists():
         return report
     now = options.now().timestamp()
-    ledger = Ledger(path)
+    ledger = Ledger(path, url)
     try:
         for batch_id, send_at, count, zone in ledger.schedules(slug):
             if not count:

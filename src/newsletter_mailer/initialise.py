@@ -137,6 +137,12 @@ soft_limit = 3
 # Warnings of `newsletter check` that count as errors (and stop a send): true for all, or a list of
 # size, unsubscribe, inbox, contrast, headings, link-text, alt-text, all-caps, image-only.
 warnings_as_errors = false
+
+[state]
+# The ledger and the audience store in PostgreSQL instead of SQLite files in .newsletter/ (for a
+# team: senders and `newsletter serve` on different machines); NEWSLETTER_DATABASE_URL wins. No
+# password here: PGPASSWORD or ~/.pgpass. Then `newsletter state init`.
+# database_url = "postgresql://news@db.example.org/newsletter"
 """
 
 ISSUE = """\

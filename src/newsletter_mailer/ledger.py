@@ -1,10 +1,11 @@
-"""The send ledger: a SQLite database recording, per issue and recipient, what happened.
+"""The send ledger: a SQLite file or PostgreSQL tables (db.py) recording, per issue and recipient, what happened.
 
 A recipient's row is written before the attempt ('sending') and after it ('sent',
 'failed'), each in its own committed transaction, so after a crash or a kill a
 resumed send knows exactly who was mailed and who was in flight. In-flight rows
 found at start-up become 'uncertain' and are held back until --resend-uncertain.
-WAL with synchronous=NORMAL survives a killed process (the OS has the pages).
+SQLite in WAL with synchronous=NORMAL survives a killed process (the OS has the pages);
+PostgreSQL has it once COMMIT returns.
 A scheduled send (`send --at`) leaves its rows 'scheduled' with the provider's batch id,
 one `schedules` row per batch with its time; `cancel` turns them 'cancelled'.
 """
@@ -12,41 +13,16 @@ one `schedules` row per batch with its time; `cancel` turns them 'cancelled'.
 from __future__ import annotations
 
 import os
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from newsletter_mailer import migrations
+from newsletter_mailer.db import ERRORS, Database
 from newsletter_mailer.errors import NewsletterError
 
-DELIVERIES = """
-CREATE TABLE IF NOT EXISTS {name} (
-    issue       TEXT NOT NULL,
-    email       TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed', 'uncertain', 'scheduled',
-                                                'cancelled')),
-    provider    TEXT,
-    message_id  TEXT,
-    reason      TEXT,
-    permanent   INTEGER NOT NULL DEFAULT 0,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    updated_at  TEXT NOT NULL,
-    batch_id    TEXT,
-    PRIMARY KEY (issue, email)
-) WITHOUT ROWID;
-"""
-SCHEMA = DELIVERIES.format(name="deliveries") + """
-CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (issue, status);
-CREATE TABLE IF NOT EXISTS schedules (
-    batch_id    TEXT PRIMARY KEY,
-    issue       TEXT NOT NULL,
-    send_at     INTEGER NOT NULL,
-    zone        TEXT,
-    created_at  TEXT NOT NULL
-);
-"""
-
+FILE = "ledger.sqlite3"
 # Databases written by earlier versions also allow a 'queued' status in the CHECK; no row has it.
 STATUSES = ("sending", "sent", "failed", "uncertain", "scheduled", "cancelled")
 
@@ -73,8 +49,13 @@ class Row:
 
 
 class Ledger:
-    def __init__(self, path: Path):
+    """The ledger in a SQLite file (path) or, given url, in PostgreSQL (initialised by `state init`)."""
+
+    def __init__(self, path: Path, url: str | None = None):
         self.path = path
+        if url is not None:
+            self.db = migrations.open_postgres(url, "ledger")
+            return
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             if path.is_symlink():  # SQLite would follow it: the ledger must be where it is said to be
@@ -84,49 +65,37 @@ class Ledger:
                 os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600))
             except FileExistsError:
                 pass
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db = Database.sqlite(path)
             self._upgrade()
-            self.db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            migrations.migrate(self.db, "ledger")
+        except (OSError, *ERRORS) as exc:
             raise NewsletterError(f"cannot open the send ledger: {exc}", path=path,
                                   hint="check the --state folder") from None
 
     def _upgrade(self) -> None:
-        """A ledger from before scheduling: its status CHECK lacks 'scheduled' and 'cancelled' (SQLite
-        cannot alter a CHECK) and it has no batch_id column, so the table is rebuilt with every row
-        copied, in one transaction: a crash leaves the old table whole."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        """A SQLite ledger from before scheduling: its status CHECK lacks 'scheduled' and 'cancelled'
+        (SQLite cannot alter a CHECK) and it has no batch_id column, so the table is rebuilt with
+        every row copied, in one transaction: a crash leaves the old table whole."""
+        with self.db.transaction():
             found = self.db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='deliveries'").fetchone()
             if found is not None and "'scheduled'" not in found[0]:
                 columns = ", ".join(r[1] for r in self.db.execute("PRAGMA table_info(deliveries)")
                                     if r[1] != "batch_id")
-                self.db.execute(DELIVERIES.format(name="deliveries_new"))
+                self.db.execute(migrations.DELIVERIES.format(name="deliveries_new"))
                 self.db.execute(f"INSERT INTO deliveries_new ({columns}) SELECT {columns} FROM deliveries")
                 self.db.execute("DROP TABLE deliveries")
                 self.db.execute("ALTER TABLE deliveries_new RENAME TO deliveries")
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     @classmethod
-    def in_state(cls, state_dir: Path) -> Ledger:
-        return cls(state_dir / "ledger.sqlite3")
+    def in_state(cls, state_dir: Path, url: str | None = None) -> Ledger:
+        return cls(state_dir / FILE, url)
 
     def close(self) -> None:
         self.db.close()
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.transaction():
             self.db.executemany(sql, rows)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def mark_in_flight_uncertain(self, issue: str) -> list[str]:
         """Rows left 'sending' by a killed run: their delivery is unknown. Returns them."""
@@ -154,7 +123,7 @@ class Ledger:
         self._tx("INSERT INTO deliveries (issue, email, status, provider, message_id, attempts, updated_at, "
                  "batch_id) VALUES (?,?,'sending',?,?,1,?,?) ON CONFLICT (issue, email) DO UPDATE SET "
                  "status='sending', provider=excluded.provider, message_id=excluded.message_id, "
-                 "attempts=attempts+1, reason=NULL, updated_at=excluded.updated_at, batch_id=excluded.batch_id",
+                 "attempts=deliveries.attempts+1, reason=NULL, updated_at=excluded.updated_at, batch_id=excluded.batch_id",
                  ((issue, key(e), provider, m, now, batch_id) for e, m in zip(emails, ids, strict=True)))
 
     def finish(self, issue: str, results: Iterable, *, scheduled: bool = False) -> None:
@@ -207,8 +176,8 @@ class Ledger:
 
     def cancel(self, issue: str, batch_id: str) -> int:
         """The batch's rows as 'cancelled' (uncertain ones too: the cancelled batch delivers none)."""
-        before = self.db.total_changes
-        self._tx("UPDATE deliveries SET status='cancelled', reason='scheduled send cancelled', updated_at=? "
-                 "WHERE issue=? AND batch_id=? AND status IN ('scheduled', 'uncertain', 'sending')",
-                 [(_now(), issue, batch_id)])
-        return self.db.total_changes - before
+        with self.db.transaction():
+            return self.db.execute(
+                "UPDATE deliveries SET status='cancelled', reason='scheduled send cancelled', updated_at=? "
+                "WHERE issue=? AND batch_id=? AND status IN ('scheduled', 'uncertain', 'sending')",
+                (_now(), issue, batch_id)).rowcount

@@ -14,6 +14,7 @@ from typing import Mapping
 
 from newsletter_mailer import report_charts
 from newsletter_mailer.compose import load_issue
+from newsletter_mailer.db import database_url
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.publish import issue_files
 from newsletter_mailer.report_charts import Figure
@@ -56,12 +57,12 @@ class IssueReport:
     figures: list[Figure] = field(default_factory=list)
 
 
-def archive(settings_dir: Path, state_dir: Path) -> list[IssueRow]:
-    """Every issue in the ledger, newest first."""
-    ledger = open_ledger(state_dir)
+def archive(settings_dir: Path, state_dir: Path, url: str | None = None) -> list[IssueRow]:
+    """Every issue in the ledger (a file in state_dir, or the database at url), newest first."""
+    ledger = open_ledger(state_dir, url)
     if ledger is None:
         raise no_ledger(state_dir)
-    store = open_store(state_dir)
+    store = open_store(state_dir, url)
     try:
         dates = _issue_dates(settings_dir)
         rows = [IssueRow(slug, dates.get(slug) or last.date(), last, delivery(ledger, slug), feedback(store, slug))
@@ -79,14 +80,15 @@ def issue_report(issue: Path, settings: Settings, settings_dir: Path, state_dir:
     if not issue.is_file():
         raise unreadable(issue, FileNotFoundError() if not issue.exists() else IsADirectoryError())
     parsed = load_issue(issue)
-    rows = archive(settings_dir, state_dir)
+    url = database_url(settings, env)
+    rows = archive(settings_dir, state_dir, url)
     row = next((r for r in rows if r.slug == slug), None)
     if row is None:
         raise NewsletterError(f"{slug} has not been sent: the ledger has no rows for it", path=issue,
                               hint="`newsletter report` without an issue lists the issues it has")
     sg = None
     if "sendgrid" in row.delivery.providers:
-        store = open_store(state_dir)
+        store = open_store(state_dir, url)
         try:
             since = (row.delivery.first_sent or row.last_change).date()
             sg = sendgrid_numbers(store, slug, since, settings, env, fetch=fetch)

@@ -14,10 +14,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newsletter_mailer import sendgrid_store
 from newsletter_mailer.audience import FILE as AUDIENCE_FILE
 from newsletter_mailer.audience import Audience
 from newsletter_mailer.errors import NewsletterError, one_line
+from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger
 
 FEEDBACK = ("unsubscribed", "bounced", "complained")
@@ -113,18 +113,16 @@ def feedback(store: Audience | None, slug: str) -> Feedback:
     return f
 
 
-def open_ledger(state_dir: Path) -> Ledger | None:
-    """The ledger if there is one (a report never creates it)."""
-    path = state_dir / "ledger.sqlite3"
-    return Ledger(path) if path.exists() or path.is_symlink() else None
+def open_ledger(state_dir: Path, url: str | None = None) -> Ledger | None:
+    """The ledger if there is one (a report never creates a file; a database is initialised)."""
+    path = state_dir / LEDGER_FILE
+    return Ledger(path, url) if url or path.exists() or path.is_symlink() else None
 
 
-def open_store(state_dir: Path) -> Audience | None:
-    """The audience store with the webhook's tables, if there is one (never created by a report)."""
+def open_store(state_dir: Path, url: str | None = None) -> Audience | None:
+    """The audience store, if there is one (a report never creates a file; a database is initialised)."""
     path = state_dir / AUDIENCE_FILE
-    if not (path.exists() or path.is_symlink()):
-        return None
-    return sendgrid_store.prepare(Audience(path))
+    return Audience(path, url) if url or path.exists() or path.is_symlink() else None
 
 
 def no_ledger(state_dir: Path) -> NewsletterError:

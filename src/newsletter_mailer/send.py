@@ -21,6 +21,8 @@ from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
+from newsletter_mailer.db import database_url
+from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
 from newsletter_mailer.mergefields import url_placeholders
@@ -231,7 +233,7 @@ def _sync_from_sendgrid(p: Prepared) -> str:
     from newsletter_mailer.audience import Audience
     from newsletter_mailer.sendgrid_sync import KeyRefused, sync
 
-    store = Audience.in_state(p.state_dir)
+    store = Audience.in_state(p.state_dir, database_url(p.composed.settings, p.options.env))
     try:
         report = sync(p.composed.settings, store, p.options.env)
     except KeyRefused as exc:
@@ -258,7 +260,8 @@ class Sender:
         o = p.options
         if p.provider.name == "sendgrid" and o.sync and not o.dry_run:
             p.notes.append(_sync_from_sendgrid(p))
-        self.audience = SendAudience(p.state_dir, dry_run=o.dry_run)
+        self.url = database_url(p.composed.settings, o.env)  # None: SQLite files in the state folder
+        self.audience = SendAudience(p.state_dir, self.url, dry_run=o.dry_run)
         if o.list_path is None and not self.audience.signups:
             self.audience.close()
             raise NewsletterError("no subscriber list: pass --list subscribers.csv "
@@ -287,12 +290,12 @@ class Sender:
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
         if self.p.options.dry_run:
-            path = self.p.state_dir / "ledger.sqlite3"
-            if path.exists():
-                self.ledger = Ledger(path)
+            path = self.p.state_dir / LEDGER_FILE
+            if self.url is not None or path.exists():
+                self.ledger = Ledger(path, self.url)
         else:
             self._lock()
-            self.ledger = Ledger.in_state(self.p.state_dir)
+            self.ledger = Ledger.in_state(self.p.state_dir, self.url)
 
     def _lock(self) -> None:
         """One send per issue at a time: a second would race the first through the ledger."""
@@ -540,19 +543,21 @@ class IssueStatus:
     readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
 
 
-def ledger_of(options: Options) -> tuple[Settings, str, Path]:
-    """Settings, the issue's slug and where its ledger is (it may not exist yet)."""
+def ledger_of(options: Options) -> tuple[Settings, str, Path, str | None]:
+    """Settings, the issue's slug, where its ledger file is (it may not exist yet) and the database
+    URL that replaces the file, if any."""
     settings, settings_dir = load_settings(options.config)
     if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
         raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
-    return settings, slug_of(options.issue), state_dir_for(options, settings_dir) / "ledger.sqlite3"
+    return (settings, slug_of(options.issue), state_dir_for(options, settings_dir) / LEDGER_FILE,
+            database_url(settings, options.env))
 
 
 def issue_status(options: Options) -> IssueStatus:
-    settings, slug, path = ledger_of(options)
-    if not path.exists():
+    settings, slug, path, url = ledger_of(options)
+    if url is None and not path.exists():
         return IssueStatus(slug, path)
-    ledger = Ledger(path)
+    ledger = Ledger(path, url)
     try:
         counts, rows, schedules = ledger.counts(slug), list(ledger.rows(slug)), ledger.schedules(slug)
     finally:

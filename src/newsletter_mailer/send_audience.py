@@ -6,7 +6,7 @@ added (the address is the key; a CSV row, even a skipped one, decides for its ad
 Asked again per batch, right before the ledger's 'sending' write (one query), so an
 unsubscribe that arrives while a send runs is honoured for everyone not yet handed to the
 provider. Those get no ledger row: they were never attempted, and the ledger records attempts.
-A dry run reads the store only if it exists: it creates nothing.
+A dry run reads the store only if it exists: it creates nothing (a database is always there).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ STORE = " (audience store)"  # appended to the status: "unsubscribed (audience s
 
 
 class SendAudience:
-    def __init__(self, state_dir: Path, *, dry_run: bool):
+    def __init__(self, state_dir: Path, url: str | None = None, *, dry_run: bool):
         path = state_dir / FILE
-        self.store = None if dry_run and not path.exists() else Audience(path)
+        self.store = None if dry_run and url is None and not path.exists() else Audience(path, url)
         self.suppressed = self.store.suppressed() if self.store else {}
         self.signups = self.store.signups() if self.store else []
 

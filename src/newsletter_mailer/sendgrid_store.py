@@ -9,7 +9,8 @@
   no 2xx for, so the same event may come twice. Kept for a week (SendGrid retries for 24 h).
 - `issue_events` / `issue_clicks`: per issue, how many of each event and which URLs were clicked.
 
-Every function here runs inside the caller's `Audience.transaction()`.
+Every function here runs inside the caller's `Audience.transaction()`; the tables are the audience
+store's (migrations.py).
 """
 
 from __future__ import annotations
@@ -23,38 +24,6 @@ from newsletter_mailer.ledger import key
 
 SEEN_DAYS = 7
 MAX_NOTE = 500
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS blocks (
-    email    TEXT NOT NULL,
-    created  INTEGER NOT NULL,
-    source   TEXT NOT NULL,
-    issue    TEXT,
-    status   TEXT,
-    reason   TEXT,
-    PRIMARY KEY (email, created)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sendgrid_sync (
-    list     TEXT PRIMARY KEY,
-    since    INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sendgrid_events (
-    id       TEXT PRIMARY KEY,
-    seen     INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sendgrid_events_seen ON sendgrid_events (seen);
-CREATE TABLE IF NOT EXISTS issue_events (
-    issue    TEXT NOT NULL,
-    event    TEXT NOT NULL,
-    n        INTEGER NOT NULL,
-    PRIMARY KEY (issue, event)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS issue_clicks (
-    issue    TEXT NOT NULL,
-    url      TEXT NOT NULL,
-    n        INTEGER NOT NULL,
-    PRIMARY KEY (issue, url)
-) WITHOUT ROWID;
-"""
 
 
 def plausible(email: Any) -> bool:
@@ -67,17 +36,11 @@ def note(value: Any, limit: int = MAX_NOTE) -> str | None:
     return one_line(value)[:limit] if isinstance(value, str) and value.strip() else None
 
 
-def prepare(store: Audience) -> Audience:
-    """The tables made (once per process is enough; IF NOT EXISTS makes it idempotent)."""
-    store.db.executescript(SCHEMA)
-    return store
-
-
 def block(store: Audience, email: str, created: int, source: str, status: str | None, reason: str | None,
           issue: str | None = None) -> bool:
     """One block, once per (address, time); True when it was new."""
-    return store.db.execute("INSERT OR IGNORE INTO blocks (email, created, source, issue, status, reason) "
-                            "VALUES (?,?,?,?,?,?)", (key(email), created, source, issue, status, reason)).rowcount > 0
+    return store.db.execute("INSERT INTO blocks (email, created, source, issue, status, reason) "
+                            "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", (key(email), created, source, issue, status, reason)).rowcount > 0
 
 
 def blocks(store: Audience, email: str) -> list[tuple[int, str, str | None]]:
@@ -99,7 +62,7 @@ def synced(store: Audience, name: str, started: int) -> None:
 def first_time(store: Audience, event_id: str, now: int | None = None) -> bool:
     """Mark a webhook event seen; False when it was seen before (a retry: count nothing)."""
     now = int(time.time()) if now is None else now
-    return store.db.execute("INSERT OR IGNORE INTO sendgrid_events (id, seen) VALUES (?,?)",
+    return store.db.execute("INSERT INTO sendgrid_events (id, seen) VALUES (?,?) ON CONFLICT DO NOTHING",
                             (event_id, now)).rowcount > 0
 
 
@@ -110,10 +73,10 @@ def forget_old(store: Audience, now: int | None = None) -> None:
 
 def count(store: Audience, issue: str, event: str, url: str | None = None) -> None:
     store.db.execute("INSERT INTO issue_events (issue, event, n) VALUES (?,?,1) ON CONFLICT (issue, event) "
-                     "DO UPDATE SET n=n+1", (issue, event))
+                     "DO UPDATE SET n=issue_events.n+1", (issue, event))
     if url:
         store.db.execute("INSERT INTO issue_clicks (issue, url, n) VALUES (?,?,1) ON CONFLICT (issue, url) "
-                         "DO UPDATE SET n=n+1", (issue, url))
+                         "DO UPDATE SET n=issue_clicks.n+1", (issue, url))
 
 
 def counts(store: Audience, issue: str) -> dict[str, int]:

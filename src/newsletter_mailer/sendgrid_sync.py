@@ -32,7 +32,7 @@ from newsletter_mailer.ledger import key as email_key
 from newsletter_mailer.providers.base import backoff_base, env_value
 from newsletter_mailer.providers.sendgrid import (MAX_ATTEMPTS, MAX_RATE_LIMIT_RETRIES, error_detail, api_host,
                                                   rate_limit_wait)
-from newsletter_mailer.sendgrid_store import MAX_NOTE, block, note, plausible, prepare, since, synced
+from newsletter_mailer.sendgrid_store import MAX_NOTE, block, note, plausible, since, synced
 from newsletter_mailer.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,6 @@ def sync(settings: Settings, store: Audience, env: Mapping[str, str], *, fetch: 
     sg = settings.delivery.sendgrid
     client = ApiClient(fetch or UrllibFetch(api_key, api_host(env), float(sg.timeout)), api_key,
                      backoff_base(env), sleep)
-    prepare(store)
     report = SyncReport()
     for name, path, status in LISTS:
         report.lists.append(_sync_list(store, client, name, path, status, int(clock())))

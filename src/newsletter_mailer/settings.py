@@ -163,6 +163,21 @@ class ChecksSettings(StrictModel):
         False, description="true: every warning stops a send; or a list of check names to raise")
 
 
+class State(StrictModel):
+    """[state]: where the ledger and the audience store live (default: SQLite files in the state folder)."""
+
+    database_url: str | None = Field(
+        None, description="postgresql://user@host/database for a shared state (NEWSLETTER_DATABASE_URL wins); "
+                          "the password only from PGPASSWORD or ~/.pgpass")
+
+    @field_validator("database_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        from newsletter_mailer.db import check_url
+
+        return v if v is None else check_url(v, from_file=True)
+
+
 class Settings(StrictModel):
     name: HeaderLine
     from_email: Address
@@ -182,6 +197,7 @@ class Settings(StrictModel):
     brand: Brand = Brand()
     delivery: Delivery = Delivery()
     web: Web = Web()
+    state: State = State()
     timezone: str | None = Field(
         None, description="IANA zone for `send --at` times, e.g. Europe/London (default: this machine's zone)")
     footer_links: list[FooterLink] = Field(default_factory=list, max_length=12)

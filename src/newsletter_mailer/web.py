@@ -16,7 +16,6 @@ import functools
 import logging
 import os
 import re
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter_mailer import addresses, confirm_delivery, confirm_mail, tokens, webhook
+from newsletter_mailer import addresses, confirm_delivery, confirm_mail, db, tokens, webhook
 from newsletter_mailer.audience import Audience, Change
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
@@ -75,7 +74,7 @@ def guarded(handler):
 
 def failure(request: Request, exc: BaseException) -> Response:
     """Storage trouble is ours (503, try again); anything else was made by the input (400)."""
-    ours = isinstance(exc, (OSError, sqlite3.Error))
+    ours = isinstance(exc, (OSError, *db.ERRORS))
     log.error("%s %s failed: %s", request.method, redact_path(request.url.path), type(exc).__name__)
     if ours:
         return message(request, "Please try again", "Something went wrong on our side; nothing was changed.",
@@ -266,7 +265,7 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     if note:
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
-    site = Site(settings, _templates(settings_dir), Audience.in_state(state), secret,
+    site = Site(settings, _templates(settings_dir), Audience.in_state(state, db.database_url(settings, env)), secret,
                 deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash})
     app.state.site = site

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from newsletter_mailer.audience import Audience, Change
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.providers.base import env_value
-from newsletter_mailer.sendgrid_store import block, count, first_time, forget_old, note, plausible, prepare
+from newsletter_mailer.sendgrid_store import block, count, first_time, forget_old, note, plausible
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -104,7 +104,6 @@ def receive(store: Audience, key: ec.EllipticCurvePublicKey, headers: Mapping[st
     """Verify, then record the batch in one transaction; (events recorded, duplicates skipped)."""
     verify(key, headers, body, now)
     batch = events(body)
-    prepare(store)
     new = 0
     with store.transaction():
         forget_old(store, now)

@@ -25,11 +25,9 @@ COLUMNS = ("email", "status", "source", "issue", "reason", "name", "updated_at")
 def _store(config: Optional[Path], state: Optional[Path]) -> Iterator:
     """The audience store of --state (default .newsletter/ next to newsletter.toml), closed after."""
     from newsletter_mailer.audience import Audience
-    from newsletter_mailer.settings import load_settings
+    from newsletter_mailer.cli.common import state_location
 
-    if state is None:
-        state = load_settings(config)[1] / ".newsletter"
-    store = Audience.in_state(state)
+    store = Audience.in_state(*state_location(config, state))
     try:
         yield store
     finally:

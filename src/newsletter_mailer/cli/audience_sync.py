@@ -16,12 +16,14 @@ from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
 def sync(config: ConfigOpt = None, state: StateOpt = None) -> None:
     """Pull SendGrid's bounces, spam reports, invalid emails, blocks and unsubscribes into the store."""
     from newsletter_mailer.audience import Audience
+    from newsletter_mailer.db import database_url
     from newsletter_mailer.sendgrid_sync import sync as pull
     from newsletter_mailer.settings import load_settings
 
     with reporting():
         settings, settings_dir = load_settings(config)
-        store = Audience.in_state(state if state is not None else settings_dir / ".newsletter")
+        url = database_url(settings, os.environ)
+        store = Audience.in_state(state if state is not None else settings_dir / ".newsletter", url)
         try:
             report = pull(settings, store, os.environ)
         finally:

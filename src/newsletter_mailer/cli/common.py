@@ -50,6 +50,20 @@ def reporting() -> Iterator[None]:
         fail(exc)
 
 
+def state_location(config: Optional[Path], state: Optional[Path]) -> tuple[Path, Optional[str]]:
+    """The state folder (--state, else .newsletter/ next to newsletter.toml) and the database URL, if
+    any. With --state and no settings file, only NEWSLETTER_DATABASE_URL can name a database."""
+    import os
+
+    from newsletter_mailer.db import database_url
+    from newsletter_mailer.settings import load_settings
+
+    if state is not None and config is None and not Path("newsletter.toml").exists():
+        return state, database_url(None, os.environ)
+    settings, settings_dir = load_settings(config)
+    return (state if state is not None else settings_dir / ".newsletter"), database_url(settings, os.environ)
+
+
 def show(path: Path) -> str:
     """A path as the user would type it: relative to the current folder when inside it."""
     try:

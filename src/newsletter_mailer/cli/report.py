@@ -23,6 +23,7 @@ def report(
     import os
 
     from newsletter_mailer import report as r
+    from newsletter_mailer.db import database_url
     from newsletter_mailer.report_page import archive_lines, archive_page, headline, issue_page, write_page
     from newsletter_mailer.send import Options, state_dir_for
     from newsletter_mailer.settings import load_settings
@@ -31,7 +32,7 @@ def report(
         settings, settings_dir = load_settings(config)
         state_dir = state_dir_for(Options(issue=issue or Path(), state=state, config=config), settings_dir)
         if issue is None:
-            rows = r.archive(settings_dir, state_dir)
+            rows = r.archive(settings_dir, state_dir, database_url(settings, os.environ))
             page, target = archive_page(rows, settings_dir), out or settings_dir / "build" / "report.html"
             _print_archive(*archive_lines(rows))
         else:

@@ -1,0 +1,208 @@
+"""Versioned schemas of the ledger and the audience store, one `schema_version` row each.
+
+Migrations are numbered per component (v1 = the tables as they were when versioning began) and
+each runs in its own transaction with its version bump: a crash leaves the old version whole.
+SQLite files upgrade themselves when opened (one user, nothing to run); a PostgreSQL database
+is migrated only by `newsletter state init`, and a send or serve against an older schema stops
+(`require`): a shared database is never changed silently by whoever happens to send.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from newsletter_mailer.db import ERRORS, Database, unreachable
+from newsletter_mailer.errors import NewsletterError
+
+DELIVERIES = """
+CREATE TABLE IF NOT EXISTS {name} (
+    issue       TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('sending', 'sent', 'failed', 'uncertain', 'scheduled',
+                                                'cancelled')),
+    provider    TEXT,
+    message_id  TEXT,
+    reason      TEXT,
+    permanent   INTEGER NOT NULL DEFAULT 0,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    updated_at  TEXT NOT NULL,
+    batch_id    TEXT,
+    PRIMARY KEY (issue, email)
+) WITHOUT ROWID
+"""
+
+LEDGER_V1 = DELIVERIES.format(name="deliveries") + """;
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (issue, status);
+CREATE TABLE IF NOT EXISTS schedules (
+    batch_id    TEXT PRIMARY KEY,
+    issue       TEXT NOT NULL,
+    send_at     INTEGER NOT NULL,
+    zone        TEXT,
+    created_at  TEXT NOT NULL
+)
+"""
+
+AUDIENCE_STATUSES = ("pending", "subscribed", "unsubscribed", "bounced", "complained")
+
+AUDIENCE_V1 = f"""
+CREATE TABLE IF NOT EXISTS audience (
+    email       TEXT PRIMARY KEY,
+    status      TEXT NOT NULL CHECK (status IN {AUDIENCE_STATUSES!r}),
+    source      TEXT NOT NULL,
+    issue       TEXT,
+    reason      TEXT,
+    name        TEXT,
+    updated_at  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audience_status ON audience (status);
+CREATE TABLE IF NOT EXISTS history (
+    id          INTEGER PRIMARY KEY,
+    email       TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    issue       TEXT,
+    reason      TEXT,
+    name        TEXT,
+    applied     INTEGER NOT NULL,
+    at          TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_email ON history (email);
+CREATE TABLE IF NOT EXISTS rate (
+    bucket      TEXT PRIMARY KEY,
+    win         INTEGER NOT NULL,
+    hits        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks (
+    email    TEXT NOT NULL,
+    created  INTEGER NOT NULL,
+    source   TEXT NOT NULL,
+    issue    TEXT,
+    status   TEXT,
+    reason   TEXT,
+    PRIMARY KEY (email, created)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sendgrid_sync (
+    list     TEXT PRIMARY KEY,
+    since    INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sendgrid_events (
+    id       TEXT PRIMARY KEY,
+    seen     INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sendgrid_events_seen ON sendgrid_events (seen);
+CREATE TABLE IF NOT EXISTS issue_events (
+    issue    TEXT NOT NULL,
+    event    TEXT NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (issue, event)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS issue_clicks (
+    issue    TEXT NOT NULL,
+    url      TEXT NOT NULL,
+    n        INTEGER NOT NULL,
+    PRIMARY KEY (issue, url)
+) WITHOUT ROWID
+"""
+
+# v2: what `newsletter inbox` remembers — temporary failures per address and issue (the soft
+# limit counts different issues), and the messages already recorded (a second run counts nothing).
+AUDIENCE_V2 = """
+CREATE TABLE IF NOT EXISTS soft_bounces (
+    email       TEXT NOT NULL,
+    issue       TEXT NOT NULL,
+    reason      TEXT,
+    at          TEXT NOT NULL,
+    PRIMARY KEY (email, issue)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS processed (
+    digest      TEXT PRIMARY KEY,
+    at          TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
+# component -> its migrations in order; migration i (from 0) takes the schema to version i + 1.
+MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1,), "audience": (AUDIENCE_V1, AUDIENCE_V2)}
+# The tables of each component, in the order `state copy` fills them.
+TABLES = {"ledger": ("deliveries", "schedules"),
+          "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",
+                       "issue_events", "issue_clicks", "soft_bounces", "processed")}
+VERSIONS = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    component   TEXT PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    applied_at  TEXT NOT NULL
+)
+"""
+
+
+def version(db: Database, component: str) -> int:
+    """The component's schema version; 0 when the database has none yet."""
+    if db.postgres_backend:
+        present = db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
+    else:
+        present = db.execute("SELECT 1 FROM sqlite_master WHERE name='schema_version'").fetchone() is not None
+    if not present:
+        return 0
+    row = db.execute("SELECT version FROM schema_version WHERE component=?", (component,)).fetchone()
+    return row[0] if row else 0
+
+
+def latest(component: str) -> int:
+    return len(MIGRATIONS[component])
+
+
+def migrate(db: Database, component: str) -> tuple[int, int]:
+    """Every pending migration, each in one transaction with its version; (before, after)."""
+    with db.transaction():
+        db.lock("newsletter schema_version")  # two `state init` at once: one waits, then finds it done
+        db.script(VERSIONS)
+    before = version(db, component)
+    for number in range(before + 1, latest(component) + 1):
+        with db.transaction():
+            db.lock("newsletter schema_version")
+            if version(db, component) >= number:
+                continue
+            db.script(MIGRATIONS[component][number - 1])
+            db.execute("INSERT INTO schema_version (component, version, applied_at) VALUES (?,?,?) "
+                       "ON CONFLICT (component) DO UPDATE SET version=excluded.version, "
+                       "applied_at=excluded.applied_at",
+                       (component, number, datetime.now(timezone.utc).isoformat(timespec="seconds")))
+    return before, version(db, component)
+
+
+def require(db: Database, component: str) -> None:
+    """PostgreSQL: the schema must be this program's version; only `state init` changes it."""
+    found, wanted = version(db, component), latest(component)
+    if found == wanted:
+        return
+    if found > wanted:
+        raise NewsletterError(f"the database at {db.label} has a newer schema ({component} v{found}) than this "
+                              f"version of newsletter knows (v{wanted})", hint="upgrade newsletter-mailer")
+    state = "has no newsletter schema" if found == 0 else f"has an older schema ({component} v{found} of v{wanted})"
+    raise NewsletterError(f"the database at {db.label} {state}: run `newsletter state init`",
+                          hint="migrations run only when asked, never during a send")
+
+
+def open_postgres(url: str, component: str) -> Database:
+    """A connection to an initialised PostgreSQL schema of this version, or one line saying why not."""
+    db = Database.postgres(url)
+    try:
+        require(db, component)
+    except NewsletterError:
+        db.close()
+        raise
+    except ERRORS as exc:
+        db.close()
+        raise unreachable(url, exc) from None
+    return db
+
+
+def init_database(url: str) -> dict[str, tuple[int, int]]:
+    """`newsletter state init`: every component migrated to this version; {component: (before, after)}."""
+    db = Database.postgres(url)
+    try:
+        return {component: migrate(db, component) for component in MIGRATIONS}
+    except ERRORS as exc:
+        raise unreachable(url, exc) from None
+    finally:
+        db.close()
