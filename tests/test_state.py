@@ -50,6 +50,8 @@ def a_state(folder) -> None:
         sendgrid_store.synced(store, "bounces", 1_700_000_000)
         sendgrid_store.first_time(store, "event-1")
         sendgrid_store.count(store, "mini", "click", "https://example.org/x")
+    store.soft_bounces([("f@example.org", "mini", "452 4.2.2 mailbox full")], limit=3)
+    store.mark_processed(["digest-1"])
     store.close()
 
 
@@ -69,7 +71,7 @@ def test_a_send_against_an_uninitialised_database_stops_and_init_creates_the_sch
     assert query(url, "SELECT to_regclass('deliveries')") == [(None,)]  # never migrated silently
     first = cli("state", "init", env={URL_ENV: url})
     assert first.exit_code == 0, first.output
-    assert "ledger: v0 → v1" in first.output and "audience: v0 → v1" in first.output
+    assert "ledger: v0 → v1" in first.output and "audience: v0 → v2" in first.output
     again = cli("state", "init", env={URL_ENV: url})
     assert "ledger: v1, up to date" in again.output
     assert cli("status", "issues/2020-09-cscp.yaml", env={URL_ENV: url}).exit_code == 0
@@ -81,7 +83,8 @@ def test_copy_moves_every_table_and_verifies_the_counts(nl, pg_cluster):
     result = cli("state", "copy", "--to", url)
     assert result.exit_code == 0, result.output
     expected = {"deliveries": 3, "schedules": 1, "audience": 2, "history": 2, "rate": 1, "blocks": 1,
-                "sendgrid_sync": 1, "sendgrid_events": 1, "issue_events": 1, "issue_clicks": 1}
+                "sendgrid_sync": 1, "sendgrid_events": 1, "issue_events": 1, "issue_clicks": 1,
+                "soft_bounces": 1, "processed": 1}
     for table, n in expected.items():
         assert f"{table}: {n} row(s), verified" in result.output
         assert query(url, f"SELECT count(*) FROM {table}") == [(n,)]
@@ -119,3 +122,33 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port_never_the_pass
     assert "hunter2" not in caught.value.format()
     result = cli("state", "init", env={URL_ENV: url})
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "hunter2" not in result.output
+
+
+def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_cluster):
+    """Versioned migrations: a database at audience v1 (before the inbox's tables) is refused by a
+    send-side command until `state init` takes it to v2, keeping its rows."""
+    from newsletter_mailer import migrations
+    from newsletter_mailer.audience import Audience
+    from newsletter_mailer.db import Database
+
+    url = pg_cluster.new_database()
+    db = Database.postgres(url)
+    with db.transaction():
+        db.script(migrations.VERSIONS)
+        db.script(migrations.LEDGER_V1)
+        db.script(migrations.AUDIENCE_V1)
+        db.execute("INSERT INTO schema_version (component, version, applied_at) VALUES ('ledger', 1, 'x'), "
+                   "('audience', 1, 'x')")
+        db.execute("INSERT INTO audience (email, status, source, updated_at) VALUES "
+                   "('ann@example.org', 'unsubscribed', 'cli', 'x')")
+    db.close()
+    with pytest.raises(NewsletterError, match="state init"):
+        Audience(nl / "unused.sqlite3", url)
+    result = cli("state", "init", env={URL_ENV: url})
+    assert result.exit_code == 0 and "audience: v1 → v2" in result.output, result.output
+    store = Audience(nl / "unused.sqlite3", url)
+    try:
+        assert store.status("ann@example.org").status == "unsubscribed"
+        assert store.soft_bounce_count("ann@example.org") == 0  # the v2 table is there
+    finally:
+        store.close()
