@@ -45,7 +45,7 @@ def _config(folder: Path) -> Path:
 
 def _store(state: Path, every: int, n: int) -> int:
     """Suppress every `every`-th reader of the list (those write_subscribers makes)."""
-    from newsletter_mailer.audience import Audience, Change
+    from newsletter_mailer.audience.store import Audience, Change
 
     store = Audience.in_state(state)
     changes = [Change(f"reader.{i}@example{i % 50}.org", ("unsubscribed", "bounced", "complained")[i % 3],

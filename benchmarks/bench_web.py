@@ -20,7 +20,7 @@ from pathlib import Path
 from _common import EXAMPLE_SETTINGS, Row, child_env, cli, free_port, median, python, report
 
 from newsletter_mailer import tokens
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.ledger import key
 from newsletter_mailer.settings import load_settings
 

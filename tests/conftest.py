@@ -90,7 +90,7 @@ def database_url(backend, request) -> str | None:
     """None for SQLite (files in the state folder); for PostgreSQL a fresh database, initialised."""
     if backend == "sqlite":
         return None
-    from newsletter_mailer.migrations import init_database
+    from newsletter_mailer.state.migrations import init_database
 
     url = request.getfixturevalue("pg_cluster").new_database()
     init_database(url)

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from newsletter_mailer.audience import Audience, Change
-from newsletter_mailer.audience_import import import_export, read_export
+from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.imports import import_export, read_export
 from newsletter_mailer.errors import NewsletterError
 
 

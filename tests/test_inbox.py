@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter_mailer import tokens
-from newsletter_mailer.audience import Audience
-from newsletter_mailer.bounces import Classifier, MessageIndex
+from newsletter_mailer.audience.store import Audience
+from newsletter_mailer.audience.bounces import Classifier, MessageIndex
 from newsletter_mailer.cli import app
 from newsletter_mailer.settings import load_settings
 from tests.helpers import dovecot

@@ -64,7 +64,7 @@ def test_a_reply_to_the_mailto_unsubscribes_that_reader(tmp_path):
     r = runner.invoke(app, ["audience", "list", "--status", "unsubscribed", "--config", str(nl / "newsletter.toml"),
                             "--state", str(nl / "state")])
     assert r.stdout.split() == ["ann@example.org"]
-    from newsletter_mailer.audience import Audience
+    from newsletter_mailer.audience.store import Audience
 
     store = Audience.in_state(nl / "state")
     entry = store.status("ann@example.org")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from newsletter_mailer import sendgrid_store
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.audience import sendgrid_store
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.cli import app
 from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.providers.base import Outcome

@@ -557,7 +557,7 @@ def test_publish_refuses_a_link_planted_over_a_file_it_wrote(nl, umask0):
 
 
 def test_confirmation_mails_in_the_outbox_are_private(tmp_path, umask0):
-    from newsletter_mailer.confirm_mail import outbox_delivery
+    from newsletter_mailer.web.confirm_mail import outbox_delivery
 
     outbox = tmp_path / "outbox"
     outbox_delivery(outbox)("a@example.org", b"To: a@example.org\r\n\r\nhi\r\n")

@@ -7,10 +7,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from newsletter_mailer import sendgrid_store
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.audience import sendgrid_store
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.sendgrid_sync import PAGE, UrllibFetch, sync
+from newsletter_mailer.audience.sendgrid_sync import PAGE, UrllibFetch, sync
 from tests.helpers.prism import prism_server
 from tests.helpers.sendgrid_api import KEY, FakeSendGrid, Generated, serve
 

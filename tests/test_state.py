@@ -7,12 +7,12 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.cli import app
-from newsletter_mailer.db import URL_ENV
+from newsletter_mailer.state.db import URL_ENV
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.ledger import Ledger
-from newsletter_mailer.migrations import MIGRATIONS, TABLES, version
+from newsletter_mailer.state.migrations import MIGRATIONS, TABLES, version
 from newsletter_mailer.providers.base import Outcome
 from tests.conftest import EXAMPLE_SETTINGS
 from tests.helpers.postgres import query
@@ -34,7 +34,7 @@ def cli(*args: str, env: dict[str, str] | None = None):
 
 def a_state(folder) -> None:
     """A SQLite state with rows in the ledger, the store, its history, a rate bucket and SendGrid's tables."""
-    from newsletter_mailer import sendgrid_store
+    from newsletter_mailer.audience import sendgrid_store
 
     ledger = Ledger.in_state(folder)
     ledger.begin("mini", ["a@example.org", "b@example.org", "c@example.org"], "smtp")
@@ -127,9 +127,9 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port_never_the_pass
 def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_cluster):
     """Versioned migrations: a database at audience v1 (before the inbox's tables) is refused by a
     send-side command until `state init` takes it to v2, keeping its rows."""
-    from newsletter_mailer import migrations
-    from newsletter_mailer.audience import Audience
-    from newsletter_mailer.db import Database
+    from newsletter_mailer.state import migrations
+    from newsletter_mailer.audience.store import Audience
+    from newsletter_mailer.state.db import Database
 
     url = pg_cluster.new_database()
     db = Database.postgres(url)

@@ -369,7 +369,7 @@ def test_serve_run_starts_uvicorn_with_redacted_access_log(tmp_path):
     port = free_port()
     config = tmp_path / "newsletter.toml"
     config.write_text((ROOT / "newsletter.toml").read_text())
-    code = (f"from pathlib import Path; from newsletter_mailer.serve import run; import os; "
+    code = (f"from pathlib import Path; from newsletter_mailer.web.serve import run; import os; "
             f"run('127.0.0.1', {port}, Path({str(config)!r}), Path({str(tmp_path / 'state')!r}), os.environ)")
     log = tmp_path / "serve.log"
     env = dict(os.environ, NEWSLETTER_SECRET=SECRET, PYTHONPATH=str(ROOT / "src"))

@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from newsletter_mailer import sendgrid_store
+from newsletter_mailer.audience import sendgrid_store
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.web import create_app
-from newsletter_mailer.webhook import KEY_VAR, SIGNATURE, TIMESTAMP
+from newsletter_mailer.web.app import create_app
+from newsletter_mailer.web.webhook import KEY_VAR, SIGNATURE, TIMESTAMP
 from tests.helpers.webserver import ROOT, start, stop
 
 KEY = ec.generate_private_key(ec.SECP256R1())

@@ -18,8 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from newsletter_mailer import migrations
-from newsletter_mailer.db import ERRORS, Database
+from newsletter_mailer.state import migrations
+from newsletter_mailer.state.db import ERRORS, Database
 from newsletter_mailer.errors import NewsletterError
 
 FILE = "ledger.sqlite3"

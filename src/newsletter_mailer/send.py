@@ -21,7 +21,7 @@ from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
-from newsletter_mailer.db import database_url
+from newsletter_mailer.state.db import database_url
 from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
@@ -31,7 +31,7 @@ from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, 
                                          provider_class)
 from newsletter_mailer.schedule import CannotHold, When, alternatives, check_hold, parse_at
 from newsletter_mailer.schema import slug_of
-from newsletter_mailer.send_audience import SendAudience
+from newsletter_mailer.audience.in_send import SendAudience
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.subscribers import Subscriber, SubscriberList, read_suppressions
 
@@ -230,8 +230,8 @@ def _decide(state: tuple[str, bool] | None, o: Options) -> str:
 def _sync_from_sendgrid(p: Prepared) -> str:
     """SendGrid's suppressions into the store before planning, so nobody SendGrid suppressed is
     even attempted. A failure stops the send before anything goes out (--no-sync skips it)."""
-    from newsletter_mailer.audience import Audience
-    from newsletter_mailer.sendgrid_sync import KeyRefused, sync
+    from newsletter_mailer.audience.store import Audience
+    from newsletter_mailer.audience.sendgrid_sync import KeyRefused, sync
 
     store = Audience.in_state(p.state_dir, database_url(p.composed.settings, p.options.env))
     try:
@@ -571,7 +571,7 @@ def issue_status(options: Options) -> IssueStatus:
 def _readers(state_dir: Path, slug: str) -> dict[str, int]:
     """Unsubscribes, bounces and complaints attributed to the issue, from the audience store if
     there is one (never created just to be read)."""
-    from newsletter_mailer.audience import FILE, Audience
+    from newsletter_mailer.audience.store import FILE, Audience
 
     if not (state_dir / FILE).exists():
         return {}

@@ -173,7 +173,7 @@ class State(StrictModel):
     @field_validator("database_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        from newsletter_mailer.db import check_url
+        from newsletter_mailer.state.db import check_url
 
         return v if v is None else check_url(v, from_file=True)
 

@@ -44,7 +44,7 @@ class WebServer:
         return found
 
     def audience(self):
-        from newsletter_mailer.audience import Audience
+        from newsletter_mailer.audience.store import Audience
 
         return Audience.in_state(self.state)
 

@@ -24,7 +24,7 @@ COLUMNS = ("email", "status", "source", "issue", "reason", "name", "updated_at")
 @contextmanager
 def _store(config: Optional[Path], state: Optional[Path]) -> Iterator:
     """The audience store of --state (default .newsletter/ next to newsletter.toml), closed after."""
-    from newsletter_mailer.audience import Audience
+    from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.cli.common import state_location
 
     store = Audience.in_state(*state_location(config, state))
@@ -59,7 +59,7 @@ def list_(
     """The addresses in the store, one a line (or every column as CSV)."""
     import csv
 
-    from newsletter_mailer.audience import STATUSES
+    from newsletter_mailer.audience.store import STATUSES
     from newsletter_mailer.errors import NewsletterError, one_line
 
     with reporting():
@@ -87,7 +87,7 @@ def suppress(
     state: StateOpt = None,
 ) -> None:
     """Never send to these addresses again (status unsubscribed, source cli)."""
-    from newsletter_mailer.audience import Change
+    from newsletter_mailer.audience.store import Change
 
     with reporting():
         emails = _checked(addresses)
@@ -116,7 +116,7 @@ def export(
     state: StateOpt = None,
 ) -> None:
     """The list as a subscribers CSV: the --list rows and the confirmed sign-ups, statuses from the store."""
-    from newsletter_mailer.audience_export import table, write
+    from newsletter_mailer.audience.export import table, write
 
     with reporting():
         with _store(config, state) as store:
@@ -132,7 +132,7 @@ def import_(
     state: StateOpt = None,
 ) -> None:
     """Statuses from another tool's export (listmonk, Mailchimp), in one transaction."""
-    from newsletter_mailer.audience_import import import_export
+    from newsletter_mailer.audience.imports import import_export
     from newsletter_mailer.errors import one_line
 
     with reporting():

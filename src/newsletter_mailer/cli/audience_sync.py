@@ -15,9 +15,9 @@ from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
 
 def sync(config: ConfigOpt = None, state: StateOpt = None) -> None:
     """Pull SendGrid's bounces, spam reports, invalid emails, blocks and unsubscribes into the store."""
-    from newsletter_mailer.audience import Audience
-    from newsletter_mailer.db import database_url
-    from newsletter_mailer.sendgrid_sync import sync as pull
+    from newsletter_mailer.audience.store import Audience
+    from newsletter_mailer.state.db import database_url
+    from newsletter_mailer.audience.sendgrid_sync import sync as pull
     from newsletter_mailer.settings import load_settings
 
     with reporting():

@@ -55,7 +55,7 @@ def state_location(config: Optional[Path], state: Optional[Path]) -> tuple[Path,
     any. With --state and no settings file, only NEWSLETTER_DATABASE_URL can name a database."""
     import os
 
-    from newsletter_mailer.db import database_url
+    from newsletter_mailer.state.db import database_url
     from newsletter_mailer.settings import load_settings
 
     if state is not None and config is None and not Path("newsletter.toml").exists():

@@ -51,9 +51,9 @@ def inbox(
     """Read bounces, complaints and mailto unsubscribes from the mailbox SMTP sends bounce to."""
     import os
 
-    from newsletter_mailer.audience import Audience
-    from newsletter_mailer.inbox import classifier_for, run
-    from newsletter_mailer.mailbox import open_source
+    from newsletter_mailer.audience.store import Audience
+    from newsletter_mailer.audience.inbox import classifier_for, run
+    from newsletter_mailer.audience.mailbox import open_source
     from newsletter_mailer.settings import load_settings
 
     with reporting():

@@ -22,9 +22,9 @@ def report(
     """How an issue did: the ledger, readers' responses and SendGrid's numbers, with charts."""
     import os
 
-    from newsletter_mailer import report as r
-    from newsletter_mailer.db import database_url
-    from newsletter_mailer.report_page import archive_lines, archive_page, headline, issue_page, write_page
+    from newsletter_mailer.report import numbers as r
+    from newsletter_mailer.state.db import database_url
+    from newsletter_mailer.report.page import archive_lines, archive_page, headline, issue_page, write_page
     from newsletter_mailer.send import Options, state_dir_for
     from newsletter_mailer.settings import load_settings
 

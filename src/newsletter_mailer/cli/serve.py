@@ -20,7 +20,7 @@ def serve(
     """Run the readers' web app: one-click unsubscribe and double opt-in sign-up."""
     import os
 
-    from newsletter_mailer.serve import run
+    from newsletter_mailer.web.serve import run
 
     with reporting():
         run(host, port, config, state, os.environ, echo=typer.echo)

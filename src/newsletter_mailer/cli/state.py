@@ -20,11 +20,11 @@ def init(config: ConfigOpt = None, state: StateOpt = None) -> None:
 
     Without a database the SQLite files in the state folder are created or upgraded (as any
     command does)."""
-    from newsletter_mailer.audience import Audience
+    from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.cli.common import state_location
-    from newsletter_mailer.db import where
+    from newsletter_mailer.state.db import where
     from newsletter_mailer.ledger import Ledger
-    from newsletter_mailer.migrations import init_database, latest
+    from newsletter_mailer.state.migrations import init_database, latest
 
     with reporting():
         state_dir, url = state_location(config, state)
@@ -50,9 +50,9 @@ def copy(
 ) -> None:
     """Copy the state folder's SQLite ledger and audience store into PostgreSQL, verifying each table's count."""
     from newsletter_mailer.cli.common import state_location
-    from newsletter_mailer.db import check_url, where
+    from newsletter_mailer.state.db import check_url, where
     from newsletter_mailer.errors import NewsletterError
-    from newsletter_mailer.state_copy import copy_state
+    from newsletter_mailer.state.copy import copy_state
 
     with reporting():
         try:

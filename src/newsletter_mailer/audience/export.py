@@ -14,7 +14,7 @@ import io
 import os
 from pathlib import Path
 
-from newsletter_mailer.audience import Audience
+from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.ledger import key
 

@@ -18,8 +18,8 @@ import uvicorn
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.settings import load_settings
 from newsletter_mailer.unsubscribe import SECRET_ENV, SECRET_FILE
-from newsletter_mailer.web import create_app
-from newsletter_mailer.webpages import redact_access_log
+from newsletter_mailer.web.app import create_app
+from newsletter_mailer.web.pages import redact_access_log
 
 
 def _require_secret(config: Path | None, state: Path | None, env: Mapping[str, str]) -> None:

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter_mailer import audience, ledger, migrations
-from newsletter_mailer.db import ERRORS, Database, unreachable
+from newsletter_mailer import ledger
+
+from newsletter_mailer.audience import store as audience
+
+from newsletter_mailer.state import migrations
+from newsletter_mailer.state.db import ERRORS, Database, unreachable
 from newsletter_mailer.errors import NewsletterError
 
 

@@ -15,12 +15,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from newsletter_mailer import sendgrid_store
-from newsletter_mailer.audience import Audience
+from newsletter_mailer.audience import sendgrid_store
+from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.providers.base import backoff_base, env_value
 from newsletter_mailer.providers.sendgrid import api_host
-from newsletter_mailer.sendgrid_sync import Fetch, UrllibFetch, ApiClient
+from newsletter_mailer.audience.sendgrid_sync import Fetch, UrllibFetch, ApiClient
 from newsletter_mailer.settings import Settings
 
 STATS_PATH = "/v3/categories/stats"

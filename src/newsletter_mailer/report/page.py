@@ -16,9 +16,9 @@ from markupsafe import Markup
 
 from newsletter_mailer import files, render
 from newsletter_mailer.errors import NewsletterError, one_line
-from newsletter_mailer.report import IssueReport, IssueRow, trend_figure
-from newsletter_mailer.report_charts import GMAIL_COMPLAINT_LIMIT
-from newsletter_mailer.report_data import rate
+from newsletter_mailer.report.numbers import IssueReport, IssueRow, trend_figure
+from newsletter_mailer.report.charts import GMAIL_COMPLAINT_LIMIT
+from newsletter_mailer.report.data import rate
 
 TEMPLATE = "report.html.j2"
 SENDGRID_LABELS = (("delivered", "delivered"), ("opens", "opens"), ("unique_opens", "unique opens"),

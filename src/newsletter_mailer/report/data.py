@@ -14,8 +14,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from newsletter_mailer.audience import FILE as AUDIENCE_FILE
-from newsletter_mailer.audience import Audience
+from newsletter_mailer.audience.store import FILE as AUDIENCE_FILE
+from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError, one_line
 from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger

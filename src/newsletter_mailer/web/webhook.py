@@ -27,10 +27,10 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.providers.base import env_value
-from newsletter_mailer.sendgrid_store import block, count, first_time, forget_old, note, plausible
+from newsletter_mailer.audience.sendgrid_store import block, count, first_time, forget_old, note, plausible
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"

@@ -29,17 +29,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from newsletter_mailer import addresses, confirm_delivery, confirm_mail, db, tokens, webhook
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer import addresses, tokens
+
+from newsletter_mailer.web import confirm_delivery
+
+from newsletter_mailer.web import confirm_mail
+
+from newsletter_mailer.state import db
+
+from newsletter_mailer.web import webhook
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.unsubscribe import load_secret
-from newsletter_mailer.webpages import (body, form, mask, message, page, redact_access_log, redact_path,
+from newsletter_mailer.web.pages import (body, form, mask, message, page, redact_access_log, redact_path,
                                         stylesheet)
-from newsletter_mailer.webpages import headers as security_headers
+from newsletter_mailer.web.pages import headers as security_headers
 
-log = logging.getLogger("newsletter_mailer.web")
+log = logging.getLogger("newsletter_mailer.web.app")
 PAGES = ("base", "message", "action", "subscribe")
 _STATUS_TEXT = {400: "That request could not be understood.", 404: "There is no page at this address.",
                 405: "This page cannot be used that way.", 413: "That request is too large.",

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import urlencode
 
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.ledger import key as email_key
 from newsletter_mailer.providers.base import backoff_base, env_value
 from newsletter_mailer.providers.sendgrid import (MAX_ATTEMPTS, MAX_RATE_LIMIT_RETRIES, error_detail, api_host,
                                                   rate_limit_wait)
-from newsletter_mailer.sendgrid_store import MAX_NOTE, block, note, plausible, since, synced
+from newsletter_mailer.audience.sendgrid_store import MAX_NOTE, block, note, plausible, since, synced
 from newsletter_mailer.settings import Settings
 
 log = logging.getLogger(__name__)

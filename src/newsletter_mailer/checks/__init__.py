@@ -11,10 +11,10 @@ from dataclasses import replace
 from html import escape
 from html.parser import HTMLParser
 
-from newsletter_mailer import reader_checks
-from newsletter_mailer.checkresult import Check
+from newsletter_mailer.checks import reader as reader_checks
+from newsletter_mailer.checks.result import Check
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
-from newsletter_mailer.contrast_checks import contrast_checks
+from newsletter_mailer.checks.contrast import contrast_checks
 from newsletter_mailer.mergefields import fill_url_placeholders, url_placeholders
 
 GMAIL_CLIP = 102 * 1024

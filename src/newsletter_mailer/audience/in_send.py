@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-from newsletter_mailer.audience import FILE, Audience
+from newsletter_mailer.audience.store import FILE, Audience
 from newsletter_mailer.providers.base import Recipient
 from newsletter_mailer.subscribers import Subscriber
 

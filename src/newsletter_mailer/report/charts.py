@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pygal
 from pygal.style import Style
 
-from newsletter_mailer.report_data import Delivery, Feedback
+from newsletter_mailer.report.data import Delivery, Feedback
 
 GMAIL_COMPLAINT_LIMIT = 0.003   # Gmail's bulk-sender guideline: stay below 0.3% spam complaints
 _STYLE = Style(background="white", plot_background="white", font_family="system-ui, sans-serif",

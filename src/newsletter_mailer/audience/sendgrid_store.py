@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from newsletter_mailer.audience import Audience
+from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import one_line
 from newsletter_mailer.ledger import key
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from newsletter_mailer import addresses
-from newsletter_mailer.audience import Audience, Change
+from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError, unreadable
 
 _EMAIL = ("email", "email address", "e-mail", "e-mail address", "email_address")

@@ -15,7 +15,7 @@ import email.policy
 from pathlib import Path
 from typing import Mapping
 
-from newsletter_mailer.confirm_mail import Deliver, outbox_delivery
+from newsletter_mailer.web.confirm_mail import Deliver, outbox_delivery
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.personalise import Template
 from newsletter_mailer.providers import Content, Recipient, SendContext, provider_class

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from newsletter_mailer.db import ERRORS, Database, unreachable
+from newsletter_mailer.state.db import ERRORS, Database, unreachable
 from newsletter_mailer.errors import NewsletterError
 
 DELIVERIES = """

@@ -27,11 +27,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from newsletter_mailer import files, migrations
-from newsletter_mailer.db import ERRORS, Database
+from newsletter_mailer import files
+
+from newsletter_mailer.state import migrations
+from newsletter_mailer.state.db import ERRORS, Database
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.ledger import key
-from newsletter_mailer.migrations import AUDIENCE_STATUSES
+from newsletter_mailer.state.migrations import AUDIENCE_STATUSES
 
 FILE = "audience.sqlite3"
 STATUSES = AUDIENCE_STATUSES

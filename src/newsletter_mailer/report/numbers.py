@@ -12,17 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from newsletter_mailer import report_charts
+from newsletter_mailer.report import charts as report_charts
 from newsletter_mailer.compose import load_issue
-from newsletter_mailer.db import database_url
+from newsletter_mailer.state.db import database_url
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.publish import issue_files
-from newsletter_mailer.report_charts import Figure
-from newsletter_mailer.report_data import (Delivery, Feedback, delivery, feedback, ledger_issues, no_ledger,
+from newsletter_mailer.report.charts import Figure
+from newsletter_mailer.report.data import (Delivery, Feedback, delivery, feedback, ledger_issues, no_ledger,
                                            open_ledger, open_store, rate)
-from newsletter_mailer.report_sendgrid import SendGridNumbers, sendgrid_numbers
+from newsletter_mailer.report.sendgrid import SendGridNumbers, sendgrid_numbers
 from newsletter_mailer.schema import slug_of
-from newsletter_mailer.sendgrid_sync import Fetch
+from newsletter_mailer.audience.sendgrid_sync import Fetch
 from newsletter_mailer.settings import Settings
 
 TREND_ISSUES = 12

@@ -7,7 +7,7 @@ what is drawn), each with the setting to change when it fails.
 from __future__ import annotations
 
 from newsletter_mailer import palette
-from newsletter_mailer.checkresult import Check
+from newsletter_mailer.checks.result import Check
 from newsletter_mailer.colour import AA, AA_LARGE, contrast
 
 NAME = "contrast"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from newsletter_mailer import bounces
-from newsletter_mailer.audience import Audience, Change
-from newsletter_mailer.bounces import Classifier, Verdict
+from newsletter_mailer.audience import bounces
+from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.bounces import Classifier, Verdict
 from newsletter_mailer.errors import one_line
 from newsletter_mailer.settings import Settings
 

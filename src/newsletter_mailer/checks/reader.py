@@ -12,7 +12,7 @@ import re
 import lxml.html
 
 from newsletter_mailer import markdown_html
-from newsletter_mailer.checkresult import Check
+from newsletter_mailer.checks.result import Check
 from newsletter_mailer.schema import Issue
 
 VAGUE = {"click here", "here", "read more", "more", "link", "this link", "click", "this", "learn more",

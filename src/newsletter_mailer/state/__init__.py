@@ -1,0 +1,3 @@
+"""Where the ledger and the audience store live: SQLite files in the state folder, or
+PostgreSQL for a team (db: one small layer over both; migrations: versioned schemas;
+copy: `newsletter state copy`)."""
