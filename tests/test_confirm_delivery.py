@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.web.app import create_app
+from newsletter_mailer.web.application import create_app
 from tests.helpers.prism import prism_server
 from tests.helpers.webserver import ROOT, SECRET, free_port
 
@@ -81,7 +81,7 @@ def test_a_refusing_provider_gives_the_same_page_keeps_pending_and_logs_no_addre
     page = _sign_up(app)  # nothing listens on that port
     assert "We have sent a confirmation link" in page
     assert _pending(tmp_path) == "pending"
-    records = [r.getMessage() for r in caplog.records if r.name == "newsletter_mailer.web.app"]
+    records = [r.getMessage() for r in caplog.records if r.name == "newsletter_mailer.web.application"]
     assert any("confirmation email not sent" in m and "connection refused" in m for m in records)
     assert not any(ADDRESS in m or "confirm-reader" in m for m in caplog.messages)
 
@@ -131,7 +131,7 @@ def test_sendgrid_gets_one_personalization_with_text_and_html(tmp_path, caplog):
 def test_sendgrid_confirmation_meets_the_contract(tmp_path, caplog):
     with prism_server() as url:
         app = _app(tmp_path, "sendgrid", SENDGRID_API_KEY="SG.test", SENDGRID_API_HOST=url)
-        with caplog.at_level(logging.ERROR, logger="newsletter_mailer.web.app"):
+        with caplog.at_level(logging.ERROR, logger="newsletter_mailer.web.application"):
             _sign_up(app)
     assert not any("confirmation email not sent" in m for m in caplog.messages)
     assert _pending(tmp_path) == "pending"

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from newsletter_mailer.audience import sendgrid_store
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.web.app import create_app
+from newsletter_mailer.web.application import create_app
 from newsletter_mailer.web.webhook import KEY_VAR, SIGNATURE, TIMESTAMP
 from tests.helpers.webserver import ROOT, start, stop
 

@@ -1,14 +1,14 @@
 """The reader-facing web app of `newsletter serve`: unsubscribe links, double opt-in
 sign-up, the SendGrid Event Webhook.
 
-`newsletter_mailer.web:app` (for uvicorn/gunicorn) is the app of web/app.py, made on first
+`newsletter_mailer.web:app` (for uvicorn/gunicorn) is the app of web/application.py, made on first
 use from the environment (NEWSLETTER_CONFIG, NEWSLETTER_STATE).
 """
 
 
 def __getattr__(name: str):
     if name == "app":
-        from newsletter_mailer.web.app import app
+        from newsletter_mailer.web.application import app
 
         return app
     raise AttributeError(name)

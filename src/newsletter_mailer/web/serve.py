@@ -18,7 +18,7 @@ import uvicorn
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.settings import load_settings
 from newsletter_mailer.unsubscribe import SECRET_ENV, SECRET_FILE
-from newsletter_mailer.web.app import create_app
+from newsletter_mailer.web.application import create_app
 from newsletter_mailer.web.pages import redact_access_log
 
 

@@ -47,7 +47,7 @@ from newsletter_mailer.web.pages import (body, form, mask, message, page, redact
                                         stylesheet)
 from newsletter_mailer.web.pages import headers as security_headers
 
-log = logging.getLogger("newsletter_mailer.web.app")
+log = logging.getLogger("newsletter_mailer.web.application")
 PAGES = ("base", "message", "action", "subscribe")
 _STATUS_TEXT = {400: "That request could not be understood.", 404: "There is no page at this address.",
                 405: "This page cannot be used that way.", 413: "That request is too large.",
