@@ -151,6 +151,26 @@ def test_local_images_are_served_and_a_missing_one_recovers_when_added(server, n
     assert "https://example.org/newsletter/mini/pics/a.png" in (newsletter_dir / "out" / "email.html").read_text()
 
 
+def test_local_images_are_served_when_the_issue_path_is_relative(newsletter_dir, monkeypatch):
+    """As the README and init say to run it: `compose issues/x.yaml --watch` from the newsletter's
+    folder. The image path must be joined to the issue's folder once, not twice."""
+    from newsletter_mailer.watch import PreviewServer
+
+    monkeypatch.chdir(newsletter_dir)
+    edit(newsletter_dir / "issues" / "mini.yaml", "src: https://example.org/a.png", "src: pics/a.png")
+    (newsletter_dir / "issues" / "pics").mkdir()
+    (newsletter_dir / "issues" / "pics" / "a.png").write_bytes(png())
+    s = PreviewServer(Path("issues/mini.yaml"), None, None, port=0, poll_interval=0.05, echo=lambda _: None)
+    first = s.start()
+    try:
+        assert first.ok, first.message
+        assert "/__media/pics/a.png" in get(s.url)[1]
+        with urllib.request.urlopen(s.url + "__media/pics/a.png", timeout=5) as r:
+            assert r.status == 200 and r.read() == png()
+    finally:
+        s.stop()
+
+
 def test_a_real_browser_reloads_itself_after_an_edit(server, newsletter_dir):
     from tests.helpers.browser import open_page
 

@@ -200,8 +200,8 @@ def publish(settings: Settings, settings_dir: Path, out: Path, *, drafts: bool =
     planned: dict[str, bytes] = {}
     for i in issues:
         planned[f"{i.slug}/{PAGE}"] = i.page.encode("utf-8")
-        for rel, src in i.images:
-            planned[f"{i.slug}/{rel}"] = media.read_image(i.path, src)
+        for rel, _ in i.images:
+            planned[f"{i.slug}/{rel}"] = media.read_image(i.path, Path(rel))
     planned[PAGE] = archive_page(issues, settings, settings_dir).encode("utf-8")
     planned[FEED] = atom_feed(issues, settings, today).encode("utf-8")
 
