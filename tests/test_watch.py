@@ -88,6 +88,15 @@ def test_an_edit_rebuilds_the_page_and_the_build_files(server, newsletter_dir):
     assert any(l.startswith("rebuilt in ") for l in server.lines)
 
 
+def test_the_terminal_line_counts_warnings_instead_of_saying_checks_ok(server, newsletter_dir):
+    edit(newsletter_dir / "issues" / "mini.yaml", "preheader: A short preview line\n", "")
+    line = wait_for(lambda: next((l for l in server.lines if l.startswith("rebuilt in ")), None), "a rebuild")
+    warnings = [k for k in server.builder.checks if k.level == "warning"]
+    assert any(k.field == "preheader" for k in warnings)
+    assert line.endswith(f": {len(warnings)} warning(s)"), line
+    assert "checks ok" not in line
+
+
 def test_a_save_without_a_change_keeps_the_version(server, newsletter_dir):
     v = server.version
     path = newsletter_dir / "issues" / "mini.yaml"

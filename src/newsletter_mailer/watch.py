@@ -107,7 +107,7 @@ class Builder:
 
     def _compose(self) -> tuple[str, list[Path], str]:
         from newsletter_mailer import media
-        from newsletter_mailer.checks import failures, run_checks
+        from newsletter_mailer.checks import run_checks, summary
         from newsletter_mailer.compose import compose_issue, load_issue
         from newsletter_mailer.output import write_build
         from newsletter_mailer.preview import preview_page
@@ -125,9 +125,7 @@ class Builder:
         # Local images are not online yet: the preview shows the files themselves.
         for url_path in self.images:
             page = page.replace(self.settings.web_url(c.slug) + url_path, MEDIA_PREFIX + url_path)
-        n = len(failures(self.checks))
-        message = f"{n} check(s) failed" if n else "checks ok"
-        return page, list(paths.values()), message
+        return page, list(paths.values()), summary(self.checks)
 
     def _problem(self, message: str) -> str:
         if self.settings is not None:

@@ -151,3 +151,11 @@ def _inbox(subject: str, preheader: str) -> list[Check]:
 
 def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.level == "error"]
+
+
+def summary(checks: list[Check]) -> str:
+    """One line for the --watch terminal: "checks ok" only when nothing needs a look."""
+    errors = len(failures(checks))
+    warnings = sum(1 for c in checks if c.level == "warning")
+    parts = ([f"{errors} check(s) failed"] if errors else []) + ([f"{warnings} warning(s)"] if warnings else [])
+    return ", ".join(parts) or "checks ok"
