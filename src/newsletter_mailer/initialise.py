@@ -172,11 +172,13 @@ sections:
 
   - heading: "Adding an image"
     body: |
-      A section may have an image beside its text: an https address, or a file next to this
-      issue (like `images/photo.png`), which `newsletter publish` copies into the site.
+      A section may have an image: an https address, or a file next to this issue (like
+      `images/photo.png`), which `newsletter publish` copies into the site. It goes above the
+      text at full width; `layout: image-left` or `image-right` puts it beside the text.
     # image:
     #   src: images/photo.png
     #   alt: "What the image shows, for readers who cannot see it"
+    # layout: image-top    # the default with an image; or image-left, image-right
 """
 
 SUBSCRIBERS = """\
