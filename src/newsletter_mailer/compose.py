@@ -157,10 +157,11 @@ class WebCopy:
 
 
 def web_copy(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None, *,
-             archive_url: str | None = None, local_image: Callable[[str], str] | None = None) -> WebCopy:
+             archive_url: str | None = None, feed_url: str | None = None,
+             local_image: Callable[[str], str] | None = None) -> WebCopy:
     """The web copy alone (no email, text or MJML), with the links build_view is given."""
     r = _Rendering.start(issue, issue_path, settings, settings_dir, archive_url=archive_url,
-                         local_image=local_image)
+                         feed_url=feed_url, local_image=local_image)
     page = r.render(render.WEB_TEMPLATE)
     values = r.defaults()
     return WebCopy(r.web_page(page, values), r.split(r.view.context["subject"]).fill(values),

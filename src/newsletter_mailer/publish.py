@@ -90,7 +90,7 @@ def collect(settings: Settings, settings_dir: Path, drafts: bool, today: dt.date
             left_out.append((path, f"dated {issue.date.isoformat()}, after today"))
             continue
         # The same rendering as the email's web copy, with links that work inside the site.
-        web = web_copy(issue, path, settings, settings_dir, archive_url=f"../{PAGE}",
+        web = web_copy(issue, path, settings, settings_dir, archive_url=f"../{PAGE}", feed_url=f"../{FEED}",
                        local_image=media.relative_url)
         images = tuple(media.image_files(issue, path))
         for rel, _ in images:
