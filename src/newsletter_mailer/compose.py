@@ -41,6 +41,7 @@ class Composed:
     web_html: str
     placeholders: tuple[str, ...]
     issue: Issue = field(compare=False)  # as written: the reader checks name its fields
+    source: Path | None = field(default=None, compare=False)  # the issue file: its local images sit beside it
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -144,6 +145,7 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
         placeholders=tuple(r.table.placeholder(i) for i in range(len(fields))),
         timings=t,
         issue=issue,
+        source=issue_path,
     )
     t["split"] = time.perf_counter() - t0
     return composed

@@ -1,12 +1,13 @@
 """Local section images: a path relative to the issue file instead of an http(s) address.
 
-`newsletter publish` copies such a file to `<site>/<slug>/<path>`; the email and the web copy
-refer to it at `<web_base_url>/<slug>/<path>` (mail clients need absolute addresses), the
-published page by the relative `<path>`.
+`newsletter publish` copies such a file to `<site>/<slug>/<path>`; the email refers to it at
+`<web_base_url>/<slug>/<path>` (mail clients need absolute addresses), the published page by the
+relative `<path>`, and the preview and web copy in build/ by the path to the file itself.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +31,18 @@ def image_url(settings, slug: str, src: str) -> str:
     if not is_local(src):
         return src
     return settings.web_url(slug) + relative_url(src)
+
+
+def shown_locally(html: str, issue: Issue, issue_path: Path, settings, slug: str, out_dir: Path) -> str:
+    """The preview and web copy written to build/: a local image is not online until `publish`,
+    so its <img src> (plain, or escaped inside the preview's srcdoc) becomes the path from
+    out_dir to the file itself; other uses (the share card) keep the published address."""
+    for rel, file in image_files(issue, issue_path):
+        url = image_url(settings, slug, rel)
+        here = quote(Path(os.path.relpath(file.resolve(), out_dir.resolve())).as_posix(), safe="/")
+        for q in ('"', "&quot;", "&#34;"):
+            html = html.replace(f"src={q}{url}{q}", f"src={q}{here}{q}")
+    return html
 
 
 def local_images(issue: Issue) -> list[tuple[tuple, str]]:
