@@ -4,6 +4,7 @@ beside light (a copy whose dark rules apply whatever the preview's own colour sc
 from __future__ import annotations
 
 import lxml.html
+import pytest
 
 from newsletter_mailer import palette
 from newsletter_mailer.checks import run_checks
@@ -80,3 +81,26 @@ def test_local_images_show_in_the_preview_and_web_copy_while_the_email_keeps_the
         framed = page.evaluate("""() => Array.from(document.querySelectorAll('iframe'), f =>
             Array.from(f.contentDocument.images, i => [i.currentSrc, i.naturalWidth]).filter(([s]) => s.includes('/issues/images/')))""")
     assert len(framed) == 3 and all(len(imgs) == 2 and all(w == 40 for _, w in imgs) for imgs in framed), framed
+
+
+@pytest.mark.parametrize("issue", ["mini", "example"])
+def test_each_frame_is_as_tall_as_its_email_at_most_the_window(newsletter_dir, issue):
+    """No frame keeps empty space below its email: a short email's frame fits it (not the
+    1600 px it starts at), a long one is the window's height and scrolls inside."""
+    from tests.conftest import ROOT
+
+    if issue == "example":
+        (newsletter_dir / "issues" / "mini.yaml").write_text(
+            (ROOT / "issues" / "2020-09-cscp.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    settings, _ = load_settings(newsletter_dir / "newsletter.toml")
+    c = compose(newsletter_dir / "issues" / "mini.yaml", settings, newsletter_dir)
+    path = write_build(c, run_checks(c), newsletter_dir / "build", newsletter_dir)["preview.html"]
+    with open_page(path, 1400, 900) as page:
+        page.wait_for_function("() => Array.from(document.querySelectorAll('iframe')).every(f => "
+                               "f.contentDocument && f.contentDocument.readyState === 'complete' && f.style.height)")
+        frames = page.evaluate("""() => Array.from(document.querySelectorAll('iframe'), f =>
+            [f.getBoundingClientRect().height, f.contentDocument.documentElement.scrollHeight])""")
+    for height, content in frames:
+        assert height <= 900 and abs(height - min(content + 2, 900 - 48)) <= 2, frames
+    if issue == "example":  # side by side, the frames end level: no empty space under the desktop one
+        assert len({round(h) for h, _ in frames}) == 1, frames
