@@ -89,6 +89,20 @@ def test_first_issue_is_dated_today_and_composes_without_check_errors(tmp_path):
     assert [c for c in checks if c.level == "warning"] == []
 
 
+def test_the_starter_image_comment_matches_the_default_layout(tmp_path):
+    """The commented-out image, switched on as written, lands where the comment says: above the
+    text (image-top), with `layout:` named as the way to put it beside the text."""
+    from newsletter_mailer.compose import load_issue
+
+    init(tmp_path)
+    path = tmp_path / FILES[1]
+    text = path.read_text(encoding="utf-8")
+    assert "above the" in text and "layout: image-left" in text and "beside its text:" not in text
+    on = re.sub(r"(?m)^    # (image:|  src:|  alt:)", r"    \1", text)
+    path.write_text(on.replace("src: images/photo.png", "src: https://example.org/photo.png"), encoding="utf-8")
+    assert load_issue(path).sections[-1].layout == "image-top"
+
+
 def test_subscribers_csv_has_the_header_and_one_example_row(tmp_path):
     from newsletter_mailer.subscribers import RESERVED
 

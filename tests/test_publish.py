@@ -175,8 +175,14 @@ def test_issue_page_is_the_web_copy_with_relative_site_links(nl):
     assert "View this email in your browser" not in html and "Unsubscribe" not in html
     settings, sdir = load_settings(nl / "newsletter.toml")
     web = compose(nl / "issues" / "2020-09-cscp.yaml", settings, sdir).web_html
-    # The same template's web copy; only the archive link differs.
-    assert html == web.replace(f'href="{BASE}/"', 'href="../index.html"')
+    # Every link inside the site is relative, the feed's too (head and footer); the canonical URL
+    # and the share card's image stay absolute by design.
+    feeds = [e.get("href") for e in page.iter("a", "link") if e.get("href", "").endswith("feed.xml")]
+    assert feeds and set(feeds) == {"../feed.xml"}, feeds
+    assert page.cssselect('link[rel="canonical"]')[0].get("href") == f"{BASE}/2020-09-cscp/"
+    # The same template's web copy; only the archive and feed links differ.
+    assert html == web.replace(f'href="{BASE}/"', 'href="../index.html"').replace(
+        f'href="{BASE}/feed.xml"', 'href="../feed.xml"')
 
 
 def test_view_in_browser_link_of_each_email_is_that_issues_published_page(nl):

@@ -65,6 +65,7 @@ def test_a_skipped_heading_level_is_warned_with_its_section(newsletter_dir):
     [c] = _named(_checks(newsletter_dir, issue), "headings")
     assert c.level == "warning" and c.section == 2 and c.field == "sections[1].body"
     assert "'Small print' skips a level (h4 after h2)" in c.message
+    assert c.message.endswith("use ### (an h3) here"), c.message  # the right level, not "one # more or less"
 
 
 @pytest.mark.parametrize("where, before, after, field", [

@@ -277,6 +277,22 @@ def test_every_issue_newest_first(sent):
             and line.split("│")[1].strip() in ("gone", "mini", "older")] == ["gone", "mini", "older"]
 
 
+def test_every_issue_piped_at_80_columns_splits_no_word(sent):
+    """A pipe is 80 columns to rich: labels and slugs stay whole (no `uncertai`/`n`), numbers too."""
+    long = "2024-05-spring-term-update"
+    (sent / "issues" / f"{long}.yaml").write_text(MINI_ISSUE, encoding="utf-8")
+    send(sent, long)
+    r = cli(sent, "report", "--out", str(sent / "all.html"), env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    header = next(l for l in lines if l.startswith("┃") and "issue" in l)
+    assert [c.strip() for c in header.strip("┃").split("┃")] == [
+        "issue", "date", "sent", "failed", "uncertain", "unsubs", "bounces", "complaints"]
+    rows = [[c.strip() for c in l.strip("│").split("│")] for l in lines if l.startswith("│")]
+    assert [row[0] for row in rows] == [long, "mini", "older"] and all(row[1].count("-") == 2 for row in rows)
+    assert "…" not in r.output
+
+
 def test_nothing_sent_is_one_line(nl):
     r = cli(nl, "report")
     assert r.exit_code == 2 and "nothing sent yet" in r.output and "Traceback" not in r.output

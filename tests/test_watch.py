@@ -88,6 +88,15 @@ def test_an_edit_rebuilds_the_page_and_the_build_files(server, newsletter_dir):
     assert any(l.startswith("rebuilt in ") for l in server.lines)
 
 
+def test_the_terminal_line_counts_warnings_instead_of_saying_checks_ok(server, newsletter_dir):
+    edit(newsletter_dir / "issues" / "mini.yaml", "preheader: A short preview line\n", "")
+    line = wait_for(lambda: next((l for l in server.lines if l.startswith("rebuilt in ")), None), "a rebuild")
+    warnings = [k for k in server.builder.checks if k.level == "warning"]
+    assert any(k.field == "preheader" for k in warnings)
+    assert line.endswith(f": {len(warnings)} warning(s)"), line
+    assert "checks ok" not in line
+
+
 def test_a_save_without_a_change_keeps_the_version(server, newsletter_dir):
     v = server.version
     path = newsletter_dir / "issues" / "mini.yaml"
@@ -149,6 +158,26 @@ def test_local_images_are_served_and_a_missing_one_recovers_when_added(server, n
     assert get(server.url + "__media/..%2Fnewsletter.toml")[0] == 404
     # The build files keep the absolute address mail clients need.
     assert "https://example.org/newsletter/mini/pics/a.png" in (newsletter_dir / "out" / "email.html").read_text()
+
+
+def test_local_images_are_served_when_the_issue_path_is_relative(newsletter_dir, monkeypatch):
+    """As the README and init say to run it: `compose issues/x.yaml --watch` from the newsletter's
+    folder. The image path must be joined to the issue's folder once, not twice."""
+    from newsletter_mailer.watch import PreviewServer
+
+    monkeypatch.chdir(newsletter_dir)
+    edit(newsletter_dir / "issues" / "mini.yaml", "src: https://example.org/a.png", "src: pics/a.png")
+    (newsletter_dir / "issues" / "pics").mkdir()
+    (newsletter_dir / "issues" / "pics" / "a.png").write_bytes(png())
+    s = PreviewServer(Path("issues/mini.yaml"), None, None, port=0, poll_interval=0.05, echo=lambda _: None)
+    first = s.start()
+    try:
+        assert first.ok, first.message
+        assert "/__media/pics/a.png" in get(s.url)[1]
+        with urllib.request.urlopen(s.url + "__media/pics/a.png", timeout=5) as r:
+            assert r.status == 200 and r.read() == png()
+    finally:
+        s.stop()
 
 
 def test_a_real_browser_reloads_itself_after_an_edit(server, newsletter_dir):

@@ -41,6 +41,7 @@ class Composed:
     web_html: str
     placeholders: tuple[str, ...]
     issue: Issue = field(compare=False)  # as written: the reader checks name its fields
+    source: Path | None = field(default=None, compare=False)  # the issue file: its local images sit beside it
     timings: dict[str, float] = field(default_factory=dict, compare=False)
 
     @property
@@ -144,6 +145,7 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
         placeholders=tuple(r.table.placeholder(i) for i in range(len(fields))),
         timings=t,
         issue=issue,
+        source=issue_path,
     )
     t["split"] = time.perf_counter() - t0
     return composed
@@ -157,10 +159,11 @@ class WebCopy:
 
 
 def web_copy(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None, *,
-             archive_url: str | None = None, local_image: Callable[[str], str] | None = None) -> WebCopy:
+             archive_url: str | None = None, feed_url: str | None = None,
+             local_image: Callable[[str], str] | None = None) -> WebCopy:
     """The web copy alone (no email, text or MJML), with the links build_view is given."""
     r = _Rendering.start(issue, issue_path, settings, settings_dir, archive_url=archive_url,
-                         local_image=local_image)
+                         feed_url=feed_url, local_image=local_image)
     page = r.render(render.WEB_TEMPLATE)
     values = r.defaults()
     return WebCopy(r.web_page(page, values), r.split(r.view.context["subject"]).fill(values),

@@ -135,7 +135,7 @@ soft_limit = 3
 
 [checks]
 # Warnings of `newsletter check` that count as errors (and stop a send): true for all, or a list of
-# size, unsubscribe, inbox, contrast, headings, link-text, alt-text, all-caps, image-only.
+# size, unsubscribe, inbox, contrast, headings, link-text, alt-text, all-caps, image-only, local-image.
 warnings_as_errors = false
 
 [state]
@@ -172,11 +172,13 @@ sections:
 
   - heading: "Adding an image"
     body: |
-      A section may have an image beside its text: an https address, or a file next to this
-      issue (like `images/photo.png`), which `newsletter publish` copies into the site.
+      A section may have an image: an https address, or a file next to this issue (like
+      `images/photo.png`), which `newsletter publish` copies into the site. It goes above the
+      text at full width; `layout: image-left` or `image-right` puts it beside the text.
     # image:
     #   src: images/photo.png
     #   alt: "What the image shows, for readers who cannot see it"
+    # layout: image-top    # the default with an image; or image-left, image-right
 """
 
 SUBSCRIBERS = """\

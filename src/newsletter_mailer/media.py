@@ -1,12 +1,13 @@
 """Local section images: a path relative to the issue file instead of an http(s) address.
 
-`newsletter publish` copies such a file to `<site>/<slug>/<path>`; the email and the web copy
-refer to it at `<web_base_url>/<slug>/<path>` (mail clients need absolute addresses), the
-published page by the relative `<path>`.
+`newsletter publish` copies such a file to `<site>/<slug>/<path>`; the email refers to it at
+`<web_base_url>/<slug>/<path>` (mail clients need absolute addresses), the published page by the
+relative `<path>`, and the preview and web copy in build/ by the path to the file itself.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -32,6 +33,18 @@ def image_url(settings, slug: str, src: str) -> str:
     return settings.web_url(slug) + relative_url(src)
 
 
+def shown_locally(html: str, issue: Issue, issue_path: Path, settings, slug: str, out_dir: Path) -> str:
+    """The preview and web copy written to build/: a local image is not online until `publish`,
+    so its <img src> (plain, or escaped inside the preview's srcdoc) becomes the path from
+    out_dir to the file itself; other uses (the share card) keep the published address."""
+    for rel, file in image_files(issue, issue_path):
+        url = image_url(settings, slug, rel)
+        here = quote(Path(os.path.relpath(file.resolve(), out_dir.resolve())).as_posix(), safe="/")
+        for q in ('"', "&quot;", "&#34;"):
+            html = html.replace(f"src={q}{url}{q}", f"src={q}{here}{q}")
+    return html
+
+
 def local_images(issue: Issue) -> list[tuple[tuple, str]]:
     """(where in the issue file, relative path) of each local image, in order: the hero, then sections."""
     found: list[tuple[tuple, str]] = []
@@ -43,7 +56,9 @@ def local_images(issue: Issue) -> list[tuple[tuple, str]]:
 
 
 def image_files(issue: Issue, issue_path: Path) -> list[tuple[str, Path]]:
-    """(relative path, file) of each distinct local image; files are found next to the issue file."""
+    """(relative path, file) of each distinct local image; files are found next to the issue file.
+    Read one with read_image(issue_path, Path(relative path)), never with the file: that is joined
+    to the issue's folder once already."""
     seen: dict[str, Path] = {}
     for _, rel in local_images(issue):
         seen.setdefault(rel, issue_path.parent / rel)
@@ -51,15 +66,16 @@ def image_files(issue: Issue, issue_path: Path) -> list[tuple[str, Path]]:
 
 
 def inside(issue_path: Path, file: Path) -> Path | None:
-    """The real path of a local image file, or None when it (a symlink, a file under a symlinked
-    folder, a `../` or absolute path) leads outside the folder holding the issue file."""
+    """The real path of a local image, `file` relative to the issue's folder, or None when it (a
+    symlink, a file under a symlinked folder, a `../` or absolute path) leads outside that folder."""
     root = issue_path.parent.resolve()
     real = (issue_path.parent / file).resolve()
     return real if real.is_relative_to(root) and real != root else None
 
 
 def read_image(issue_path: Path, file: Path) -> bytes:
-    """The bytes of a local image for publish and --watch, read from its real path, only if that
+    """The bytes of a local image (`file` relative to the issue's folder) for publish and --watch,
+    read from its real path, only if that
     lies inside the issue's folder tree (checked again here: the file may have changed since)."""
     real = inside(issue_path, file)
     if real is None:
@@ -75,7 +91,7 @@ def check_local_images(issue: Issue, issue_path: Path) -> None:
     or leads outside the issue's folder (publish would copy it into the site, --watch serve it)."""
     for loc, rel in local_images(issue):
         file = issue_path.parent / rel
-        outside = inside(issue_path, file) is None
+        outside = inside(issue_path, Path(rel)) is None
         if not outside and file.is_file():
             continue
         where = dict(line=_line_of(issue_path, loc), field=field_path(loc))  # the error path only

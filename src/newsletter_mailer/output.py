@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
-from newsletter_mailer import files
+from newsletter_mailer import files, media
 from newsletter_mailer.checks import Check
 from newsletter_mailer.compose import Composed
 from newsletter_mailer.errors import NewsletterError
@@ -33,11 +33,16 @@ _LINKED = (errno.ELOOP, errno.ENOTDIR)
 
 
 def write_build(c: Composed, checks: list[Check], out_dir: Path, settings_dir: Path | None) -> dict[str, Path]:
+    """The files of build/<slug>/; email.html keeps each image's published address, the pages
+    opened from here show local images from their files."""
+    def local(html: str) -> str:
+        return html if c.source is None else media.shown_locally(html, c.issue, c.source, c.settings, c.slug, out_dir)
+
     contents = {
         "email.html": c.email_html_with_placeholders(),
         "email.txt": c.text_with_placeholders(),
-        "web.html": c.web_html,
-        "preview.html": preview_page(c, checks, settings_dir),
+        "web.html": local(c.web_html),
+        "preview.html": local(preview_page(c, checks, settings_dir)),
     }
     paths = {}
     for name, content in contents.items():

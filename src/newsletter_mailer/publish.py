@@ -90,7 +90,7 @@ def collect(settings: Settings, settings_dir: Path, drafts: bool, today: dt.date
             left_out.append((path, f"dated {issue.date.isoformat()}, after today"))
             continue
         # The same rendering as the email's web copy, with links that work inside the site.
-        web = web_copy(issue, path, settings, settings_dir, archive_url=f"../{PAGE}",
+        web = web_copy(issue, path, settings, settings_dir, archive_url=f"../{PAGE}", feed_url=f"../{FEED}",
                        local_image=media.relative_url)
         images = tuple(media.image_files(issue, path))
         for rel, _ in images:
@@ -200,8 +200,8 @@ def publish(settings: Settings, settings_dir: Path, out: Path, *, drafts: bool =
     planned: dict[str, bytes] = {}
     for i in issues:
         planned[f"{i.slug}/{PAGE}"] = i.page.encode("utf-8")
-        for rel, src in i.images:
-            planned[f"{i.slug}/{rel}"] = media.read_image(i.path, src)
+        for rel, _ in i.images:
+            planned[f"{i.slug}/{rel}"] = media.read_image(i.path, Path(rel))
     planned[PAGE] = archive_page(issues, settings, settings_dir).encode("utf-8")
     planned[FEED] = atom_feed(issues, settings, today).encode("utf-8")
 

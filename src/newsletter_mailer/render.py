@@ -65,10 +65,11 @@ class View:
 
 
 def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *,
-               archive_url: str | None = None, local_image: Callable[[str], str] | None = None) -> View:
+               archive_url: str | None = None, feed_url: str | None = None,
+               local_image: Callable[[str], str] | None = None) -> View:
     """The issue as the templates see it. By default links are absolute (as mail clients need):
-    "More issues" goes to the archive under web_base_url, and a local image to its copy under the
-    issue's page; the published site passes its own relative ones."""
+    "More issues" goes to the archive under web_base_url, the feed beside it, and a local image to
+    its copy under the issue's page; the published site passes its own relative ones."""
     tok = table.tokenize
 
     def image(img) -> dict[str, Any] | None:
@@ -114,7 +115,7 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
         "slug": slug,
         "web_url": settings.web_url(slug),
         "archive_url": settings.web_base + "/" if archive_url is None else archive_url,
-        "feed_url": f"{settings.web_base}/{FEED}",
+        "feed_url": f"{settings.web_base}/{FEED}" if feed_url is None else feed_url,
         "signup_url": f"{settings.web.base}/subscribe" if settings.web.base else None,
         "share_image": share,
     })

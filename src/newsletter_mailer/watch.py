@@ -63,7 +63,7 @@ class Builder:
         self.slug = slug_of(issue)
         self.settings = None
         self.settings_dir: Path | None = None
-        self.images: dict[str, Path] = {}  # URL path under /__media/ -> local image file
+        self.images: dict[str, str] = {}  # URL path under /__media/ -> image path relative to the issue
         self.checks = []
 
     # --- what to watch -------------------------------------------------------------------
@@ -72,7 +72,7 @@ class Builder:
         from newsletter_mailer.render import builtin_templates
 
         settings_file = self.config if self.config is not None else Path("newsletter.toml")
-        files = [self.issue, settings_file, *self.images.values()]
+        files = [self.issue, settings_file, *(self.issue.parent / rel for rel in self.images.values())]
         folders = [builtin_templates(), settings_file.resolve().parent / "templates"]
         for folder in folders:
             files.append(folder)
@@ -107,7 +107,7 @@ class Builder:
 
     def _compose(self) -> tuple[str, list[Path], str]:
         from newsletter_mailer import media
-        from newsletter_mailer.checks import failures, run_checks
+        from newsletter_mailer.checks import run_checks, summary
         from newsletter_mailer.compose import compose_issue, load_issue
         from newsletter_mailer.output import write_build
         from newsletter_mailer.preview import preview_page
@@ -116,7 +116,7 @@ class Builder:
         self.settings, self.settings_dir = load_settings(self.config)
         issue = load_issue(self.issue)
         # Watch the local images even while one is missing, so adding it brings the preview back.
-        self.images = {media.relative_url(rel): path for rel, path in media.image_files(issue, self.issue)}
+        self.images = {media.relative_url(rel): rel for rel, _ in media.image_files(issue, self.issue)}
         c = compose_issue(issue, self.issue, self.settings, self.settings_dir)
         self.checks = run_checks(c)
         out_dir = self.out if self.out is not None else Path("build") / c.slug
@@ -125,9 +125,7 @@ class Builder:
         # Local images are not online yet: the preview shows the files themselves.
         for url_path in self.images:
             page = page.replace(self.settings.web_url(c.slug) + url_path, MEDIA_PREFIX + url_path)
-        n = len(failures(self.checks))
-        message = f"{n} check(s) failed" if n else "checks ok"
-        return page, list(paths.values()), message
+        return page, list(paths.values()), summary(self.checks)
 
     def _problem(self, message: str) -> str:
         if self.settings is not None:
@@ -289,7 +287,7 @@ def _handler(server: PreviewServer) -> type[BaseHTTPRequestHandler]:
 
                 from newsletter_mailer.media import read_image
 
-                file = server.builder.images[path[len(MEDIA_PREFIX):]]
+                file = Path(server.builder.images[path[len(MEDIA_PREFIX):]])
                 try:  # only a file whose real path is inside the issue's folder, never through a link out
                     body = read_image(server.builder.issue, file)
                 except NewsletterError:

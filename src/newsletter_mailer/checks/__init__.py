@@ -11,11 +11,13 @@ from dataclasses import replace
 from html import escape
 from html.parser import HTMLParser
 
+from newsletter_mailer import media
 from newsletter_mailer.checks import reader as reader_checks
 from newsletter_mailer.checks.result import Check
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
 from newsletter_mailer.checks.contrast import contrast_checks
 from newsletter_mailer.mergefields import fill_url_placeholders, url_placeholders
+from newsletter_mailer.sourcefile import field_path
 
 GMAIL_CLIP = 102 * 1024
 SIZE_WARN = 90 * 1024
@@ -61,7 +63,7 @@ def run_checks(c: Composed) -> list[Check]:
     out = _size_and_markup(html) + _unsubscribe_and_address(c, html, text) + _inbox(subject, preheader)
     out += contrast_checks(c.settings.brand) + reader_checks.heading_order_checks(html)
     out += (reader_checks.link_text_checks(c.issue) + reader_checks.alt_text_checks(c.issue)
-            + reader_checks.section_checks(c.issue))
+            + reader_checks.section_checks(c.issue) + _local_images(c))
     return _raised(out, c.settings.checks.warnings_as_errors)
 
 
@@ -149,5 +151,25 @@ def _inbox(subject: str, preheader: str) -> list[Check]:
     return out + reader_checks.preheader_repeat_check(subject, preheader)
 
 
+def _local_images(c: Composed) -> list[Check]:
+    """The preview shows a local image from its file, but readers load it from the site: say where,
+    so nobody sends before publishing."""
+    out = []
+    for loc, rel in media.local_images(c.issue):
+        section = loc[1] + 1 if loc[0] == "sections" else None
+        out.append(Check("warning", f"{field_path(loc)}: local image: readers see it only after `newsletter "
+                                    f"publish` has put it at {media.image_url(c.settings, c.slug, rel)}",
+                         "local-image", section, field_path(loc)))
+    return out
+
+
 def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.level == "error"]
+
+
+def summary(checks: list[Check]) -> str:
+    """One line for the --watch terminal: "checks ok" only when nothing needs a look."""
+    errors = len(failures(checks))
+    warnings = sum(1 for c in checks if c.level == "warning")
+    parts = ([f"{errors} check(s) failed"] if errors else []) + ([f"{warnings} warning(s)"] if warnings else [])
+    return ", ".join(parts) or "checks ok"

@@ -112,8 +112,9 @@ def heading_order_checks(html: str) -> list[Check]:
         if level > previous + 1:
             field = "heading" if section is None else f"sections[{section}].body"
             what = f"h{level} after h{previous}" if previous else f"the first heading is h{level}"
+            right = previous + 1  # a Markdown body's # makes an h1, ## an h2, and so on
             out.append(_warn("headings", section, field, f"heading '{h.text_content().strip()[:40]}' skips a "
-                                                         f"level ({what}): use one # more or less in Markdown"))
+                                                         f"level ({what}): use {'#' * right} (an h{right}) here"))
         previous = level
     return out or [Check("ok", "headings in order", "headings")]
 

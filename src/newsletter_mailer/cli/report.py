@@ -72,13 +72,21 @@ def _print_sections(title: str, sections) -> None:
     _console().print(table)
 
 
+SHORT = {"unsubscribes": "unsubs"}  # the terminal's label where the page has room for the word
+
+
 def _print_archive(head, rows) -> None:
+    """Never a word split: labels and slugs stay whole (no_wrap); piped, the table takes the
+    width it needs; in a narrow terminal a cell is cut with an ellipsis rather than folded."""
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title="every issue, newest first")
     for i, h in enumerate(head):
-        table.add_column(h, justify="left" if i < 2 else "right", overflow="fold")
+        table.add_column(SHORT.get(h, h), justify="left" if i < 2 else "right", no_wrap=True, overflow="ellipsis")
     for row in rows:
         table.add_row(*(Text(c) for c in row))
-    _console().print(table)
+    console = _console()
+    if not console.is_terminal:
+        console.width = max(console.width, console.measure(table, options=console.options.update_width(1000)).maximum)
+    console.print(table)
