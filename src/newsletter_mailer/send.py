@@ -34,6 +34,7 @@ from newsletter_mailer.schema import slug_of
 from newsletter_mailer.audience.in_send import SendAudience
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.subscribers import Subscriber, SubscriberList, read_suppressions
+from newsletter_mailer.validators import header_problem
 
 TEST_PREFIX = "[TEST] "
 
@@ -329,8 +330,9 @@ class Sender:
         for sub in self._candidates():
             if check_subject:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
-                if any("\r" in values[i] or "\n" in values[i] for i in subject.slots):
-                    plan.header_invalid.append((sub.line, sub.email, "line break in a value used in the subject"))
+                problem = next(filter(None, (header_problem(values[i]) for i in subject.slots)), None)
+                if problem:
+                    plan.header_invalid.append((sub.line, sub.email, f"a value used in the subject {problem}"))
                     continue
             d = _decide(self.states.get(key(sub.email)), o)
             if d == "send":

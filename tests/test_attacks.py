@@ -1,0 +1,114 @@
+"""Findings of an attacker's review, each reproduced here before its fix: the test fails on the old code."""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.message import HeaderValueError, header_value
+from newsletter_mailer.validators import header_problem
+from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
+from tests.helpers.sinks import SendGridSink
+
+runner = CliRunner()
+API_KEY = "SG.attack-test-key-0123456789"
+# Encoded-words a lenient reader decodes to a header line of the writer's choosing.
+SMUGGLED = ["=?x-unknown?q?=0D=0ABcc:_e@x.com?=",   # unknown charset: decode_header raised LookupError
+            "=?utf-8*en?q?=0D=0A?=",                  # an RFC 2231 language tag
+            "=?utf-8?q?=E2=80=A8?=",                  # U+2028, encoded
+            "=?utf-8?q?=C2=85?="]                     # NEL, encoded
+
+
+@pytest.fixture
+def nl(tmp_path: Path, monkeypatch) -> Path:
+    folder = tmp_path / "nl"
+    (folder / "issues").mkdir(parents=True)
+    shutil.copy(EXAMPLE_SETTINGS, folder / "newsletter.toml")
+    (folder / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
+    monkeypatch.chdir(folder)
+    for var in ("SMTP_HOST", "SMTP_PORT", "SMTP_PASSWORD", "SENDGRID_API_KEY", "SENDGRID_API_HOST"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "attack-test-secret-0123456789abcdef")
+    monkeypatch.setenv("NEWSLETTER_BACKOFF_BASE", "0.005")
+    return folder
+
+
+def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def outbox(folder: Path, slug: str) -> dict[str, email.message.EmailMessage]:
+    out = {}
+    for path in (folder / "outbox" / slug).glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        out[msg["To"].addresses[0].addr_spec] = msg
+    return out
+
+
+# --- 1. a smuggled encoded-word in a name fails that recipient only --------------------------------
+
+@pytest.mark.parametrize("word", SMUGGLED)
+def test_header_problem_judges_every_smuggled_word_without_raising(word):
+    assert header_problem(f"Eve {word}") is not None
+    with pytest.raises(HeaderValueError):
+        header_value(f"Eve {word}", "Subject")
+
+
+def test_a_smuggled_name_fails_that_recipient_alone_through_sendgrid(nl, tmp_path, monkeypatch):
+    issue = MINI_ISSUE.replace("subject: 'Hello {{ name | default(\"friend\") }}'", "subject: 'Hello'")
+    (nl / "issues" / "mini.yaml").write_text(issue, encoding="utf-8")
+    rows = [[f"eve{i}@example.org", f"Eve {w}"] for i, w in enumerate(SMUGGLED)] + [["ok@example.org", "Olive"]]
+    write_csv(nl / "list.csv", ["email", "name"], rows)
+    with SendGridSink(tmp_path / "sg.log", API_KEY) as sink:
+        monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+        monkeypatch.setenv("SENDGRID_API_HOST", sink.url)
+        r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--provider", "sendgrid", "--yes"])
+    assert r.exit_code == 1, r.output  # some failed: not an internal error (70)
+    assert f"sent: 1, failed: {len(SMUGGLED)}, uncertain: 0" in r.output, r.output
+    [request] = sink.requests
+    assert [p["to"][0]["email"] for p in request["body"]["personalizations"]] == ["ok@example.org"]
+
+
+def test_a_smuggled_name_fails_that_recipient_alone_in_the_outbox(nl):
+    issue = MINI_ISSUE.replace("subject: 'Hello {{ name | default(\"friend\") }}'", "subject: 'Hello'")
+    (nl / "issues" / "mini.yaml").write_text(issue, encoding="utf-8")
+    write_csv(nl / "list.csv", ["email", "name"], [["eve@example.org", f"Eve {SMUGGLED[0]}"],
+                                                   ["ok@example.org", "Olive"]])
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 1, r.output
+    assert "sent: 1, failed: 1, uncertain: 0" in r.output, r.output
+    assert set(outbox(nl, "mini")) == {"ok@example.org"}
+
+
+# --- 4. raw control characters from a CSV column never reach the Subject ---------------------------
+
+CONTROLS = ["\x0b", "\x1c", "\x7f", "\x1b[31m", "\u2028", "\x85"]
+
+
+def test_control_characters_in_a_subject_value_are_skipped_at_plan_time(nl):
+    issue = MINI_ISSUE.replace("subject: 'Hello {{ name | default(\"friend\") }}'",
+                               "subject: 'Hello {{ house | default(\"no house\") }}'")
+    (nl / "issues" / "mini.yaml").write_text(issue, encoding="utf-8")
+    rows = [[f"eve{i}@example.org", "Eve", f"Red{c}x"] for i, c in enumerate(CONTROLS)]
+    write_csv(nl / "list.csv", ["email", "name", "house"], rows + [["ok@example.org", "Olive", "Blue"]])
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 0, r.output
+    assert f"invalid header value: {len(CONTROLS)}" in r.output, r.output
+    msgs = outbox(nl, "mini")
+    assert set(msgs) == {"ok@example.org"} and msgs["ok@example.org"]["Subject"] == "Hello Blue"
+
+
+@pytest.mark.parametrize("c", CONTROLS)
+def test_header_value_refuses_every_control_character(c):
+    with pytest.raises(HeaderValueError):
+        header_value(f"Hello {c} there", "Subject")
