@@ -112,3 +112,33 @@ def test_control_characters_in_a_subject_value_are_skipped_at_plan_time(nl):
 def test_header_value_refuses_every_control_character(c):
     with pytest.raises(HeaderValueError):
         header_value(f"Hello {c} there", "Subject")
+
+
+# --- 2. a non-ASCII (IDN) address in the settings is made ASCII at load time ------------------------
+
+def test_an_idn_unsubscribe_url_is_punycode_and_every_send_works(nl):
+    toml = (nl / "newsletter.toml").read_text(encoding="utf-8")
+    toml = toml.replace('unsubscribe_url = "https://example.org/unsubscribe?',
+                        'unsubscribe_url = "https://bücher.example/abbestellen/ä?')
+    (nl / "newsletter.toml").write_text(toml, encoding="utf-8")
+    write_csv(nl / "list.csv", ["email", "name"], [["ok@example.org", "Olive"]])
+    assert runner.invoke(app, ["check", "issues/mini.yaml"]).exit_code == 0
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 0 and "sent: 1, failed: 0, uncertain: 0" in r.output, r.output
+    header = outbox(nl, "mini")["ok@example.org"]["List-Unsubscribe"]
+    assert header.startswith("<https://xn--bcher-kva.example/abbestellen/%C3%A4?email=ok@example.org&token="), header
+
+
+def test_an_idn_web_base_url_is_punycode_and_a_bad_one_is_refused_naming_the_field(nl):
+    from newsletter_mailer.settings import load_settings
+
+    toml = (nl / "newsletter.toml").read_text(encoding="utf-8")
+    (nl / "newsletter.toml").write_text(toml.replace("[brand]", '[web]\nbase_url = "https://bücher.example/ü"\n\n[brand]'),
+                                        encoding="utf-8")
+    settings, _ = load_settings(nl / "newsletter.toml")
+    assert settings.web.base_url == "https://xn--bcher-kva.example/%C3%BC"
+    (nl / "newsletter.toml").write_text(toml.replace("[brand]", '[web]\nbase_url = "https://a..ü/"\n\n[brand]'),
+                                        encoding="utf-8")
+    r = runner.invoke(app, ["check", "issues/mini.yaml"])
+    assert r.exit_code == 2 and "base_url" in r.output and "punycode" in r.output, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) <= 2
