@@ -142,3 +142,54 @@ def test_an_idn_web_base_url_is_punycode_and_a_bad_one_is_refused_naming_the_fie
     r = runner.invoke(app, ["check", "issues/mini.yaml"])
     assert r.exit_code == 2 and "base_url" in r.output and "punycode" in r.output, r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) <= 2
+
+
+# --- 5. a symlinked state folder is refused; a loose one is tightened -------------------------------
+
+def test_a_symlinked_state_folder_is_refused(nl, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir(mode=0o777)
+    (nl / ".newsletter").symlink_to(victim)
+    write_csv(nl / "list.csv", ["email", "name"], [["ok@example.org", "Olive"]])
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 2 and "state folder is a link" in r.output, r.output
+    assert list(victim.iterdir()) == [] and not (nl / "outbox").exists()
+
+
+def test_a_world_writable_state_folder_of_ours_is_made_private(nl):
+    import stat
+
+    (nl / ".newsletter").mkdir()
+    (nl / ".newsletter").chmod(0o777)
+    write_csv(nl / "list.csv", ["email", "name"], [["ok@example.org", "Olive"]])
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 0, r.output
+    assert stat.S_IMODE((nl / ".newsletter").stat().st_mode) == 0o700
+
+
+# --- 6. a weak or exposed secret is refused --------------------------------------------------------
+
+@pytest.mark.parametrize("content, mode, words", [(b"", 0o600, "0 bytes"), (b"short\n", 0o600, "5 bytes"),
+                                                  (b"x" * 64, 0o640, "readable by others")])
+def test_a_weak_or_exposed_secret_file_is_refused(nl, monkeypatch, content, mode, words):
+    monkeypatch.delenv("NEWSLETTER_SECRET")
+    (nl / ".newsletter").mkdir(mode=0o700)
+    secret = nl / ".newsletter" / "secret"
+    secret.write_bytes(content)
+    secret.chmod(mode)
+    write_csv(nl / "list.csv", ["email", "name"], [["ok@example.org", "Olive"]])
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 2 and words in r.output, r.output
+    assert not (nl / "outbox").exists()
+
+
+def test_a_short_newsletter_secret_is_refused_and_a_new_secret_file_is_strong(nl, monkeypatch):
+    write_csv(nl / "list.csv", ["email", "name"], [["ok@example.org", "Olive"]])
+    monkeypatch.setenv("NEWSLETTER_SECRET", "abc")
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 2 and "NEWSLETTER_SECRET is 3 characters" in r.output, r.output
+    monkeypatch.delenv("NEWSLETTER_SECRET")
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 0, r.output
+    secret = nl / ".newsletter" / "secret"
+    assert len(secret.read_bytes().strip()) >= 32 and secret.stat().st_mode & 0o077 == 0

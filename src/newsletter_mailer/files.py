@@ -47,13 +47,13 @@ def write_private(path: Path, data: bytes | str) -> None:
     write_file(path, data, PRIVATE)
 
 
-def create_new(path: Path, data: bytes | str, mode: int = PUBLIC) -> None:
+def create_new(path: Path, data: bytes | str, mode: int = PUBLIC, *, fsync: bool = False) -> None:
     """Create `path` only if nothing (not even a dangling link) is there: FileExistsError otherwise.
     For files that must never be overwritten (init's starter files, a new confirmation mail)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd = os.open(path, _NEW, 0o600)
     try:
-        _fill(fd, raw, mode, False)
+        _fill(fd, raw, mode, fsync)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -22,6 +22,7 @@ from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.state.db import database_url
+from newsletter_mailer.state.folder import state_folder
 from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
@@ -300,7 +301,7 @@ class Sender:
 
     def _lock(self) -> None:
         """One send per issue at a time: a second would race the first through the ledger."""
-        self.p.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state_folder(self.p.state_dir)
         path = self.p.state_dir / f"{self.slug}.lock"
         try:
             fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)  # never through a link
