@@ -193,3 +193,31 @@ def test_a_short_newsletter_secret_is_refused_and_a_new_secret_file_is_strong(nl
     assert r.exit_code == 0, r.output
     secret = nl / ".newsletter" / "secret"
     assert len(secret.read_bytes().strip()) >= 32 and secret.stat().st_mode & 0o077 == 0
+
+
+# --- 7. a symlinked build/<slug> is refused by compose and report; 9. --out under a file -----------
+
+def test_compose_refuses_a_symlinked_build_folder(nl, tmp_path):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (nl / "build").mkdir()
+    (nl / "build" / "mini").symlink_to(victim)
+    r = runner.invoke(app, ["compose", "issues/mini.yaml"])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert list(victim.iterdir()) == []
+
+
+def test_report_refuses_a_symlinked_build_folder_and_an_out_under_a_file(nl, tmp_path):
+    write_csv(nl / "list.csv", ["email", "name"], [["ok@example.org", "Olive"]])
+    assert runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"]).exit_code == 0
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (nl / "build").mkdir()
+    (nl / "build" / "mini").symlink_to(victim)
+    r = runner.invoke(app, ["report", "issues/mini.yaml"])
+    assert r.exit_code == 2 and "link" in r.output, r.output
+    assert list(victim.iterdir()) == []
+    (nl / "afile").write_text("x", encoding="utf-8")
+    r = runner.invoke(app, ["report", "issues/mini.yaml", "--out", "afile/x.html"])
+    assert r.exit_code == 2 and "cannot write the report" in r.output and "Traceback" not in r.output, r.output
+    assert (nl / "afile").read_text(encoding="utf-8") == "x"
