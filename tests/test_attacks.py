@@ -221,3 +221,39 @@ def test_report_refuses_a_symlinked_build_folder_and_an_out_under_a_file(nl, tmp
     r = runner.invoke(app, ["report", "issues/mini.yaml", "--out", "afile/x.html"])
     assert r.exit_code == 2 and "cannot write the report" in r.output and "Traceback" not in r.output, r.output
     assert (nl / "afile").read_text(encoding="utf-8") == "x"
+
+
+# --- 10. a trickled request body is cut off; python-multipart does not log body bytes -------------
+
+def test_a_body_that_never_finishes_is_refused_with_408():
+    import asyncio
+
+    from starlette.exceptions import HTTPException
+    from starlette.requests import Request
+
+    from newsletter_mailer.web.pages import body
+
+    async def trickle() -> dict:
+        if not hasattr(trickle, "sent"):
+            trickle.sent = True
+            return {"type": "http.request", "body": b"e", "more_body": True}
+        await asyncio.Event().wait()  # the rest never comes
+
+    scope = {"type": "http", "method": "POST", "path": "/subscribe", "headers": [], "query_string": b""}
+    with pytest.raises(HTTPException) as caught:
+        asyncio.run(body(Request(scope, trickle), seconds=0.05))
+    assert caught.value.status_code == 408
+
+
+def test_python_multipart_logs_nothing_of_a_malformed_body(caplog):
+    import logging
+
+    from python_multipart.multipart import MultipartParseError, MultipartParser
+
+    from newsletter_mailer.web.pages import redact_access_log
+
+    redact_access_log()
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(MultipartParseError):
+            MultipartParser(b"abc").write(b"--abe SECRET-BODY-BYTES")
+    assert "SECRET" not in caplog.text and "Expected boundary" not in caplog.text
