@@ -116,6 +116,12 @@ def test_any_values_round_trip_exactly(composed, name, year):
     """Whatever a subscriber's values are, they arrive as those characters: raw in text, escaped in HTML."""
     import html as htmlmod
 
+    from newsletter_mailer.validators import header_problem
+
+    if header_problem(name):  # the name fills the To and Subject: refused as a header value, never sent
+        with pytest.raises(HeaderValueError):
+            build(composed, name, year)
+        name = "".join(c for c in name if c.isalnum() or c == " ")
     _, data = build(composed, name, year)
     assert all(len(line) <= 998 for line in data.split(b"\r\n"))
     msg = parse(data)

@@ -119,7 +119,10 @@ ATTACKS = [
     ("eve11@example.org", "Ève " + "long " * 300, "Ré " * 400),
     ("ok@example.org", "Olive Ok", "Blue"),
 ]
-SKIPPED = {"eve1@example.org", "eve2@example.org", "eve3@example.org", "eve4@example.org", "eve10@example.org"}
+# eve8 (NEL, U+2028) and eve9 (an encoded-word decoding to CRLF) fill the subject with what no header
+# may hold, as written or decoded: skipped at plan time like a raw line break (validators.header_problem).
+SKIPPED = {"eve1@example.org", "eve2@example.org", "eve3@example.org", "eve4@example.org", "eve8@example.org",
+           "eve9@example.org", "eve10@example.org"}
 
 
 def attack_list(folder: Path) -> None:
@@ -157,12 +160,9 @@ def test_no_header_injection_through_the_outbox(nl):
     assert "line break" in r.stdout
     eve6 = msgs["eve6@example.org"][0]
     assert eve6["To"].addresses[0].display_name == f"Eve <{VICTIM}>, Mallory"
-    s8 = msgs["eve8@example.org"][0]["Subject"]  # NEL and U+2028 travel encoded, read back as spaces
-    assert s8.startswith("Hello Eve") and "\r" not in s8 and "\n" not in s8
-    # a value that is itself an RFC 2047 encoded-word decodes to itself, not to a line break
-    eve9 = msgs["eve9@example.org"][0]
-    assert eve9["To"].addresses[0].display_name == ATTACKS[8][1]
-    assert eve9["Subject"] == f"Hello {ATTACKS[8][1]} of {ATTACKS[8][2]}"
+    # NEL, U+2028 and encoded-words decoding to CRLF never reach a header: those rows were skipped
+    assert "eve8@example.org" not in msgs and "eve9@example.org" not in msgs
+    assert "invalid header value: 5" in r.stdout
 
 
 def test_no_header_injection_over_smtp(nl, smtpd):
@@ -182,9 +182,10 @@ def test_no_header_injection_through_sendgrid(nl, tmp_path, monkeypatch):
         monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
         monkeypatch.setenv("SENDGRID_API_HOST", sink.url)
         r = runner.invoke(app, ["send", "issues/inj.yaml", "--list", "attack.csv", "--provider", "sendgrid", "--yes"])
-    # SendGrid writes ASCII headers as given: a smuggled encoded-word is refused for that recipient
-    assert r.exit_code == 1, r.output
-    assert "failed eve9@example.org: RFC 2047 encoded control character in the recipient's name" in r.stdout
+    # SendGrid writes ASCII headers as given: a smuggled encoded-word is refused (here at plan time;
+    # a name-only one fails that recipient alone: tests/test_attacks.py)
+    assert r.exit_code == 0, r.output
+    assert "invalid header value: 5" in r.stdout  # eve8/eve9's subjects too: skipped at plan time
     [request] = sink.requests
     body = request["body"]
     for p in body["personalizations"]:
@@ -199,7 +200,12 @@ def test_no_header_injection_through_sendgrid(nl, tmp_path, monkeypatch):
 
 def test_test_send_as_an_attacker_row_injects_nothing(nl):
     attack_list(nl)
+    # eve8's subject would carry U+2028: refused for that message, nothing written
     r = runner.invoke(app, ["test-send", "issues/inj.yaml", "--list", "attack.csv", "--as", "eve8@example.org",
+                            "--to", "me@example.org"])
+    assert r.exit_code == 1 and "line break (U+2028)" in r.output, r.output
+    assert outbox(nl, "inj") == {}
+    r = runner.invoke(app, ["test-send", "issues/inj.yaml", "--list", "attack.csv", "--as", "eve7@example.org",
                             "--to", "me@example.org"])
     assert r.exit_code == 0, r.output
     [(to, (msg, raw))] = outbox(nl, "inj").items()

@@ -4,7 +4,8 @@ Every file the tool writes goes through here. A new temporary file with an unpre
 created with O_EXCL|O_NOFOLLOW in the destination's folder, its mode set with fchmod (so the
 umask cannot widen or narrow it), then renamed over the destination: a symlink planted at the
 destination is replaced, never followed. With `root`, every folder between root and the file is
-opened with O_NOFOLLOW too, so a symlinked sub-folder (site/<slug> -> /elsewhere) is refused.
+opened with O_NOFOLLOW too, and so is root itself, so a symlinked folder (build/<slug> -> /elsewhere)
+is refused.
 Raises OSError; callers turn it into a NewsletterError or a per-message failure.
 """
 
@@ -47,13 +48,13 @@ def write_private(path: Path, data: bytes | str) -> None:
     write_file(path, data, PRIVATE)
 
 
-def create_new(path: Path, data: bytes | str, mode: int = PUBLIC) -> None:
+def create_new(path: Path, data: bytes | str, mode: int = PUBLIC, *, fsync: bool = False) -> None:
     """Create `path` only if nothing (not even a dangling link) is there: FileExistsError otherwise.
     For files that must never be overwritten (init's starter files, a new confirmation mail)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd = os.open(path, _NEW, 0o600)
     try:
-        _fill(fd, raw, mode, False)
+        _fill(fd, raw, mode, fsync)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)
@@ -115,21 +116,25 @@ def _open_parent(path: Path, root: Path | None) -> int:
     if any(p in ("..", "") for p in parts):
         raise OSError(errno.EINVAL, "path leaves its folder", str(path))
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root, _DIR)
+    fd = _open_dir(root, None, path)  # the root too: a linked build/<slug> is refused
     try:
         for part in parts:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(part, 0o755, dir_fd=fd)
-            try:
-                nfd = os.open(part, _DIR | os.O_NOFOLLOW, dir_fd=fd)
-            except OSError as exc:
-                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                    raise OSError(exc.errno, "a folder on the way is a link or a file, not a folder",
-                                  str(path)) from None
-                raise
+            nfd = _open_dir(part, fd, path)
             os.close(fd)
             fd = nfd
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _open_dir(name: Path | str, dir_fd: int | None, path: Path) -> int:
+    """A descriptor of the folder `name` (relative to dir_fd), never through a link."""
+    try:
+        return os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise OSError(exc.errno, "a folder on the way is a link or a file, not a folder", str(path)) from None
+        raise

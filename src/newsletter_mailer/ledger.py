@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 from newsletter_mailer.state import migrations
 from newsletter_mailer.state.db import ERRORS, Database
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.state.folder import state_folder
 
 FILE = "ledger.sqlite3"
 # Databases written by earlier versions also allow a 'queued' status in the CHECK; no row has it.
@@ -57,7 +58,7 @@ class Ledger:
             self.db = migrations.open_postgres(url, "ledger")
             return
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            state_folder(path.parent)
             if path.is_symlink():  # SQLite would follow it: the ledger must be where it is said to be
                 raise NewsletterError("the send ledger is a link", path=path, hint="remove the link")
             try:

@@ -24,6 +24,7 @@ from email.utils import formatdate
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
 from newsletter_mailer.mergefields import fill_url_placeholders
 from newsletter_mailer.personalise import Template
+from newsletter_mailer.validators import header_problem
 
 _SOFT = "=\r\n"
 _M = "xqzNLMARK"  # header/body markers: alphanumeric, so the email package leaves them alone
@@ -60,39 +61,26 @@ def _qp_template(t: Template) -> Template:
 
 
 def header_value(value: str, name: str) -> str:
-    """An encoded header value: plain when short ASCII, else RFC 2047 folded. Refuses CR/LF."""
-    if "\r" in value or "\n" in value:
-        raise HeaderValueError(f"line break in {name}")
-    # "=?" would let a value smuggle its own RFC 2047 encoded-word ("=?utf-8?q?=0D=0ABcc:…?=")
-    # past us for mail clients to decode: such values are encoded, so they decode to themselves.
+    """An encoded header value: plain when short ASCII, else RFC 2047 folded. Refuses what
+    validators.header_problem refuses (every control character, encoded ones too)."""
+    problem = header_problem(value)
+    if problem:
+        raise HeaderValueError(f"{name} {problem}")
+    # "=?" would let a value smuggle its own RFC 2047 encoded-word past us for mail clients to
+    # decode: such values are encoded, so they decode to themselves.
     if value.isascii() and len(value) < 900 and "=?" not in value:
         return value
     return Header(value, "utf-8", header_name=name).encode(linesep="\r\n")
 
 
-def smuggles_control(value: str) -> bool:
-    """True when value holds an RFC 2047 encoded-word that decodes to a line break or another
-    control character: harmless in our own MIME (header_value encodes it), but a provider that
-    writes ASCII headers as they are would let mail clients decode it."""
-    if "=?" not in value:
-        return False
-    from email.header import decode_header
-
-    try:
-        parts = decode_header(value)
-    except Exception:  # noqa: BLE001 - malformed encoded-words are left as text by clients too
-        return False
-    for data, charset in parts:
-        text = data.decode(charset or "ascii", "replace") if isinstance(data, bytes) else data
-        if any(ord(c) < 32 or ord(c) == 127 for c in text):
-            return True
-    return False
-
-
 def address(name: str, email: str) -> str:
     """To/From value: the name quoted or RFC 2047-encoded as needed, the address as is."""
-    if "\r" in name or "\n" in name or "\r" in email or "\n" in email:
-        raise HeaderValueError("line break in an address")
+    for what, v in (("name", name), ("address", email)):
+        problem = header_problem(v)
+        if problem:
+            raise HeaderValueError(f"the recipient's {what} {problem}")
+    if not email.isascii():
+        raise HeaderValueError("the recipient's address is not ASCII")
     if not name:
         return email
     if name.isascii() and len(name) < 200 and "=?" not in name:  # see header_value
@@ -171,12 +159,15 @@ class MessageTemplate:
         self._qp_html_cache: dict[str, bytes] = {}
 
     def list_unsubscribe(self, url: str | None, token: str | None = None) -> str:
-        """List-Unsubscribe header line(s) with CRLF, or nothing. RFC 8058 one-click only for an
+        """List-Unsubscribe header line(s) with CRLF, or nothing. Raises HeaderValueError for a link
+        that is not one line of ASCII. RFC 8058 one-click only for an
         https link whose page is known to honour the POST (Settings.one_click): advertising it
         without an endpoint is worse than not. The mailto's subject is `unsubscribe <token>`."""
         mailto = self.mailto  # per recipient: plain string work, no lists
         if mailto and token:
             mailto = f"{mailto}%20{token}"  # a token is url-safe base64: nothing to escape
+        if url and (not url.isascii() or header_problem(url)):
+            raise HeaderValueError("the unsubscribe link is not a one-line ASCII address")
         if not url:
             return f"List-Unsubscribe: <{mailto}>\r\n" if mailto else ""
         out = f"List-Unsubscribe: <{url}>, <{mailto}>" if mailto else f"List-Unsubscribe: <{url}>"

@@ -22,6 +22,7 @@ from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.state.db import database_url
+from newsletter_mailer.state.folder import state_folder
 from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
@@ -34,6 +35,7 @@ from newsletter_mailer.schema import slug_of
 from newsletter_mailer.audience.in_send import SendAudience
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.subscribers import Subscriber, SubscriberList, read_suppressions
+from newsletter_mailer.validators import header_problem
 
 TEST_PREFIX = "[TEST] "
 
@@ -299,7 +301,7 @@ class Sender:
 
     def _lock(self) -> None:
         """One send per issue at a time: a second would race the first through the ledger."""
-        self.p.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state_folder(self.p.state_dir)
         path = self.p.state_dir / f"{self.slug}.lock"
         try:
             fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)  # never through a link
@@ -329,8 +331,9 @@ class Sender:
         for sub in self._candidates():
             if check_subject:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
-                if any("\r" in values[i] or "\n" in values[i] for i in subject.slots):
-                    plan.header_invalid.append((sub.line, sub.email, "line break in a value used in the subject"))
+                problem = next(filter(None, (header_problem(values[i]) for i in subject.slots)), None)
+                if problem:
+                    plan.header_invalid.append((sub.line, sub.email, f"a value used in the subject {problem}"))
                     continue
             d = _decide(self.states.get(key(sub.email)), o)
             if d == "send":

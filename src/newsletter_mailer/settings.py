@@ -10,8 +10,8 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import URL_FIELDS, fill_url_placeholders, url_placeholders
-from newsletter_mailer.validators import (HeaderLine, HttpURL, OneLine, StrictModel, header_safe, http_url, link_url,
-                                          no_merge_fields)
+from newsletter_mailer.validators import (AsciiHttpURL, HeaderLine, HttpURL, OneLine, StrictModel, ascii_url,
+                                          header_safe, http_url, link_url, no_merge_fields)
 from newsletter_mailer.sourcefile import load_toml_model
 
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
@@ -135,7 +135,7 @@ class Delivery(StrictModel):
 class Web(StrictModel):
     """[web]: the reader-facing app (`newsletter serve`): unsubscribe links and double opt-in sign-up."""
 
-    base_url: HttpURL | None = Field(None, description="the public address of the app, e.g. https://news.example.org")
+    base_url: AsciiHttpURL | None = Field(None, description="the public address of the app, e.g. https://news.example.org")
     confirm_hours: int = Field(48, ge=1, le=720, description="how long a sign-up's confirmation link works")
     consent: OneLine = Field(
         "Yes, email me this newsletter. I can unsubscribe at any time with the link in every issue.",
@@ -183,7 +183,7 @@ class Settings(StrictModel):
     from_email: Address
     from_name: HeaderLine | None = None
     reply_to: Address | None = None
-    web_base_url: HttpURL
+    web_base_url: AsciiHttpURL
     postal_address: OneLine = Field(description="shown in every footer, as bulk-mail law expects")
     test_recipient: Address | None = None
     language: str = "en"
@@ -229,6 +229,7 @@ class Settings(StrictModel):
         """Parsed as message.unsubscribe_link fills it (List-Unsubscribe too): judged once filled."""
         if v is None:
             return v
+        v = ascii_url(v)
         names = url_placeholders(v, URL_FIELDS)
         filled = http_url(fill_url_placeholders(v, email="reader@example.org", token="0" * 64))
         if not names:

@@ -12,36 +12,65 @@ import os
 import secrets
 from pathlib import Path
 
+from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.state.folder import state_folder
 
 SECRET_ENV = "NEWSLETTER_SECRET"
 SECRET_FILE = "secret"
 
 
+MIN_ENV_CHARS = 16
+MIN_FILE_BYTES = 32
+
+
 def load_secret(state_dir: Path, env: dict[str, str], *, create: bool = True) -> tuple[bytes, str | None]:
-    """(key, note) — note says when a secret was generated, so the user keeps it."""
+    """(key, note) — note says when a secret was generated, so the user keeps it.
+
+    A short or empty key makes every reader's token forgeable, and one others can read lets them
+    forge it too: both are refused, never used.
+    """
     value = env.get(SECRET_ENV)
     if value:
+        if len(value) < MIN_ENV_CHARS:
+            raise NewsletterError(f"{SECRET_ENV} is {len(value)} characters: too short to keep links unforgeable",
+                                  hint=f"use at least {MIN_ENV_CHARS} random characters, e.g. `openssl rand -hex 32`")
         return value.encode("utf-8"), None
-    path = state_dir / SECRET_FILE
+    path = state_folder(state_dir, create=create) / SECRET_FILE
     try:
-        return path.read_text(encoding="ascii").strip().encode("ascii"), None
+        return _read_secret(path), None
     except FileNotFoundError:
         pass
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NewsletterError(f"cannot read the unsubscribe secret: {exc}", path=path) from None
     if not create:
         return b"dry-run-not-a-secret", None
     try:
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(secrets.token_hex(32) + "\n")
+        files.create_new(path, secrets.token_hex(32) + "\n", files.PRIVATE, fsync=True)  # on disk before use
     except OSError as exc:
         raise NewsletterError(f"cannot create the unsubscribe secret: {exc.strerror}", path=path) from None
     note = (f"generated an unsubscribe secret in {path} (mode 0600): keep it, or set {SECRET_ENV}; "
             "your unsubscribe page needs the same key to check links")
-    return path.read_text(encoding="ascii").strip().encode("ascii"), note
+    return _read_secret(path), note
+
+
+def _read_secret(path: Path) -> bytes:
+    """The secret file's key; FileNotFoundError when there is none. Never through a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise NewsletterError(f"cannot read the unsubscribe secret: {exc.strerror or exc}", path=path,
+                              hint="it must be a file of yours, not a link") from None
+    with os.fdopen(fd, "rb") as f:
+        if os.fstat(f.fileno()).st_mode & 0o077:
+            raise NewsletterError("the unsubscribe secret is readable by others: they could forge links", path=path,
+                                  hint=f"run `chmod 600 {path}`")
+        raw = f.read().strip()
+    if len(raw) < MIN_FILE_BYTES:
+        raise NewsletterError(f"the unsubscribe secret is {len(raw)} bytes: too short to keep links unforgeable",
+                              path=path, hint=f"delete it to have a new one made (links already sent stop working), "
+                                              f"or set {SECRET_ENV}")
+    return raw
 
 
 def token(key: bytes, email: str) -> str:

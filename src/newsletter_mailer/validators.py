@@ -11,6 +11,7 @@ import binascii
 import itertools
 import re
 from typing import Annotated
+from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -198,6 +199,33 @@ def http_url(v: str) -> str:
     return no_merge_fields(v, "a plain http(s) address")
 
 
+def _percent_non_ascii(text: str) -> str:
+    return re.sub(r"[^\x00-\x7f]+", lambda m: quote(m.group(), safe=""), text)
+
+
+def ascii_url(v: str) -> str:
+    """The URL in ASCII: the host in punycode (IDNA), other non-ASCII characters percent-encoded.
+
+    A URL that goes into a header (List-Unsubscribe, from [web] base_url or unsubscribe_url) must be
+    ASCII; converted once at load time, so `check` passes only what every send can write.
+    """
+    if v.isascii():
+        return v
+    scheme, sep, rest = v.partition("://")
+    if not sep:  # mailto:
+        return _percent_non_ascii(v)
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    host, colon, port = hostport.partition(":")
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ValueError(f"'{v[:60]}': the host '{host[:60]}' is not a valid international domain name; "
+                         "write it in punycode (xn--…)") from None
+    return f"{scheme}://{_percent_non_ascii(userinfo + at)}{host}{colon}{port}{_percent_non_ascii(rest[end:])}"
+
+
 OneLine = Annotated[str, AfterValidator(single_line), AfterValidator(content)]
 HeaderLine = Annotated[str, AfterValidator(content), AfterValidator(header_safe)]
 HttpURL = Annotated[str, AfterValidator(http_url)]
+AsciiHttpURL = Annotated[str, AfterValidator(http_url), AfterValidator(ascii_url)]

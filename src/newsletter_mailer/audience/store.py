@@ -32,6 +32,7 @@ from newsletter_mailer import files
 from newsletter_mailer.state import migrations
 from newsletter_mailer.state.db import ERRORS, Database
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.state.folder import state_folder
 from newsletter_mailer.ledger import key
 from newsletter_mailer.state.migrations import AUDIENCE_STATUSES
 
@@ -85,7 +86,7 @@ def applies(current: str | None, change: Change) -> bool:
 
 def _create_private(path: Path) -> None:
     """The file made 0600 by us, never through a link: it lists every reader's address."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state_folder(path.parent)
     try:
         files.create_new(path, b"", files.PRIVATE)
     except FileExistsError:

@@ -41,7 +41,6 @@ def report(
             _print_sections(f"{rep.row.slug} — {rep.subject}", headline(rep))
             if rep.sendgrid is not None and rep.sendgrid.note:  # whole, where a narrow table would fold it
                 typer.echo(f"SendGrid stats: {rep.sendgrid.note}")
-        target.parent.mkdir(parents=True, exist_ok=True)
         write_page(target, page)
     typer.echo(f"report page: {show(target)}")
     if open_:

@@ -37,8 +37,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from newsletter_mailer.errors import NewsletterError, redact, redact_log
-from newsletter_mailer.message import header_value, smuggles_control
+from newsletter_mailer.message import HeaderValueError, header_value
 from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, backoff_base
+from newsletter_mailer.validators import header_problem
 
 if TYPE_CHECKING:
     from newsletter_mailer.personalise import Template
@@ -285,15 +286,13 @@ class SendGridProvider:
         """One recipient's personalization, or the reason it cannot be sent (permanent)."""
         values = r.values
         for what, v in (("address", r.email), ("name", r.name)):
-            if "\r" in v or "\n" in v:
-                return f"line break in the recipient's {what}"
-        if smuggles_control(r.name):
-            return "RFC 2047 encoded control character in the recipient's name"
+            problem = header_problem(v)
+            if problem:
+                return f"the recipient's {what} {problem}"
         subject = self.content.subject.fill(values)
-        if "\r" in subject or "\n" in subject:
-            return "line break in the subject (from a merge value)"
-        if smuggles_control(subject):
-            return "RFC 2047 encoded control character in the subject (from a merge value)"
+        problem = header_problem(subject)
+        if problem:
+            return f"the subject (from a merge value) {problem}"
         if not subject.strip():
             return "empty subject"
         subs: dict[str, str] = {}
@@ -314,7 +313,10 @@ class SendGridProvider:
         p["custom_args"] = dict(self.custom_args)
         if self.asm_group_id is None:
             unsub = values[self.unsub_index] if self.unsub_index is not None else None
-            headers = _header_lines(self.ctx.messages.list_unsubscribe(unsub or None, r.token))
+            try:
+                headers = _header_lines(self.ctx.messages.list_unsubscribe(unsub or None, r.token))
+            except HeaderValueError as exc:
+                return str(exc)
             if headers:
                 p["headers"] = headers
         return p
@@ -324,7 +326,10 @@ class SendGridProvider:
         personalizations = []
         results: list[Outcome | None] = []
         for r in batch:
-            p = self.personalization(r)
+            try:
+                p = self.personalization(r)
+            except Exception as exc:  # noqa: BLE001 - one recipient's fault, before any request: never the batch's
+                p = f"cannot build this recipient's message ({type(exc).__name__})"
             if isinstance(p, str):
                 results.append(Outcome(r.email, False, error=p, permanent=True))
             else:

@@ -110,7 +110,7 @@ def _render(settings_dir: Path | None, **context) -> str:
 def write_page(path: Path, page: str) -> None:
     """0600: failure reasons can quote recipients' addresses."""
     try:
-        files.write_file(path, page, files.PRIVATE)
+        files.write_file(path, page, files.PRIVATE, root=path.parent)  # a linked build/<slug> is refused
     except OSError as exc:
         raise NewsletterError(f"cannot write the report: {exc.strerror or exc}", path=path,
                               hint="choose another --out") from None

@@ -50,7 +50,8 @@ from newsletter_mailer.web.pages import headers as security_headers
 log = logging.getLogger("newsletter_mailer.web.application")
 PAGES = ("base", "message", "action", "subscribe")
 _STATUS_TEXT = {400: "That request could not be understood.", 404: "There is no page at this address.",
-                405: "This page cannot be used that way.", 413: "That request is too large.",
+                405: "This page cannot be used that way.", 408: "That request came too slowly: please try again.",
+                413: "That request is too large.",
                 429: "Too many requests: please try again in an hour."}
 
 

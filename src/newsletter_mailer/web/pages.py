@@ -7,6 +7,7 @@ stylesheet served by the app itself so the CSP can forbid every inline style and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import parse_qs
 
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 MAX_BODY = 64 * 1024  # a sign-up or a one-click POST is a few hundred bytes
+BODY_SECONDS = 10.0  # a slow trickle of body bytes must not hold a worker
 _CSP = ("default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; "
         "base-uri 'none'")
 _COMMON = {"Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"}
@@ -61,17 +63,22 @@ def mask(email: str) -> str:
     return (local if len(local) <= 40 else local[:40] + "…") + "@…"
 
 
-async def body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The request body, refused with 413 once it grows past limit (declared or streamed)."""
+async def body(request: Request, limit: int = MAX_BODY, seconds: float = BODY_SECONDS) -> bytes:
+    """The request body, refused with 413 once it grows past limit (declared or streamed), and
+    with 408 when it has not all come within `seconds` (one byte every second would hold a worker)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise HTTPException(413)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(413)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408) from None
     return b"".join(chunks)
 
 
@@ -112,6 +119,10 @@ class RedactPaths(logging.Filter):
 
 
 def redact_access_log() -> None:
+    # python-multipart logs body bytes of a malformed form ("Expected boundary character …, got …"):
+    # what a reader posted is not for the server's log.
+    for name in ("python_multipart", "multipart"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     logger = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactPaths) for f in logger.filters):
         logger.addFilter(RedactPaths())
