@@ -9,7 +9,6 @@ ledger 'sending' → provider → ledger 'sent'/'failed'.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
+from newsletter_mailer.state import send_lock
 from newsletter_mailer.state.db import database_url
 from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger, Row, key
@@ -285,7 +285,7 @@ class Sender:
         self.slug = p.composed.slug
         self.ledger: Ledger | None = None
         self.states: dict[str, tuple[str, bool]] = {}
-        self._lock_fd: int | None = None
+        self._lock: send_lock.SendLock | None = None
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -294,25 +294,9 @@ class Sender:
             if self.url is not None or path.exists():
                 self.ledger = Ledger(path, self.url)
         else:
-            self._lock()
-            self.ledger = Ledger.in_state(self.p.state_dir, self.url)
-
-    def _lock(self) -> None:
-        """One send per issue at a time: a second would race the first through the ledger."""
-        self.p.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.p.state_dir / f"{self.slug}.lock"
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)  # never through a link
-        except OSError as exc:
-            raise NewsletterError(f"cannot open the send lock: {exc.strerror or exc}", path=path,
-                                  hint="a link there is refused: remove it") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise NewsletterError(f"another send of {self.slug} is running", path=path,
-                                  hint="wait for it to finish") from None
-        self._lock_fd = fd
+            # One send per issue at a time (a second would race the first through the ledger).
+            self.ledger = Ledger.in_state(self.p.state_dir, self.url)  # first: its schema is checked
+            self._lock = send_lock.acquire(self.slug, self.p.state_dir, self.url)
 
     def plan(self) -> Plan:
         """The validating pass: the whole list read, checked and matched with the ledger."""
@@ -419,9 +403,8 @@ class Sender:
         self.audience.close()
         if self.ledger is not None:
             self.ledger.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
 
 
 @dataclass
