@@ -21,7 +21,8 @@ from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.state import send_lock
-from newsletter_mailer.state.db import database_url
+from newsletter_mailer.state.db import ERRORS as db_errors
+from newsletter_mailer.state.db import database_url, unreachable
 from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
@@ -388,6 +389,8 @@ class Sender:
                     raise _too_many_failures(summary, p.options.issue)
         except NewsletterError as exc:
             raise DeliveryStopped(exc, summary) from exc
+        except db_errors as exc:  # the database went away (restarted, unreachable) mid-send
+            raise DeliveryStopped(_database_lost(exc, self.url, p.options.issue), summary) from None
         finally:
             provider.close()
         return summary
@@ -478,6 +481,14 @@ def _too_many_failures(summary: Summary, issue: Path) -> NewsletterError:
     return NewsletterError(f"stopped after {summary.in_a_row} failures in a row (last: {last}); "
                            f"fix the cause, then resume with the same `newsletter send` command{retry}",
                            path=issue, exit_code=1)
+
+
+def _database_lost(exc: BaseException, url: str | None, issue: Path) -> NewsletterError:
+    """One line: the ledger cannot be written, so the send stops; those in flight are held back
+    as uncertain by the next run, which is the same command."""
+    cause = unreachable(url, exc).message if url is not None else f"the ledger failed: {exc}"
+    return NewsletterError(f"the send stopped: {cause}; resume with the same `newsletter send` command "
+                           "once the database is back (nobody is sent the issue twice)", path=issue, exit_code=1)
 
 
 def _chunks(items: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:

@@ -10,5 +10,8 @@ def __getattr__(name: str):
     if name == "app":
         from newsletter_mailer.web.app import app
 
+        # Importing the submodule web/app.py set this package's `app` to that module: the
+        # Starlette app replaces it, so a second look-up (uvicorn loads the app twice) finds it.
+        globals()["app"] = app
         return app
     raise AttributeError(name)
