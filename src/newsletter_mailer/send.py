@@ -9,7 +9,6 @@ ledger 'sending' → provider → ledger 'sent'/'failed'.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from dataclasses import dataclass, field
@@ -21,8 +20,9 @@ from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
-from newsletter_mailer.state.db import database_url
-from newsletter_mailer.state.folder import state_folder
+from newsletter_mailer.state import send_lock
+from newsletter_mailer.state.db import ERRORS as db_errors
+from newsletter_mailer.state.db import database_url, unreachable
 from newsletter_mailer.ledger import FILE as LEDGER_FILE
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
@@ -287,7 +287,7 @@ class Sender:
         self.slug = p.composed.slug
         self.ledger: Ledger | None = None
         self.states: dict[str, tuple[str, bool]] = {}
-        self._lock_fd: int | None = None
+        self._lock: send_lock.SendLock | None = None
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -296,25 +296,9 @@ class Sender:
             if self.url is not None or path.exists():
                 self.ledger = Ledger(path, self.url)
         else:
-            self._lock()
-            self.ledger = Ledger.in_state(self.p.state_dir, self.url)
-
-    def _lock(self) -> None:
-        """One send per issue at a time: a second would race the first through the ledger."""
-        state_folder(self.p.state_dir)
-        path = self.p.state_dir / f"{self.slug}.lock"
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)  # never through a link
-        except OSError as exc:
-            raise NewsletterError(f"cannot open the send lock: {exc.strerror or exc}", path=path,
-                                  hint="a link there is refused: remove it") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise NewsletterError(f"another send of {self.slug} is running", path=path,
-                                  hint="wait for it to finish") from None
-        self._lock_fd = fd
+            # One send per issue at a time (a second would race the first through the ledger).
+            self.ledger = Ledger.in_state(self.p.state_dir, self.url)  # first: its schema is checked
+            self._lock = send_lock.acquire(self.slug, self.p.state_dir, self.url)
 
     def plan(self) -> Plan:
         """The validating pass: the whole list read, checked and matched with the ledger."""
@@ -407,6 +391,8 @@ class Sender:
                     raise _too_many_failures(summary, p.options.issue)
         except NewsletterError as exc:
             raise DeliveryStopped(exc, summary) from exc
+        except db_errors as exc:  # the database went away (restarted, unreachable) mid-send
+            raise DeliveryStopped(_database_lost(exc, self.url, p.options.issue), summary) from None
         finally:
             provider.close()
         return summary
@@ -422,9 +408,8 @@ class Sender:
         self.audience.close()
         if self.ledger is not None:
             self.ledger.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
 
 
 @dataclass
@@ -498,6 +483,14 @@ def _too_many_failures(summary: Summary, issue: Path) -> NewsletterError:
     return NewsletterError(f"stopped after {summary.in_a_row} failures in a row (last: {last}); "
                            f"fix the cause, then resume with the same `newsletter send` command{retry}",
                            path=issue, exit_code=1)
+
+
+def _database_lost(exc: BaseException, url: str | None, issue: Path) -> NewsletterError:
+    """One line: the ledger cannot be written, so the send stops; those in flight are held back
+    as uncertain by the next run, which is the same command."""
+    cause = unreachable(url, exc).message if url is not None else f"the ledger failed: {exc}"
+    return NewsletterError(f"the send stopped: {cause}; resume with the same `newsletter send` command "
+                           "once the database is back (nobody is sent the issue twice)", path=issue, exit_code=1)
 
 
 def _chunks(items: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:

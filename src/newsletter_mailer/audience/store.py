@@ -111,6 +111,13 @@ class Audience:
                                   hint="check the --state folder") from None
 
     @classmethod
+    def on(cls, db: Database) -> Audience:
+        """The store over a connection already checked (state/pool.py: one from a pool)."""
+        store = cls.__new__(cls)
+        store.path, store.db = Path(db.label), db
+        return store
+
+    @classmethod
     def in_state(cls, state_dir: Path, url: str | None = None) -> Audience:
         return cls(state_dir / FILE, url)
 

@@ -120,8 +120,20 @@ CREATE TABLE IF NOT EXISTS processed (
 ) WITHOUT ROWID
 """
 
+# v2: who is sending which issue (state/send_lock.py): the row that names the advisory lock's
+# holder. Not copied by `state copy`: it describes live sends, not state.
+LEDGER_V2 = """
+CREATE TABLE IF NOT EXISTS senders (
+    issue       TEXT PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    started     TEXT NOT NULL,
+    backend     INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
 # component -> its migrations in order; migration i (from 0) takes the schema to version i + 1.
-MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1,), "audience": (AUDIENCE_V1, AUDIENCE_V2)}
+MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2), "audience": (AUDIENCE_V1, AUDIENCE_V2)}
 # The tables of each component, in the order `state copy` fills them.
 TABLES = {"ledger": ("deliveries", "schedules"),
           "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",

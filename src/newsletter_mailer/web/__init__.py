@@ -10,5 +10,8 @@ def __getattr__(name: str):
     if name == "app":
         from newsletter_mailer.web.application import app
 
+        # Kept on the package, so a second look-up (uvicorn loads the app twice) is the same app.
+        # (The module is web/application.py: a submodule named `app` would rebind this name.)
+        globals()["app"] = app
         return app
     raise AttributeError(name)

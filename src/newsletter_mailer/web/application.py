@@ -12,6 +12,7 @@ environment (NEWSLETTER_CONFIG, NEWSLETTER_STATE, NEWSLETTER_OUTBOX) for uvicorn
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -19,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Mapping
 
 import jinja2
 from starlette.applications import Starlette
@@ -38,7 +39,8 @@ from newsletter_mailer.web import confirm_mail
 from newsletter_mailer.state import db
 
 from newsletter_mailer.web import webhook
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
+from newsletter_mailer.state.pool import Stores
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
@@ -59,7 +61,7 @@ _STATUS_TEXT = {400: "That request could not be understood.", 404: "There is no 
 class Site:
     settings: Settings
     env: jinja2.Environment
-    audience: Audience
+    stores: Stores
     secret: bytes
     deliver: confirm_mail.Deliver
 
@@ -133,7 +135,8 @@ async def unsubscribe(request: Request) -> Response:
     email, issue = found
     data = await body(request)
     source = "link" if b"via=page" in data else "one-click"
-    site.audience.record([Change(email, "unsubscribed", source, issue=issue)])
+    with site.stores.audience() as audience:
+        audience.record([Change(email, "unsubscribed", source, issue=issue)])
     return message(request, "You are unsubscribed",
                    f"{mask(email)} will receive no more emails from {site.settings.name}.",
                    "Changed your mind? You can subscribe again at any time.",
@@ -166,9 +169,13 @@ async def subscribe(request: Request) -> Response:
                     framable=True, email=raw, name=name or "", error=error)
     if not fields.get("website"):  # the honeypot: people leave it empty
         client = request.client.host if request.client else "unknown"
-        if not site.audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
-            return message(request, "Please try again later", _STATUS_TEXT[429], status=429, framable=True)
-        if site.audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address):
+        with site.stores.audience() as audience:
+            if not audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
+                return message(request, "Please try again later", _STATUS_TEXT[429], status=429, framable=True)
+            confirm_now = audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address)
+            if confirm_now:
+                audience.record([Change(email, "pending", "form", name=name)])
+        if confirm_now:
             await _send_confirmation(request, site, email, name)
     return message(request, "Check your inbox",  # framable: the embedded form's answer shows in its frame
                    "We have sent a confirmation link to the address you gave, unless it is already waiting "
@@ -176,7 +183,6 @@ async def subscribe(request: Request) -> Response:
 
 
 async def _send_confirmation(request: Request, site: Site, email: str, name: str | None) -> None:
-    site.audience.record([Change(email, "pending", "form", name=name)])
     expires = int(time.time()) + site.settings.web.confirm_hours * 3600
     token = tokens.make_confirm(site.secret, site.list_id, email, name, expires)
     link = f"{_base(request, site)}/confirm/{token}"
@@ -209,7 +215,8 @@ async def confirm(request: Request) -> Response:
     if found is None:
         return invalid(request)
     await body(request)
-    site.audience.record([Change(found[0], "subscribed", "form", name=found[1])])
+    with site.stores.audience() as audience:
+        audience.record([Change(found[0], "subscribed", "form", name=found[1])])
     return message(request, "You are subscribed",
                    f"Thank you: {site.settings.name} will come to {mask(found[0])}. "
                    "Every issue has a link to unsubscribe.")
@@ -224,7 +231,8 @@ async def sendgrid_events(request: Request) -> Response:
         return Response(status_code=503, headers=security_headers())
     data = await body(request, webhook.MAX_BODY)
     try:
-        new, again = webhook.receive(request.app.state.site.audience, key, request.headers, data, int(time.time()))
+        with request.app.state.site.stores.audience() as audience:
+            new, again = webhook.receive(audience, key, request.headers, data, int(time.time()))
     except webhook.Refused as refused:
         log.warning("POST /hooks/sendgrid refused (%d): %s", refused.status, refused.why)
         return Response(status_code=refused.status, headers=security_headers())
@@ -274,13 +282,24 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     if note:
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
-    site = Site(settings, _templates(settings_dir), Audience.in_state(state, db.database_url(settings, env)), secret,
+    site = Site(settings, _templates(settings_dir), Stores(state, db.database_url(settings, env)), secret,
                 deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
-    app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash})
+    app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
+                    lifespan=functools.partial(_lifespan, site))
     app.state.site = site
     app.state.webhook_key = webhook.public_key(env)
     redact_access_log()
     return app
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(site: Site, app: Starlette) -> AsyncIterator[None]:
+    """The store's pool opens when a worker starts serving and closes when it stops."""
+    site.stores.open()
+    try:
+        yield
+    finally:
+        site.stores.close()
 
 
 @functools.lru_cache(maxsize=1)

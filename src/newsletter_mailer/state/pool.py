@@ -1,0 +1,57 @@
+"""The audience store for a long-running server (`newsletter serve`): one per request.
+
+SQLite: the one connection the process opened (writers queue on the file). PostgreSQL: a
+small psycopg_pool per worker process, opened at start-up and closed at shutdown (the app's
+lifespan); each request checks a connection out, checked alive first, so after the server
+restarts the dead ones are dropped and new ones made: the endpoint recovers by itself. A
+request that cannot get one within TIMEOUT fails with a storage error (the app answers 503).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from newsletter_mailer.audience.store import Audience
+from newsletter_mailer.state.db import Database, where
+
+POOL_SIZE = 2      # per worker: handlers touch the store from the event loop, one at a time
+TIMEOUT = 5.0      # seconds a request waits for a connection before it is answered 503
+
+
+class Stores:
+    """`with stores.audience() as audience:` — an Audience for one unit of work."""
+
+    def __init__(self, state_dir: Path, url: str | None):
+        self.url = url
+        if url is None:
+            self._single: Audience | None = Audience.in_state(state_dir)
+            self._pool = None
+            return
+        Audience.in_state(state_dir, url).close()  # the schema checked now: a wrong one stops start-up
+        from psycopg_pool import ConnectionPool
+
+        self._single = None
+        self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, timeout=TIMEOUT, open=False,
+                                    check=ConnectionPool.check_connection, name="newsletter-serve",
+                                    kwargs={"autocommit": True, "connect_timeout": 5,
+                                            "application_name": "newsletter-serve"})
+
+    def open(self) -> None:
+        if self._pool is not None:
+            self._pool.open(wait=False)  # a database down at start-up: requests get 503 until it is up
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+        if self._single is not None:
+            self._single.close()
+
+    @contextmanager
+    def audience(self) -> Iterator[Audience]:
+        if self._single is not None:
+            yield self._single
+            return
+        with self._pool.connection() as conn:
+            yield Audience.on(Database(conn, "postgres", where(self.url)))
