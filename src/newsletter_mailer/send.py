@@ -72,15 +72,23 @@ class Prepared:
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
 
-    def recipient(self, email: str, name: str, fields: Mapping[str, str]) -> Recipient:
+    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None) -> Recipient:
+        """One recipient's values; the unsubscribe link and token are `link_for`'s when given (a test
+        mail personalised as a subscriber must never carry that subscriber's way out)."""
         msgid = self.new_message_id() if self.new_message_id is not None else None
-        token = self.links.token(email) if self.links.token is not None else None
-        return make_recipient(self.composed.filler(), self.links.url(email, token), email, name, fields, msgid,
+        owner = link_for or email
+        token = self.links.token(owner) if self.links.token is not None else None
+        return make_recipient(self.composed.filler(), self.links.url(owner, token), email, name, fields, msgid,
                               token)
 
 
 def state_dir_for(options: Options, settings_dir: Path) -> Path:
     return options.state if options.state is not None else settings_dir / ".newsletter"
+
+
+def outbox_for(options: Options, settings_dir: Path) -> Path:
+    """--outbox, else outbox/ next to newsletter.toml: like the state, not wherever the command runs."""
+    return options.outbox if options.outbox is not None else settings_dir / "outbox"
 
 
 def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
@@ -91,7 +99,7 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     if failed:
         raise NewsletterError(f"check failed: {failed[0].message}", path=options.issue,
                               hint="run `newsletter check` for all checks")
-    ctx = send_context(composed, outbox=options.outbox, subject_prefix=subject_prefix, env=options.env)
+    ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     when = _when(options, settings, provider)
     state_dir = state_dir_for(options, settings_dir)
@@ -613,8 +621,8 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[l
     missing = p.composed.filler().missing(frozenset(fields))
     recipients = []
     for a in addrs:
-        r = p.recipient(who_email or a, name, fields)
-        r.email, r.name = a, ""  # addressed to the tester, personalised as the subscriber
+        r = p.recipient(who_email or a, name, fields, link_for=a)
+        r.email, r.name = a, ""  # addressed to the tester, personalised as the subscriber, the tester's link
         recipients.append(r)
     who = who_email or ("the defaults" if not missing else "the defaults (no value for " + ", ".join(missing) + ")")
     return recipients, who
