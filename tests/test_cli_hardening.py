@@ -86,7 +86,7 @@ def test_test_send_to_the_outbox_says_where_the_file_went(nl, tmp_path):
     assert r.exit_code == 0, r.stderr
     line = next(l for l in r.stdout.splitlines() if l.startswith("sent [TEST] to me@example.org"))
     written = line.rsplit("(written to ", 1)[1].rstrip(")")
-    assert Path(written).is_file() and Path(written).parent == out / "mini"
+    assert Path(written).is_file() and Path(written).parent == out / "mini" / "test"
 
 
 def test_send_help_names_its_arguments_plainly():
