@@ -71,6 +71,7 @@ class Prepared:
     links: ReaderLinks                      # each address's unsubscribe link (and token), decided once
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
+    warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None) -> Recipient:
         """One recipient's values; the unsubscribe link and token are `link_for`'s when given (a test
@@ -95,10 +96,12 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     """Settings, issue, checks, provider configuration and unsubscribe secret: all or nothing."""
     settings, settings_dir = load_settings(options.config)
     composed = compose(options.issue, settings, settings_dir)
-    failed = failures(run_checks(composed))
+    checks = run_checks(composed)
+    failed = failures(checks)
     if failed:
         raise NewsletterError(f"check failed: {failed[0].message}", path=options.issue,
                               hint="run `newsletter check` for all checks")
+    warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
     ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     when = _when(options, settings, provider)
@@ -106,7 +109,19 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     notes: list[str] = []
     links = _unsubscribe_source(options, settings, provider.name, state_dir, notes, composed.slug)
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state_dir, notes, links, new_id, when)
+    return Prepared(options, composed, provider, state_dir, notes, links, new_id, when, warnings)
+
+
+def _unpublished(composed: Composed, now: datetime) -> list[str]:
+    """An issue `publish` leaves out has no web copy yet: its "view in browser" link is broken until then."""
+    issue, today = composed.issue, now.astimezone().date()
+    if issue.date > today:
+        return [f"the issue is dated {issue.date.isoformat()}, after today: publish skips it unless --drafts, "
+                "so its web copy link will not work until then"]
+    if issue.draft:
+        return ["the issue is a draft (draft: true): publish skips it unless --drafts, "
+                "so its web copy link will not work until it is published"]
+    return []
 
 
 def _when(options: Options, settings: Settings, provider: Provider) -> When | None:

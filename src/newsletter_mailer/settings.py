@@ -159,7 +159,7 @@ class ChecksSettings(StrictModel):
     """[checks]: how strict `check`, `compose` and `send` are."""
 
     warnings_as_errors: bool | list[Literal["size", "unsubscribe", "inbox", "contrast", "headings", "link-text",
-                                            "alt-text", "all-caps", "image-only"]] = Field(
+                                            "alt-text", "all-caps", "image-only", "placeholder"]] = Field(
         False, description="true: every warning stops a send; or a list of check names to raise")
 
 

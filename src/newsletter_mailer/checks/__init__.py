@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from html import escape
 from html.parser import HTMLParser
+from urllib.parse import urlsplit
 
 from newsletter_mailer.checks import reader as reader_checks
 from newsletter_mailer.checks.result import Check
@@ -22,6 +23,7 @@ SIZE_WARN = 90 * 1024
 SUBJECT_PREVIEW = 60
 PREHEADER_PREVIEW = 100
 _ABSOLUTE = ("http://", "https://", "mailto:")
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net")  # RFC 2606: never anyone's site
 
 
 class _Scan(HTMLParser):
@@ -59,6 +61,7 @@ class _Scan(HTMLParser):
 def run_checks(c: Composed) -> list[Check]:
     subject, preheader, html, text = c.sample()
     out = _size_and_markup(html) + _unsubscribe_and_address(c, html, text) + _inbox(subject, preheader)
+    out += _placeholder_addresses(c.settings)
     out += contrast_checks(c.settings.brand) + reader_checks.heading_order_checks(html)
     out += (reader_checks.link_text_checks(c.issue) + reader_checks.alt_text_checks(c.issue)
             + reader_checks.section_checks(c.issue))
@@ -91,7 +94,8 @@ def _size_and_markup(html: str) -> list[Check]:
                                   + ", ".join(scan.images_without_alt[:3])))
     else:
         out.append(Check("ok", "no images" if not scan.images else "the image has alt text"
-                         if scan.images == 1 else f"all {scan.images} images have alt text"))
+                         if scan.images == 1 else "both images have alt text" if scan.images == 2
+                         else f"all {scan.images} images have alt text"))
     relative = [h for h in scan.hrefs if not h.strip().lower().startswith(_ABSOLUTE)]
     if relative:
         out.append(Check("error", f"{len(relative)} link(s) not absolute: " + ", ".join(relative[:3])))
@@ -147,6 +151,19 @@ def _inbox(subject: str, preheader: str) -> list[Check]:
     else:
         out.append(Check("ok", f"preheader length {len(preheader)}"))
     return out + reader_checks.preheader_repeat_check(subject, preheader)
+
+
+def _placeholder_addresses(settings) -> list[Check]:
+    """Web addresses still on the RFC 2606 example domains `init` writes: every "view in browser"
+    (and unsubscribe) link made from them leads nowhere."""
+    out = []
+    for name, url in (("web_base_url", settings.web_base_url), ("web.base_url", settings.web.base_url)):
+        host = (urlsplit(url).hostname or "") if url else ""
+        if any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
+            out.append(Check("warning", f"{name} is on {host}, a placeholder domain: its links lead nowhere; "
+                                        "set your newsletter's real address in newsletter.toml", "placeholder",
+                             field=name))
+    return out
 
 
 def failures(checks: list[Check]) -> list[Check]:

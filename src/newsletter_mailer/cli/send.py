@@ -70,6 +70,7 @@ def send(
             sender = Sender(prepared)
             plan = sender.plan()
             _echo_plan(prepared, plan)
+            _echo_warnings(prepared.warnings, issue)
             if plan.to_send == 0:
                 _echo_nothing_to_send(plan, issue)
                 return
@@ -84,12 +85,12 @@ def send(
                 task = bar.add_task("send", total=plan.to_send) if bar else None
                 summary = sender.run(plan, (lambda n: bar.advance(task, n)) if bar else None)
         except DeliveryStopped as exc:  # stopped part-way: say what went out before it did
-            _echo_summary(exc.summary, issue)
+            _echo_summary(exc.summary, issue, _written_to(prepared))
             raise
         finally:
             if sender is not None:
                 sender.close()
-    _echo_summary(summary, issue)
+    _echo_summary(summary, issue, _written_to(prepared))
     _echo_held(plan.held_back, issue)
     if summary.failed:
         raise typer.Exit(1)
@@ -116,8 +117,10 @@ def _echo_plan(prepared, plan) -> None:
     typer.echo(f"provider:  {prepared.provider.name}")
     if prepared.when:
         typer.echo(f"scheduled: {prepared.when.describe()} ({prepared.provider.label} holds the messages until then)")
-    typer.echo(f"recipients: {plan.to_send} to send" + (f", {plan.already_sent} already sent" if plan.already_sent else "")
-               + (f" ({plan.signups} of them confirmed sign-ups from the audience store)" if plan.signups else ""))
+    signups = (f" ({plan.signups} of these {'is a confirmed sign-up' if plan.signups == 1 else 'are confirmed sign-ups'}"
+               " from the audience store)") if plan.signups else ""
+    typer.echo(f"recipients: {plan.to_send} to send{signups}"
+               + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
     if plan.interrupted:
         typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
     lines = plan.skips.summary_lines() if plan.skips is not None else []
@@ -132,6 +135,19 @@ def _echo_plan(prepared, plan) -> None:
             typer.echo(f"  {line}")
 
 
+def _echo_warnings(warnings: list[str], issue: Path) -> None:
+    """The checks' warnings before the question: a send is the last chance to see them."""
+    for w in warnings:
+        typer.echo(f"warning: {w}")
+    if warnings:
+        typer.echo(f"  (newsletter check {issue} shows every check)")
+
+
+def _written_to(prepared) -> str:
+    """Where the outbox put the messages, as the summary says it; other providers deliver."""
+    return f"; written to {show(prepared.provider.folder)}/" if prepared.provider.name == "outbox" else ""
+
+
 def _echo_nothing_to_send(plan, issue: Path) -> None:
     if plan.failed_before or plan.held_back:  # not "everyone has had it": say who has not
         typer.echo(f"nothing to send: {plan.already_sent} already sent"
@@ -144,9 +160,9 @@ def _echo_nothing_to_send(plan, issue: Path) -> None:
     _echo_held(plan.held_back, issue)
 
 
-def _echo_summary(summary, issue: Path) -> None:
+def _echo_summary(summary, issue: Path, where: str = "") -> None:
     handed = f"scheduled: {summary.sent} for {summary.when.describe()}" if summary.when else f"sent: {summary.sent}"
-    typer.echo(f"{handed}, failed: {summary.failed}, uncertain: {summary.uncertain}")
+    typer.echo(f"{handed}, failed: {summary.failed}, uncertain: {summary.uncertain}" + (where if summary.sent else ""))
     if summary.when and summary.sent:
         typer.echo(f"  to stop them before then: newsletter cancel {issue}")
     if summary.unsubscribed_during:
