@@ -92,3 +92,11 @@ def test_the_sign_ups_count_sits_next_to_what_it_qualifies(nl: Path):
     assert (f"recipients: 1 to send (1 of these is a confirmed sign-up from the audience store), "
             f"{sent} already sent") in r.output
 
+
+
+def test_audience_sync_without_a_key_says_it_is_for_sendgrid_senders_in_one_plain_line(nl: Path, monkeypatch):
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
+    r = run("audience", "sync")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == ["error: SENDGRID_API_KEY is not set (only SendGrid senders need it: "
+                                     "export a key with Suppressions read access)"]

@@ -50,8 +50,8 @@ class FileSource:
 def _env(env: Mapping[str, str], name: str) -> str:
     value = env.get(name)
     if not value:
-        raise NewsletterError(f"{name} is not set", hint="--imap reads IMAP_HOST, IMAP_USERNAME and "
-                                                         "IMAP_PASSWORD (and IMAP_PORT) from the environment")
+        raise NewsletterError(f"{name} is not set", hint="--imap reads IMAP_HOST, IMAP_USERNAME, IMAP_PASSWORD "
+                                                         "and optionally IMAP_PORT from the environment")
     return value
 
 
