@@ -127,24 +127,35 @@ def export(
 
 @audience_app.command("import")
 def import_(
-    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="listmonk's or Mailchimp's export", show_default=False)],
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="listmonk's or Mailchimp's export, or a subscribers CSV with a status column", show_default=False)],
+    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", help="a plain list of addresses (no status column): what they all are, e.g. unsubscribed; never assumed")] = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
-    """Statuses from another tool's export (listmonk, Mailchimp), in one transaction."""
+    """Statuses from another tool's export (listmonk, Mailchimp, a subscribers CSV), in one transaction."""
     from newsletter_mailer.audience.imports import import_export
     from newsletter_mailer.errors import one_line
 
     with reporting():
         with _store(config, state) as store:
-            imported = import_export(store, csv_path)
-    counts = imported.counts()
-    typer.echo(f"recorded {len(imported.changes)} row(s)"
-               + (": " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else ""))
+            imported = import_export(store, csv_path, status)
+    typer.echo(_import_summary(imported))
     for line, why in imported.skipped[:50]:
         typer.echo(one_line(f"  skipped line {line}: {why}"))
     if len(imported.skipped) > 50:
         typer.echo(f"  … and {len(imported.skipped) - 50} more skipped")
+
+
+def _import_summary(imported) -> str:
+    """Rows read, then what actually changed: an import never lifts an unsubscribe or a bounce."""
+    read = len(imported.changes) + len(imported.skipped)
+    counts = imported.counts(imported.applied)
+    line = f"read {read} row(s): changed {len(imported.applied)}" + (
+        " (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")" if counts else "")
+    unchanged = len(imported.changes) - len(imported.applied)
+    if unchanged:
+        line += f", unchanged {unchanged} (already so, or a stronger status such as unsubscribed stands)"
+    return line + (f", skipped {len(imported.skipped)}" if imported.skipped else "")
 
 
 register_sync(audience_app)  # `audience sync` (SendGrid) lives in cli/audience_sync.py, listed last
