@@ -26,6 +26,8 @@ class FileSource:
 
     def __init__(self, path: Path, kind: str):
         self.name = f"{kind} {path}"
+        if kind == "mbox" and path.is_dir():
+            raise NewsletterError("is a folder, not an mbox file", path=path, hint="for a Maildir folder use --maildir")
         if kind == "mbox" and not path.is_file():
             raise NewsletterError("mbox file not found", path=path, hint="check the path")
         if kind == "maildir" and not (path / "cur").is_dir():

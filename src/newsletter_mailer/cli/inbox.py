@@ -29,10 +29,16 @@ def _echo_summary(s, dry_run: bool) -> None:
         for line in s.lines:
             typer.echo(line)
     verb = "would record" if dry_run else "recorded"
-    typer.echo(f"read {s.read} message(s); {verb}: {s.bounced} bounced (permanent), {s.soft} soft bounce(s) "
-               f"counted ({s.soft_reached} reached the limit), {s.complaints} complaint(s), "
-               f"{s.unsubscribes} unsubscribe(s); ignored {s.autoreplies} auto-reply(ies); "
-               f"left alone {s.unrecognised} unrecognised; {s.already} already recorded")
+    parts = [f"read {s.read} message(s)",
+             f"{verb}: {s.bounced} bounced (permanent), {s.soft} soft bounce(s) counted ({s.soft_reached} reached "
+             f"the limit), {s.complaints} complaint(s), {s.unsubscribes} unsubscribe(s)"]
+    if s.autoreplies:
+        parts.append(f"ignored {s.autoreplies} " + ("auto-reply" if s.autoreplies == 1 else "auto-replies"))
+    if s.unrecognised:
+        parts.append(f"left alone {s.unrecognised} unrecognised")
+    if s.already:
+        parts.append(f"already recorded: {s.already} (read by an earlier run)")
+    typer.echo("; ".join(parts))
     if dry_run:
         typer.echo("dry run: nothing recorded, nothing marked")
 
