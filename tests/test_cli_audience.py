@@ -182,3 +182,22 @@ def test_serve_says_where_it_listens_and_answers(nl):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_on_every_interface_and_a_placeholder_base_url_are_warned_about(nl):
+    with open(nl / "newsletter.toml", "a", encoding="utf-8") as f:
+        f.write('\n[web]\nbase_url = "https://news.example.com"\n')
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NEWSLETTER_SECRET=SECRET)
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter_mailer", "serve", "--host", "0.0.0.0", "--port",
+                             str(port), "--config", str(nl / "newsletter.toml"), "--state", str(nl / "state")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"listening on http://0.0.0.0:{port}" in lines[0]
+    assert "links in emails point to https://news.example.com/…" in lines[1]
+    assert "warning: listening on 0.0.0.0: reachable from other machines" in lines[2] and "TLS" in lines[2]
+    assert "warning: web.base_url is on news.example.com, a placeholder domain" in lines[3]

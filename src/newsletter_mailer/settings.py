@@ -260,6 +260,17 @@ class Settings(StrictModel):
         return f"{self.name} <{label}.{domain}>"
 
 
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net")  # RFC 2606: never anyone's site
+
+
+def placeholder_host(url: str | None) -> str | None:
+    """The host of url when it is on an RFC 2606 example domain (as `init` writes them), else None."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "") if url else ""
+    return host if any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS) else None
+
+
 def find_config(config: Path | None) -> Path:
     path = config if config is not None else Path("newsletter.toml")
     if not path.exists():

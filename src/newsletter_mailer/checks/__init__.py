@@ -10,20 +10,19 @@ from __future__ import annotations
 from dataclasses import replace
 from html import escape
 from html.parser import HTMLParser
-from urllib.parse import urlsplit
 
 from newsletter_mailer.checks import reader as reader_checks
 from newsletter_mailer.checks.result import Check
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
 from newsletter_mailer.checks.contrast import contrast_checks
 from newsletter_mailer.mergefields import fill_url_placeholders, url_placeholders
+from newsletter_mailer.settings import placeholder_host
 
 GMAIL_CLIP = 102 * 1024
 SIZE_WARN = 90 * 1024
 SUBJECT_PREVIEW = 60
 PREHEADER_PREVIEW = 100
 _ABSOLUTE = ("http://", "https://", "mailto:")
-PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net")  # RFC 2606: never anyone's site
 
 
 class _Scan(HTMLParser):
@@ -158,8 +157,8 @@ def _placeholder_addresses(settings) -> list[Check]:
     (and unsubscribe) link made from them leads nowhere."""
     out = []
     for name, url in (("web_base_url", settings.web_base_url), ("web.base_url", settings.web.base_url)):
-        host = (urlsplit(url).hostname or "") if url else ""
-        if any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS):
+        host = placeholder_host(url)
+        if host:
             out.append(Check("warning", f"{name} is on {host}, a placeholder domain: its links lead nowhere; "
                                         "set your newsletter's real address in newsletter.toml", "placeholder",
                              field=name))
