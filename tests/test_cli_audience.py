@@ -37,7 +37,7 @@ def store(nl) -> Audience:
 
 def test_suppress_list_unsuppress(nl):
     r = cli(nl, "audience", "suppress", "Ann@Example.org", "bob@example.org", "--reason", "asked by phone")
-    assert r.exit_code == 0 and "suppressed 2 address(es)" in r.output
+    assert r.exit_code == 0 and "suppressed 2 addresses" in r.output
     s = store(nl)
     assert s.status("ann@example.org").status == "unsubscribed" and s.status("ann@example.org").source == "cli"
     s.close()
@@ -48,8 +48,10 @@ def test_suppress_list_unsuppress(nl):
     assert rows[0][:3] == ["email", "status", "source"] and rows[1][:5] == [
         "ann@example.org", "unsubscribed", "cli", "", "asked by phone"]
     r = cli(nl, "audience", "unsuppress", "ann@example.org")
-    assert r.exit_code == 0 and "unsuppressed 1 address(es)" in r.output
+    assert r.exit_code == 0 and "unsuppressed 1 address" in r.output
     assert cli(nl, "audience", "list").output.splitlines() == ["bob@example.org"]
+    r = cli(nl, "audience", "unsuppress", "ann@example.org")
+    assert r.exit_code == 0 and r.output.splitlines() == ["nothing unsuppressed; 1 was not suppressed"]
 
 
 @pytest.mark.parametrize("args", [("audience", "suppress", "ok@example.org", "not-an-address"),

@@ -191,3 +191,10 @@ def test_init_never_writes_through_a_planted_link(tmp_path):
     init(d)
     assert not victim.exists() and not (tmp_path / "other.csv").exists()
     assert (d / "newsletter.toml").is_symlink()
+
+
+def test_init_shows_the_paths_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = init(tmp_path / "charity")
+    assert f"created {tmp_path / 'charity'}\n" in result.stdout
+    assert f"created {tmp_path / 'charity' / 'newsletter.toml'}" in result.stdout

@@ -94,7 +94,7 @@ def suppress(
         why = " ".join((reason or "").split())[:200] or None
         with _store(config, state) as store:
             n = store.record([Change(e, "unsubscribed", "cli", reason=why) for e in emails])
-    typer.echo(f"suppressed {n} address(es)" + (f"; {len(emails) - n} already suppressed" if n < len(emails) else ""))
+    typer.echo(_counted(n, "suppressed") + (f"; {len(emails) - n} already suppressed" if n < len(emails) else ""))
 
 
 @audience_app.command()
@@ -104,7 +104,13 @@ def unsuppress(addresses: AddrArgs, config: ConfigOpt = None, state: StateOpt = 
         emails = _checked(addresses)
         with _store(config, state) as store:
             n = store.unsuppress(emails)
-    typer.echo(f"unsuppressed {n} address(es)" + (f"; {len(emails) - n} were not suppressed" if n < len(emails) else ""))
+    rest = len(emails) - n
+    typer.echo(_counted(n, "unsuppressed") + (f"; {rest} {'was' if rest == 1 else 'were'} not suppressed" if rest else ""))
+
+
+def _counted(n: int, done: str) -> str:
+    """`unsuppressed 1 address`, `unsuppressed 2 addresses`, and `nothing unsuppressed` for none."""
+    return f"nothing {done}" if n == 0 else f"{done} {n} address" + ("" if n == 1 else "es")
 
 
 @audience_app.command()

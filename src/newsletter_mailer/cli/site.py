@@ -46,10 +46,10 @@ def init(
 
     with reporting():
         result = initialise(directory)
-    for path in result.created:
-        typer.echo(f"created {show(path)}")
+    for path in result.created:  # as given: `init /tmp/charity` from /tmp says /tmp/charity, not charity
+        typer.echo(f"created {path}")
     for path in result.existing:
-        typer.echo(f"exists, left alone: {show(path)}")
+        typer.echo(f"exists, left alone: {path}")
     if result.issue is not None:
         where = "" if directory.resolve() == Path.cwd().resolve() else f"cd {directory} && "
         rel = result.issue.relative_to(result.root)
