@@ -100,3 +100,15 @@ def test_audience_sync_without_a_key_says_it_is_for_sendgrid_senders_in_one_plai
     assert r.exit_code == 2
     assert r.stderr.splitlines() == ["error: SENDGRID_API_KEY is not set (only SendGrid senders need it: "
                                      "export a key with Suppressions read access)"]
+
+
+def test_each_command_describes_its_own_list_and_default_folders():
+    test_send = " ".join(run("test-send", "--help").stdout.split())
+    send = " ".join(run("send", "--help").stdout.split())
+    assert "--list CSV subscribers CSV to personalise from (optional" in test_send
+    assert "needed" not in test_send and "needed" not in send
+    assert "--list CSV subscribers CSV to send to (may be left out when the audience store has confirmed" in send
+    for text in (send, test_send):
+        assert "--outbox DIR outbox folder (default outbox/ next to newsletter.toml)" in text
+    inbox = " ".join(run("inbox", "--help").stdout.split())
+    assert "--mbox FILE" in inbox and "--maildir DIR" in inbox

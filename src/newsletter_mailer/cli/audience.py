@@ -11,13 +11,13 @@ import typer
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.cli.audience_sync import register as register_sync
-from newsletter_mailer.cli.common import ConfigOpt, ListOpt, StateOpt, reporting, show
+from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting, show
 
 audience_app = typer.Typer(help="What readers told us: list, suppress, unsuppress, export and import addresses.",
                            no_args_is_help=True)
 app.add_typer(audience_app, name="audience")
 
-AddrArgs = Annotated[list[str], typer.Argument(help="email addresses", show_default=False)]
+AddrArgs = Annotated[list[str], typer.Argument(metavar="ADDR", help="email addresses", show_default=False)]
 COLUMNS = ("email", "status", "source", "issue", "reason", "name", "updated_at")
 
 
@@ -50,9 +50,9 @@ def _checked(emails: list[str]) -> list[str]:
 
 @audience_app.command("list")
 def list_(
-    status: Annotated[Optional[str], typer.Option("--status", help="only this status: pending, subscribed, "
+    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", help="only this status: pending, subscribed, "
                                                   "unsubscribed, bounced, complained")] = None,
-    format_: Annotated[str, typer.Option("--format", help="lines (one address a line) or csv (all columns)")] = "lines",
+    format_: Annotated[str, typer.Option("--format", metavar="FORMAT", show_default=False, help="lines (one address a line; the default) or csv (all columns)")] = "lines",
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
@@ -82,7 +82,7 @@ def list_(
 @audience_app.command()
 def suppress(
     addresses: AddrArgs,
-    reason: Annotated[Optional[str], typer.Option("--reason", help="why (kept in the store's history)")] = None,
+    reason: Annotated[Optional[str], typer.Option("--reason", metavar="TEXT", help="why (kept in the store's history)")] = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
@@ -116,7 +116,7 @@ def _counted(n: int, done: str) -> str:
 @audience_app.command()
 def export(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="the subscribers CSV to write", show_default=False)],
-    list_: ListOpt = None,
+    list_: Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to merge with the store (optional)")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace the file if it exists")] = False,
     config: ConfigOpt = None,
     state: StateOpt = None,

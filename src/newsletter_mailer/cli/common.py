@@ -14,10 +14,10 @@ from typer.core import TyperCommand
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", metavar="PATH", help="settings file (default ./newsletter.toml)")]
 IssueArg = Annotated[Path, typer.Argument(metavar="ISSUE", help="the issue file, e.g. issues/2020-09-cscp.yaml", show_default=False)]
-ListOpt = Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV (needed: the list to send to)")]
-ProviderOpt = Annotated[Optional[str], typer.Option("--provider", metavar="NAME", help="outbox | smtp | sendgrid (default: delivery.provider)")]
-OutboxOpt = Annotated[Optional[Path], typer.Option("--outbox", metavar="DIR", help="outbox folder (default ./outbox)")]
-StateOpt = Annotated[Optional[Path], typer.Option("--state", metavar="DIR", help="state folder with the send ledger (default .newsletter/ next to newsletter.toml)")]
+ListOpt = Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to send to (may be left out when the audience store has confirmed sign-ups)")]
+ProviderOpt = Annotated[Optional[str], typer.Option("--provider", metavar="NAME", help="outbox | smtp | sendgrid (default delivery.provider)")]
+OutboxOpt = Annotated[Optional[Path], typer.Option("--outbox", metavar="DIR", help="outbox folder (default outbox/ next to newsletter.toml)")]
+StateOpt = Annotated[Optional[Path], typer.Option("--state", metavar="DIR", help="state folder: the ledger and the audience store (default .newsletter/ next to newsletter.toml)")]
 
 
 class _Flags:

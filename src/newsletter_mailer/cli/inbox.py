@@ -45,11 +45,11 @@ def _echo_summary(s, dry_run: bool) -> None:
 
 @app.command()
 def inbox(
-    imap: Annotated[bool, typer.Option("--imap", help="read IMAP_HOST/IMAP_PORT as IMAP_USERNAME (IMAP_PASSWORD)")] = False,
-    mbox: Annotated[Optional[Path], typer.Option("--mbox", help="an mbox file (only read, never changed)")] = None,
-    maildir: Annotated[Optional[Path], typer.Option("--maildir", help="a Maildir folder (only read, never changed)")] = None,
-    folder: Annotated[str, typer.Option("--folder", help="IMAP folder to read")] = "INBOX",
-    move_to: Annotated[Optional[str], typer.Option("--move-to", help="IMAP folder for recognised messages")] = None,
+    imap: Annotated[bool, typer.Option("--imap", help="read the IMAP mailbox named by IMAP_HOST, IMAP_USERNAME, IMAP_PASSWORD and optionally IMAP_PORT")] = False,
+    mbox: Annotated[Optional[Path], typer.Option("--mbox", metavar="FILE", help="an mbox file (only read, never changed)")] = None,
+    maildir: Annotated[Optional[Path], typer.Option("--maildir", metavar="DIR", help="a Maildir folder (only read, never changed)")] = None,
+    folder: Annotated[str, typer.Option("--folder", metavar="NAME", show_default=False, help="IMAP folder to read (default INBOX)")] = "INBOX",
+    move_to: Annotated[Optional[str], typer.Option("--move-to", metavar="NAME", help="IMAP folder for recognised messages")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be recorded; record and mark nothing")] = False,
     state: StateOpt = None,
     config: ConfigOpt = None,

@@ -53,7 +53,7 @@ def send(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="also retry permanent failures")] = False,
     no_sync: Annotated[bool, typer.Option("--no-sync", help="SendGrid: do not pull its suppressions first")] = False,
     at: Annotated[Optional[str], typer.Option("--at", metavar="TIME", help='SendGrid: deliver at this time, e.g. "2026-12-07 09:00" (at most 72 hours ahead)')] = None,
-    tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="the zone of --at, e.g. Europe/London (default: settings' timezone, else this machine's)")] = None,
+    tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="the zone of --at, e.g. Europe/London (default the settings' timezone, else this machine's)")] = None,
     resend_cancelled: Annotated[bool, typer.Option("--resend-cancelled", help="also send to those whose scheduled send was cancelled")] = False,
 ) -> None:
     """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
@@ -184,16 +184,18 @@ def _echo_held(held: list[str], issue: Path) -> None:
 @app.command("test-send")
 def test_send(
     issue: IssueArg,
-    to: Annotated[Optional[list[str]], typer.Option("--to", metavar="ADDR", help="address to send to (repeatable; default test_recipient)")] = None,
-    list_: ListOpt = None,
-    as_: Annotated[Optional[str], typer.Option("--as", metavar="EMAIL", help="personalise as this subscriber of --list")] = None,
+    to: Annotated[Optional[list[str]], typer.Option("--to", metavar="ADDR", help="address to send to; its unsubscribe link is its own (repeatable; default test_recipient)")] = None,
+    list_: Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to personalise from (optional: its first subscriber, or --as; default the merge fields' defaults)")] = None,
+    as_: Annotated[Optional[str], typer.Option("--as", metavar="ADDR", help="personalise as this subscriber of --list")] = None,
     provider: ProviderOpt = None,
     outbox: OutboxOpt = None,
     state: StateOpt = None,
     config: ConfigOpt = None,
     sandbox: Annotated[bool, typer.Option("--sandbox", help="SendGrid: validate the whole request, deliver nothing")] = False,
 ) -> None:
-    """Send the issue to yourself, subject prefixed [TEST]; not recorded in the ledger."""
+    """Send the issue to yourself, subject prefixed [TEST]; not recorded in the ledger.
+
+    The outbox writes it to outbox/<slug>/test/, a new file each time, apart from the real messages."""
     from newsletter_mailer.errors import NewsletterError
     from newsletter_mailer.send import TEST_PREFIX, Options, prepare, test_recipients
 

@@ -13,7 +13,7 @@ from newsletter_mailer.cli.common import ConfigOpt, reporting, show
 
 @app.command()
 def publish(
-    out: Annotated[Path, typer.Option("--out", help="site folder")] = Path("site"),
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", show_default=False, help="site folder (default ./site)")] = Path("site"),
     drafts: Annotated[bool, typer.Option("--drafts", help="also publish drafts and issues dated after today")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -39,7 +39,7 @@ def publish(
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="folder for the new newsletter (created if missing)")] = Path("."),
+    directory: Annotated[Path, typer.Argument(metavar="DIR", show_default=False, help="folder for the new newsletter, created if missing (default the current folder)")] = Path("."),
 ) -> None:
     """Create a new newsletter: newsletter.toml, a first issue, subscribers.csv and templates/."""
     from newsletter_mailer.initialise import initialise
