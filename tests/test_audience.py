@@ -41,6 +41,14 @@ def test_unsubscribe_then_confirmed_sign_up_again_keeps_history(store):
         ("pending", 1), ("subscribed", 1), ("unsubscribed", 1), ("pending", 0), ("subscribed", 1)]
 
 
+def test_a_second_unsubscribe_changes_nothing_and_the_first_source_stays(store):
+    assert store.record([Change("ann@example.org", "unsubscribed", "link", issue="2020-09")]) == 1
+    assert store.record([Change("ann@example.org", "unsubscribed", "one-click", issue="2020-10")]) == 0
+    entry = store.status("ann@example.org")
+    assert (entry.status, entry.source, entry.issue) == ("unsubscribed", "link", "2020-09")
+    assert [(s, a) for s, _, a, _ in store.history("ann@example.org")] == [("unsubscribed", 1), ("unsubscribed", 0)]
+
+
 @pytest.mark.parametrize("strong", ["complained", "bounced"])
 def test_complained_and_bounced_stay_until_unsuppressed(store, strong):
     store.record([Change("bob@example.org", strong, "sendgrid", reason="spam report")])

@@ -20,7 +20,8 @@ SECOND = "  - heading: Third\n    body: More.\n    image: {src: 'https://example
 @pytest.mark.parametrize("text, expected", [
     (MINI_ISSUE.replace(IMAGE, ""), "no images"),
     (MINI_ISSUE, "the image has alt text"),
-    (MINI_ISSUE + SECOND, "all 2 images have alt text"),
+    (MINI_ISSUE + SECOND, "both images have alt text"),
+    (MINI_ISSUE + SECOND + SECOND.replace("Third", "Fourth"), "all 3 images have alt text"),
 ])
 def test_the_alt_text_check_counts_truthfully(newsletter_dir: Path, text, expected):
     from newsletter_mailer.settings import load_settings

@@ -37,7 +37,7 @@ def store(nl) -> Audience:
 
 def test_suppress_list_unsuppress(nl):
     r = cli(nl, "audience", "suppress", "Ann@Example.org", "bob@example.org", "--reason", "asked by phone")
-    assert r.exit_code == 0 and "suppressed 2 address(es)" in r.output
+    assert r.exit_code == 0 and "suppressed 2 addresses" in r.output
     s = store(nl)
     assert s.status("ann@example.org").status == "unsubscribed" and s.status("ann@example.org").source == "cli"
     s.close()
@@ -48,8 +48,10 @@ def test_suppress_list_unsuppress(nl):
     assert rows[0][:3] == ["email", "status", "source"] and rows[1][:5] == [
         "ann@example.org", "unsubscribed", "cli", "", "asked by phone"]
     r = cli(nl, "audience", "unsuppress", "ann@example.org")
-    assert r.exit_code == 0 and "unsuppressed 1 address(es)" in r.output
+    assert r.exit_code == 0 and "unsuppressed 1 address" in r.output
     assert cli(nl, "audience", "list").output.splitlines() == ["bob@example.org"]
+    r = cli(nl, "audience", "unsuppress", "ann@example.org")
+    assert r.exit_code == 0 and r.output.splitlines() == ["nothing unsuppressed; 1 was not suppressed"]
 
 
 @pytest.mark.parametrize("args", [("audience", "suppress", "ok@example.org", "not-an-address"),
@@ -75,9 +77,48 @@ def test_import_reports_recorded_and_skipped_lines_sanitised(nl):
                       "\"bad\x1b[31m\",X,enabled\ncarl@example.org,Carl,disabled\n")
     r = cli(nl, "audience", "import", str(export))
     assert r.exit_code == 0, r.output
-    assert "recorded 2 row(s): subscribed 1, unsubscribed 1" in r.output
+    assert "read 4 row(s): changed 2 (subscribed 1, unsubscribed 1), skipped 2" in r.output
     assert "skipped line 4: not a valid address" in r.output and "skipped line 5: status not imported" in r.output
     assert "\x1b" not in r.output
+
+
+def test_import_refuses_a_plain_list_and_names_the_columns_it_expected(nl):
+    plain = nl / "plain.csv"
+    plain.write_text("email,name\nann@example.org,Ann\n")
+    r = cli(nl, "audience", "import", str(plain))
+    assert r.exit_code == 2
+    [line] = r.stderr.splitlines()
+    assert "not an export this can read: its columns are email, name" in line
+    assert "listmonk's email and status columns, Mailchimp's Email Address" in line and "--status" in line
+    s = store(nl)
+    assert list(s.rows()) == []  # nothing recorded, nobody mailed as a sign-up
+    s.close()
+    r = cli(nl, "audience", "import", str(plain), "--status", "unsubscribed")
+    assert r.exit_code == 0, r.output
+    s = store(nl)
+    assert [(e.email, e.status) for e in s.rows()] == [("ann@example.org", "unsubscribed")]
+    s.close()
+    assert cli(nl, "audience", "import", str(plain), "--status", "gone").exit_code == 2
+    listmonk = nl / "listmonk.csv"
+    listmonk.write_text("email,name,status\nann@example.org,Ann,enabled\n")
+    r = cli(nl, "audience", "import", str(listmonk), "--status", "subscribed")
+    assert r.exit_code == 2 and "--status is for a plain list" in r.stderr
+
+
+def test_import_summary_counts_what_changed_not_rows_read(nl):
+    s = store(nl)
+    s.record([Change(f"gone{i}@example.org", "unsubscribed", "link") for i in range(3)])
+    s.close()
+    own = nl / "subscribers.csv"
+    own.write_text("email,name,status\n" + "".join(f"gone{i}@example.org,G,subscribed\n" for i in range(3))
+                   + "new@example.org,New,subscribed\n")
+    r = cli(nl, "audience", "import", str(own))
+    assert r.exit_code == 0, r.output
+    assert ("read 4 row(s): changed 1 (subscribed 1), unchanged 3 (already so, or a stronger status such as "
+            "unsubscribed stands)") in r.output
+    s = store(nl)
+    assert {e.email: e.status for e in s.rows()}["gone0@example.org"] == "unsubscribed"
+    s.close()
 
 
 def test_export_merges_the_list_with_the_store(nl):
@@ -143,3 +184,22 @@ def test_serve_says_where_it_listens_and_answers(nl):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_serve_on_every_interface_and_a_placeholder_base_url_are_warned_about(nl):
+    with open(nl / "newsletter.toml", "a", encoding="utf-8") as f:
+        f.write('\n[web]\nbase_url = "https://news.example.com"\n')
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NEWSLETTER_SECRET=SECRET)
+    proc = subprocess.Popen([sys.executable, "-m", "newsletter_mailer", "serve", "--host", "0.0.0.0", "--port",
+                             str(port), "--config", str(nl / "newsletter.toml"), "--state", str(nl / "state")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert f"listening on http://0.0.0.0:{port}" in lines[0]
+    assert "links in emails point to https://news.example.com/…" in lines[1]
+    assert "warning: listening on 0.0.0.0: reachable from other machines" in lines[2] and "TLS" in lines[2]
+    assert "warning: web.base_url is on news.example.com, a placeholder domain" in lines[3]

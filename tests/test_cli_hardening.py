@@ -56,6 +56,18 @@ def test_verbose_lists_every_problem_each_on_its_own_line(nl):
     assert len(run("check", path, "--config", nl / "newsletter.toml").stderr.splitlines()) == 1
 
 
+def test_verbose_after_the_command_lists_every_problem_without_the_count(nl):
+    path = _two_problems(nl)
+    for flag in ("--verbose", "-v"):
+        r = run("check", path, "--config", nl / "newsletter.toml", flag)
+        lines = r.stderr.splitlines()
+        assert r.exit_code == 2 and len(lines) == 2, r.output
+        assert "more problem" not in r.stderr
+    assert "more problem" not in run("--verbose", "check", path, "--config", nl / "newsletter.toml").stderr
+    for command in (["send"], ["audience", "list"], ["state", "init"], ["serve"], ["inbox"]):
+        assert "--verbose" in run(*command, "--help").stdout
+
+
 def test_schema_takes_config_like_every_command(nl, tmp_path):
     r = run("schema", "--config", nl / "newsletter.toml")
     assert r.exit_code == 0 and '"sections"' in r.stdout
@@ -86,7 +98,7 @@ def test_test_send_to_the_outbox_says_where_the_file_went(nl, tmp_path):
     assert r.exit_code == 0, r.stderr
     line = next(l for l in r.stdout.splitlines() if l.startswith("sent [TEST] to me@example.org"))
     written = line.rsplit("(written to ", 1)[1].rstrip(")")
-    assert Path(written).is_file() and Path(written).parent == out / "mini"
+    assert Path(written).is_file() and Path(written).parent == out / "mini" / "test"
 
 
 def test_send_help_names_its_arguments_plainly():

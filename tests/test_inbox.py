@@ -198,7 +198,8 @@ def test_maildir_records_once_and_changes_nothing(env, tmp_path):
     aud.close()
     assert _tree(tmp_path / "md") == before
     again = _run(env, "--maildir", str(tmp_path / "md"))
-    assert "recorded: 0 bounced (permanent), 0 soft" in again.output and "4 already recorded" in again.output
+    assert "recorded: 0 bounced (permanent), 0 soft" in again.output and "already recorded: 4 (read by an earlier run)" in again.output
+    assert "ignored 0" not in again.output
     aud = Audience.in_state(env["state"])
     assert [h[0] for h in aud.history("hard@example.com")] == ["bounced"]
     aud.close()
@@ -246,6 +247,14 @@ def test_mbox_is_read_not_changed_and_dry_run_records_nothing(env, tmp_path):
 def test_missing_mbox_is_one_line_exit_2(env, tmp_path):
     r = _run(env, "--mbox", str(tmp_path / "nope.mbox"))
     assert r.exit_code == 2 and r.output.count("\n") == 1 and "mbox file not found" in r.output
+
+
+def test_a_maildir_given_as_mbox_is_named_a_folder(env, tmp_path):
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "Maildir" / sub).mkdir(parents=True)
+    r = _run(env, "--mbox", str(tmp_path / "Maildir"))
+    assert r.exit_code == 2 and r.output.count("\n") == 1
+    assert "is a folder, not an mbox file (for a Maildir folder use --maildir)" in r.output
 
 
 def test_one_source_required(env):

@@ -86,7 +86,9 @@ def test_first_issue_is_dated_today_and_composes_without_check_errors(tmp_path):
     settings, sdir = load_settings(tmp_path / "newsletter.toml")
     checks = run_checks(compose(path, settings, sdir))
     assert failures(checks) == []
-    assert [c for c in checks if c.level == "warning"] == []
+    # only the placeholder addresses init writes, until the user sets their own
+    assert [(c.name, c.field) for c in checks if c.level == "warning"] == [("placeholder", "web_base_url"),
+                                                                           ("placeholder", "web.base_url")]
 
 
 def test_the_starter_image_comment_matches_the_default_layout(tmp_path):
@@ -203,3 +205,10 @@ def test_init_never_writes_through_a_planted_link(tmp_path):
     init(d)
     assert not victim.exists() and not (tmp_path / "other.csv").exists()
     assert (d / "newsletter.toml").is_symlink()
+
+
+def test_init_shows_the_paths_as_given(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = init(tmp_path / "charity")
+    assert f"created {tmp_path / 'charity'}\n" in result.stdout
+    assert f"created {tmp_path / 'charity' / 'newsletter.toml'}" in result.stdout

@@ -208,7 +208,7 @@ def test_test_send_as_an_attacker_row_injects_nothing(nl):
     r = runner.invoke(app, ["test-send", "issues/inj.yaml", "--list", "attack.csv", "--as", "eve7@example.org",
                             "--to", "me@example.org"])
     assert r.exit_code == 0, r.output
-    [(to, (msg, raw))] = outbox(nl, "inj").items()
+    [(to, (msg, raw))] = outbox(nl, "inj/test").items()
     assert to == "me@example.org"
     assert_clean_message(msg, raw, "me@example.org")
 

@@ -127,8 +127,10 @@ def test_message_headers_and_unsubscribe(folder: Path):
 def test_test_send_writes_exactly_one_test_message_not_in_ledger(folder: Path):
     r = runner.invoke(app, ["test-send", "issues/mini.yaml", "--to", "me@example.org", "--list", "subscribers.csv"])
     assert r.exit_code == 0, r.output
-    files = list((folder / "outbox" / "mini").glob("*.eml"))
+    assert not list((folder / "outbox" / "mini").glob("*.eml"))  # beside, never among, the real ones
+    files = list((folder / "outbox" / "mini" / "test").glob("*.eml"))
     assert len(files) == 1
+    assert f"written to {Path('outbox', 'mini', 'test', files[0].name)}" in r.output
     msg = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert msg["Subject"] == "[TEST] Hello Ann Able"
     assert msg["To"] == "me@example.org"
@@ -138,10 +140,52 @@ def test_test_send_writes_exactly_one_test_message_not_in_ledger(folder: Path):
 def test_test_send_as_subscriber_and_default_recipient(folder: Path):
     r = runner.invoke(app, ["test-send", "issues/mini.yaml", "--list", "subscribers.csv", "--as", "bob@example.org"])
     assert r.exit_code == 0, r.output
-    msg = messages(folder)["editor@example.org"]  # test_recipient from the settings
+    msg = messages(folder, "mini/test")["editor@example.org"]  # test_recipient from the settings
     assert msg["Subject"] == "[TEST] Hello Smith, Bob"
     r = runner.invoke(app, ["test-send", "issues/mini.yaml", "--list", "subscribers.csv", "--as", "nobody@example.org"])
     assert r.exit_code == 2 and "nobody@example.org is not a subscriber" in r.output
+
+
+def test_test_send_unsubscribe_link_is_the_testers_not_the_subscribers(folder: Path):
+    """Pressing unsubscribe in a test mail must never unsubscribe the subscriber it is personalised as."""
+    from newsletter_mailer.unsubscribe import token
+
+    r = runner.invoke(app, ["test-send", "issues/mini.yaml", "--to", "me@example.net", "--list", "subscribers.csv"])
+    assert r.exit_code == 0, r.output
+    msg = messages(folder, "mini/test")["me@example.net"]
+    assert msg["Subject"] == "[TEST] Hello Ann Able"  # still personalised as the first subscriber
+    lu = msg["List-Unsubscribe"]
+    assert "email=me@example.net&token=" + token(b"test-secret-value", "me@example.net") in lu
+    assert "ann@example.org" not in lu and token(b"test-secret-value", "ann@example.org") not in lu
+    html = msg.get_body(("html",)).get_content()
+    assert token(b"test-secret-value", "ann@example.org") not in html
+    assert f"token={token(b'test-secret-value', 'me@example.net')}" in html
+
+
+def test_test_sends_never_overwrite_each_other_or_real_messages(folder: Path):
+    assert send("--yes").exit_code == 0
+    real = {p.name: p.read_bytes() for p in (folder / "outbox" / "mini").glob("*.eml")}
+    for _ in range(2):
+        r = runner.invoke(app, ["test-send", "issues/mini.yaml", "--to", "ann@example.org", "--list", "subscribers.csv"])
+        assert r.exit_code == 0, r.output
+    assert {p.name: p.read_bytes() for p in (folder / "outbox" / "mini").glob("*.eml")} == real
+    tests = list((folder / "outbox" / "mini" / "test").glob("*.eml"))
+    assert len(tests) == 2 and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in tests)
+
+
+def test_outbox_is_next_to_the_settings_not_the_current_folder(folder: Path, tmp_path: Path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    r = runner.invoke(app, ["test-send", str(folder / "issues/mini.yaml"), "--to", "me@example.org",
+                            "--config", str(folder / "newsletter.toml")])
+    assert r.exit_code == 0, r.output
+    assert not (elsewhere / "outbox").exists()
+    assert len(list((folder / "outbox" / "mini" / "test").glob("*.eml"))) == 1
+    r = runner.invoke(app, ["test-send", str(folder / "issues/mini.yaml"), "--to", "me@example.org",
+                            "--config", str(folder / "newsletter.toml"), "--outbox", "here"])
+    assert r.exit_code == 0, r.output
+    assert len(list((elsewhere / "here" / "mini" / "test").glob("*.eml"))) == 1
 
 
 def test_dry_run_sends_nothing_and_writes_no_ledger(folder: Path):

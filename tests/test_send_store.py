@@ -113,7 +113,7 @@ def test_confirmed_signups_are_sent_once_with_csv_values_winning(site):
     got = messages(site.folder, "first")
     assert sorted(got) == sorted(set(READERS) - {"reader2@example.org"} | {"new.reader@example.org"})
     assert "bounced (audience store): 1 (line 4)" in r.output
-    assert "(1 of them confirmed sign-ups from the audience store)" in r.output
+    assert "to send (1 of these is a confirmed sign-up from the audience store)" in r.output
     assert got["reader1@example.org"]["To"].addresses[0].display_name == "Reader 1"  # the CSV wins
     assert got["new.reader@example.org"]["Subject"] == "Hello New Reader"
     assert len(list((site.folder / "outbox" / "first").glob("*.eml"))) == 6  # reader1 once

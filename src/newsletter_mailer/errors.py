@@ -24,21 +24,22 @@ class NewsletterError(Exception):
         self.exit_code = exit_code
         super().__init__(self.format())
 
-    def format(self) -> str:
+    def format(self, count_more: bool = True) -> str:
+        """One line; count_more adds how many further problems --verbose would list."""
         where = ""
         if self.path:
             where = self.path + (f":{self.line}" if self.line else "") + ": "
         field = f"{self.field}: " if self.field else ""
         hint = f" ({self.hint})" if self.hint else ""
         more = ""
-        if self.more:
+        if self.more and count_more:
             n = len(self.more)
             more = f" (+{n} more problem{'s' if n > 1 else ''}: --verbose lists them)"
         return _capped(one_line(f"{where}{field}{self.message}{hint}{more}"))
 
     def all_lines(self) -> list[str]:
         """This problem and every further one, one line each."""
-        return [self.format()] + [m.format() for m in self.more]
+        return [self.format(count_more=False)] + [m.format() for m in self.more]
 
 
 # Line breaks, terminal escapes and bidi overrides: a value quoted in an error (a key, a path,

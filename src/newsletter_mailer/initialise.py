@@ -135,7 +135,7 @@ soft_limit = 3
 
 [checks]
 # Warnings of `newsletter check` that count as errors (and stop a send): true for all, or a list of
-# size, unsubscribe, inbox, contrast, headings, link-text, alt-text, all-caps, image-only, local-image.
+# size, unsubscribe, inbox, contrast, headings, link-text, alt-text, all-caps, image-only, local-image, placeholder.
 warnings_as_errors = false
 
 [state]

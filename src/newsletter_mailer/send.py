@@ -73,11 +73,15 @@ class Prepared:
     links: ReaderLinks                      # each address's unsubscribe link (and token), decided once
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
+    warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
 
-    def recipient(self, email: str, name: str, fields: Mapping[str, str]) -> Recipient:
+    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None) -> Recipient:
+        """One recipient's values; the unsubscribe link and token are `link_for`'s when given (a test
+        mail personalised as a subscriber must never carry that subscriber's way out)."""
         msgid = self.new_message_id() if self.new_message_id is not None else None
-        token = self.links.token(email) if self.links.token is not None else None
-        return make_recipient(self.composed.filler(), self.links.url(email, token), email, name, fields, msgid,
+        owner = link_for or email
+        token = self.links.token(owner) if self.links.token is not None else None
+        return make_recipient(self.composed.filler(), self.links.url(owner, token), email, name, fields, msgid,
                               token)
 
 
@@ -85,22 +89,41 @@ def state_dir_for(options: Options, settings_dir: Path) -> Path:
     return options.state if options.state is not None else settings_dir / ".newsletter"
 
 
+def outbox_for(options: Options, settings_dir: Path) -> Path:
+    """--outbox, else outbox/ next to newsletter.toml: like the state, not wherever the command runs."""
+    return options.outbox if options.outbox is not None else settings_dir / "outbox"
+
+
 def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     """Settings, issue, checks, provider configuration and unsubscribe secret: all or nothing."""
     settings, settings_dir = load_settings(options.config)
     composed = compose(options.issue, settings, settings_dir)
-    failed = failures(run_checks(composed))
+    checks = run_checks(composed)
+    failed = failures(checks)
     if failed:
         raise NewsletterError(f"check failed: {failed[0].message}", path=options.issue,
                               hint="run `newsletter check` for all checks")
-    ctx = send_context(composed, outbox=options.outbox, subject_prefix=subject_prefix, env=options.env)
+    warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
+    ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     when = _when(options, settings, provider)
     state_dir = state_dir_for(options, settings_dir)
     notes: list[str] = []
     links = _unsubscribe_source(options, settings, provider.name, state_dir, notes, composed.slug)
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state_dir, notes, links, new_id, when)
+    return Prepared(options, composed, provider, state_dir, notes, links, new_id, when, warnings)
+
+
+def _unpublished(composed: Composed, now: datetime) -> list[str]:
+    """An issue `publish` leaves out has no web copy yet: its "view in browser" link is broken until then."""
+    issue, today = composed.issue, now.astimezone().date()
+    if issue.date > today:
+        return [f"the issue is dated {issue.date.isoformat()}, after today: publish skips it unless --drafts, "
+                "so its web copy link will not work until then"]
+    if issue.draft:
+        return ["the issue is a draft (draft: true): publish skips it unless --drafts, "
+                "so its web copy link will not work until it is published"]
+    return []
 
 
 def _when(options: Options, settings: Settings, provider: Provider) -> When | None:
@@ -609,8 +632,8 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[l
     missing = p.composed.filler().missing(frozenset(fields))
     recipients = []
     for a in addrs:
-        r = p.recipient(who_email or a, name, fields)
-        r.email, r.name = a, ""  # addressed to the tester, personalised as the subscriber
+        r = p.recipient(who_email or a, name, fields, link_for=a)
+        r.email, r.name = a, ""  # addressed to the tester, personalised as the subscriber, the tester's link
         recipients.append(r)
     who = who_email or ("the defaults" if not missing else "the defaults (no value for " + ", ".join(missing) + ")")
     return recipients, who

@@ -159,7 +159,8 @@ class ChecksSettings(StrictModel):
     """[checks]: how strict `check`, `compose` and `send` are."""
 
     warnings_as_errors: bool | list[Literal["size", "unsubscribe", "inbox", "contrast", "headings", "link-text",
-                                            "alt-text", "all-caps", "image-only", "local-image"]] = Field(
+                                            "alt-text", "all-caps", "image-only", "local-image",
+                                            "placeholder"]] = Field(
         False, description="true: every warning stops a send; or a list of check names to raise")
 
 
@@ -259,6 +260,17 @@ class Settings(StrictModel):
         domain = self.from_email.rsplit("@", 1)[1]
         label = re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "newsletter"
         return f"{self.name} <{label}.{domain}>"
+
+
+PLACEHOLDER_DOMAINS = ("example.org", "example.com", "example.net")  # RFC 2606: never anyone's site
+
+
+def placeholder_host(url: str | None) -> str | None:
+    """The host of url when it is on an RFC 2606 example domain (as `init` writes them), else None."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "") if url else ""
+    return host if any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS) else None
 
 
 def find_config(config: Path | None) -> Path:

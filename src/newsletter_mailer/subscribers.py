@@ -299,7 +299,7 @@ def _read_error(path: Path, reader, exc: Exception) -> NewsletterError:
     """One clean error for a file that cannot be decoded, parsed or read."""
     if isinstance(exc, UnicodeDecodeError):
         return NewsletterError("is not UTF-8 text", path=path, line=_bad_utf8_line(path),
-                               hint="save the file as UTF-8 (CSV UTF-8 in Excel)")
+                               hint="save the file as UTF-8: in Excel, CSV UTF-8")
     if isinstance(exc, csv.Error):
         hint = "a quoted field may be missing its closing quote" if "limit" in str(exc) else None
         return NewsletterError(f"CSV error: {exc}", path=path, line=reader.line_num, hint=hint)

@@ -9,6 +9,8 @@ Liberal on purpose: exports differ between tools and versions. Recognised:
   "unsubscribed") means unsubscribed, `CLEAN_TIME` (or "cleaned") means bounced, otherwise
   subscribed; `UNSUB_REASON` becomes the reason;
 - this project's own statuses in a `status` column (as in a subscribers CSV).
+Any other CSV is refused: a plain list of addresses says nothing about consent, so it is never
+read as confirmed sign-ups. `--status` imports such a list with the status given, on purpose.
 When several status columns disagree the stronger wins (complained > bounced >
 unsubscribed > subscribed > pending). Rows without a valid address are skipped, by line.
 """
@@ -32,16 +34,20 @@ _MAP = {
     "cleaned": "bounced", "bounced": "bounced", "complained": "complained",
 }
 _RANK = ("pending", "subscribed", "unsubscribed", "bounced", "complained")
+PLAIN_STATUSES = ("subscribed", "unsubscribed", "bounced", "complained")  # what --status may say of a plain list
+EXPECTED = ("listmonk's email and status columns, Mailchimp's Email Address, "
+            "or a subscribers CSV with a status column")
 
 
 @dataclass
 class Imported:
     changes: list[Change] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    applied: list[Change] = field(default_factory=list)  # the changes that changed a status in the store
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, changes: list[Change] | None = None) -> dict[str, int]:
         out: dict[str, int] = {}
-        for c in self.changes:
+        for c in self.changes if changes is None else changes:
             out[c.status] = out.get(c.status, 0) + 1
         return out
 
@@ -73,24 +79,44 @@ def _status(row: dict[str, str], default: str) -> str | None:
     return max(found, key=_RANK.index) if found else default
 
 
-def read_export(path: Path) -> Imported:
-    """The changes a CSV export asks for; NewsletterError when it is not such a file."""
+def read_export(path: Path, status: str | None = None) -> Imported:
+    """The changes a CSV export asks for; NewsletterError when it is not such a file. `status`:
+    what every row of a plain list (no status of its own) is, as the operator said."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return _read(path, csv.reader(f))
+            return _read(path, csv.reader(f), status)
     except OSError as exc:
         raise unreadable(path, exc) from None
     except (UnicodeDecodeError, csv.Error) as exc:
         raise NewsletterError(f"not a UTF-8 CSV file: {exc}", path=path) from None
 
 
-def _read(path: Path, reader) -> Imported:
+def _default_status(path: Path, header: list[str], status: str | None) -> str:
+    """Every row's status unless a column says otherwise: Mailchimp's by its file; a plain list's
+    only from --status (never assumed: "subscribed" would mail people who never said yes)."""
+    known = "email address" in header or any(h in _STATUS_COLUMNS for h in header)
+    if known and status is not None:
+        raise NewsletterError("--status is for a plain list of addresses: this file says each row's status",
+                              path=path, field="--status", hint="leave --status out")
+    if known:
+        return _file_default(path, set(header))
+    if status is None:
+        raise NewsletterError("not an export this can read: its columns are " + ", ".join(header), path=path,
+                              line=1, hint=f"expected {EXPECTED}; a plain list of addresses is no consent: "
+                                           "import it with --status STATUS only if that is what they said")
+    if status not in PLAIN_STATUSES:
+        raise NewsletterError(f"unknown status {status!r}", field="--status",
+                              hint="one of " + ", ".join(PLAIN_STATUSES))
+    return status
+
+
+def _read(path: Path, reader, status: str | None = None) -> Imported:
     header = [h.strip().lower() for h in next(reader, [])]
     email_col = next((h for h in header if h in _EMAIL), None)
     if email_col is None:
         raise NewsletterError("no email column", path=path, line=1,
                               hint="expected one of: " + ", ".join(_EMAIL))
-    default = _file_default(path, set(header))
+    default = _default_status(path, header, status)
     out = Imported()
     for line, values in enumerate(reader, start=2):
         row = dict(zip(header, values))
@@ -108,8 +134,10 @@ def _read(path: Path, reader) -> Imported:
     return out
 
 
-def import_export(audience: Audience, path: Path) -> Imported:
-    """Read the export and record it in one transaction (all or nothing)."""
-    imported = read_export(path)
-    audience.record(imported.changes)
+def import_export(audience: Audience, path: Path, status: str | None = None) -> Imported:
+    """Read the export and record it in one transaction (all or nothing), noting which changes
+    applied: an import never lifts an unsubscribe, so rows read are not changes made."""
+    imported = read_export(path, status)
+    with audience.transaction():
+        imported.applied = [c for c in imported.changes if audience.apply(c)]
     return imported

@@ -26,6 +26,8 @@ class FileSource:
 
     def __init__(self, path: Path, kind: str):
         self.name = f"{kind} {path}"
+        if kind == "mbox" and path.is_dir():
+            raise NewsletterError("is a folder, not an mbox file", path=path, hint="for a Maildir folder use --maildir")
         if kind == "mbox" and not path.is_file():
             raise NewsletterError("mbox file not found", path=path, hint="check the path")
         if kind == "maildir" and not (path / "cur").is_dir():
@@ -50,8 +52,8 @@ class FileSource:
 def _env(env: Mapping[str, str], name: str) -> str:
     value = env.get(name)
     if not value:
-        raise NewsletterError(f"{name} is not set", hint="--imap reads IMAP_HOST, IMAP_USERNAME and "
-                                                         "IMAP_PASSWORD (and IMAP_PORT) from the environment")
+        raise NewsletterError(f"{name} is not set", hint="--imap reads IMAP_HOST, IMAP_USERNAME, IMAP_PASSWORD "
+                                                         "and optionally IMAP_PORT from the environment")
     return value
 
 

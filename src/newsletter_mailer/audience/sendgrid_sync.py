@@ -72,7 +72,7 @@ def sync(settings: Settings, store: Audience, env: Mapping[str, str], *, fetch: 
     """Every suppression list, in turn; raises NewsletterError (what is already in stays in)."""
     api_key = env_value(env, "SENDGRID_API_KEY")
     if api_key is None:
-        raise NewsletterError("SENDGRID_API_KEY is not set", hint="export it (a key with Suppressions read access)")
+        raise NewsletterError("SENDGRID_API_KEY is not set", hint="only SendGrid senders need it: export a key with Suppressions read access")
     sg = settings.delivery.sendgrid
     client = ApiClient(fetch or UrllibFetch(api_key, api_host(env), float(sg.timeout)), api_key,
                      backoff_base(env), sleep)

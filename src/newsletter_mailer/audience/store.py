@@ -8,7 +8,8 @@ web app answers after `record` returns). One row per address holds the current s
 
 Precedence, so that nothing but the reader can undo what the reader asked for:
 - `unsubscribed`, `bounced`, `complained` always apply, except that `unsubscribed`
-  does not replace the stronger `bounced` or `complained`;
+  does not replace the stronger `bounced` or `complained`, nor an earlier `unsubscribed`
+  (a mail program's one-click after the page's button changes nothing: the first source stays);
 - `pending` (a sign-up not yet confirmed) applies only to an unknown or pending address;
 - `subscribed` from a confirmed sign-up (source `form`) re-subscribes an `unsubscribed`
   reader; from any other source it never overrides a suppression;
@@ -76,7 +77,7 @@ def applies(current: str | None, change: Change) -> bool:
     if new in _STRONG:
         return True
     if new == "unsubscribed":
-        return current not in _STRONG
+        return current not in SUPPRESSED
     if new == "pending":
         return current in (None, "pending")
     if current in _STRONG:

@@ -18,6 +18,7 @@ from newsletter_mailer.compose import UNSUBSCRIBE, Composed
 from newsletter_mailer.checks.contrast import contrast_checks
 from newsletter_mailer.mergefields import fill_url_placeholders, url_placeholders
 from newsletter_mailer.sourcefile import field_path
+from newsletter_mailer.settings import placeholder_host
 
 GMAIL_CLIP = 102 * 1024
 SIZE_WARN = 90 * 1024
@@ -61,6 +62,7 @@ class _Scan(HTMLParser):
 def run_checks(c: Composed) -> list[Check]:
     subject, preheader, html, text = c.sample()
     out = _size_and_markup(html) + _unsubscribe_and_address(c, html, text) + _inbox(subject, preheader)
+    out += _placeholder_addresses(c.settings)
     out += contrast_checks(c.settings.brand) + reader_checks.heading_order_checks(html)
     out += (reader_checks.link_text_checks(c.issue) + reader_checks.alt_text_checks(c.issue)
             + reader_checks.section_checks(c.issue) + _local_images(c))
@@ -93,7 +95,8 @@ def _size_and_markup(html: str) -> list[Check]:
                                   + ", ".join(scan.images_without_alt[:3])))
     else:
         out.append(Check("ok", "no images" if not scan.images else "the image has alt text"
-                         if scan.images == 1 else f"all {scan.images} images have alt text"))
+                         if scan.images == 1 else "both images have alt text" if scan.images == 2
+                         else f"all {scan.images} images have alt text"))
     relative = [h for h in scan.hrefs if not h.strip().lower().startswith(_ABSOLUTE)]
     if relative:
         out.append(Check("error", f"{len(relative)} link(s) not absolute: " + ", ".join(relative[:3])))
@@ -160,6 +163,19 @@ def _local_images(c: Composed) -> list[Check]:
         out.append(Check("warning", f"{field_path(loc)}: local image: readers see it only after `newsletter "
                                     f"publish` has put it at {media.image_url(c.settings, c.slug, rel)}",
                          "local-image", section, field_path(loc)))
+    return out
+
+
+def _placeholder_addresses(settings) -> list[Check]:
+    """Web addresses still on the RFC 2606 example domains `init` writes: every "view in browser"
+    (and unsubscribe) link made from them leads nowhere."""
+    out = []
+    for name, url in (("web_base_url", settings.web_base_url), ("web.base_url", settings.web.base_url)):
+        host = placeholder_host(url)
+        if host:
+            out.append(Check("warning", f"{name} is on {host}, a placeholder domain: its links lead nowhere; "
+                                        "set your newsletter's real address in newsletter.toml", "placeholder",
+                             field=name))
     return out
 
 

@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from newsletter_mailer.cli.common import VERBOSE_HELP, accept_verbose_everywhere, flags, log_to_stderr
+
 app = typer.Typer(
     name="newsletter",
     help="Compose HTML email newsletters from YAML issues and send them to a list, exactly once each.",
@@ -29,42 +31,16 @@ _COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "state",
 
 @app.callback()
 def _options(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log retries and provider steps to stderr")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
 ) -> None:
-    from newsletter_mailer.cli.common import flags
-
     flags.verbose = verbose  # set every time: in-process runs (tests) must not inherit it
     if verbose or flags.log_handler is not None:
-        _log_to_stderr(verbose, flags)
-
-
-def _log_to_stderr(verbose: bool, flags) -> None:
-    """--verbose: redacted log lines on stderr. One run's handler (and the stream it holds)
-    never outlives the run, so in-process runs do not log into a closed stream."""
-    import logging
-
-    root = logging.getLogger("newsletter_mailer")
-    if flags.log_handler is not None:
-        root.removeHandler(flags.log_handler)
-        flags.log_handler = None
-    if verbose:
-        from newsletter_mailer.errors import redact_log
-
-        class Stderr(logging.StreamHandler):
-            """Writes to whatever sys.stderr is when a line is logged, never a stale stream."""
-
-            stream = property(lambda self: sys.stderr, lambda self, value: None)
-
-        handler = Stderr()
-        redact_log(handler)
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
-        flags.log_handler = handler
+        log_to_stderr(verbose)
 
 
 for _module in _COMMANDS:
     importlib.import_module(f"{__name__}.{_module}")
+accept_verbose_everywhere(app)
 
 
 def main() -> None:

@@ -11,13 +11,13 @@ import typer
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.cli.audience_sync import register as register_sync
-from newsletter_mailer.cli.common import ConfigOpt, ListOpt, StateOpt, reporting, show
+from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting, show
 
 audience_app = typer.Typer(help="What readers told us: list, suppress, unsuppress, export and import addresses.",
                            no_args_is_help=True)
 app.add_typer(audience_app, name="audience")
 
-AddrArgs = Annotated[list[str], typer.Argument(help="email addresses", show_default=False)]
+AddrArgs = Annotated[list[str], typer.Argument(metavar="ADDR", help="email addresses", show_default=False)]
 COLUMNS = ("email", "status", "source", "issue", "reason", "name", "updated_at")
 
 
@@ -50,9 +50,9 @@ def _checked(emails: list[str]) -> list[str]:
 
 @audience_app.command("list")
 def list_(
-    status: Annotated[Optional[str], typer.Option("--status", help="only this status: pending, subscribed, "
+    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", help="only this status: pending, subscribed, "
                                                   "unsubscribed, bounced, complained")] = None,
-    format_: Annotated[str, typer.Option("--format", help="lines (one address a line) or csv (all columns)")] = "lines",
+    format_: Annotated[str, typer.Option("--format", metavar="FORMAT", show_default=False, help="lines (one address a line; the default) or csv (all columns)")] = "lines",
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
@@ -82,7 +82,7 @@ def list_(
 @audience_app.command()
 def suppress(
     addresses: AddrArgs,
-    reason: Annotated[Optional[str], typer.Option("--reason", help="why (kept in the store's history)")] = None,
+    reason: Annotated[Optional[str], typer.Option("--reason", metavar="TEXT", help="why (kept in the store's history)")] = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
@@ -94,7 +94,7 @@ def suppress(
         why = " ".join((reason or "").split())[:200] or None
         with _store(config, state) as store:
             n = store.record([Change(e, "unsubscribed", "cli", reason=why) for e in emails])
-    typer.echo(f"suppressed {n} address(es)" + (f"; {len(emails) - n} already suppressed" if n < len(emails) else ""))
+    typer.echo(_counted(n, "suppressed") + (f"; {len(emails) - n} already suppressed" if n < len(emails) else ""))
 
 
 @audience_app.command()
@@ -104,13 +104,19 @@ def unsuppress(addresses: AddrArgs, config: ConfigOpt = None, state: StateOpt = 
         emails = _checked(addresses)
         with _store(config, state) as store:
             n = store.unsuppress(emails)
-    typer.echo(f"unsuppressed {n} address(es)" + (f"; {len(emails) - n} were not suppressed" if n < len(emails) else ""))
+    rest = len(emails) - n
+    typer.echo(_counted(n, "unsuppressed") + (f"; {rest} {'was' if rest == 1 else 'were'} not suppressed" if rest else ""))
+
+
+def _counted(n: int, done: str) -> str:
+    """`unsuppressed 1 address`, `unsuppressed 2 addresses`, and `nothing unsuppressed` for none."""
+    return f"nothing {done}" if n == 0 else f"{done} {n} address" + ("" if n == 1 else "es")
 
 
 @audience_app.command()
 def export(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="the subscribers CSV to write", show_default=False)],
-    list_: ListOpt = None,
+    list_: Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to merge with the store (optional)")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace the file if it exists")] = False,
     config: ConfigOpt = None,
     state: StateOpt = None,
@@ -127,24 +133,35 @@ def export(
 
 @audience_app.command("import")
 def import_(
-    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="listmonk's or Mailchimp's export", show_default=False)],
+    csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="listmonk's or Mailchimp's export, or a subscribers CSV with a status column", show_default=False)],
+    status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", help="a plain list of addresses (no status column): what they all are, e.g. unsubscribed; never assumed")] = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
-    """Statuses from another tool's export (listmonk, Mailchimp), in one transaction."""
+    """Statuses from another tool's export (listmonk, Mailchimp, a subscribers CSV), in one transaction."""
     from newsletter_mailer.audience.imports import import_export
     from newsletter_mailer.errors import one_line
 
     with reporting():
         with _store(config, state) as store:
-            imported = import_export(store, csv_path)
-    counts = imported.counts()
-    typer.echo(f"recorded {len(imported.changes)} row(s)"
-               + (": " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) if counts else ""))
+            imported = import_export(store, csv_path, status)
+    typer.echo(_import_summary(imported))
     for line, why in imported.skipped[:50]:
         typer.echo(one_line(f"  skipped line {line}: {why}"))
     if len(imported.skipped) > 50:
         typer.echo(f"  … and {len(imported.skipped) - 50} more skipped")
+
+
+def _import_summary(imported) -> str:
+    """Rows read, then what actually changed: an import never lifts an unsubscribe or a bounce."""
+    read = len(imported.changes) + len(imported.skipped)
+    counts = imported.counts(imported.applied)
+    line = f"read {read} row(s): changed {len(imported.applied)}" + (
+        " (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")" if counts else "")
+    unchanged = len(imported.changes) - len(imported.applied)
+    if unchanged:
+        line += f", unchanged {unchanged} (already so, or a stronger status such as unsubscribed stands)"
+    return line + (f", skipped {len(imported.skipped)}" if imported.skipped else "")
 
 
 register_sync(audience_app)  # `audience sync` (SendGrid) lives in cli/audience_sync.py, listed last

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+import typer.main
+from typer.core import TyperCommand
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", metavar="PATH", help="settings file (default ./newsletter.toml)")]
 IssueArg = Annotated[Path, typer.Argument(metavar="ISSUE", help="the issue file, e.g. issues/2020-09-cscp.yaml", show_default=False)]
-ListOpt = Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV (needed: the list to send to)")]
-ProviderOpt = Annotated[Optional[str], typer.Option("--provider", metavar="NAME", help="outbox | smtp | sendgrid (default: delivery.provider)")]
-OutboxOpt = Annotated[Optional[Path], typer.Option("--outbox", metavar="DIR", help="outbox folder (default ./outbox)")]
-StateOpt = Annotated[Optional[Path], typer.Option("--state", metavar="DIR", help="state folder with the send ledger (default .newsletter/ next to newsletter.toml)")]
+ListOpt = Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to send to (may be left out when the audience store has confirmed sign-ups)")]
+ProviderOpt = Annotated[Optional[str], typer.Option("--provider", metavar="NAME", help="outbox | smtp | sendgrid (default delivery.provider)")]
+OutboxOpt = Annotated[Optional[Path], typer.Option("--outbox", metavar="DIR", help="outbox folder (default outbox/ next to newsletter.toml)")]
+StateOpt = Annotated[Optional[Path], typer.Option("--state", metavar="DIR", help="state folder: the ledger and the audience store (default .newsletter/ next to newsletter.toml)")]
 
 
 class _Flags:
@@ -24,6 +28,74 @@ class _Flags:
 
 
 flags = _Flags()
+
+VERBOSE_HELP = "list every problem of an error; log retries and provider steps to stderr"
+
+
+def log_to_stderr(verbose: bool) -> None:
+    """--verbose: redacted log lines on stderr. One run's handler (and the stream it holds)
+    never outlives the run, so in-process runs do not log into a closed stream."""
+    import logging
+
+    root = logging.getLogger("newsletter_mailer")
+    if flags.log_handler is not None:
+        root.removeHandler(flags.log_handler)
+        flags.log_handler = None
+    if verbose:
+        from newsletter_mailer.errors import redact_log
+
+        class Stderr(logging.StreamHandler):
+            """Writes to whatever sys.stderr is when a line is logged, never a stale stream."""
+
+            stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+        handler = Stderr()
+        redact_log(handler)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        flags.log_handler = handler
+
+
+def _verbose_after_the_command(value: bool) -> None:
+    if value:
+        flags.verbose = True
+        log_to_stderr(True)
+
+
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP, callback=_verbose_after_the_command)]
+
+
+@functools.lru_cache(maxsize=1)
+def _verbose_param():
+    """The shared --verbose option as typer makes it (once), not handed to the command's function."""
+    probe = typer.Typer()
+
+    @probe.command()
+    def verbose(verbose: VerboseOpt = False) -> None:
+        """Never run: only its option is taken."""
+
+    [param] = [p for p in typer.main.get_command(probe).params if p.name == "verbose"]
+    param.expose_value = False
+    return param
+
+
+class _VerboseCommand(TyperCommand):
+    """A command that also takes --verbose/-v after its name: the error hint says `--verbose`, and
+    `newsletter check x.yaml --verbose` is what a user types. It sets the same flag as the global one."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.params.append(_verbose_param())
+
+
+def accept_verbose_everywhere(app: typer.Typer) -> None:
+    """Every command of the app and of its groups takes --verbose/-v too."""
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = _VerboseCommand
+    for group in app.registered_groups:
+        accept_verbose_everywhere(group.typer_instance)
 
 
 def fail(exc) -> None:

@@ -21,11 +21,11 @@ def _echo_checks(checks) -> None:
 @app.command()
 def compose(
     issue: IssueArg,
-    out: Annotated[Optional[Path], typer.Option("--out", help="output folder (default build/<slug>/)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="DIR", help="output folder (default build/<slug>/)")] = None,
     open_: Annotated[bool, typer.Option("--open", help="open the preview in a browser")] = False,
     config: ConfigOpt = None,
     watch: Annotated[bool, typer.Option("--watch", help="serve the preview on 127.0.0.1 and rebuild it on every save")] = False,
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="port of --watch (0 picks a free one)")] = 8000,
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, show_default=False, help="port of --watch (default 8000; 0 picks a free one)")] = 8000,
 ) -> None:
     """Compose an issue: email.html, email.txt, web.html and preview.html, plus the checks."""
     if watch:
@@ -75,7 +75,7 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
 
 @app.command()
 def schema(
-    out: Annotated[Optional[Path], typer.Option("--out", metavar="PATH", help="write to a file instead of stdout")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", help="write to a file instead of stdout")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Print the issue file format as JSON Schema (for YAML editors' autocompletion).

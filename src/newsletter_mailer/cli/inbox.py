@@ -29,21 +29,27 @@ def _echo_summary(s, dry_run: bool) -> None:
         for line in s.lines:
             typer.echo(line)
     verb = "would record" if dry_run else "recorded"
-    typer.echo(f"read {s.read} message(s); {verb}: {s.bounced} bounced (permanent), {s.soft} soft bounce(s) "
-               f"counted ({s.soft_reached} reached the limit), {s.complaints} complaint(s), "
-               f"{s.unsubscribes} unsubscribe(s); ignored {s.autoreplies} auto-reply(ies); "
-               f"left alone {s.unrecognised} unrecognised; {s.already} already recorded")
+    parts = [f"read {s.read} message(s)",
+             f"{verb}: {s.bounced} bounced (permanent), {s.soft} soft bounce(s) counted ({s.soft_reached} reached "
+             f"the limit), {s.complaints} complaint(s), {s.unsubscribes} unsubscribe(s)"]
+    if s.autoreplies:
+        parts.append(f"ignored {s.autoreplies} " + ("auto-reply" if s.autoreplies == 1 else "auto-replies"))
+    if s.unrecognised:
+        parts.append(f"left alone {s.unrecognised} unrecognised")
+    if s.already:
+        parts.append(f"already recorded: {s.already} (read by an earlier run)")
+    typer.echo("; ".join(parts))
     if dry_run:
         typer.echo("dry run: nothing recorded, nothing marked")
 
 
 @app.command()
 def inbox(
-    imap: Annotated[bool, typer.Option("--imap", help="read IMAP_HOST/IMAP_PORT as IMAP_USERNAME (IMAP_PASSWORD)")] = False,
-    mbox: Annotated[Optional[Path], typer.Option("--mbox", help="an mbox file (only read, never changed)")] = None,
-    maildir: Annotated[Optional[Path], typer.Option("--maildir", help="a Maildir folder (only read, never changed)")] = None,
-    folder: Annotated[str, typer.Option("--folder", help="IMAP folder to read")] = "INBOX",
-    move_to: Annotated[Optional[str], typer.Option("--move-to", help="IMAP folder for recognised messages")] = None,
+    imap: Annotated[bool, typer.Option("--imap", help="read the IMAP mailbox named by IMAP_HOST, IMAP_USERNAME, IMAP_PASSWORD and optionally IMAP_PORT")] = False,
+    mbox: Annotated[Optional[Path], typer.Option("--mbox", metavar="FILE", help="an mbox file (only read, never changed)")] = None,
+    maildir: Annotated[Optional[Path], typer.Option("--maildir", metavar="DIR", help="a Maildir folder (only read, never changed)")] = None,
+    folder: Annotated[str, typer.Option("--folder", metavar="NAME", show_default=False, help="IMAP folder to read (default INBOX)")] = "INBOX",
+    move_to: Annotated[Optional[str], typer.Option("--move-to", metavar="NAME", help="IMAP folder for recognised messages")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be recorded; record and mark nothing")] = False,
     state: StateOpt = None,
     config: ConfigOpt = None,

@@ -53,7 +53,7 @@ def send(
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="also retry permanent failures")] = False,
     no_sync: Annotated[bool, typer.Option("--no-sync", help="SendGrid: do not pull its suppressions first")] = False,
     at: Annotated[Optional[str], typer.Option("--at", metavar="TIME", help='SendGrid: deliver at this time, e.g. "2026-12-07 09:00" (at most 72 hours ahead)')] = None,
-    tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="the zone of --at, e.g. Europe/London (default: settings' timezone, else this machine's)")] = None,
+    tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="the zone of --at, e.g. Europe/London (default the settings' timezone, else this machine's)")] = None,
     resend_cancelled: Annotated[bool, typer.Option("--resend-cancelled", help="also send to those whose scheduled send was cancelled")] = False,
 ) -> None:
     """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
@@ -70,6 +70,7 @@ def send(
             sender = Sender(prepared)
             plan = sender.plan()
             _echo_plan(prepared, plan)
+            _echo_warnings(prepared.warnings, issue)
             if plan.to_send == 0:
                 _echo_nothing_to_send(plan, issue)
                 return
@@ -84,12 +85,12 @@ def send(
                 task = bar.add_task("send", total=plan.to_send) if bar else None
                 summary = sender.run(plan, (lambda n: bar.advance(task, n)) if bar else None)
         except DeliveryStopped as exc:  # stopped part-way: say what went out before it did
-            _echo_summary(exc.summary, issue)
+            _echo_summary(exc.summary, issue, _written_to(prepared))
             raise
         finally:
             if sender is not None:
                 sender.close()
-    _echo_summary(summary, issue)
+    _echo_summary(summary, issue, _written_to(prepared))
     _echo_held(plan.held_back, issue)
     if summary.failed:
         raise typer.Exit(1)
@@ -116,8 +117,10 @@ def _echo_plan(prepared, plan) -> None:
     typer.echo(f"provider:  {prepared.provider.name}")
     if prepared.when:
         typer.echo(f"scheduled: {prepared.when.describe()} ({prepared.provider.label} holds the messages until then)")
-    typer.echo(f"recipients: {plan.to_send} to send" + (f", {plan.already_sent} already sent" if plan.already_sent else "")
-               + (f" ({plan.signups} of them confirmed sign-ups from the audience store)" if plan.signups else ""))
+    signups = (f" ({plan.signups} of these {'is a confirmed sign-up' if plan.signups == 1 else 'are confirmed sign-ups'}"
+               " from the audience store)") if plan.signups else ""
+    typer.echo(f"recipients: {plan.to_send} to send{signups}"
+               + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
     if plan.interrupted:
         typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
     lines = plan.skips.summary_lines() if plan.skips is not None else []
@@ -132,6 +135,19 @@ def _echo_plan(prepared, plan) -> None:
             typer.echo(f"  {line}")
 
 
+def _echo_warnings(warnings: list[str], issue: Path) -> None:
+    """The checks' warnings before the question: a send is the last chance to see them."""
+    for w in warnings:
+        typer.echo(f"warning: {w}")
+    if warnings:
+        typer.echo(f"  (newsletter check {issue} shows every check)")
+
+
+def _written_to(prepared) -> str:
+    """Where the outbox put the messages, as the summary says it; other providers deliver."""
+    return f"; written to {show(prepared.provider.folder)}/" if prepared.provider.name == "outbox" else ""
+
+
 def _echo_nothing_to_send(plan, issue: Path) -> None:
     if plan.failed_before or plan.held_back:  # not "everyone has had it": say who has not
         typer.echo(f"nothing to send: {plan.already_sent} already sent"
@@ -144,9 +160,9 @@ def _echo_nothing_to_send(plan, issue: Path) -> None:
     _echo_held(plan.held_back, issue)
 
 
-def _echo_summary(summary, issue: Path) -> None:
+def _echo_summary(summary, issue: Path, where: str = "") -> None:
     handed = f"scheduled: {summary.sent} for {summary.when.describe()}" if summary.when else f"sent: {summary.sent}"
-    typer.echo(f"{handed}, failed: {summary.failed}, uncertain: {summary.uncertain}")
+    typer.echo(f"{handed}, failed: {summary.failed}, uncertain: {summary.uncertain}" + (where if summary.sent else ""))
     if summary.when and summary.sent:
         typer.echo(f"  to stop them before then: newsletter cancel {issue}")
     if summary.unsubscribed_during:
@@ -168,16 +184,18 @@ def _echo_held(held: list[str], issue: Path) -> None:
 @app.command("test-send")
 def test_send(
     issue: IssueArg,
-    to: Annotated[Optional[list[str]], typer.Option("--to", metavar="ADDR", help="address to send to (repeatable; default test_recipient)")] = None,
-    list_: ListOpt = None,
-    as_: Annotated[Optional[str], typer.Option("--as", metavar="EMAIL", help="personalise as this subscriber of --list")] = None,
+    to: Annotated[Optional[list[str]], typer.Option("--to", metavar="ADDR", help="address to send to; its unsubscribe link is its own (repeatable; default test_recipient)")] = None,
+    list_: Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to personalise from (optional: its first subscriber, or --as; default the merge fields' defaults)")] = None,
+    as_: Annotated[Optional[str], typer.Option("--as", metavar="ADDR", help="personalise as this subscriber of --list")] = None,
     provider: ProviderOpt = None,
     outbox: OutboxOpt = None,
     state: StateOpt = None,
     config: ConfigOpt = None,
     sandbox: Annotated[bool, typer.Option("--sandbox", help="SendGrid: validate the whole request, deliver nothing")] = False,
 ) -> None:
-    """Send the issue to yourself, subject prefixed [TEST]; not recorded in the ledger."""
+    """Send the issue to yourself, subject prefixed [TEST]; not recorded in the ledger.
+
+    The outbox writes it to outbox/<slug>/test/, a new file each time, apart from the real messages."""
     from newsletter_mailer.errors import NewsletterError
     from newsletter_mailer.send import TEST_PREFIX, Options, prepare, test_recipients
 

@@ -12,8 +12,8 @@ from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option("--host", help="address to listen on (put a TLS proxy in front)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="port to listen on")] = 8080,
+    host: Annotated[str, typer.Option("--host", metavar="ADDR", show_default=False, help="address to listen on (default 127.0.0.1; any other: put a TLS proxy in front)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, show_default=False, help="port to listen on (default 8080)")] = 8080,
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:

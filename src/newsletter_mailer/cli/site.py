@@ -13,7 +13,7 @@ from newsletter_mailer.cli.common import ConfigOpt, reporting, show
 
 @app.command()
 def publish(
-    out: Annotated[Path, typer.Option("--out", help="site folder")] = Path("site"),
+    out: Annotated[Path, typer.Option("--out", metavar="DIR", show_default=False, help="site folder (default ./site)")] = Path("site"),
     drafts: Annotated[bool, typer.Option("--drafts", help="also publish drafts and issues dated after today")] = False,
     config: ConfigOpt = None,
 ) -> None:
@@ -39,17 +39,17 @@ def publish(
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="folder for the new newsletter (created if missing)")] = Path("."),
+    directory: Annotated[Path, typer.Argument(metavar="DIR", show_default=False, help="folder for the new newsletter, created if missing (default the current folder)")] = Path("."),
 ) -> None:
     """Create a new newsletter: newsletter.toml, a first issue, subscribers.csv and templates/."""
     from newsletter_mailer.initialise import initialise
 
     with reporting():
         result = initialise(directory)
-    for path in result.created:
-        typer.echo(f"created {show(path)}")
+    for path in result.created:  # as given: `init /tmp/charity` from /tmp says /tmp/charity, not charity
+        typer.echo(f"created {path}")
     for path in result.existing:
-        typer.echo(f"exists, left alone: {show(path)}")
+        typer.echo(f"exists, left alone: {path}")
     if result.issue is not None:
         where = "" if directory.resolve() == Path.cwd().resolve() else f"cd {directory} && "
         rel = result.issue.relative_to(result.root)

@@ -1,7 +1,8 @@
 """The outbox: one .eml file per message, so everything works with no key and no server.
 
 Files are written atomically (an exclusive temp file, then rename; 0600, never through a link) under <outbox>/<slug>/, named
-for the recipient, and open in any mail client.
+for the recipient, and open in any mail client. Test mails go to <outbox>/<slug>/test/, each a new
+time-stamped file created exclusively: a test never replaces a real message or an earlier test.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
+import time
 from pathlib import Path
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.files import make_private_dir, write_private
+from newsletter_mailer.files import PRIVATE, create_new, make_private_dir, write_private
 from newsletter_mailer.message import HeaderValueError
 from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, WholeMessages
 
@@ -25,6 +28,12 @@ def filename(email: str, prefix: str = "") -> str:
     return f"{prefix}{_UNSAFE.sub('_', email.lower())[:80]}-{digest}.eml"
 
 
+def dated_filename(email: str) -> str:
+    """A test mail's name: when it was written, then the address; a random tail keeps two tests
+    in the same second apart."""
+    return filename(email, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(3)}-")
+
+
 class OutboxProvider(WholeMessages):
     """The model provider: what every other one does, minus the network. Each message is
     its own .eml file, written atomically: nobody ever opens half a message."""
@@ -35,8 +44,8 @@ class OutboxProvider(WholeMessages):
 
     def __init__(self, ctx: SendContext):
         base = ctx.outbox_dir if ctx.outbox_dir is not None else Path("outbox")
-        self.folder = base / ctx.content.slug
-        self.prefix = "test-" if ctx.subject_prefix else ""
+        self.test = bool(ctx.subject_prefix)
+        self.folder = base / ctx.content.slug / "test" if self.test else base / ctx.content.slug
         self.ctx = ctx
 
     def open(self) -> None:
@@ -56,9 +65,12 @@ class OutboxProvider(WholeMessages):
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue
-            path = os.path.join(folder, filename(r.email, self.prefix))
+            path = os.path.join(folder, dated_filename(r.email) if self.test else filename(r.email))
             try:
-                write_private(Path(path), data)  # exclusive temp file, never through a link, 0600
+                if self.test:
+                    create_new(Path(path), data, PRIVATE)  # a new name each time, never replaced
+                else:
+                    write_private(Path(path), data)  # exclusive temp file, never through a link, 0600
             except OSError as exc:
                 # Not delivered: a temporary failure; the send loop's error budget stops a full disk.
                 out.append(Outcome(r.email, False, error=f"cannot write {path}: {exc.strerror or exc}"))

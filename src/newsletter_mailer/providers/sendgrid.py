@@ -60,7 +60,7 @@ MAX_RATE_LIMIT_RETRIES = 10      # 429s, each waiting at most MAX_RATE_LIMIT_WAI
 MAX_RATE_LIMIT_WAIT = 60.0
 MAX_PERSONALIZATION_BYTES = 10_000   # substitutions + custom_args of one personalization
 MAX_CATEGORIES = 10
-KEY_HINT = "export it (create a key with Mail Send permission)"
+KEY_HINT = "export it: create a key with Mail Send permission"
 _BATCH_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")   # as SendGrid's OpenAPI describes it, bounded
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
@@ -138,7 +138,7 @@ def api_host(env: Mapping[str, str]) -> str:
                               hint=f"use {DEFAULT_HOST} or https://api.eu.sendgrid.com")
     if parts.scheme == "http" and parts.hostname not in _LOCAL_HOSTS:
         raise NewsletterError(f"SENDGRID_API_HOST is '{host}': the API key must not travel over plain http",
-                              hint="use https:// (http:// is allowed only for a local test server)")
+                              hint="use https://; http:// is allowed only for a local test server")
     return host
 
 
@@ -238,7 +238,7 @@ class SendGridProvider:
             return
         key = (self.ctx.env.get("SENDGRID_API_KEY") or "").strip()
         if not key:
-            raise NewsletterError("SENDGRID_API_KEY is not set: " + KEY_HINT)
+            raise NewsletterError("SENDGRID_API_KEY is not set", hint=KEY_HINT)
         host = self._host()
         if self.transport is None or self.post is None:
             client = ClientTransport(key, host, self.timeout)
@@ -429,7 +429,7 @@ class Api:
     def from_env(cls, env: Mapping[str, str], timeout: float) -> Api:
         key = (env.get("SENDGRID_API_KEY") or "").strip()
         if not key:
-            raise NewsletterError("SENDGRID_API_KEY is not set: " + KEY_HINT)
+            raise NewsletterError("SENDGRID_API_KEY is not set", hint=KEY_HINT)
         return cls(ClientTransport(key, api_host(env), timeout).post, key)
 
     def create_batch(self) -> str:

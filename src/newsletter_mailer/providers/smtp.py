@@ -209,7 +209,7 @@ class SmtpProvider(WholeMessages):
                                   hint="export SMTP_USERNAME=… or set delivery.smtp.username in newsletter.toml")
         if self.username and password is None:
             raise NewsletterError(f"SMTP username '{self.username}' is set but SMTP_PASSWORD is not",
-                                  hint="export SMTP_PASSWORD=… (the password is read only from the environment)")
+                                  hint="export SMTP_PASSWORD=…; the password is read only from the environment")
         self._password = _Secret(password) if password is not None else None
         allowed = _flag(env_value(env, "SMTP_ALLOW_INSECURE_AUTH"), "SMTP_ALLOW_INSECURE_AUTH")
         if (self.username and self.security == "none" and not _loopback(self.host)
@@ -218,7 +218,7 @@ class SmtpProvider(WholeMessages):
                 f"SMTP_SECURITY is none: the password for '{self.username}' would cross the network to "
                 f"{self.host} in clear text",
                 hint="set SMTP_SECURITY=starttls or ssl, or on a trusted network set "
-                     "delivery.smtp.allow_insecure_auth = true (or SMTP_ALLOW_INSECURE_AUTH=1)")
+                     "delivery.smtp.allow_insecure_auth = true, or SMTP_ALLOW_INSECURE_AUTH=1")
 
     def _secrets(self) -> tuple[str, ...]:
         """The password, and the PLAIN exchange that holds it, for the redactor (which also

@@ -9,6 +9,7 @@ port in use is one clear line rather than uvicorn's log and exit.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Callable, Mapping
@@ -16,7 +17,7 @@ from typing import Callable, Mapping
 import uvicorn
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.settings import load_settings
+from newsletter_mailer.settings import load_settings, placeholder_host
 from newsletter_mailer.unsubscribe import SECRET_ENV, SECRET_FILE
 from newsletter_mailer.web.application import create_app
 from newsletter_mailer.web.pages import redact_access_log
@@ -52,6 +53,20 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _exposure(address: str, base: str | None) -> list[str]:
+    """What the operator should know before readers arrive: who can reach it, and where links lead."""
+    lines = [f"links in emails point to {base}/…" if base else
+             "warning: web.base_url is not set: links point to this address, which readers elsewhere cannot reach"]
+    if not ipaddress.ip_address(address.split("%")[0]).is_loopback:
+        lines.append(f"warning: listening on {address}: reachable from other machines, in plain http; put a TLS "
+                     "reverse proxy in front and listen on 127.0.0.1 behind it")
+    host = placeholder_host(base)
+    if host:
+        lines.append(f"warning: web.base_url is on {host}, a placeholder domain: the links in emails lead nowhere; "
+                     "set the app's public https address in newsletter.toml")
+    return lines
+
+
 def run(host: str, port: int, config: Path | None, state: Path | None, env: Mapping[str, str],
         echo: Callable[[str], None] = print) -> None:
     _require_secret(config, state, env)
@@ -60,8 +75,8 @@ def run(host: str, port: int, config: Path | None, state: Path | None, env: Mapp
     where = "%s:%d" % sock.getsockname()[:2]
     base = app.state.site.settings.web.base
     echo(f"listening on http://{where} (Ctrl-C stops it)")
-    echo(f"links in emails point to {base}/…" if base else
-         "web.base_url is not set: links point to this address, which readers elsewhere cannot reach")
+    for line in _exposure(sock.getsockname()[0], base):
+        echo(line)
     server_config = uvicorn.Config(
         app, host=host, port=port, proxy_headers=True,
         forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
