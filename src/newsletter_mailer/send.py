@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Mapping
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
+from newsletter_mailer.state.folder import state_dir as default_state_dir
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.state import send_lock
 from newsletter_mailer.state.db import ERRORS as db_errors
@@ -86,7 +87,7 @@ class Prepared:
 
 
 def state_dir_for(options: Options, settings_dir: Path) -> Path:
-    return options.state if options.state is not None else settings_dir / ".newsletter"
+    return default_state_dir(settings_dir, options.state)
 
 
 def outbox_for(options: Options, settings_dir: Path) -> Path:

@@ -19,11 +19,12 @@ def sync(config: ConfigOpt = None, state: StateOpt = None) -> None:
     from newsletter_mailer.state.db import database_url
     from newsletter_mailer.audience.sendgrid_sync import sync as pull
     from newsletter_mailer.settings import load_settings
+    from newsletter_mailer.state.folder import state_dir as default_state_dir
 
     with reporting():
         settings, settings_dir = load_settings(config)
         url = database_url(settings, os.environ)
-        store = Audience.in_state(state if state is not None else settings_dir / ".newsletter", url)
+        store = Audience.in_state(default_state_dir(settings_dir, state), url)
         try:
             report = pull(settings, store, os.environ)
         finally:

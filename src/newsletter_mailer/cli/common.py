@@ -129,11 +129,12 @@ def state_location(config: Optional[Path], state: Optional[Path]) -> tuple[Path,
 
     from newsletter_mailer.state.db import database_url
     from newsletter_mailer.settings import load_settings
+    from newsletter_mailer.state.folder import state_dir
 
     if state is not None and config is None and not Path("newsletter.toml").exists():
         return state, database_url(None, os.environ)
     settings, settings_dir = load_settings(config)
-    return (state if state is not None else settings_dir / ".newsletter"), database_url(settings, os.environ)
+    return state_dir(settings_dir, state), database_url(settings, os.environ)
 
 
 def show(path: Path) -> str:

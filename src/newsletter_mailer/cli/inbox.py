@@ -61,10 +61,11 @@ def inbox(
     from newsletter_mailer.audience.inbox import classifier_for, run
     from newsletter_mailer.audience.mailbox import open_source
     from newsletter_mailer.settings import load_settings
+    from newsletter_mailer.state.folder import state_dir as default_state_dir
 
     with reporting():
         settings, settings_dir = load_settings(config)
-        state_dir = state if state is not None else settings_dir / ".newsletter"
+        state_dir = default_state_dir(settings_dir, state)
         source = open_source(imap=imap, mbox=mbox, maildir=maildir, folder=folder, move_to=move_to,
                              dry_run=dry_run)
         audience = Audience.in_state(state_dir)

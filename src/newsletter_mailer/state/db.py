@@ -75,6 +75,21 @@ def unreachable(url: str, exc: BaseException) -> NewsletterError:
                            hint="check NEWSLETTER_DATABASE_URL or [state] database_url, and that the server runs")
 
 
+@contextmanager
+def closed_on_error(db: Database, url: str) -> Iterator[Database]:
+    """Setting up a fresh connection: on any failure it is closed, and a driver error becomes
+    the one line of `unreachable` (a NewsletterError passes through as it is)."""
+    try:
+        yield db
+    except NewsletterError:
+        db.close()
+        raise
+    except ERRORS as exc:
+        db.close()
+        raise unreachable(url, exc) from None
+
+
+
 class Database:
     """One connection, SQLite or PostgreSQL, with the callers' dialect translated."""
 

@@ -14,6 +14,11 @@ from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.files import make_private_dir
 
 
+def state_dir(settings_dir: Path, given: Path | None = None) -> Path:
+    """Where the state lives: --state when given, else .newsletter/ next to newsletter.toml."""
+    return given if given is not None else settings_dir / ".newsletter"
+
+
 def state_folder(path: Path, *, create: bool = True) -> Path:
     """path, a real folder of ours with mode 0700 (made so, or tightened); never through a link.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from newsletter_mailer.state.db import ERRORS, Database, unreachable
+from newsletter_mailer.state.db import ERRORS, Database, closed_on_error, unreachable
 from newsletter_mailer.errors import NewsletterError
 
 DELIVERIES = """
@@ -197,15 +197,8 @@ def require(db: Database, component: str) -> None:
 
 def open_postgres(url: str, component: str) -> Database:
     """A connection to an initialised PostgreSQL schema of this version, or one line saying why not."""
-    db = Database.postgres(url)
-    try:
+    with closed_on_error(Database.postgres(url), url) as db:
         require(db, component)
-    except NewsletterError:
-        db.close()
-        raise
-    except ERRORS as exc:
-        db.close()
-        raise unreachable(url, exc) from None
     return db
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.state.folder import state_folder
-from newsletter_mailer.state.db import ERRORS, Database, unreachable
+from newsletter_mailer.state.db import Database, closed_on_error
 
 # The holder's row is matched with the server's own lock table, so a row left by a dead
 # sender (or not yet written by a live one) never names the wrong holder.
@@ -94,21 +94,14 @@ def _file_holder(fd: int) -> tuple[str, str]:
 
 
 def _acquire_postgres(slug: str, url: str) -> SendLock:
-    db = Database.postgres(url)
     key = pg_key(slug)
-    try:
+    with closed_on_error(Database.postgres(url), url) as db:
         if not db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
             raise busy(slug, *_pg_holder(db, slug, key))
         db.execute("INSERT INTO senders (issue, host, pid, started, backend) VALUES (?,?,?,?,pg_backend_pid()) "
                    "ON CONFLICT (issue) DO UPDATE SET host=excluded.host, pid=excluded.pid, "
                    "started=excluded.started, backend=excluded.backend",
                    (slug, socket.gethostname(), os.getpid(), _now()))
-    except NewsletterError:
-        db.close()
-        raise
-    except ERRORS as exc:
-        db.close()
-        raise unreachable(url, exc) from None
     return SendLock(db.close)  # closing the connection releases the session's lock
 
 

@@ -41,6 +41,7 @@ from newsletter_mailer.state import db
 from newsletter_mailer.web import webhook
 from newsletter_mailer.audience.store import Change
 from newsletter_mailer.state.pool import Stores
+from newsletter_mailer.state.folder import state_dir as default_state_dir
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
@@ -108,11 +109,16 @@ def invalid(request: Request) -> Response:
                    status=404, link={"href": "../subscribe", "text": "Go to the sign-up form"})
 
 
+def opened(request: Request, read) -> tuple[Site, tuple] | tuple[Site, None]:
+    """The site and what the path's token holds (tokens.read_unsubscribe / read_confirm), or None."""
+    site: Site = request.app.state.site
+    return site, read(site.secret, site.list_id, request.path_params["token"])
+
+
 def ask(request: Request, read, title: str, question: str, hidden: list[tuple[str, str]], button: str) -> Response:
     """The GET side of a link (unsubscribe, confirm): one question and one button, nothing changed
     (link scanners and previews fetch links); `question` is formatted with the masked address."""
-    site: Site = request.app.state.site
-    found = read(site.secret, site.list_id, request.path_params["token"])
+    site, found = opened(request, read)
     if found is None:
         return invalid(request)
     return page(request, "web/action.html.j2", title=title, hidden=hidden, button=button,
@@ -128,8 +134,7 @@ async def unsubscribe_page(request: Request) -> Response:
 @guarded
 async def unsubscribe(request: Request) -> Response:
     """RFC 8058 one-click: whatever the body and its type (or none), a valid token unsubscribes."""
-    site: Site = request.app.state.site
-    found = tokens.read_unsubscribe(site.secret, site.list_id, request.path_params["token"])
+    site, found = opened(request, tokens.read_unsubscribe)
     if found is None:
         return invalid(request)
     email, issue = found
@@ -210,8 +215,7 @@ async def confirm_page(request: Request) -> Response:
 
 @guarded
 async def confirm(request: Request) -> Response:
-    site: Site = request.app.state.site
-    found = tokens.read_confirm(site.secret, site.list_id, request.path_params["token"])
+    site, found = opened(request, tokens.read_confirm)
     if found is None:
         return invalid(request)
     await body(request)
@@ -277,7 +281,7 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     """The app for one newsletter; confirmations go to deliver_confirmation (default: through
     delivery.provider, checked now so a missing credential stops start-up)."""
     settings, settings_dir = load_settings(config_path)
-    state = state_dir if state_dir is not None else settings_dir / ".newsletter"
+    state = default_state_dir(settings_dir, state_dir)
     secret, note = load_secret(state, dict(env))
     if note:
         log.warning("%s", note)
