@@ -73,6 +73,14 @@ def fail_one(nl: Path) -> None:
     ledger.close()
 
 
+def as_sendgrid(nl: Path) -> None:
+    """As if SendGrid had sent mini: the report then counts the store's webhook events."""
+    db = sqlite3.connect(nl / "state" / "ledger.sqlite3")
+    db.execute("UPDATE deliveries SET provider='sendgrid' WHERE issue='mini'")
+    db.commit()
+    db.close()
+
+
 def expected(nl: Path, slug: str) -> dict[str, int]:
     """The numbers, counted here with SQL of the test's own."""
     db = sqlite3.connect(nl / "state" / "ledger.sqlite3")
@@ -146,6 +154,7 @@ def test_the_numbers_equal_the_ledger_and_the_store(sent):
 
 
 def test_the_page_has_charts_with_text_alternatives_and_nothing_external(sent):
+    as_sendgrid(sent)  # the webhook's counts: the funnel has stages to compare
     out = sent / "report.html"
     assert cli(sent, "report", str(sent / "issues" / "mini.yaml"), "--out", str(out)).exit_code == 0
     html = out.read_text(encoding="utf-8")
@@ -156,12 +165,25 @@ def test_the_page_has_charts_with_text_alternatives_and_nothing_external(sent):
     assert "<script" not in html and not re.search(r"""(?:src|href)=["']?(?!#)[a-z]+:""", html.replace(
         'href="https://example.org/story"', ""))
     assert re.search(r"<th>Gmail|Gmail's complaint limit \(0\.3%\)", html)
+    assert html.count(">Gmail's 0.3% line</text>") == 1  # the trend's legend names its own line
+
+
+def test_a_funnel_of_sent_alone_is_a_sentence_and_its_table(sent):
+    out = sent / "report.html"
+    assert cli(sent, "report", str(sent / "issues" / "mini.yaml"), "--out", str(out)).exit_code == 0
+    html = out.read_text(encoding="utf-8")
+    funnel = html.split("<figcaption>From sent to clicked</figcaption>")[1].split("</figure>")[0]
+    assert "<svg" not in funnel
+    assert "No delivery, open or click data yet: SendGrid&#39;s statistics or its Event Webhook provide them" in funnel
+    assert re.findall(r'<th scope="row">([^<]+)</th><td class="n"[^>]*>([^<]+)</td>', funnel) == [("sent", "12")]
+    assert len(re.findall(r"<svg\b", html)) == 2  # the timeline and the trend still drawn
 
 
 @pytest.mark.parametrize("width", [375, 1200])
 def test_the_page_in_chromium(sent, width):
     from tests.helpers.browser import open_page
 
+    as_sendgrid(sent)  # the webhook's counts: the funnel has stages to compare
     out = sent / "report.html"
     assert cli(sent, "report", str(sent / "issues" / "mini.yaml"), "--out", str(out)).exit_code == 0
     requests: list[str] = []
@@ -178,12 +200,59 @@ def test_the_page_in_chromium(sent, width):
     assert sent_cell == str(expected(sent, "mini")["sent"])
 
 
+# every element whose content is wider than its box (it would scroll or be cut off), but for what is
+# clipped out of sight on purpose (a stacked table's header row, kept for screen readers)
+_WIDER = """() => Array.from(document.querySelectorAll('*')).filter(e => e.scrollWidth > e.clientWidth
+    && e.clientWidth > 0 && !Array.from(document.querySelectorAll('*')).some(a => a.contains(e)
+    && getComputedStyle(a).clipPath !== 'none')).map(e => e.tagName + '.' + e.className + ' ' + e.scrollWidth)"""
+_CHARTS = """() => Array.from(document.querySelectorAll('figure svg'), s => ({
+    caption: s.closest('figure').querySelector('figcaption').textContent,
+    titles: Array.from(s.querySelectorAll('text.title'), t => t.textContent),
+    ticks: Array.from(s.querySelectorAll('.axis.y text'), t => {
+        const r = t.getBoundingClientRect(); return [t.textContent, r.top, r.bottom, r.height]; })}))"""
+_GMAIL = """() => { const svg = document.querySelectorAll('figure svg')[document.querySelectorAll('figure svg').length - 1];
+    const line = getComputedStyle(svg.querySelector('.series.serie-3 path.line'));
+    const guide = getComputedStyle(svg.querySelector('.axis.y path.guide'));
+    return {legend: svg.querySelector('#activate-serie-3 text').textContent,
+            key: getComputedStyle(svg.querySelector('#activate-serie-3 rect')).fill,
+            name: svg.querySelector('.series.serie-3 > title').textContent,
+            stroke: line.stroke, dash: line.strokeDasharray, guide: [guide.stroke, guide.strokeDasharray]}; }"""
+
+
+@pytest.mark.parametrize("width", [375, 1200])
+def test_nothing_scrolls_sideways_and_the_charts_read(sent, width):
+    """The page and every table in it fit the window; each chart has 4-6 y ticks that do not
+    overlap, no title repeating its caption, and Gmail's line is its own dashed red series."""
+    from tests.helpers.browser import open_page
+
+    as_sendgrid(sent)
+    long = "2024-05-spring-term-update-with-a-long-name"
+    (sent / "issues" / f"{long}.yaml").write_text(MINI_ISSUE, encoding="utf-8")
+    send(sent, long)
+    pages = [sent / "mini.html", sent / "all.html"]
+    assert cli(sent, "report", str(sent / "issues" / "mini.yaml"), "--out", str(pages[0])).exit_code == 0
+    assert cli(sent, "report", "--out", str(pages[1])).exit_code == 0
+    for path in pages:
+        with open_page(path, width) as page:
+            wider = page.evaluate(_WIDER)
+            charts = page.evaluate(_CHARTS)
+            gmail = page.evaluate(_GMAIL)
+            tables = page.evaluate("() => document.querySelectorAll('table').length")
+        assert wider == [] and tables >= 2, (path.name, wider)
+        assert charts and all(c["titles"] == [] and 4 <= len(c["ticks"]) <= 6 for c in charts), charts
+        for chart in charts:
+            ticks = sorted(chart["ticks"], key=lambda t: t[1])
+            assert all(t[3] >= 8 for t in ticks), ticks  # at least 8 px tall at 375 px
+            assert all(a[2] <= b[1] for a, b in zip(ticks, ticks[1:])), ticks  # no overlap
+        assert gmail["legend"] == "Gmail's 0.3% line" and gmail["name"] == "Gmail's complaint limit (0.3%)"
+        assert gmail["stroke"] == gmail["key"] == "rgb(197, 34, 31)"
+        assert gmail["dash"] not in ("none", "") and gmail["guide"][0] != gmail["stroke"], gmail
+        assert gmail["guide"][1] == "none", gmail  # gridlines are solid: only the limit is dashed
+
+
 def test_links_are_escaped_and_only_http_is_clickable(sent):
     env = {"SENDGRID_API_KEY": ""}
-    db = sqlite3.connect(sent / "state" / "ledger.sqlite3")
-    db.execute("UPDATE deliveries SET provider='sendgrid' WHERE issue='mini'")  # as if SendGrid had sent it
-    db.commit()
-    db.close()
+    as_sendgrid(sent)
     out = sent / "report.html"
     r = cli(sent, "report", str(sent / "issues" / "mini.yaml"), "--out", str(out), env=env)
     assert r.exit_code == 0, r.output
@@ -268,7 +337,7 @@ def test_every_issue_newest_first(sent):
     out = sent / "all.html"
     r = cli(sent, "report", "--out", str(out))
     assert r.exit_code == 0, r.output
-    rows = re.findall(r"<tr><th scope=\"row\">([^<]+)</th>((?:<td class=\"n\">[^<]*</td>)+)</tr>",
+    rows = re.findall(r"<tr><th scope=\"row\">([^<]+)</th>((?:<td class=\"n\"[^>]*>[^<]*</td>)+)</tr>",
                       out.read_text(encoding="utf-8").split('id="archive"')[1].split("</table>")[0])
     assert [slug for slug, _ in rows] == ["gone", "mini", "older"]
     mini = re.findall(r">([^<]*)</td>", rows[1][1])

@@ -3,7 +3,10 @@
 pygal's SVG links its tooltip script from a CDN by default: `js=[]` leaves it out (the charts
 are read, not hovered) and the inline config script that would feed it is removed; no XML declaration, so the SVG sits inline in the HTML. Each chart
 gets role="img", an aria-label and <title>/<desc> for screen readers, and carries the same
-numbers as a table (its text alternative, shown beside it).
+numbers as a table (its text alternative, shown beside it). The page's caption names the chart, so
+pygal draws no title of its own; the y axis gets 4-6 round ticks (pygal's own scale crowds up to 16
+labels into a short axis), and the gridlines are faint and solid so that the one dashed, red line,
+Gmail's 0.3%, stands out.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pygal
 from pygal.style import Style
@@ -19,13 +22,21 @@ from pygal.style import Style
 from newsletter_mailer.report.data import Delivery, Feedback
 
 GMAIL_COMPLAINT_LIMIT = 0.003   # Gmail's bulk-sender guideline: stay below 0.3% spam complaints
-_STYLE = Style(background="white", plot_background="white", font_family="system-ui, sans-serif",
-               colors=("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"),
-               title_font_size=18, label_font_size=13, major_label_font_size=13, legend_font_size=13,
-               value_font_size=13)
+GMAIL_LINE = "Gmail's 0.3% line"   # its legend entry; its tooltip and name:
+GMAIL_TITLE = "Gmail's complaint limit (0.3%)"
+GMAIL_COLOUR = "#c5221f"
+_LOOK = dict(background="white", plot_background="white", font_family="system-ui, sans-serif",
+             label_font_size=17, major_label_font_size=17, legend_font_size=17, value_font_size=17,
+             guide_stroke_color="#d5d9de", major_guide_stroke_color="#d5d9de",
+             guide_stroke_dasharray="none", major_guide_stroke_dasharray="none")
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
+_STYLE = Style(**_LOOK, colors=_COLOURS)
+_TREND_STYLE = Style(**_LOOK, colors=(*_COLOURS[:3], GMAIL_COLOUR))   # the 4th series is Gmail's line
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
-_OPTIONS = dict(js=[], disable_xml_declaration=True, style=_STYLE, width=720, height=360,
+# 560 wide: at 375 px the chart is drawn about half size, so 17 px labels still read as 9-10 px
+_OPTIONS = dict(js=[], disable_xml_declaration=True, style=_STYLE, width=560, height=340,
                 legend_at_bottom=True, truncate_legend=-1, truncate_label=-1, no_data_text="no data")
+NO_FUNNEL = "No delivery, open or click data yet: SendGrid's statistics or its Event Webhook provide them"
 
 
 @dataclass(frozen=True)
@@ -49,14 +60,30 @@ def _finish(chart: pygal.graph.graph.Graph, title: str, desc: str, head: tuple[s
     return Figure(title, desc, svg, head, rows)
 
 
+def y_ticks(top: float, whole: bool = False, unit: str = "") -> list[dict]:
+    """4-6 round ticks from 0 to at least `top` (whole numbers only for counts), as pygal y_labels."""
+    for exp in range(-6, 12):
+        for base in (1, 2, 2.5, 5):
+            step = base * 10.0 ** exp
+            if (whole and step != int(step)) or step * 5 < top:
+                continue
+            n = max(3, -int(-round(top / step, 9) // 1))   # ceil, but at least 0..3 steps
+            return [{"value": i * step, "label": f"{round(i * step, 9):g}{unit}"} for i in range(n + 1)]
+    raise ValueError(top)
+
+
 def funnel(stages: list[tuple[str, int]]) -> Figure:
-    """sent → delivered → opened → clicked, as far as the numbers are known."""
-    chart = pygal.Bar(**_OPTIONS, show_legend=False, print_values=True, title="From sent to clicked")
+    """sent → delivered → opened → clicked, as far as the numbers are known: with "sent" alone there
+    is nothing to compare, so a sentence says where the rest comes from (the table stays)."""
+    title, rows = "From sent to clicked", [(label, str(n)) for label, n in stages]
+    if len(stages) < 2:
+        return Figure(title, NO_FUNNEL, "", ("stage", "messages"), rows)
+    chart = pygal.Bar(**_OPTIONS, show_legend=False, print_values=True,
+                      y_labels=y_ticks(max(n for _, n in stages), whole=True))
     chart.x_labels = [label for label, _ in stages]
     chart.add("messages", [n for _, n in stages])
     desc = ", ".join(f"{label} {n}" for label, n in stages)
-    return _finish(chart, "From sent to clicked", desc, ("stage", "messages"),
-                   [(label, str(n)) for label, n in stages])
+    return _finish(chart, title, desc, ("stage", "messages"), rows)
 
 
 def timeline(d: Delivery, f: Feedback) -> Figure | None:
@@ -72,7 +99,9 @@ def timeline(d: Delivery, f: Feedback) -> Figure | None:
     for (kind, _), slot in zip(f.times, slots):
         counts[kind][slot] += 1
     title = f"Readers' responses per {unit} after sending"
-    chart = pygal.StackedBar(**_OPTIONS, title=title, x_label_rotation=0, show_minor_x_labels=len(labels) <= 12)
+    top = max(sum(counts[k][i] for k in kinds) for i in range(len(labels)))
+    chart = pygal.StackedBar(**_OPTIONS, x_label_rotation=0, show_minor_x_labels=len(labels) <= 12,
+                             y_labels=y_ticks(top, whole=True))
     chart.x_labels = labels
     for kind in kinds:
         chart.add(kind, counts[kind])
@@ -87,8 +116,9 @@ def per_day(days: list[tuple[str, dict[str, int]]]) -> Figure | None:
     if not days:
         return None
     names = (("delivered", "delivered"), ("unique_opens", "unique opens"), ("unique_clicks", "unique clicks"))
-    chart = pygal.Line(**_OPTIONS, title="SendGrid per day", x_label_rotation=30,
-                       show_minor_x_labels=len(days) <= 10)
+    top = max(m[metric] for _, m in days for metric, _ in names)
+    chart = pygal.Line(**_OPTIONS, x_label_rotation=30, show_minor_x_labels=len(days) <= 10,
+                       y_labels=y_ticks(top, whole=True))
     chart.x_labels = [day for day, _ in days]
     for metric, label in names:
         chart.add(label, [m[metric] for _, m in days])
@@ -103,15 +133,26 @@ def trend(issues: list[tuple[str, dt.date, int, float | None, float | None, floa
     if not issues:
         return None
     title = "Issue by issue: unsubscribes, bounces and complaints (% of sent)"
-    chart = pygal.Line(**_OPTIONS, title=title, x_label_rotation=30, value_formatter=lambda v: f"{v:.2f}%")
+    series = [(name, [None if row[i] is None else row[i] * 100 for row in issues])
+              for i, name in enumerate(("unsubscribes", "bounces", "complaints"), start=3)]
+    top = max([GMAIL_COMPLAINT_LIMIT * 100] + [v for _, values in series for v in values if v is not None])
+    # at most 6 slugs under the axis, cut to 14 characters (the table has them whole): a long one
+    # would leave no height to the plot
+    chart = pygal.Line(**{**_OPTIONS, "style": _TREND_STYLE, "truncate_label": 14}, x_label_rotation=45,
+                       y_labels=y_ticks(top, unit="%"), value_formatter=lambda v: f"{v:.2f}%",
+                       show_minor_x_labels=len(issues) <= 6, x_labels_major_every=-(-len(issues) // 6))
     chart.x_labels = [slug for slug, *_ in issues]
-    for i, name in enumerate(("unsubscribes", "bounces", "complaints"), start=3):
-        chart.add(name, [None if row[i] is None else row[i] * 100 for row in issues])
-    chart.add("Gmail's complaint limit (0.3%)", [GMAIL_COMPLAINT_LIMIT * 100] * len(issues), show_dots=False,
-              stroke_style={"width": 2, "dasharray": "6, 4"})
+    for name, values in series:
+        chart.add(name, values)
+    chart.add(GMAIL_LINE, [GMAIL_COMPLAINT_LIMIT * 100] * len(issues), show_dots=False,
+              stroke_style={"width": 3, "dasharray": "10, 6"})
     rows = [(slug, date.isoformat(), str(sent), *(_pct(r) for r in rates)) for slug, date, sent, *rates in issues]
-    desc = f"{len(issues)} issue(s), {issues[0][0]} to {issues[-1][0]}; the dashed line is Gmail's 0.3% complaint limit"
-    return _finish(chart, title, desc, ("issue", "date", "sent", "unsubscribes", "bounces", "complaints"), rows)
+    desc = (f"{len(issues)} issue(s), {issues[0][0]} to {issues[-1][0]}; the dashed red line is Gmail's "
+            "complaint limit (0.3%)")
+    figure = _finish(chart, title, desc, ("issue", "date", "sent", "unsubscribes", "bounces", "complaints"), rows)
+    line = f'<g class="series serie-{len(series)} color-{len(series)}"><path'  # the drawn one, not an overlay's
+    named = line.replace("><path", f"><title>{html.escape(GMAIL_TITLE, quote=False)}</title><path")
+    return replace(figure, svg=figure.svg.replace(line, named, 1))
 
 
 def _pct(r: float | None) -> str:
