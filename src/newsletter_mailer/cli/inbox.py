@@ -32,7 +32,8 @@ def _echo_summary(s, dry_run: bool) -> None:
     typer.echo(f"read {s.read} message(s); {verb}: {s.bounced} bounced (permanent), {s.soft} soft bounce(s) "
                f"counted ({s.soft_reached} reached the limit), {s.complaints} complaint(s), "
                f"{s.unsubscribes} unsubscribe(s); ignored {s.autoreplies} auto-reply(ies); "
-               f"left alone {s.unrecognised} unrecognised; {s.already} already recorded")
+               f"left alone {s.unrecognised} unrecognised and {s.unmatched} unmatched (not tied to our mail: "
+               f"left for a human); {s.already} already recorded")
     if dry_run:
         typer.echo("dry run: nothing recorded, nothing marked")
 
