@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import email
 import email.policy
+import re
 import shutil
 from pathlib import Path
 
@@ -257,3 +258,133 @@ def test_python_multipart_logs_nothing_of_a_malformed_body(caplog):
         with pytest.raises(MultipartParseError):
             MultipartParser(b"abc").write(b"--abe SECRET-BODY-BYTES")
     assert "SECRET" not in caplog.text and "Expected boundary" not in caplog.text
+
+
+# --- 11. a CSV value that would decide a link's scheme must be a link itself ----------------------
+
+SITE = '{{ site | default("https://example.org/x") }}'
+LINK_ISSUE = f"""\
+subject: Hello
+date: 2020-09-01
+sections:
+  - heading: First
+    body: Some text, and [more](https://example.org/more?s={{{{ site }}}}).
+    image:
+      src: https://example.org/a.png
+      alt: an image
+      href: '{SITE}'
+    button:
+      label: Go
+      url: '{SITE}'
+    links:
+      - label: Read
+        text: The briefing
+        url: '{SITE}'
+"""
+UNSAFE_LINKS = ["javascript:alert(1)", "JaVaScRiPt:alert(1)", "  javascript:alert(1)", "\x01javascript:alert(1)",
+                "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==", "vbscript:msgbox(1)",
+                "//evil.example/x", "https://", "https://ok.example/ x"]
+
+
+@pytest.mark.parametrize("value", UNSAFE_LINKS)
+def test_link_problem_refuses_every_non_link(value):
+    from newsletter_mailer.validators import link_problem
+
+    assert link_problem(value) is not None
+    assert link_problem("https://ok.example/a?b=c") is None and link_problem("mailto:a@example.org") is None
+
+
+def test_compose_marks_only_the_fields_that_decide_a_link(nl):
+    from newsletter_mailer.compose import compose
+    from newsletter_mailer.settings import load_settings
+
+    (nl / "issues" / "links.yaml").write_text(LINK_ISSUE, encoding="utf-8")
+    settings, folder = load_settings(None)
+    c = compose(nl / "issues" / "links.yaml", settings, folder)
+    marked = {(f.name, f.default) for f in c.fields if f.url}
+    assert marked == {("site", "https://example.org/x")}  # not {{ site }} after https://…? in the body
+    assert ("site", None) in {(f.name, f.default) for f in c.fields}
+
+
+def test_the_field_that_starts_a_link_is_marked_and_its_value_judged():
+    from newsletter_mailer.mergefields import FieldTable
+    from newsletter_mailer.personalise import Filler
+    from newsletter_mailer.render import _tokenize_markdown
+
+    table = FieldTable()
+    table.tokenize_url(" {{ a }}/x")
+    table.tokenize_url("http{{ b }}{{ a }}")  # b decides; a follows it
+    # In Markdown the rendered links are judged: after a literal scheme nothing is marked.
+    _tokenize_markdown(table, "[ok](mailto:{{ c }}) ![i](https://example.org/{{ d }}.png)")
+    assert [(f.name, f.url) for f in table.fields] == [("a", True), ("b", True), ("c", False), ("d", False)]
+    filler = Filler(table.fields, "https://example.org/web")
+    values = filler.values("r@example.org", "R", {"a": "javascript:alert(1)", "b": "s://ok", "c": "x", "d": "y"}, "")
+    assert values == ["", "", "x", "y"]  # no default: never the reader's value …
+    assert filler.unsafe_link(values) == "a"  # … and the plan skips that reader
+
+
+def test_unsafe_link_values_get_the_default_in_the_outbox(nl):
+    (nl / "issues" / "links.yaml").write_text(LINK_ISSUE, encoding="utf-8")
+    rows = [[f"j{i}@example.org", "J", v] for i, v in enumerate(UNSAFE_LINKS)]
+    write_csv(nl / "list.csv", ["email", "name", "site"], rows + [["ok@example.org", "Olive", "https://ok.example/o"]])
+    assert runner.invoke(app, ["check", "issues/links.yaml"]).exit_code == 0
+    r = runner.invoke(app, ["send", "issues/links.yaml", "--list", "list.csv", "--yes"])
+    assert r.exit_code == 0, r.output
+    assert f"sent: {len(UNSAFE_LINKS) + 1}, failed: 0" in r.output, r.output
+    msgs = outbox(nl, "links")
+    for i in range(len(UNSAFE_LINKS)):
+        html = msgs[f"j{i}@example.org"].get_body(("html",)).get_content()
+        assert html.count('href="https://example.org/x"') == 3, html  # image, button, link
+        hrefs = re.findall(r'(?:href|src)="([^"]*)"', html)
+        assert hrefs and all(h.startswith(("https://", "mailto:")) for h in hrefs), hrefs
+        # in the body's link the value stands after https://…?s=, where it cannot change the scheme
+        assert any(h.startswith("https://example.org/more?s=") for h in hrefs), hrefs
+    ok = msgs["ok@example.org"].get_body(("html",)).get_content()
+    assert ok.count('href="https://ok.example/o"') == 3 and 'href="https://example.org/x"' not in ok
+
+
+def test_unsafe_link_values_never_reach_sendgrids_substitutions(nl, tmp_path, monkeypatch):
+    issue = LINK_ISSUE.replace("?s={{ site }}", "")  # {{ site }} only where it decides a link
+    (nl / "issues" / "links.yaml").write_text(issue, encoding="utf-8")
+    write_csv(nl / "list.csv", ["email", "name", "site"],
+              [["j@example.org", "J", "javascript:alert(1)"], ["d@example.org", "D", "//evil.example"],
+               ["ok@example.org", "Olive", "https://ok.example/o"]])
+    with SendGridSink(tmp_path / "sg.log", API_KEY) as sink:
+        monkeypatch.setenv("SENDGRID_API_KEY", API_KEY)
+        monkeypatch.setenv("SENDGRID_API_HOST", sink.url)
+        r = runner.invoke(app, ["send", "issues/links.yaml", "--list", "list.csv", "--provider", "sendgrid",
+                                "--no-sync", "--yes"])
+    assert r.exit_code == 0, r.output
+    [request] = sink.requests
+    subs = {p["to"][0]["email"]: set(p["substitutions"].values()) for p in request["body"]["personalizations"]}
+    assert set(subs) == {"j@example.org", "d@example.org", "ok@example.org"}
+    for who in ("j@example.org", "d@example.org"):
+        assert "https://example.org/x" in subs[who]
+        assert not any("javascript" in v or "evil.example" in v for v in subs[who]), subs[who]
+    assert "https://ok.example/o" in subs["ok@example.org"]
+
+
+def test_a_link_field_without_a_default_skips_the_reader_at_plan_time(nl, capsys):
+    # The content check gives every field that starts a link a default; should one ever lack it,
+    # its reader is counted and skipped with the CSV line before anything is sent.
+    import dataclasses
+
+    from newsletter_mailer.cli.send import _echo_plan
+    from newsletter_mailer.send import Options, Sender, prepare
+
+    (nl / "issues" / "links.yaml").write_text(LINK_ISSUE, encoding="utf-8")
+    write_csv(nl / "list.csv", ["email", "name", "site"],
+              [["j@example.org", "J", "javascript:alert(1)"], ["ok@example.org", "Olive", "https://ok.example/o"]])
+    p = prepare(Options(issue=Path("issues/links.yaml"), list_path=Path("list.csv")))
+    p.composed = dataclasses.replace(p.composed, fields=tuple(
+        dataclasses.replace(f, default=None) if f.url else f for f in p.composed.fields))
+    sender = Sender(p)
+    try:
+        plan = sender.plan()
+        _echo_plan(p, plan)
+        summary = sender.run(plan)
+    finally:
+        sender.close()
+    assert plan.to_send == 1 and summary.sent == 1
+    assert "  unsafe link value in column site: 1 (line 2)" in capsys.readouterr().out
+    assert set(outbox(nl, "links")) == {"ok@example.org"}

@@ -51,6 +51,15 @@ EXPECTED = {
     "autoreply_x_autorespond.eml": ("autoreply", [None], False),
     "plain_reply.eml": ("unrecognised", [None], False),
 }
+# The original Message-ID each corpus report returns, where it returns one: a real send has it in
+# its ledger. The others name their reader only by the VERP address a real send would use.
+RETURNED_IDS = {
+    "flufl_dsn_01.eml": "<F1218V8zDv60gxapzha000001ae@hotmail.com>",
+    "flufl_dsn_11.eml": "<mailman.0.1035637201.19036.mailman-developers@python.org>",
+    "flufl_groupwise_01.eml": "<20010720085308.H17468@magic.example.org>",
+    "flufl_yahoo_13.eml": "<130907fb-848c-d154-8e59-ed1e08319fcf@yahoo.com>",
+    "rfc5965_arf.eml": "<8787KJKJ3K4J3K4J3K4J3.mail@example.net>",
+}
 
 
 @pytest.fixture
@@ -117,6 +126,19 @@ def _ledger(state: Path, rows: list[tuple[str, str, str]]) -> None:
     led.close()
 
 
+def _as_sent(env, name: str) -> bytes:
+    """A corpus report as it comes back from a real send: tied to our mail by its returned
+    Message-ID in the ledger, else by the VERP envelope address it was delivered to."""
+    raw = (CORPUS / name).read_bytes()
+    kind, emails, _ = EXPECTED[name]
+    if kind not in ("bounce", "complaint"):
+        return raw
+    if name in RETURNED_IDS:
+        _ledger(env["state"], [("2020-09", emails[0], RETURNED_IDS[name])])
+        return raw
+    return f"Delivered-To: bounces+{_token(env['settings'], emails[0], '2020-09')}@example.org\r\n".encode() + raw
+
+
 def _run(env, *args, extra_env=None):
     return CliRunner().invoke(app, ["inbox", "--config", str(env["dir"] / "newsletter.toml"), *args],
                               env=extra_env, catch_exceptions=False)
@@ -176,7 +198,7 @@ def test_maildir_records_once_and_changes_nothing(env, tmp_path):
     _ledger(env["state"], [("2020-09", "hard@example.com", "<m1@example.org>")])
     s = env["settings"]
     msgs = [_dsn("hard@example.com", "5.1.1", "<m1@example.org>"),
-            (CORPUS / "rfc5965_arf.eml").read_bytes(),
+            _as_sent(env, "rfc5965_arf.eml"),
             (CORPUS / "rfc3834_vacation.eml").read_bytes(),
             (CORPUS / "plain_reply.eml").read_bytes(),
             _unsub(s.unsubscribe_mailto or "x@y", f"unsubscribe {_token(s, 'leaver@example.com', '2020-09')}"),
@@ -229,7 +251,7 @@ def test_soft_bounces_need_the_limit_on_different_issues(env, tmp_path):
 def test_mbox_is_read_not_changed_and_dry_run_records_nothing(env, tmp_path):
     box = mailbox.mbox(tmp_path / "bounces.mbox")
     for name in ("flufl_dsn_01.eml", "rfc5965_arf.eml", "plain_reply.eml"):
-        box.add((CORPUS / name).read_bytes())
+        box.add(_as_sent(env, name) if name == "flufl_dsn_01.eml" else (CORPUS / name).read_bytes())
     box.close()
     before = (tmp_path / "bounces.mbox").read_bytes()
     dry = _run(env, "--mbox", str(tmp_path / "bounces.mbox"), "--dry-run")
@@ -241,6 +263,7 @@ def test_mbox_is_read_not_changed_and_dry_run_records_nothing(env, tmp_path):
     assert (tmp_path / "bounces.mbox").read_bytes() == before
     aud = Audience.in_state(env["state"])
     assert aud.status("userx@example.com").status == "bounced"
+    assert aud.status("user@example.com") is None  # the ARF has no ledger row here: for a human
     aud.close()
 
 
@@ -296,7 +319,7 @@ def _flags(server, folder="INBOX") -> dict[bytes, bytes]:
 
 def test_imap_recognised_flagged_unrecognised_untouched(env, imap):
     names = sorted(EXPECTED)
-    _append(imap, [(CORPUS / n).read_bytes() for n in names])
+    _append(imap, [_as_sent(env, n) for n in names])
     dry = _run(env, "--imap", "--dry-run", extra_env=imap.env())
     assert dry.exit_code == 0, dry.output
     assert all(f == b"" for f in _flags(imap).values())
@@ -319,7 +342,7 @@ def test_imap_recognised_flagged_unrecognised_untouched(env, imap):
 
 
 def test_imap_move_to_and_starttls(env, imap):
-    _append(imap, [(CORPUS / "flufl_dsn_11.eml").read_bytes(), (CORPUS / "plain_reply.eml").read_bytes()])
+    _append(imap, [_as_sent(env, "flufl_dsn_11.eml"), (CORPUS / "plain_reply.eml").read_bytes()])
     r = _run(env, "--imap", "--move-to", "Processed",
              extra_env=imap.env(IMAP_SECURITY="starttls", IMAP_PORT=str(imap.imap_port)))
     assert r.exit_code == 0, r.output
@@ -341,3 +364,85 @@ def test_imap_untrusted_certificate_is_a_tls_failure(env, imap):
 def test_imap_unreachable_host(env, imap):
     r = _run(env, "--imap", extra_env=imap.env(IMAP_PORT="1"))
     assert r.exit_code == 2 and "cannot reach the IMAP server" in r.output
+
+
+# --- forged reports: anyone can mail the bounce address ------------------------------------
+
+def _forged_arf(rcpt: str) -> bytes:
+    """A feedback report from a stranger naming a reader, returning a message we never sent."""
+    return (CORPUS / "rfc5965_arf.eml").read_bytes().replace(
+        b"From: <abusedesk@example.com>", b"From: <stranger@evil.example>").replace(
+        b"Original-Rcpt-To: <user@example.com>", f"Original-Rcpt-To: <{rcpt}>".encode()).replace(
+        b"Removal-Recipient: user@example.com", f"Removal-Recipient: {rcpt}".encode()).replace(
+        b"8787KJKJ3K4J3K4J3K4J3.mail@example.net", b"<forged-1@evil.example>")
+
+
+# kind -> (the forged message, what it is classified as, whom it names)
+FORGED = {"arf": (lambda: _forged_arf("a1@example.org"), "complaint", "a1@example.org"),
+          "dsn": (lambda: _dsn("a2@example.org", "5.1.1", "<forged-2@evil.example>", "2020-09"), "bounce",
+                  "a2@example.org")}
+
+
+@pytest.mark.parametrize("kind", sorted(FORGED))
+def test_a_forged_report_changes_nothing_and_is_counted_unmatched(env, tmp_path, kind):
+    _ledger(env["state"], [("2020-09", "a1@example.org", "<real-1@example.org>"),
+                           ("2020-09", "a2@example.org", "<real-2@example.org>")])
+    make, classified, named = FORGED[kind]
+    raw = make()
+    [v] = Classifier(MessageIndex(env["state"] / "ledger.sqlite3"), lambda t: None).classify(raw)
+    assert (v.kind, v.email, v.tied) == (classified, named, False)  # classified as before, not tied
+    _maildir(tmp_path / "md", [raw])
+    dry = _run(env, "--maildir", str(tmp_path / "md"), "--dry-run")
+    assert "not tied to our mail" in dry.output and "left for a human" in dry.output, dry.output
+    r = _run(env, "--maildir", str(tmp_path / "md"))
+    assert r.exit_code == 0, r.output
+    assert "0 bounced (permanent)" in r.output and "0 complaint(s)" in r.output
+    assert "1 unmatched (not tied to our mail: left for a human)" in r.output, r.output
+    aud = Audience.in_state(env["state"])
+    assert aud.status("a1@example.org") is None and aud.status("a2@example.org") is None
+    assert aud.processed([hashlib.sha256(raw).hexdigest()]) == set()  # a human may still act on it
+    aud.close()
+
+
+def test_the_same_report_tied_by_its_ledger_row_uses_the_ledgers_recipient(env, tmp_path):
+    _ledger(env["state"], [("2020-09", "a2@example.org", "<real-2@example.org>")])
+    _maildir(tmp_path / "md", [_dsn("someone-else@example.net", "5.1.1", "<real-2@example.org>")])
+    r = _run(env, "--maildir", str(tmp_path / "md"))
+    assert "1 bounced (permanent)" in r.output and "0 unmatched" in r.output, r.output
+    aud = Audience.in_state(env["state"])
+    assert aud.status("a2@example.org").status == "bounced" and aud.status("someone-else@example.net") is None
+    aud.close()
+
+
+def test_a_complaint_tied_by_the_returned_list_unsubscribe_token(env):
+    token = _token(env["settings"], "reader@example.org", "2020-09")
+    raw = _forged_arf("other@example.org").replace(
+        b"Subject: Earn money\n", f"Subject: Earn money\nList-Unsubscribe: <https://example.org/u/{token}>\n".encode())
+    c = Classifier(MessageIndex(None), lambda t: tokens.read_unsubscribe(SECRET.encode(),
+                                                                        env["settings"].list_id_header, t))
+    [v] = c.classify(raw)
+    assert (v.kind, v.email, v.issue, v.tied) == ("complaint", "reader@example.org", "2020-09", True)
+
+
+def test_imap_leaves_forged_reports_unflagged_and_unmoved(env, imap):
+    _append(imap, [make() for make, _, _ in FORGED.values()])
+    r = _run(env, "--imap", "--move-to", "Processed", extra_env=imap.env())
+    assert r.exit_code == 0 and "2 unmatched" in r.output, r.output
+    assert list(_flags(imap).values()) == [b"", b""]
+    aud = Audience.in_state(env["state"])
+    assert aud.status("a1@example.org") is None and aud.status("a2@example.org") is None
+    aud.close()
+
+
+def test_the_ledger_on_postgresql_ties_a_bounce_by_its_message_id(database_url, tmp_path):
+    """With the ledger in PostgreSQL, the returned Message-ID is looked up there (not in a file)."""
+    from newsletter_mailer.ledger import Ledger
+    from newsletter_mailer.providers.base import Outcome
+
+    ledger = Ledger.in_state(tmp_path, database_url)
+    ledger.begin("2020-09", ["ann@example.com"], "smtp", ["<pg-1@example.org>"])
+    ledger.finish("2020-09", [Outcome("ann@example.com", True, "<pg-1@example.org>")])
+    ledger.close()
+    c = Classifier(MessageIndex(tmp_path / "ledger.sqlite3", database_url), lambda t: None)
+    [v] = c.classify(_dsn("ann-forwarded@example.net", "5.1.1", "<PG-1@example.org>"))
+    assert (v.kind, v.email, v.issue, v.permanent) == ("bounce", "ann@example.com", "2020-09", True)

@@ -7,12 +7,13 @@ text for the text part, so the two never drift apart.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Iterator
 
 from markdown_it import MarkdownIt
 
 from newsletter_mailer import mergefields
 
-_ALLOWED = ("http://", "https://", "mailto:")
+_ALLOWED = mergefields.SCHEMES
 
 
 @lru_cache(maxsize=1)
@@ -30,14 +31,25 @@ def _md_any_link() -> MarkdownIt:
     return md
 
 
-def check_markdown_links(text: str) -> None:
-    """Raise ValueError for a Markdown link or image that is not http(s) or mailto."""
-    plain = mergefields.MERGE_RE.sub("x", text)
-    for block in _md_any_link().parse(plain):
+def _targets(md: MarkdownIt, text: str) -> Iterator[str]:
+    """Every link's href and image's src in text, as md parses it."""
+    for block in md.parse(text):
         for tok in block.children or ():
             url = tok.attrGet("href") if tok.type == "link_open" else tok.attrGet("src") if tok.type == "image" else None
-            if url is not None and not str(url).strip().lower().startswith(_ALLOWED):
-                raise ValueError(f"link '{str(url)[:60]}' is not an http(s) or mailto link")
+            if url is not None:
+                yield str(url)
+
+
+def check_markdown_links(text: str) -> None:
+    """Raise ValueError for a Markdown link or image that is not http(s) or mailto."""
+    for url in _targets(_md_any_link(), mergefields.MERGE_RE.sub("x", text)):
+        if not url.strip().lower().startswith(_ALLOWED):
+            raise ValueError(f"link '{url[:60]}' is not an http(s) or mailto link")
+
+
+def link_targets(text: str) -> Iterator[str]:
+    """The href and src attributes to_html writes for text: where its merge fields stand in URLs."""
+    return _targets(_md(), text)
 
 
 def to_html(text: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 from urllib.parse import quote
 
@@ -21,6 +21,8 @@ MERGE_RE = re.compile(
     r"(?:\|\s*default\(\s*(\"(?:[^\"\\\r\n]|\\.)*\"|'(?:[^'\\\r\n]|\\.)*')\s*\)\s*)?\}\}"
 )
 EXAMPLE = '{{ name }} or {{ name | default("friend") }}'
+# What a link may start with, in content and in a reader's value that decides a link's scheme.
+SCHEMES = ("http://", "https://", "mailto:")
 # The placeholders of settings.unsubscribe_url, filled per recipient by fill_url_placeholders.
 URL_FIELDS = ("email", "token")
 
@@ -77,6 +79,8 @@ def fill_url_placeholders(template: str, **values: str) -> str:
 class Field:
     name: str
     default: str | None
+    # Decides where a link goes (see FieldTable.mark_url): a reader's value must be a link itself.
+    url: bool = field(default=False, compare=False)
 
 
 @dataclass
@@ -102,6 +106,23 @@ class FieldTable:
     def tokenize(self, text: str) -> str:
         """Replace each merge field in text with its token."""
         return MERGE_RE.sub(lambda m: self.token(m.group(1), default_value(m.group(2))), text)
+
+    def tokenize_url(self, text: str) -> str:
+        """tokenize for a link's address (link, button, image href), marking the field that decides it."""
+        text = self.tokenize(text)
+        self.mark_url(text)
+        return text
+
+    def mark_url(self, url: str) -> None:
+        """Mark the field whose value decides a link's scheme: the first one in the (tokenized) URL,
+        unless a literal http(s):// or mailto: comes before it. A reader's value could otherwise
+        make the link javascript:, data: or //elsewhere; later fields follow a checked start.
+        A field used both in text and in a URL is thereby judged as a URL."""
+        m = self.token_re.search(url)
+        if m is None or url[:m.start()].strip().lower().startswith(SCHEMES):
+            return
+        i = int(m.group(1))
+        self.fields[i] = replace(self.fields[i], url=True)
 
     def placeholder(self, i: int) -> str:
         """How a field reads in email.html on disk: as the user wrote it."""

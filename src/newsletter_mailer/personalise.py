@@ -14,9 +14,12 @@ from typing import Mapping, Sequence
 
 from newsletter_mailer.mergefields import Field
 from newsletter_mailer.providers.base import Recipient
+from newsletter_mailer.validators import link_problem
 
 # Fields every recipient has, whatever the list's columns.
 BUILTIN_FIELDS = frozenset({"email", "name", "unsubscribe_url", "web_url"})
+# Of those, the ones whose values this project makes (never a reader's data).
+OWN_FIELDS = frozenset({"unsubscribe_url", "web_url"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class Filler:
     def __init__(self, fields: Sequence[Field], web_url: str):
         self.fields = tuple(fields)
         self.web_url = web_url
+        # Fields whose value decides where a link goes: only these are checked per recipient.
+        self.links = tuple(i for i, f in enumerate(self.fields) if f.url and f.name not in OWN_FIELDS)
 
     def missing(self, columns: frozenset[str]) -> list[str]:
         """Fields the list cannot fill and that have no default: an error before sending."""
@@ -71,7 +76,16 @@ class Filler:
             else:
                 v = extra.get(n, "")
             out.append(v if v else (f.default or ""))
+        for i in self.links:  # not a link (javascript:, data:, //host): the default, else nothing
+            if link_problem(out[i]):
+                out[i] = self.fields[i].default or ""
         return out
+
+    def unsafe_link(self, values: Sequence[str]) -> str | None:
+        """The field (column) whose value, in values(), is no link and has no default to stand in
+        for it: that recipient is skipped before sending rather than sent a broken or unsafe link."""
+        return next((self.fields[i].name for i in self.links
+                     if self.fields[i].default is None and link_problem(values[i])), None)
 
     def defaults(self, unsubscribe_url: str = "") -> list[str]:
         return self.values("", "", {}, unsubscribe_url)

@@ -70,7 +70,7 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
     """The issue as the templates see it. By default links are absolute (as mail clients need):
     "More issues" goes to the archive under web_base_url, the feed beside it, and a local image to
     its copy under the issue's page; the published site passes its own relative ones."""
-    tok = table.tokenize
+    tok, url = table.tokenize, table.tokenize_url  # url: a link's address (see FieldTable.mark_url)
 
     def image(img) -> dict[str, Any] | None:
         if img is None:
@@ -78,22 +78,22 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
         src = img.src
         src = local_image(src) if local_image is not None and media.is_local(src) else \
             media.image_url(settings, slug, src)
-        return {"src": src, "alt": tok(img.alt), "href": tok(img.href) if img.href else None}
+        return {"src": src, "alt": tok(img.alt), "href": url(img.href) if img.href else None}
 
     sections = []
     for s in issue.sections:
-        body = tok(s.body)
+        body = _tokenize_markdown(table, s.body)
         sections.append({
             "heading": tok(s.heading),
             "body_html": Markup(markdown_html.to_html(body)),
             "body_text": markdown_html.to_text(body),
             "image": image(s.image),
             "layout": s.layout,
-            "button": None if s.button is None else {"label": tok(s.button.label), "url": tok(s.button.url)},
-            "links": [{"text": tok(l.text), "url": tok(l.url), "label": tok(l.label) if l.label else None}
+            "button": None if s.button is None else {"label": tok(s.button.label), "url": url(s.button.url)},
+            "links": [{"text": tok(l.text), "url": url(l.url), "label": tok(l.label) if l.label else None}
                       for l in s.links],
         })
-    intro = tok(issue.intro) if issue.intro else ""
+    intro = _tokenize_markdown(table, issue.intro) if issue.intro else ""
     # A shared link's card needs an absolute image address, whatever the published page uses.
     first = issue.hero or next((s.image for s in issue.sections if s.image is not None), None)
     share = None if first is None else {"src": media.image_url(settings, slug, first.src), "alt": tok(first.alt)}
@@ -119,6 +119,14 @@ def build_view(issue: Issue, settings: Settings, slug: str, table: FieldTable, *
         "signup_url": f"{settings.web.base}/subscribe" if settings.web.base else None,
         "share_image": share,
     })
+
+
+def _tokenize_markdown(table: FieldTable, text: str) -> str:
+    """Markdown with its merge fields as tokens, those deciding a link's or image's address marked."""
+    text = table.tokenize(text)
+    for target in markdown_html.link_targets(text):
+        table.mark_url(target)
+    return text
 
 
 def render(paths: tuple[str, ...], name: str, view: View, **extra: Any) -> str:

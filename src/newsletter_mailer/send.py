@@ -35,7 +35,7 @@ from newsletter_mailer.schedule import CannotHold, When, alternatives, check_hol
 from newsletter_mailer.schema import slug_of
 from newsletter_mailer.audience.in_send import SendAudience
 from newsletter_mailer.settings import Settings, load_settings
-from newsletter_mailer.subscribers import Subscriber, SubscriberList, read_suppressions
+from newsletter_mailer.subscribers import Skips, Subscriber, SubscriberList, read_suppressions
 from newsletter_mailer.validators import header_problem
 
 TEST_PREFIX = "[TEST] "
@@ -230,6 +230,7 @@ class Plan:
     held_back: list[str] = field(default_factory=list)
     failed_before: list[str] = field(default_factory=list)
     header_invalid: list[tuple[int, str, str]] = field(default_factory=list)
+    unsafe_links: Skips = field(default_factory=Skips)  # a value that would make a link javascript:, …
     skips: object = None
     interrupted: list[str] = field(default_factory=list)
     signups: int = 0   # confirmed sign-ups from the audience store, not in the CSV, to send
@@ -337,11 +338,15 @@ class Sender:
         check_subject = bool(subject.slots)
         filler = self.p.composed.filler()
         for sub in self._candidates():
-            if check_subject:
+            if check_subject or filler.links:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
                 problem = next(filter(None, (header_problem(values[i]) for i in subject.slots)), None)
                 if problem:
                     plan.header_invalid.append((sub.line, sub.email, f"a value used in the subject {problem}"))
+                    continue
+                column = filler.unsafe_link(values)
+                if column:
+                    plan.unsafe_links.add(f"unsafe link value in column {column}", sub.line)
                     continue
             d = _decide(self.states.get(key(sub.email)), o)
             if d == "send":
@@ -381,11 +386,13 @@ class Sender:
         """The sending pass over the list: the subscribers the plan counted as to send."""
         o = self.p.options
         invalid = {key(email) for _, email, _ in plan.header_invalid}
-        make = self.p.recipient
+        make, unsafe_link = self.p.recipient, self.p.composed.filler().unsafe_link
         for sub in self._candidates():
             k = key(sub.email)
             if k not in invalid and _decide(self.states.get(k), o) == "send":
-                yield make(sub.email, sub.name, sub.fields)
+                r = make(sub.email, sub.name, sub.fields)
+                if unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
+                    yield r
 
     def run(self, plan: Plan, progress: Callable[[int], None] | None = None) -> Summary:
         """The sending pass, batch by batch; a stop raises DeliveryStopped with what went out."""

@@ -15,9 +15,8 @@ from urllib.parse import quote
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from newsletter_mailer.mergefields import EXAMPLE, MERGE_RE, default_value
+from newsletter_mailer.mergefields import EXAMPLE, MERGE_RE, SCHEMES, default_value
 
-SCHEMES = ("http://", "https://", "mailto:")
 # What opens any Jinja construct: only the merge fields of MERGE_RE may use it in content.
 JINJA_OPEN = re.compile(r"\{\{|\{%|\{#")
 # Characters no text needs and MJML/XML cannot carry (a YAML "\x1b" or "\\0" escape gets them in).
@@ -180,15 +179,23 @@ def no_merge_fields(v: str, what: str) -> str:
     return v
 
 
+def link_problem(url: str) -> str | None:
+    """Why url is not an absolute http(s) or mailto link, or None: one rule for a link in content
+    and for a reader's value that decides a link (javascript:, data:, //host, " x" all fail)."""
+    if not url.lower().startswith(SCHEMES) or any(c.isspace() or ord(c) < 32 for c in url):
+        return "is not an http(s) or mailto link (use https://… or mailto:…)"
+    if url.lower().startswith(("http://", "https://")) and len(url.split("//", 1)[1].split("/")[0]) == 0:
+        return "has no host"
+    return None
+
+
 def link_url(v: str) -> str:
     v = v.strip()
     # A merge field may stand in a link (https://…/survey?e={{ email }}): judge the URL around it,
     # with the field's default where it has one (the default is what some readers get).
-    probe = MERGE_RE.sub(lambda m: default_value(m.group(2)) or "x", v)
-    if not probe.lower().startswith(SCHEMES) or any(c.isspace() or ord(c) < 32 for c in probe):
-        raise ValueError(f"'{v[:60]}' is not an http(s) or mailto link (use https://… or mailto:…)")
-    if probe.lower().startswith(("http://", "https://")) and len(probe.split("//", 1)[1].split("/")[0]) == 0:
-        raise ValueError(f"'{v[:60]}' has no host")
+    problem = link_problem(MERGE_RE.sub(lambda m: default_value(m.group(2)) or "x", v))
+    if problem:
+        raise ValueError(f"'{v[:60]}' {problem}")
     return v
 
 

@@ -7,6 +7,11 @@ is read as a bounce only when it is a delivery report or comes from a mailer dae
 when it carries no auto-reply mark at all. Each finding is matched to a recipient and an
 issue through, in order, the original Message-ID in the ledger, the report's recipient
 fields, the returned X-Newsletter-Issue header and the reader's token (subject or VERP).
+
+Anyone can mail the bounce address a report naming any address, so a finding is `tied` to
+our mail only by what a stranger cannot make: the returned Message-ID of a message in the
+ledger (its recipient is the one named), or a valid token (VERP, the returned
+List-Unsubscribe, a mailto unsubscribe). Only tied findings change a status (inbox.py).
 """
 
 from __future__ import annotations
@@ -23,14 +28,16 @@ from typing import Callable
 
 from newsletter_mailer.ledger import key
 
-BOUNCE, COMPLAINT, UNSUBSCRIBE, AUTOREPLY, UNRECOGNISED = (
-    "bounce", "complaint", "unsubscribe", "autoreply", "unrecognised")
+BOUNCE, COMPLAINT, UNSUBSCRIBE, AUTOREPLY, UNRECOGNISED, UNMATCHED = (
+    "bounce", "complaint", "unsubscribe", "autoreply", "unrecognised", "unmatched")
 _DAEMONS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mdaemon")
 _OOO = re.compile(r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?re(ply|sponse)|"
                   r"abwesenheit|absence|vacation|away from)", re.I)
 _UNSUB = re.compile(r"^\s*unsubscribe(?:\s+(\S+))?\s*$", re.I)
 _VERP = re.compile(r"^bounces\+([A-Za-z0-9_-]{22,})@", re.I)
 _STATUS = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
+# A reader's token in a returned List-Unsubscribe: the app's /u/<token> or the mailto's subject.
+_LIST_UNSUB_TOKEN = re.compile(r"(?:/u/|[?&]subject=unsubscribe(?:%20|\+))([A-Za-z0-9_-]{22,})", re.I)
 
 
 @dataclass(frozen=True)
@@ -42,17 +49,18 @@ class Verdict:
     issue: str | None = None
     permanent: bool = False
     reason: str | None = None
+    tied: bool = False  # tied to our mail (ledger Message-ID or valid token): may change a status
 
 
 TokenReader = Callable[[str], "tuple[str, str | None] | None"]
 
 
 class MessageIndex:
-    """Message-ID -> (issue, email) from the send ledger, read-only and loaded once on first use:
-    the ledger has no index on message_id and is not ours to change."""
+    """Message-ID -> (issue, email) from the send ledger (SQLite file or PostgreSQL), read-only and
+    loaded once on first use: the ledger has no index on message_id and is not ours to change."""
 
-    def __init__(self, ledger_path: Path | None):
-        self.path = ledger_path
+    def __init__(self, ledger_path: Path | None, url: str | None = None):
+        self.path, self.url = ledger_path, url
         self._ids: dict[str, tuple[str, str]] | None = None
 
     def find(self, message_id: str | None) -> tuple[str, str] | None:
@@ -63,12 +71,20 @@ class MessageIndex:
         return self._ids.get(_bare_id(message_id))
 
     def _load(self) -> dict[str, tuple[str, str]]:
+        sql = "SELECT message_id, issue, email FROM deliveries WHERE message_id IS NOT NULL"
+        if self.url is not None:
+            from newsletter_mailer.state import migrations
+
+            db = migrations.open_postgres(self.url, "ledger")
+            try:
+                return {_bare_id(m): (i, e) for m, i, e in db.execute(sql)}
+            finally:
+                db.close()
         if self.path is None or not self.path.is_file():
             return {}
         db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
-            return {_bare_id(m): (i, e) for m, i, e in db.execute(
-                "SELECT message_id, issue, email FROM deliveries WHERE message_id IS NOT NULL")}
+            return {_bare_id(m): (i, e) for m, i, e in db.execute(sql)}
         finally:
             db.close()
 
@@ -166,19 +182,26 @@ class Classifier:
         found = self.read_token(token) if token else None
         if not found:
             return Verdict(UNRECOGNISED, reason="unsubscribe request without a valid token: left for a human")
-        return Verdict(UNSUBSCRIBE, key(found[0]), found[1], True, "mailto unsubscribe")
+        return Verdict(UNSUBSCRIBE, key(found[0]), found[1], True, "mailto unsubscribe", tied=True)
 
-    def _match(self, msg: Message, email_: str | None) -> tuple[str | None, str | None]:
-        """(email, issue): the ledger's row for the returned Message-ID wins, then what the report says."""
+    def _match(self, msg: Message, email_: str | None) -> tuple[str | None, str | None, bool]:
+        """(email, issue, tied): the ledger's row for the returned Message-ID wins, then the reader a
+        valid token names; else what the report says, which a stranger can write (not tied)."""
         original = _returned_headers(msg)
         row = self.index.find(original.get("Message-ID") if original is not None else None)
         if row:
-            return row[1], row[0]
+            return row[1], row[0], True
         issue = str(original.get("X-Newsletter-Issue", "")).strip() or None if original is not None else None
-        verp = self._verp(msg)
-        if verp:
-            return email_ or verp[0], issue or verp[1]
-        return email_, issue
+        found = self._verp(msg) or self._list_unsubscribe(original)
+        if found:
+            return found[0], issue or found[1], True
+        return email_, issue, False
+
+    def _list_unsubscribe(self, original: Message | None) -> tuple[str, str | None] | None:
+        """The reader the returned List-Unsubscribe's token names (a feedback report returns it)."""
+        m = _LIST_UNSUB_TOKEN.search(str(original.get("List-Unsubscribe", ""))) if original is not None else None
+        found = self.read_token(m.group(1)) if m else None
+        return (key(found[0]), found[1]) if found else None
 
     def _verp(self, msg: Message) -> tuple[str, str | None] | None:
         """bounces+<token>@…: the envelope recipient of the bounce names the reader (VERP)."""
@@ -196,7 +219,7 @@ class Classifier:
         temporary, permanent = all_failures(msg)
         if not temporary and not permanent:
             verp = self._verp(msg)
-            return [Verdict(BOUNCE, verp[0], verp[1], True, "VERP bounce")] if verp else []
+            return [Verdict(BOUNCE, verp[0], verp[1], True, "VERP bounce", tied=True)] if verp else []
         fields = _dsn_fields(msg)
         out = []
         for raw_addr, perm in [(a, True) for a in sorted(permanent)] + [(a, False) for a in sorted(temporary)]:
@@ -204,9 +227,9 @@ class Classifier:
             status, diag = fields.get(addr, (None, None))
             if status:
                 perm = status.startswith("5")
-            email_, issue = self._match(msg, addr)
+            email_, issue, tied = self._match(msg, addr)
             reason = " ".join(x for x in (status, diag) if x) or ("permanent" if perm else "temporary") + " failure"
-            out.append(Verdict(BOUNCE, email_, issue, perm, reason[:300]))
+            out.append(Verdict(BOUNCE, email_, issue, perm, reason[:300], tied))
         return out
 
     def _complaint(self, msg: Message) -> Verdict:
@@ -221,5 +244,5 @@ class Classifier:
         original = _returned_headers(msg)
         if email_ is None and original is not None:
             email_ = key(parseaddr(str(original.get("To", "")))[1]) or None
-        email_, issue = self._match(msg, email_)
-        return Verdict(COMPLAINT, email_, issue, True, "spam complaint (feedback report)")
+        email_, issue, tied = self._match(msg, email_)
+        return Verdict(COMPLAINT, email_, issue, True, "spam complaint (feedback report)", tied)

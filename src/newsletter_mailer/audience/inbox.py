@@ -3,7 +3,8 @@
 Messages are handled in batches: classify, then record the batch's changes, then remember
 (store) and mark (IMAP) the recognised ones, so a run killed part-way repeats at most one
 batch, and repeating is harmless (statuses and soft-bounce counts are idempotent). A
-message that names nobody, or that is not recognised, is neither recorded nor marked.
+message that names nobody, or that is not recognised, is neither recorded nor marked; nor is a
+bounce or complaint not tied to our mail (bounces.py): anyone can write one naming anyone.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Summary:
     unsubscribes: int = 0
     autoreplies: int = 0
     unrecognised: int = 0
+    unmatched: int = 0  # a bounce or complaint not tied to our mail: left for a human
     lines: list[str] = field(default_factory=list)  # what was (or would be) recorded, for --dry-run
 
     def add(self, v: Verdict) -> None:
@@ -46,6 +48,8 @@ class Summary:
             self.unsubscribes += 1
         elif v.kind == bounces.AUTOREPLY:
             self.autoreplies += 1
+        elif v.kind == bounces.UNMATCHED:
+            self.unmatched += 1
         else:
             self.unrecognised += 1
 
@@ -53,19 +57,27 @@ class Summary:
 def classifier_for(settings: Settings, state_dir: Path, env: dict[str, str]) -> Classifier:
     """Matching needs the ledger (Message-IDs) and the unsubscribe secret (tokens); neither is created."""
     from newsletter_mailer import tokens
+    from newsletter_mailer.state.db import database_url
     from newsletter_mailer.unsubscribe import load_secret
 
     secret, _ = load_secret(state_dir, env, create=False)
     list_id = settings.list_id_header
-    return Classifier(bounces.MessageIndex(state_dir / "ledger.sqlite3"),
+    index = bounces.MessageIndex(state_dir / "ledger.sqlite3", database_url(settings, env))
+    return Classifier(index,
                       lambda token: tokens.read_unsubscribe(secret, list_id, token),
                       settings.unsubscribe_mailto)
 
 
 def _usable(verdicts: list[Verdict]) -> list[Verdict]:
-    """A finding that names nobody is not a finding: the message is left as if unrecognised."""
+    """A finding that names nobody is not a finding: the message is left as if unrecognised. One
+    not tied to our mail is left for a human: a forged report must not suppress a reader."""
     named = [v for v in verdicts if v.kind == bounces.AUTOREPLY or (v.email and v.kind != bounces.UNRECOGNISED)]
-    return named or [Verdict(bounces.UNRECOGNISED, reason=verdicts[0].reason if verdicts else None)]
+    if not named:
+        return [Verdict(bounces.UNRECOGNISED, reason=verdicts[0].reason if verdicts else None)]
+    tied = [v for v in named if v.tied or v.kind == bounces.AUTOREPLY]
+    return tied or [Verdict(bounces.UNMATCHED, named[0].email, named[0].issue,
+                            reason=f"{named[0].kind} not tied to our mail (no ledger Message-ID or token): "
+                                   "left for a human")]
 
 
 def _changes(verdicts: list[Verdict]) -> tuple[list[Change], list[tuple[str, str | None, str | None]]]:
@@ -116,7 +128,7 @@ def run(source, classifier: Classifier, audience: Audience, soft_limit: int, *, 
             for v in verdicts:
                 summary.add(v)
                 summary.lines.append(_line(handle, v))
-            if verdicts[0].kind != bounces.UNRECOGNISED:
+            if verdicts[0].kind not in (bounces.UNRECOGNISED, bounces.UNMATCHED):
                 found += verdicts
                 handles.append(handle)
                 digests.append(digest)

@@ -36,6 +36,9 @@ def _echo_summary(s, dry_run: bool) -> None:
         parts.append(f"ignored {s.autoreplies} " + ("auto-reply" if s.autoreplies == 1 else "auto-replies"))
     if s.unrecognised:
         parts.append(f"left alone {s.unrecognised} unrecognised")
+    # Always said, even when 0: a report that names a reader but is not tied to our mail is the
+    # one a forger would send.
+    parts.append(f"{s.unmatched} unmatched (not tied to our mail: left for a human)")
     if s.already:
         parts.append(f"already recorded: {s.already} (read by an earlier run)")
     typer.echo("; ".join(parts))

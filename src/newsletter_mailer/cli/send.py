@@ -123,7 +123,7 @@ def _echo_plan(prepared, plan) -> None:
                + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
     if plan.interrupted:
         typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
-    lines = plan.skips.summary_lines() if plan.skips is not None else []
+    lines = (plan.skips.summary_lines() if plan.skips is not None else []) + plan.unsafe_links.summary_lines()
     if plan.header_invalid:
         lines.append(f"invalid header value: {len(plan.header_invalid)} (line "
                      + ", ".join(str(l) for l, _, _ in plan.header_invalid[:20]) + ")")
