@@ -68,25 +68,29 @@ def _post(token: str) -> bytes:
 STYLE = b"GET /style.css HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
-def _server(folder: Path) -> tuple[subprocess.Popen, int, str]:
+def _server(folder: Path, workers: int = 1, **env: str) -> tuple[subprocess.Popen, int, str]:
+    """`uvicorn newsletter_mailer.web:app` with `workers` processes, state in `folder` (plus `env`)."""
     port = free_port()
     config = folder / "newsletter.toml"
     config.write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8")
                       + f'\n[web]\nbase_url = "https://news.example.org"\n', encoding="utf-8")
     env = child_env(NEWSLETTER_CONFIG=str(config), NEWSLETTER_STATE=str(folder / "state"),
-                    NEWSLETTER_OUTBOX=str(folder / "outbox"), NEWSLETTER_SECRET=SECRET)
+                    NEWSLETTER_OUTBOX=str(folder / "outbox"), NEWSLETTER_SECRET=SECRET, **env)
     log = open(folder / "server.log", "wb")
     proc = subprocess.Popen([python(), "-m", "uvicorn", "newsletter_mailer.web:app", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+                             "--port", str(port), "--workers", str(workers)],
+                            env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
-    while True:
+    while True:  # answering, and every worker started (each logs it once)
         try:
             asyncio.run(_load(port, [STYLE], b"body"))
-            break
+            if (folder / "server.log").read_text().count("Application startup complete") >= workers:
+                break
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start:\n" + (folder / "server.log").read_text())
-            time.sleep(0.1)
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start:\n" + (folder / "server.log").read_text())
+        time.sleep(0.1)
     return proc, port, load_settings(config)[0].list_id_header
 
 

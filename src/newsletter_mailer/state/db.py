@@ -33,6 +33,10 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
 
 
 ERRORS = _driver_errors()  # what a storage failure raises, whichever backend (web.py answers 503)
+# Every statement planned when it runs, never a prepared generic plan: one cached while a table
+# was tiny (a sequential scan) stays in use as it grows, and made each ledger UPDATE of a
+# 100,000-recipient send scan the whole table (benchmarks/RESULTS.md, "Shared state: PostgreSQL").
+CONNECT = {"autocommit": True, "prepare_threshold": None}
 
 
 def check_url(url: str, *, from_file: bool) -> str:
@@ -110,8 +114,7 @@ class Database:
         import psycopg
 
         try:
-            conn = psycopg.connect(url, autocommit=True, connect_timeout=10,
-                                   application_name="newsletter-mailer")
+            conn = psycopg.connect(url, connect_timeout=10, application_name="newsletter-mailer", **CONNECT)
         except psycopg.Error as exc:
             raise unreachable(url, exc) from None
         return cls(conn, "postgres", where(url))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from newsletter_mailer.audience.store import Audience
-from newsletter_mailer.state.db import Database, where
+from newsletter_mailer.state.db import CONNECT, Database, where
 
 POOL_SIZE = 2      # per worker: handlers touch the store from the event loop, one at a time
 TIMEOUT = 5.0      # seconds a request waits for a connection before it is answered 503
@@ -35,7 +35,7 @@ class Stores:
         self._single = None
         self._pool = ConnectionPool(url, min_size=1, max_size=POOL_SIZE, timeout=TIMEOUT, open=False,
                                     check=ConnectionPool.check_connection, name="newsletter-serve",
-                                    kwargs={"autocommit": True, "connect_timeout": 5,
+                                    kwargs={**CONNECT, "connect_timeout": 5,
                                             "application_name": "newsletter-serve"})
 
     def open(self) -> None:
