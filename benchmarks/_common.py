@@ -156,8 +156,8 @@ def fmt(x: float | None) -> str:
 def personalised_issue(folder: Path) -> Path:
     """The example issue with merge fields in the subject and the body (name, email, a column).
 
-    The example itself uses only {{ unsubscribe_url }} (in the footer); a personalised issue is
-    the per-recipient worst case the README describes ("Dear {{ name }}").
+    The example greets the reader by name; a personalised issue adds a column and the address,
+    the per-recipient worst case the README describes.
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "issues").mkdir(exist_ok=True)
@@ -165,11 +165,13 @@ def personalised_issue(folder: Path) -> Path:
     text = EXAMPLE_ISSUE.read_text(encoding="utf-8")
     text = text.replace('subject: "CSCP Newsletter - September 2020"',
                         "subject: \"{{ name | default('Colleague') }}, the CSCP Newsletter - September 2020\"", 1)
-    text = text.replace('title: "CSCP Newsletter"\n',
-                        'title: "CSCP Newsletter"\nintro: |\n'
+    text = text.replace('intro: |\n  Dear {{ name | default("colleague") }},\n',
+                        'intro: |\n'
                         '  Dear {{ name | default("colleague") }}, this month for '
                         '{{ school_year | default("all year groups") }}: the campaign, briefings and news.\n'
                         '  This copy was sent to {{ email }}.\n', 1)
+    if "This copy was sent to" not in text:
+        raise RuntimeError("the example issue's intro changed: update personalised_issue()")
     issue = folder / "issues" / EXAMPLE_ISSUE.name
     issue.write_text(text, encoding="utf-8")
     return issue
