@@ -139,5 +139,6 @@ def import_export(audience: Audience, path: Path, status: str | None = None) -> 
     applied: an import never lifts an unsubscribe, so rows read are not changes made."""
     imported = read_export(path, status)
     with audience.transaction():
+        audience.lock(c.email for c in imported.changes)
         imported.applied = [c for c in imported.changes if audience.apply(c)]
     return imported

@@ -112,6 +112,7 @@ def _record(store: Audience, items: list, status: str | None, name: str) -> int:
     """One page into the store (inside a transaction); an address already at that status is skipped,
     so the boundary entries a sync sees twice and the re-read group leave no duplicate history."""
     entries = [i for i in items if isinstance(i, dict) and plausible(i.get("email"))]
+    store.lock(i["email"] for i in entries)
     current = store.suppressed_among(i["email"] for i in entries) if status else {}
     changed = 0
     for item in entries:

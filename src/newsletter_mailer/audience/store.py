@@ -22,6 +22,7 @@ import json
 import os
 import stat
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,6 +44,11 @@ SUPPRESSED = ("unsubscribed", "bounced", "complained")
 SOURCES = ("link", "one-click", "form", "cli", "import", "sendgrid", "mailbox")
 _STRONG = ("bounced", "complained")
 _SQL_SUPPRESSED = "('unsubscribed', 'bounced', 'complained')"
+# PostgreSQL: writers of the same address take turns on an advisory lock of its bucket (a hash of the
+# address), so writers of different addresses run side by side; bounded, so that a large import takes
+# at most this many locks and cannot fill the server's lock table.
+LOCK_SPACE = 0x4E4C  # the first key of the store's two-integer advisory locks
+LOCK_BUCKETS = 256
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -127,11 +133,15 @@ class Audience:
 
     def record(self, changes: Iterable[Change]) -> int:
         """Apply changes in one committed transaction; returns how many changed a status."""
-        now, changed = _now(), 0
+        now, changes = _now(), list(changes)
         with self.transaction():
-            for c in changes:
-                changed += self.apply(c, now)
-        return changed
+            self.lock(c.email for c in changes)
+            return sum(self._apply(c, now) for c in changes)
+
+    def lock(self, emails: Iterable[str]) -> None:
+        """Inside a transaction, before changing several addresses: their locks, all at once in
+        order (one by one, in each caller's order, two such transactions could deadlock)."""
+        self.db.lock_each(LOCK_SPACE, (zlib.crc32(key(e).encode()) % LOCK_BUCKETS for e in emails))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -142,11 +152,14 @@ class Audience:
 
     def apply(self, c: Change, now: str | None = None) -> bool:
         """One change inside an open transaction: always into history, into the status if it applies."""
-        now = now or _now()
+        self.lock([c.email])  # the second writer of an address reads the first's status
+        return self._apply(c, now or _now())
+
+    def _apply(self, c: Change, now: str) -> bool:
+        """`apply` with the address's lock already held."""
         if c.status not in STATUSES or c.source not in SOURCES:
             raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
         email = key(c.email)
-        self.db.lock("audience")  # writers take turns, as on SQLite: the second reads the first's status
         row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
         ok = applies(row[0] if row else None, c)
         self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
@@ -165,11 +178,11 @@ class Audience:
 
     def unsuppress(self, emails: Iterable[str], source: str = "cli") -> int:
         """The operator's override: forget the current status (history keeps it); returns how many."""
-        now, n = _now(), 0
+        now, n, emails = _now(), 0, list(emails)
         with self.transaction():
+            self.lock(emails)
             for e in emails:
                 email = key(e)
-                self.db.lock("audience")
                 n += self.db.execute(f"DELETE FROM audience WHERE email=? AND status IN {_SQL_SUPPRESSED}",
                                      (email,)).rowcount
                 self.db.execute("INSERT INTO history (email, status, source, reason, applied, at) "

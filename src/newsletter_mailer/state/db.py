@@ -167,11 +167,19 @@ class Database:
             pass
 
     def lock(self, name: str) -> None:
-        """Writers of `name` take turns until the transaction ends (one lock, however often taken;
-        a lock per address would fill PostgreSQL's lock table on a large import); SQLite's
-        BEGIN IMMEDIATE already serialises every writer."""
+        """Writers of `name` take turns until the transaction ends; SQLite's BEGIN IMMEDIATE
+        already serialises every writer."""
         if self.postgres_backend:
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (name,))
+
+    def lock_each(self, space: int, keys: Iterable[int]) -> None:
+        """Transaction locks (space, key) for each key, in one statement, taken in ascending order
+        so that two writers of overlapping sets never deadlock (the two-integer keys are apart
+        from `lock`'s and send_lock's single ones); SQLite already serialises every writer."""
+        keys = sorted(set(keys))
+        if self.postgres_backend and keys:
+            self.conn.execute("SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::int[]) AS k",
+                              (space, keys))
 
     def json_values(self) -> str:
         """A subquery of the values of a JSON array given as one `?` parameter."""

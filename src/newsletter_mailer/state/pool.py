@@ -1,6 +1,7 @@
 """The audience store for a long-running server (`newsletter serve`): one per request.
 
-SQLite: the one connection the process opened (writers queue on the file). PostgreSQL: a
+Requests use it from the server's thread pool (never blocking the event loop). SQLite: the one
+connection the process opened, one thread at a time (writers queue on the file). PostgreSQL: a
 small psycopg_pool per worker process, opened at start-up and closed at shutdown (the app's
 lifespan); each request checks a connection out, checked alive first, so after the server
 restarts the dead ones are dropped and new ones made: the endpoint recovers by itself. A
@@ -9,6 +10,7 @@ request that cannot get one within TIMEOUT fails with a storage error (the app a
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +18,7 @@ from typing import Iterator
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.state.db import CONNECT, Database, where
 
-POOL_SIZE = 2      # per worker: handlers touch the store from the event loop, one at a time
+POOL_SIZE = 4      # per worker: requests waiting on one address's lock leave the others a connection
 TIMEOUT = 5.0      # seconds a request waits for a connection before it is answered 503
 
 
@@ -25,6 +27,7 @@ class Stores:
 
     def __init__(self, state_dir: Path, url: str | None):
         self.url = url
+        self._turn = threading.Lock()  # the one SQLite connection: a transaction at a time
         if url is None:
             self._single: Audience | None = Audience.in_state(state_dir)
             self._pool = None
@@ -51,7 +54,8 @@ class Stores:
     @contextmanager
     def audience(self) -> Iterator[Audience]:
         if self._single is not None:
-            yield self._single
+            with self._turn:
+                yield self._single
             return
         with self._pool.connection() as conn:
             yield Audience.on(Database(conn, "postgres", where(self.url)))

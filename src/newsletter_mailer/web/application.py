@@ -140,12 +140,17 @@ async def unsubscribe(request: Request) -> Response:
     email, issue = found
     data = await body(request)
     source = "link" if b"via=page" in data else "one-click"
-    with site.stores.audience() as audience:
-        audience.record([Change(email, "unsubscribed", source, issue=issue)])
+    await run_in_threadpool(_record, site, Change(email, "unsubscribed", source, issue=issue))
     return message(request, "You are unsubscribed",
                    f"{mask(email)} will receive no more emails from {site.settings.name}.",
                    "Changed your mind? You can subscribe again at any time.",
                    link={"href": "../subscribe", "text": "Subscribe again"})
+
+
+def _record(site: Site, change: Change) -> None:
+    """One change committed (in the thread pool: a wait for the database never stalls the loop)."""
+    with site.stores.audience() as audience:
+        audience.record([change])
 
 
 @guarded
@@ -174,17 +179,26 @@ async def subscribe(request: Request) -> Response:
                     framable=True, email=raw, name=name or "", error=error)
     if not fields.get("website"):  # the honeypot: people leave it empty
         client = request.client.host if request.client else "unknown"
-        with site.stores.audience() as audience:
-            if not audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
-                return message(request, "Please try again later", _STATUS_TEXT[429], status=429, framable=True)
-            confirm_now = audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address)
-            if confirm_now:
-                audience.record([Change(email, "pending", "form", name=name)])
+        confirm_now = await run_in_threadpool(_sign_up, site, client, email, name)
+        if confirm_now is None:
+            return message(request, "Please try again later", _STATUS_TEXT[429], status=429, framable=True)
         if confirm_now:
             await _send_confirmation(request, site, email, name)
     return message(request, "Check your inbox",  # framable: the embedded form's answer shows in its frame
                    "We have sent a confirmation link to the address you gave, unless it is already waiting "
                    "there. Open it to start receiving the newsletter.", framable=True)
+
+
+def _sign_up(site: Site, client: str, email: str, name: str | None) -> bool | None:
+    """Counted against both limits, recorded pending: whether to mail a confirmation (None: the
+    client is over its limit; False: the address is, and is left as it is)."""
+    with site.stores.audience() as audience:
+        if not audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
+            return None
+        confirm_now = audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address)
+        if confirm_now:
+            audience.record([Change(email, "pending", "form", name=name)])
+    return confirm_now
 
 
 async def _send_confirmation(request: Request, site: Site, email: str, name: str | None) -> None:
@@ -219,8 +233,7 @@ async def confirm(request: Request) -> Response:
     if found is None:
         return invalid(request)
     await body(request)
-    with site.stores.audience() as audience:
-        audience.record([Change(found[0], "subscribed", "form", name=found[1])])
+    await run_in_threadpool(_record, site, Change(found[0], "subscribed", "form", name=found[1]))
     return message(request, "You are subscribed",
                    f"Thank you: {site.settings.name} will come to {mask(found[0])}. "
                    "Every issue has a link to unsubscribe.")
@@ -235,13 +248,18 @@ async def sendgrid_events(request: Request) -> Response:
         return Response(status_code=503, headers=security_headers())
     data = await body(request, webhook.MAX_BODY)
     try:
-        with request.app.state.site.stores.audience() as audience:
-            new, again = webhook.receive(audience, key, request.headers, data, int(time.time()))
+        new, again = await run_in_threadpool(_receive, request.app.state.site, key, request.headers, data)
     except webhook.Refused as refused:
         log.warning("POST /hooks/sendgrid refused (%d): %s", refused.status, refused.why)
         return Response(status_code=refused.status, headers=security_headers())
     log.info("POST /hooks/sendgrid: %d event(s) recorded, %d seen before", new, again)
     return Response(status_code=204, headers=security_headers())
+
+
+def _receive(site: Site, key: Any, headers: Mapping[str, str], data: bytes) -> tuple[int, int]:
+    """webhook.receive on a store connection, in the thread pool like every write."""
+    with site.stores.audience() as audience:
+        return webhook.receive(audience, key, headers, data, int(time.time()))
 
 
 @guarded

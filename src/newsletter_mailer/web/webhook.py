@@ -107,6 +107,7 @@ def receive(store: Audience, key: ec.EllipticCurvePublicKey, headers: Mapping[st
     new = 0
     with store.transaction():
         forget_old(store, now)
+        store.lock(e["email"] for e in batch if plausible(e.get("email")))
         for event in batch:
             if first_time(store, _event_id(event), now):
                 _record(store, event)
