@@ -38,8 +38,8 @@ def test_write_file_sets_the_mode_whatever_the_umask(tmp_path, umask, wanted):
     assert os.listdir(tmp_path) == ["a.txt"]  # no temporary file left behind
 
 
-def test_write_private_is_0600(tmp_path, umask0):
-    files.write_private(tmp_path / "m.eml", b"To: a@example.org\r\n")
+def test_a_private_file_is_0600(tmp_path, umask0):
+    files.write_file(tmp_path / "m.eml", b"To: a@example.org\r\n", files.PRIVATE)
     assert mode(tmp_path / "m.eml") == 0o600
 
 
@@ -65,7 +65,7 @@ def test_planted_links_at_every_old_predictable_temp_name_are_not_used(tmp_path,
     planted = [folder / "a.eml.tmp", folder / ".a.eml.tmp", folder / ".a.eml"]
     for p in planted:
         p.symlink_to(outside)
-    files.write_private(folder / "a.eml", b"message")
+    files.write_file(folder / "a.eml", b"message", files.PRIVATE)
     assert outside.read_text() == "keep me"
     assert all(p.is_symlink() for p in planted)
     assert (folder / "a.eml").read_bytes() == b"message" and mode(folder / "a.eml") == 0o600

@@ -31,21 +31,27 @@ def write_file(path: Path, data: bytes | str, mode: int = PUBLIC, *, root: Path 
     path = Path(path)
     dfd = _open_parent(path, root)
     try:
-        tmp, fd = _new_temp(dfd, path.name)
-        try:
-            _fill(fd, raw, mode, fsync)
-            os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dfd)
-            raise
+        write_at(dfd, path.name, raw, mode, fsync=fsync)
     finally:
         os.close(dfd)
 
 
-def write_private(path: Path, data: bytes | str) -> None:
-    """A 0600 file (an outbox message, a list): same guarantees as write_file."""
-    write_file(path, data, PRIVATE)
+def open_folder(path: Path) -> int:
+    """A descriptor of a folder that is not a link, for many write_at calls (the outbox holds one
+    for the whole send instead of opening the folder again for every message)."""
+    return _open_dir(path, None, path)
+
+
+def write_at(dfd: int, name: str, raw: bytes, mode: int = PUBLIC, *, fsync: bool = False) -> None:
+    """write_file inside an open folder: an exclusive temporary file, its mode set, renamed over name."""
+    tmp, fd = _new_temp(dfd, name)
+    try:
+        _fill(fd, raw, mode, fsync)
+        os.replace(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=dfd)
+        raise
 
 
 def create_new(path: Path, data: bytes | str, mode: int = PUBLIC, *, fsync: bool = False) -> None:

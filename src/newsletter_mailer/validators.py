@@ -122,6 +122,8 @@ def header_problem(value: str) -> str | None:
     (=?utf-8?q?=0D=0ABcc:_x?=, =?UTF-8?B?...?=): the email package, providers and mail programs
     decode those, and a decoded CR/LF becomes a header line of the writer's choosing.
     """
+    if "=?" not in value and value.isprintable():
+        return None  # the common case, per recipient: no control, separator or encoded-word
     found = _unsafe_char(value)
     if found:
         return f"must be one line without control characters: found {found}"

@@ -3,7 +3,8 @@
 Read once for the plan: suppressed addresses (unsubscribed, bounced, complained) are skipped
 and counted by reason like the CSV's own statuses; confirmed sign-ups not in the CSV are
 added (the address is the key; a CSV row, even a skipped one, decides for its address).
-Asked again per batch, right before the ledger's 'sending' write (one query), so an
+Asked again per batch, right before the ledger's 'sending' write (on SQLite first a look at
+the newest change, then one query only if something changed), so an
 unsubscribe that arrives while a send runs is honoured for everyone not yet handed to the
 provider. Those get no ledger row: they were never attempted, and the ledger records attempts.
 A dry run reads the store only if it exists: it creates nothing (a database is always there).
@@ -25,7 +26,9 @@ class SendAudience:
     def __init__(self, state_dir: Path, url: str | None = None, *, dry_run: bool):
         path = state_dir / FILE
         self.store = None if dry_run and url is None and not path.exists() else Audience(path, url)
-        self.suppressed = self.store.suppressed() if self.store else {}
+        self.mark = self.store.change_mark() if self.store else None
+        self.suppressed = self.store.suppressed() if self.store else {}  # as the plan saw it
+        self.now = self.suppressed  # as the store says now (re-read when it has changed)
         self.signups = self.store.signups() if self.store else []
 
     def skip_reason(self, email_key: str) -> str | None:
@@ -46,7 +49,13 @@ class SendAudience:
         """The batch without those suppressed since the plan, and how many that was."""
         if self.store is None or not batch:
             return batch, 0
-        gone = self.store.suppressed_among([r.email for r in batch])
+        if self.mark is not None:  # SQLite: one cheap look at the newest change first
+            mark = self.store.change_mark()
+            if mark != self.mark:  # something changed: read the suppressions again, for every batch
+                self.mark, self.now = mark, self.store.suppressed()
+            gone = self.now
+        else:
+            gone = self.store.suppressed_among([r.email for r in batch])
         if not gone:
             return batch, 0
         kept = [r for r in batch if r.email.lower() not in gone]

@@ -194,6 +194,14 @@ class Audience:
                               "WHERE email=?", (key(email),)).fetchone()
         return Entry(*row) if row else None
 
+    def change_mark(self) -> int | None:
+        """On SQLite, the newest history id: every change writes history, and one writer at a time
+        assigns ids in commit order, so an unchanged mark means nothing changed. None on
+        PostgreSQL, where concurrent writers may commit ids out of order: ask every time."""
+        if self.db.postgres_backend:
+            return None
+        return self.db.execute("SELECT max(id) FROM history").fetchone()[0] or 0
+
     def suppressed_among(self, emails: Iterable[str]) -> dict[str, str]:
         """{email key: status} for the suppressed ones among a send batch: one query per batch."""
         keys = json.dumps([key(e) for e in emails])

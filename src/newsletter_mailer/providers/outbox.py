@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.files import PRIVATE, create_new, make_private_dir, write_private
+from newsletter_mailer.files import PRIVATE, create_new, make_private_dir, open_folder, write_at
 from newsletter_mailer.message import HeaderValueError
 from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, WholeMessages
 
@@ -47,10 +47,13 @@ class OutboxProvider(WholeMessages):
         self.test = bool(ctx.subject_prefix)
         self.folder = base / ctx.content.slug / "test" if self.test else base / ctx.content.slug
         self.ctx = ctx
+        self._dfd: int | None = None
 
     def open(self) -> None:
         try:
             make_private_dir(self.folder)  # 0700: the messages name readers and carry their links
+            if self._dfd is None:
+                self._dfd = open_folder(self.folder)  # held for the send: no look-up per message
         except OSError as exc:
             raise NewsletterError(f"cannot create the outbox: {exc.strerror}", path=self.folder,
                                   hint="choose another folder with --outbox") from None
@@ -65,12 +68,13 @@ class OutboxProvider(WholeMessages):
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue
-            path = os.path.join(folder, dated_filename(r.email) if self.test else filename(r.email))
+            name = dated_filename(r.email) if self.test else filename(r.email)
+            path = os.path.join(folder, name)
             try:
                 if self.test:
                     create_new(Path(path), data, PRIVATE)  # a new name each time, never replaced
                 else:
-                    write_private(Path(path), data)  # exclusive temp file, never through a link, 0600
+                    write_at(self._dfd, name, data, PRIVATE)  # exclusive temp file, never through a link
             except OSError as exc:
                 # Not delivered: a temporary failure; the send loop's error budget stops a full disk.
                 out.append(Outcome(r.email, False, error=f"cannot write {path}: {exc.strerror or exc}"))
@@ -79,4 +83,6 @@ class OutboxProvider(WholeMessages):
         return out
 
     def close(self) -> None:
-        pass
+        dfd, self._dfd = self._dfd, None
+        if dfd is not None:
+            os.close(dfd)
