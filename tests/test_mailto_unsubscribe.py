@@ -9,25 +9,18 @@ import email
 import email.policy
 import mailbox
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
-from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
+from tests.conftest import MINI_ISSUE
 
 runner = CliRunner()
 LIST = "email,name\nann@example.org,Ann\nbob@example.org,Bob\n"
 
 
-def _dir(tmp_path: Path) -> Path:
-    shutil.copy(EXAMPLE_SETTINGS, tmp_path / "newsletter.toml")
-    (tmp_path / "issues").mkdir()
-    (tmp_path / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
-    (tmp_path / "subscribers.csv").write_text(LIST, encoding="utf-8")
-    return tmp_path
 
 
 def _send(nl: Path, issue: str):
@@ -44,8 +37,9 @@ def _mailto(eml: Path) -> tuple[str, str]:
     return to, link
 
 
-def test_a_reply_to_the_mailto_unsubscribes_that_reader(tmp_path):
-    nl = _dir(tmp_path)
+def test_a_reply_to_the_mailto_unsubscribes_that_reader(newsletter_dir):
+    nl = newsletter_dir
+    (nl / "subscribers.csv").write_text(LIST, encoding="utf-8")
     assert _send(nl, "mini.yaml").exit_code == 0
     links = dict(_mailto(p) for p in (nl / "box" / "mini").glob("*.eml"))
     assert set(links) == {"ann@example.org", "bob@example.org"}

@@ -8,7 +8,6 @@ was cancelled), and against SendGrid's own OpenAPI contract (Prism) for the shap
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +21,6 @@ from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.schedule import parse_at
 from newsletter_mailer.schema import slug_of
 from newsletter_mailer.send import Options, Sender, prepare
-from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
 from tests.helpers.prism import prism_server
 from tests.helpers.sendgrid_api import KEY, FakeSendGrid, serve
 
@@ -42,12 +40,9 @@ def fake():
 
 
 @pytest.fixture
-def nl(tmp_path: Path) -> Path:
-    shutil.copy(EXAMPLE_SETTINGS, tmp_path / "newsletter.toml")
-    (tmp_path / "issues").mkdir()
-    (tmp_path / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
-    write_list(tmp_path, 3)
-    return tmp_path
+def nl(newsletter_dir: Path) -> Path:
+    write_list(newsletter_dir, 3)
+    return newsletter_dir
 
 
 def write_list(nl: Path, n: int) -> None:

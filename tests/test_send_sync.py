@@ -4,14 +4,12 @@ before anything goes out."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
-from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
 from tests.helpers.sendgrid_api import KEY, FakeSendGrid, serve
 
 runner = CliRunner()
@@ -28,12 +26,9 @@ def sendgrid():
 
 
 @pytest.fixture
-def nl(tmp_path: Path) -> Path:
-    shutil.copy(EXAMPLE_SETTINGS, tmp_path / "newsletter.toml")
-    (tmp_path / "issues").mkdir()
-    (tmp_path / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
-    (tmp_path / "subscribers.csv").write_text(LIST, encoding="utf-8")
-    return tmp_path
+def nl(newsletter_dir: Path) -> Path:
+    (newsletter_dir / "subscribers.csv").write_text(LIST, encoding="utf-8")
+    return newsletter_dir
 
 
 def _send(nl: Path, fake: FakeSendGrid, *extra: str, key: str = KEY):
