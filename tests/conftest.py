@@ -95,3 +95,22 @@ def database_url(backend, request) -> str | None:
     url = request.getfixturevalue("pg_cluster").new_database()
     init_database(url)
     return url
+
+
+PROVIDER_ENV = ("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_SECURITY",
+                "SENDGRID_API_KEY", "SENDGRID_API_HOST", "NEWSLETTER_DEBUG")
+
+
+def isolated_newsletter(tmp_path: Path, monkeypatch, secret: str) -> Path:
+    """The example settings and the small issue in tmp_path/nl, the current folder, with no
+    provider settings from the environment and the given unsubscribe secret."""
+    folder = tmp_path / "nl"
+    (folder / "issues").mkdir(parents=True)
+    shutil.copy(EXAMPLE_SETTINGS, folder / "newsletter.toml")
+    (folder / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
+    monkeypatch.chdir(folder)
+    for var in PROVIDER_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NEWSLETTER_SECRET", secret)
+    monkeypatch.setenv("NEWSLETTER_BACKOFF_BASE", "0.005")
+    return folder

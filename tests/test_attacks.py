@@ -6,7 +6,6 @@ import csv
 import email
 import email.policy
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from typer.testing import CliRunner
 from newsletter_mailer.cli import app
 from newsletter_mailer.message import HeaderValueError, header_value
 from newsletter_mailer.validators import header_problem
-from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
+from tests.conftest import MINI_ISSUE, isolated_newsletter
 from tests.helpers.sinks import SendGridSink
 
 runner = CliRunner()
@@ -29,16 +28,7 @@ SMUGGLED = ["=?x-unknown?q?=0D=0ABcc:_e@x.com?=",   # unknown charset: decode_he
 
 @pytest.fixture
 def nl(tmp_path: Path, monkeypatch) -> Path:
-    folder = tmp_path / "nl"
-    (folder / "issues").mkdir(parents=True)
-    shutil.copy(EXAMPLE_SETTINGS, folder / "newsletter.toml")
-    (folder / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
-    monkeypatch.chdir(folder)
-    for var in ("SMTP_HOST", "SMTP_PORT", "SMTP_PASSWORD", "SENDGRID_API_KEY", "SENDGRID_API_HOST"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "attack-test-secret-0123456789abcdef")
-    monkeypatch.setenv("NEWSLETTER_BACKOFF_BASE", "0.005")
-    return folder
+    return isolated_newsletter(tmp_path, monkeypatch, "attack-test-secret-0123456789abcdef")
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:

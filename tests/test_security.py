@@ -11,7 +11,6 @@ import email.policy
 import json
 import logging
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
-from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
+from tests.conftest import MINI_ISSUE, isolated_newsletter
 from tests.helpers.sinks import Reply, SendGridSink, free_port, read_sendgrid_log
 
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
@@ -40,17 +39,7 @@ USER = "mailer"
 
 @pytest.fixture
 def nl(tmp_path: Path, monkeypatch) -> Path:
-    folder = tmp_path / "nl"
-    (folder / "issues").mkdir(parents=True)
-    shutil.copy(EXAMPLE_SETTINGS, folder / "newsletter.toml")
-    (folder / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
-    monkeypatch.chdir(folder)
-    for var in ("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_SECURITY",
-                "SENDGRID_API_KEY", "SENDGRID_API_HOST", "NEWSLETTER_DEBUG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NEWSLETTER_SECRET", HMAC_SECRET)
-    monkeypatch.setenv("NEWSLETTER_BACKOFF_BASE", "0.005")
-    return folder
+    return isolated_newsletter(tmp_path, monkeypatch, HMAC_SECRET)
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:

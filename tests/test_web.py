@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from newsletter_mailer import tokens
 from newsletter_mailer.settings import load_settings
-from tests.helpers.webserver import ROOT, SECRET, WebServer, free_port, start, stop, wait_ready
+from tests.helpers.webserver import ROOT, SECRET, WebServer, client, free_port, start, stop, wait_ready  # noqa: F401 (client: a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +30,6 @@ def server(tmp_path_factory):
     stop(s)
 
 
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
 
 
 def fresh() -> str:

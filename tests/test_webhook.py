@@ -10,7 +10,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -20,7 +19,7 @@ from newsletter_mailer.audience import sendgrid_store
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.web.application import create_app
 from newsletter_mailer.web.webhook import KEY_VAR, SIGNATURE, TIMESTAMP
-from tests.helpers.webserver import ROOT, start, stop
+from tests.helpers.webserver import ROOT, client, start, stop  # noqa: F401 (client: a fixture)
 
 KEY = ec.generate_private_key(ec.SECP256R1())
 OTHER = ec.generate_private_key(ec.SECP256R1())
@@ -55,10 +54,6 @@ def server(tmp_path_factory):
     stop(s)
 
 
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=30) as c:
-        yield c
 
 
 @pytest.fixture

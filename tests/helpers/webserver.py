@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "web-test-secret-0123456789abcdef"
@@ -98,3 +99,10 @@ def stop(server: WebServer) -> None:
     except subprocess.TimeoutExpired:
         server.proc.kill()
         server.proc.wait()
+
+
+@pytest.fixture
+def client(server):
+    """An HTTP client of the module's `server` (import this fixture where it is used)."""
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c
