@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from newsletter_mailer.state import State
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "web-test-secret-0123456789abcdef"
@@ -47,7 +48,7 @@ class WebServer:
     def audience(self):
         from newsletter_mailer.audience.store import Audience
 
-        return Audience.in_state(self.state)
+        return State(self.state).audience()
 
 
 def free_port() -> int:
