@@ -57,16 +57,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, web_settings: str = "") -> WebServer:
+def start(folder: Path, web_settings: str = "", state: Path | None = None) -> WebServer:
+    """The app of the example settings in folder (its state in folder/state, or `state`); the
+    environment's NEWSLETTER_DATABASE_URL, if set, is the server's as a deployment's would be."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
     with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
         f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
     settings = load_settings(folder / "newsletter.toml")[0]
-    state, outbox, log = folder / "state", folder / "outbox", folder / "server.log"
+    state, outbox, log = state or folder / "state", folder / "outbox", folder / "server.log"
     env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
                NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=SECRET,
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
