@@ -9,6 +9,7 @@ Dovecot; the store on SQLite and PostgreSQL. Also the inbound VERP rule and the 
 
 from __future__ import annotations
 
+import hashlib
 import mailbox
 import re
 from pathlib import Path
@@ -149,3 +150,111 @@ def test_odd_messages_left_alone_genuine_reports_recorded(env, tmp_path, request
     assert second.unreadable == len(UNREADABLE) and second.bounced == 0 and second.complaints == 0
     assert second.read == (len(ODD) if kind == "imap" else len(mixed))
     assert second.already == (0 if kind == "imap" else len(genuine))
+
+
+def test_cli_finishes_counts_and_names_the_unreadable_under_verbose(env, tmp_path):
+    mixed = _mixed(env["settings"])
+    box = _maildir(tmp_path / "md", [raw for _, raw in mixed])
+    keys = {raw: key for key, raw in ((k, box.get_bytes(k)) for k in box.iterkeys())}
+    before = _tree(tmp_path / "md")
+    r = _run(env, "--maildir", str(tmp_path / "md"))
+    assert r.exit_code == 0, r.output
+    assert "3 bounced (permanent)" in r.output and "1 complaint(s)" in r.output
+    assert f"left alone {len(UNREADABLE)} unreadable (--verbose names them)" in r.output
+    assert "Traceback" not in r.output and "Exception in detector" not in r.output
+    loud = _run(env, "--maildir", str(tmp_path / "md"), "--verbose")
+    assert loud.exit_code == 0 and f"left alone {len(UNREADABLE)} unreadable;" in loud.output, loud.output
+    for name in UNREADABLE:
+        assert f"key {keys[ODD[name][0]]}: unreadable: " in loud.output, name
+    assert "already recorded: 4" in loud.output
+    assert _tree(tmp_path / "md") == before
+
+
+def test_cli_imap_leaves_the_odd_ones_unflagged_and_names_their_uids(env, imap):
+    mixed = _mixed(env["settings"])
+    _append(imap, [raw for _, raw in mixed])
+    r = _run(env, "--imap", "--verbose", extra_env=imap.env())
+    assert r.exit_code == 0, r.output
+    odd_uids = [key.split(b" ", 1)[0].decode() for key, (name, _) in zip(_flags(imap), mixed) if name in ODD]
+    flags = dict(zip([key.split(b" ", 1)[0].decode() for key in _flags(imap)], _flags(imap).values()))
+    for uid, (name, _) in zip(flags, mixed):
+        assert flags[uid] == (b"" if name in ODD else b"$NewsletterSeen"), name
+        assert (f"UID {uid}: unreadable: " in r.output) == (name in UNREADABLE), name
+    again = _run(env, "--imap", extra_env=imap.env())
+    assert again.exit_code == 0 and f"read {len(odd_uids)} message(s)" in again.output, again.output
+    assert f"left alone {len(UNREADABLE)} unreadable" in again.output
+
+
+# --- the inbound VERP rule: a bounce only from a report or a mailer daemon -----------------
+
+def _to_verp(settings, email: str, headers: str, body: str = "Thanks for your message.\r\n") -> bytes:
+    return (f"Delivered-To: bounces+{_token(settings, email, '2020-09')}@example.org\r\n"
+            f"To: bounces+{_token(settings, email, '2020-09')}@example.org\r\n{headers}"
+            f"Message-ID: <{hashlib.sha1(headers.encode()).hexdigest()}@example.net>\r\n\r\n{body}").encode()
+
+
+VERP_CASES = {  # name -> (headers, body, kind)
+    "helpdesk_ack": ("From: Support <support@helpdesk.example.net>\r\nSubject: [Ticket #4711] We got your request\r\n",
+                     "Your request has been received and will be answered within 2 days.\r\n", "unrecognised"),
+    "helpdesk_ack_marked": ("From: Support <support@helpdesk.example.net>\r\nSubject: [Ticket #4712] Received\r\n"
+                            "Auto-Submitted: auto-replied\r\n", "We will answer soon.\r\n", "autoreply"),
+    "human_note": ("From: A Friend <friend@example.net>\r\nSubject: saw this forwarded\r\n",
+                   "Hi, someone forwarded your newsletter to me. Nice!\r\n", "unrecognised"),
+    "mailer_daemon": ("From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r\nSubject: failure notice\r\n",
+                      "I could not deliver it.\r\n", "bounce"),
+    "postmaster": ("From: postmaster@mx.example.net\r\nSubject: Delivery problem\r\n", "Could not deliver.\r\n",
+                   "bounce"),
+    "null_return_path": ("Return-Path: <>\r\nFrom: Mail System <system@mx.example.net>\r\nSubject: Returned\r\n",
+                         "Your message was not delivered.\r\n", "bounce"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VERP_CASES))
+def test_mail_to_a_verp_address_is_a_bounce_only_from_a_report_or_a_daemon(env, name):
+    headers, body, kind = VERP_CASES[name]
+    c = Classifier(MessageIndex(None), lambda t: tokens.read_unsubscribe(
+        SECRET.encode(), env["settings"].list_id_header, t))
+    [v] = c.classify(_to_verp(env["settings"], "reader@example.org", headers, body))
+    assert v.kind == kind, v
+    if kind == "bounce":
+        assert (v.email, v.issue, v.tied) == ("reader@example.org", "2020-09", True)
+
+
+def test_a_postfix_dsn_to_a_verp_address_is_matched_with_no_message_id(env, tmp_path):
+    """The returned headers carry no Message-ID: the VERP token alone names the reader."""
+    s = env["settings"]
+    dsn = _dsn("old-address@example.net", "5.1.1", "").replace(b"Message-ID: \r\n\r\n--B--", b"\r\n--B--")
+    assert b"Message-ID: \r\n" not in dsn
+    verp = f"bounces+{_token(s, 'reader@example.org', '2020-09')}@example.org"
+    ack, note = (_to_verp(s, f"{who}@example.org", VERP_CASES[n][0], VERP_CASES[n][1])
+                 for who, n in (("acked", "helpdesk_ack"), ("noted", "human_note")))
+    _maildir(tmp_path / "md", [f"Delivered-To: {verp}\r\n".encode() + dsn, ack, note])
+    r = _run(env, "--maildir", str(tmp_path / "md"))
+    assert r.exit_code == 0 and "1 bounced (permanent)" in r.output and "left alone 2 unrecognised" in r.output, r.output
+    aud = Audience.in_state(env["state"])
+    assert aud.status("reader@example.org").status == "bounced"
+    assert aud.status("acked@example.org") is None and aud.status("noted@example.org") is None
+    aud.close()
+
+
+# --- IMAP settings: one line naming the variable, exit 2, before any connection ------------
+
+IMAP_BASE = {"IMAP_HOST": "127.0.0.1", "IMAP_USERNAME": "news", "IMAP_PASSWORD": "pw-not-shown-1234"}
+
+
+@pytest.mark.parametrize("extra, needle", [
+    ({"IMAP_PORT": "nine-nine-three"}, "IMAP_PORT 'nine-nine-three' is not a port number (e.g. export IMAP_PORT=993)"),
+    ({"IMAP_PORT": "70000"}, "IMAP port 70000 is out of range"),
+    ({"IMAP_SECURITY": "tls"}, "IMAP_SECURITY 'tls' is not ssl or starttls"),
+    ({"IMAP_CA_FILE": "missing-ca.pem"}, "missing-ca.pem: cannot read the IMAP CA file: No such file"),
+    ({"IMAP_CA_FILE": "NOT_PEM"}, "the IMAP CA file holds no PEM certificate (check IMAP_CA_FILE"),
+])
+def test_bad_imap_settings_are_one_line_exit_2(env, tmp_path, extra, needle):
+    if extra.get("IMAP_CA_FILE") == "NOT_PEM":
+        (tmp_path / "ca.pem").write_text("not a certificate\n")
+        extra = {"IMAP_CA_FILE": str(tmp_path / "ca.pem")}
+    r = _run(env, "--imap", extra_env={**IMAP_BASE, **extra})
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert needle in r.output and "pw-not-shown-1234" not in r.output
+    if "CA_FILE" in str(extra):
+        assert "IMAP_CA_FILE" in r.output
