@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from newsletter_mailer.audience.inbox import classifier_for, run
 from newsletter_mailer.audience.mailbox import FileSource
 from newsletter_mailer.audience.store import Audience
-from tests.test_inbox import CORPUS, SECRET, _dsn, _maildir, env  # noqa: F401
+from tests.test_inbox import CORPUS, SECRET, _dsn, _maildir, env  # noqa: F401,F811 - env: a fixture
 from tests.test_inbox_odd import _verp, nested
 
 EXAMPLES = int(os.environ.get("NEWSLETTER_INBOX_EXAMPLES", "50"))

@@ -23,7 +23,7 @@ from newsletter_mailer.audience.inbox import classifier_for, run
 from newsletter_mailer.audience.mailbox import FileSource, ImapSource
 from newsletter_mailer.audience.store import Audience
 from tests.test_inbox import (CORPUS, SECRET, _append, _dsn, _flags, _maildir, _run, _token, _tree,  # noqa: F401
-                              env, imap)
+                              env, imap)  # noqa: F811 - fixtures
 
 
 def nested(depth: int, rfc822: bool = False) -> bytes:
