@@ -357,9 +357,11 @@ def test_imap_wrong_password_one_line_no_password(env, imap):
     assert "login refused" in r.output and "wrong-password-xyz" not in r.output
 
 
-def test_imap_untrusted_certificate_is_a_tls_failure(env, imap):
+def test_imap_untrusted_certificate_names_imap_ca_file_as_the_fix(env, imap):
     r = _run(env, "--imap", extra_env={**imap.env(), "IMAP_CA_FILE": ""})
-    assert r.exit_code == 2 and "TLS failure" in r.output and r.output.count("\n") == 1
+    assert r.exit_code == 2 and r.output.count("\n") == 1, r.output
+    assert "TLS certificate check failed for the IMAP server" in r.output
+    assert "set IMAP_CA_FILE to your organisation's CA" in r.output
 
 
 def test_imap_unreachable_host(env, imap):

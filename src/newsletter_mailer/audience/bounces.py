@@ -12,12 +12,21 @@ Anyone can mail the bounce address a report naming any address, so a finding is 
 our mail only by what a stranger cannot make: the returned Message-ID of a message in the
 ledger (its recipient is the one named), or a valid token (VERP, the returned
 List-Unsubscribe, a mailto unsubscribe). Only tied findings change a status (inbox.py).
+Mail to a VERP address is a bounce only when it is a delivery report or comes from a mailer
+daemon: a helpdesk's acknowledgement or a person's note to that address is not.
+
+Whatever a message does to the parsers (an exception from flufl.bounce or the email package,
+MIME parts nested past MAX_DEPTH, headers that will not decode) makes that one message
+UNREADABLE, never the run's failure; raw 8-bit headers are read as UTF-8 (RFC 6532).
 """
 
 from __future__ import annotations
 
 import email
+import email.feedparser
+import email.parser
 import email.policy
+import logging
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -29,8 +38,9 @@ from newsletter_mailer.ledger import key
 if TYPE_CHECKING:  # pragma: no cover
     from newsletter_mailer.state.handle import State
 
-BOUNCE, COMPLAINT, UNSUBSCRIBE, AUTOREPLY, UNRECOGNISED, UNMATCHED = (
-    "bounce", "complaint", "unsubscribe", "autoreply", "unrecognised", "unmatched")
+BOUNCE, COMPLAINT, UNSUBSCRIBE, AUTOREPLY, UNRECOGNISED, UNMATCHED, UNREADABLE = (
+    "bounce", "complaint", "unsubscribe", "autoreply", "unrecognised", "unmatched", "unreadable")
+MAX_DEPTH = 16  # MIME nesting a message may have; real reports use 3 or 4 levels
 _DAEMONS = ("mailer-daemon", "postmaster", "mail-daemon", "mailerdaemon", "mdaemon")
 _OOO = re.compile(r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?re(ply|sponse)|"
                   r"abwesenheit|absence|vacation|away from)", re.I)
@@ -39,6 +49,11 @@ _VERP = re.compile(r"^bounces\+([A-Za-z0-9_-]{22,})@", re.I)
 _STATUS = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
 # A reader's token in a returned List-Unsubscribe: the app's /u/<token> or the mailto's subject.
 _LIST_UNSUB_TOKEN = re.compile(r"(?:/u/|[?&]subject=unsubscribe(?:%20|\+))([A-Za-z0-9_-]{22,})", re.I)
+
+# flufl.bounce logs each detector's exception with its traceback before re-raising it; the
+# message is reported as unreadable here instead, so its log must not reach a terminal.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
 
 
 @dataclass(frozen=True)
@@ -67,9 +82,12 @@ class MessageIndex:
     def find(self, message_id: str | None) -> tuple[str, str] | None:
         if not message_id:
             return None
+        return self.load().get(_bare_id(message_id))
+
+    def load(self) -> dict[str, tuple[str, str]]:
         if self._ids is None:
             self._ids = self._load()
-        return self._ids.get(_bare_id(message_id))
+        return self._ids
 
     def _load(self) -> dict[str, tuple[str, str]]:
         ledger = self.state.ledger(create=False) if self.state is not None else None
@@ -85,8 +103,38 @@ def _bare_id(message_id: str) -> str:
     return message_id.strip().strip("<>").strip().lower()
 
 
+class TooDeep(Exception):
+    """MIME parts nested deeper than MAX_DEPTH: refused while parsing, before any recursion."""
+
+
+class _Policy(type(email.policy.compat32)):
+    """compat32 (what flufl.bounce expects), but a header holding raw 8-bit bytes reads as UTF-8
+    text (with U+FFFD for what is not UTF-8) instead of a Header object that has no str methods."""
+
+    def header_fetch_parse(self, name, value):
+        if isinstance(value, str) and not value.isascii():
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return super().header_fetch_parse(name, value)
+
+
+_POLICY = _Policy()
+
+
+class _Parser(email.feedparser.BytesFeedParser):
+    """The email package's parser with a depth limit: it recurses once per nested part, so a
+    message nested a thousand deep would otherwise end at the interpreter's recursion limit.
+    (_new_message is where the stdlib parser opens every part, in every Python 3 release.)"""
+
+    def _new_message(self):
+        if len(self._msgstack) >= MAX_DEPTH:
+            raise TooDeep(f"MIME parts nested deeper than {MAX_DEPTH} levels")
+        super()._new_message()
+
+
 def parse(raw: bytes) -> Message:
-    return email.message_from_bytes(raw)
+    parser = _Parser(policy=_POLICY)
+    parser.feed(raw)
+    return parser.close()
 
 
 def _report_type(msg: Message) -> str:
@@ -94,9 +142,12 @@ def _report_type(msg: Message) -> str:
 
 
 def _from_daemon(msg: Message) -> bool:
+    """A mailer daemon's message: From MAILER-DAEMON, postmaster (and kin), or an empty
+    Return-Path (RFC 5321: the null sender that reports use so they never bounce back)."""
     name, addr = parseaddr(str(msg.get("From", "")))
     local = addr.rsplit("@", 1)[0].lower()
-    return local in _DAEMONS or local == "" or "mail delivery" in name.lower()
+    null_sender = any(str(v).strip() == "<>" for v in msg.get_all("Return-Path", []))
+    return local in _DAEMONS or null_sender or "mail delivery" in name.lower()
 
 
 def is_autoreply(msg: Message) -> bool:
@@ -115,7 +166,8 @@ def _returned_headers(msg: Message) -> Message | None:
     """The original message's headers, as returned inside a report or a non-standard bounce."""
     for part in _parts(msg, ("message/rfc822", "text/rfc822-headers")):
         if part.get_content_type() == "text/rfc822-headers":
-            return email.message_from_string(part.get_payload(decode=True).decode("latin-1"))
+            return email.parser.Parser(policy=_POLICY).parsestr(
+                part.get_payload(decode=True).decode("latin-1"), headersonly=True)
         inner = part.get_payload()
         if isinstance(inner, list) and inner:
             return inner[0]
@@ -147,13 +199,24 @@ class Classifier:
         self.mailto = key(mailto) if mailto else None
 
     def classify(self, raw: bytes) -> list[Verdict]:
-        """One or more verdicts (a report may name several recipients); never raises on bad mail."""
-        msg = parse(raw)
+        """One or more verdicts (a report may name several recipients). Never raises on bad mail:
+        whatever a message does to a parser makes it UNREADABLE. The ledger is read first, outside
+        that net: a database that cannot be read fails the run, not one message."""
+        self.index.load()
+        try:
+            return self._classify(parse(raw))
+        except TooDeep as exc:
+            return [Verdict(UNREADABLE, reason=str(exc))]
+        except Exception as exc:  # noqa: BLE001 - one message's trouble is never the run's
+            return [Verdict(UNREADABLE, reason=f"cannot be parsed ({type(exc).__name__}: {exc})"[:200])]
+
+    def _classify(self, msg: Message) -> list[Verdict]:
         kind = _report_type(msg)
         if kind == "feedback-report":
             return [self._complaint(msg)]
-        if kind == "delivery-status" or _from_daemon(msg):
-            found = self._bounces(msg)
+        report = kind == "delivery-status" or _from_daemon(msg)
+        if report:
+            found = self._bounces(msg, verp_alone=True)
             if found:
                 return found
         if is_autoreply(msg):
@@ -161,7 +224,7 @@ class Classifier:
         unsub = _UNSUB.match(str(msg.get("Subject", "")))
         if unsub and self._to_mailto(msg):
             return [self._unsubscribe(unsub.group(1))]
-        return self._bounces(msg) or [Verdict(UNRECOGNISED)]
+        return (self._bounces(msg, verp_alone=False) if not report else []) or [Verdict(UNRECOGNISED)]
 
     def _to_mailto(self, msg: Message) -> bool:
         if self.mailto is None:
@@ -205,12 +268,15 @@ class Classifier:
                     return key(found[0]), found[1]
         return None
 
-    def _bounces(self, msg: Message) -> list[Verdict]:
+    def _bounces(self, msg: Message, verp_alone: bool) -> list[Verdict]:
+        """The failures flufl.bounce finds; else, when verp_alone (a delivery report or a mailer
+        daemon's message), the reader the VERP address names. Anything else to a VERP address (a
+        helpdesk's acknowledgement, a person's note) names no failure: it is not a bounce."""
         from flufl.bounce import all_failures
 
         temporary, permanent = all_failures(msg)
         if not temporary and not permanent:
-            verp = self._verp(msg)
+            verp = self._verp(msg) if verp_alone else None
             return [Verdict(BOUNCE, verp[0], verp[1], True, "VERP bounce", tied=True)] if verp else []
         fields = _dsn_fields(msg)
         out = []

@@ -5,6 +5,8 @@ Messages are handled in batches: classify, then record the batch's changes, then
 batch, and repeating is harmless (statuses and soft-bounce counts are idempotent). A
 message that names nobody, or that is not recognised, is neither recorded nor marked; nor is a
 bounce or complaint not tied to our mail (bounces.py): anyone can write one naming anyone.
+Nor is a message the parsers cannot read: it is counted as unreadable, named by its handle
+(UID or key) in the lines --verbose prints, and the run goes on; every later run reads it again.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Summary:
     autoreplies: int = 0
     unrecognised: int = 0
     unmatched: int = 0  # a bounce or complaint not tied to our mail: left for a human
+    unreadable: int = 0  # a message the parsers could not read: left as it was
     lines: list[str] = field(default_factory=list)  # what was (or would be) recorded, for --dry-run
 
     def add(self, v: Verdict) -> None:
@@ -50,6 +53,8 @@ class Summary:
             self.autoreplies += 1
         elif v.kind == bounces.UNMATCHED:
             self.unmatched += 1
+        elif v.kind == bounces.UNREADABLE:
+            self.unreadable += 1
         else:
             self.unrecognised += 1
 
@@ -68,6 +73,8 @@ def classifier_for(settings: Settings, state: State, env: dict[str, str]) -> Cla
 def _usable(verdicts: list[Verdict]) -> list[Verdict]:
     """A finding that names nobody is not a finding: the message is left as if unrecognised. One
     not tied to our mail is left for a human: a forged report must not suppress a reader."""
+    if verdicts and verdicts[0].kind == bounces.UNREADABLE:
+        return verdicts
     named = [v for v in verdicts if v.kind == bounces.AUTOREPLY or (v.email and v.kind != bounces.UNRECOGNISED)]
     if not named:
         return [Verdict(bounces.UNRECOGNISED, reason=verdicts[0].reason if verdicts else None)]
@@ -124,8 +131,8 @@ def run(source, classifier: Classifier, audience: Audience, soft_limit: int, *, 
             verdicts = _usable(classifier.classify(raw))
             for v in verdicts:
                 summary.add(v)
-                summary.lines.append(_line(handle, v))
-            if verdicts[0].kind not in (bounces.UNRECOGNISED, bounces.UNMATCHED):
+                summary.lines.append(_line(f"{source.handle_name} {handle}", v))
+            if verdicts[0].kind not in (bounces.UNRECOGNISED, bounces.UNMATCHED, bounces.UNREADABLE):
                 found += verdicts
                 handles.append(handle)
                 digests.append(digest)

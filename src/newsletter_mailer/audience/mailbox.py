@@ -15,6 +15,7 @@ import ssl
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from newsletter_mailer import mailserver
 from newsletter_mailer.errors import NewsletterError, redact
 
 KEYWORD = "$NewsletterSeen"
@@ -23,6 +24,8 @@ _FETCH_CHUNK = 100
 
 class FileSource:
     """An mbox file or a Maildir folder, read-only."""
+
+    handle_name = "key"  # what names one message in the lines --verbose prints
 
     def __init__(self, path: Path, kind: str):
         self.name = f"{kind} {path}"
@@ -60,21 +63,33 @@ def _env(env: Mapping[str, str], name: str) -> str:
 class ImapSource:
     """One IMAP folder over TLS (IMAPS, or STARTTLS when IMAP_SECURITY=starttls)."""
 
+    handle_name = "UID"
+
     def __init__(self, env: Mapping[str, str], folder: str, move_to: str | None, readonly: bool):
         host, user, password = _env(env, "IMAP_HOST"), _env(env, "IMAP_USERNAME"), _env(env, "IMAP_PASSWORD")
-        starttls = env.get("IMAP_SECURITY", "ssl").lower() == "starttls"
-        port = int(env.get("IMAP_PORT") or (143 if starttls else 993))
+        security = (env.get("IMAP_SECURITY") or "ssl").lower()
+        if security not in ("ssl", "starttls"):
+            raise NewsletterError(f"IMAP_SECURITY '{security}' is not ssl or starttls",
+                                  hint="ssl for port 993, starttls for port 143")
+        starttls = security == "starttls"
+        port = mailserver.port(env.get("IMAP_PORT") or str(143 if starttls else 993), "IMAP_PORT", 993)
         self.name, self.folder, self.move_to = f"imap {host}:{port}/{folder}", folder, move_to
         self._secret = (password,)
-        context = ssl.create_default_context(cafile=env.get("IMAP_CA_FILE") or None)
+        context = mailserver.tls_context(env.get("IMAP_CA_FILE"), "IMAP",
+                                         "check IMAP_CA_FILE (relative to the current folder)")
         try:
             if starttls:
                 self.imap = imaplib.IMAP4(host, port, timeout=30)
                 self.imap.starttls(context)
             else:
                 self.imap = imaplib.IMAP4_SSL(host, port, ssl_context=context, timeout=30)
+        except ssl.SSLCertVerificationError as exc:
+            raise self._error(f"TLS certificate check failed for the IMAP server {host}:{port}: "
+                              f"{exc.verify_message or exc.reason}",
+                              mailserver.certificate_hint(exc, "IMAP_HOST", "IMAP_CA_FILE")) from None
         except ssl.SSLError as exc:
-            raise self._error(f"TLS failure with {host}:{port}: {exc.reason or exc}") from None
+            raise self._error(f"TLS failure with {host}:{port}: {exc.reason or exc}",
+                              "check IMAP_SECURITY and IMAP_PORT: 993 wants ssl, 143 starttls") from None
         except (OSError, imaplib.IMAP4.error) as exc:
             raise self._error(f"cannot reach the IMAP server {host}:{port}: {exc}") from None
         try:

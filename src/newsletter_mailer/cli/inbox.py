@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from newsletter_mailer.cli import app
-from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
+from newsletter_mailer.cli.common import ConfigOpt, StateOpt, flags, reporting
 
 
 def _progress(total: int):
@@ -25,7 +25,7 @@ def _progress(total: int):
 
 
 def _echo_summary(s, dry_run: bool) -> None:
-    if dry_run:
+    if dry_run or flags.verbose:  # --verbose: what was recorded, and which messages could not be read
         for line in s.lines:
             typer.echo(line)
     verb = "would record" if dry_run else "recorded"
@@ -36,6 +36,9 @@ def _echo_summary(s, dry_run: bool) -> None:
         parts.append(f"ignored {s.autoreplies} " + ("auto-reply" if s.autoreplies == 1 else "auto-replies"))
     if s.unrecognised:
         parts.append(f"left alone {s.unrecognised} unrecognised")
+    if s.unreadable:
+        parts.append(f"left alone {s.unreadable} unreadable" + ("" if dry_run or flags.verbose else
+                                                                 " (--verbose names them)"))
     # Always said, even when 0: a report that names a reader but is not tied to our mail is the
     # one a forger would send.
     parts.append(f"{s.unmatched} unmatched (not tied to our mail: left for a human)")

@@ -25,6 +25,7 @@ import socket
 import ssl
 import time
 
+from newsletter_mailer import mailserver
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.message import HeaderValueError
 from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, WholeMessages, backoff_base, env_value
@@ -41,11 +42,6 @@ UNCERTAIN = "connection lost after the message was sent; delivery unknown"
 # one round trip that every server offers; LOGIN is its older twin; CRAM-MD5 last (MD5, made
 # obsolete, and it needs the server to keep the password in clear).
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
-
-# OpenSSL's verify codes (ssl.SSLCertVerificationError.verify_code) that each need their own hint.
-_NAME_MISMATCH = frozenset({62, 64})  # host name, IP address
-_UNTRUSTED = frozenset({2, 18, 19, 20, 21})  # issuer unknown, self-signed (in the chain), leaf unverifiable
-_EXPIRED, _NOT_YET_VALID = 10, 9
 
 _EOL = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
@@ -105,49 +101,18 @@ def _loopback(host: str) -> bool:
 
 
 def _tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """The system's trusted CAs plus, when given, ca_file's: in addition to, not instead of, so
-    the same settings work with a relay whose certificate is public. Read now, before sending."""
-    context = ssl.create_default_context()
-    if ca_file:
-        where = "check SMTP_CA_FILE or delivery.smtp.ca_file (relative to the current folder)"
-        try:
-            context.load_verify_locations(cafile=ca_file)
-        except ssl.SSLError:  # an OSError too: first
-            raise NewsletterError("the SMTP CA file holds no PEM certificate", path=ca_file, hint=where) from None
-        except OSError as exc:
-            raise NewsletterError(f"cannot read the SMTP CA file: {exc.strerror or exc}", path=ca_file,
-                                  hint=where) from None
-    return context
+    return mailserver.tls_context(ca_file, "SMTP", "check SMTP_CA_FILE or delivery.smtp.ca_file (relative to the current folder)")
 
 
 def _cert_hint(exc: ssl.SSLCertVerificationError) -> str:
-    """What to do about a certificate the check refused, by what actually failed."""
-    code = exc.verify_code
-    if code in _NAME_MISMATCH:
-        return "check SMTP_HOST is the name on the server's certificate"
-    if code in _UNTRUSTED:
-        return ("the server's certificate is issued by a CA this machine does not trust: set SMTP_CA_FILE "
-                "(or delivery.smtp.ca_file) to your organisation's CA")
-    if code == _EXPIRED:
-        return "the server's certificate has expired: it must be renewed on the server, or this machine's clock is wrong"
-    if code == _NOT_YET_VALID:
-        return "the server's certificate is not valid yet: check this machine's clock"
-    return "check SMTP_HOST, and SMTP_CA_FILE for a private CA"
+    return mailserver.certificate_hint(exc, "SMTP_HOST", "SMTP_CA_FILE", "delivery.smtp.ca_file")
 
 
 def _port(raw: str | None, configured: int | None, security: str) -> int:
     """SMTP_PORT, else delivery.smtp.port, else the usual port of the security mode."""
     if raw is not None:
-        try:
-            port = int(raw)
-        except ValueError:
-            raise NewsletterError(f"SMTP_PORT '{raw}' is not a port number",
-                                  hint="e.g. export SMTP_PORT=587") from None
-    else:
-        port = configured if configured is not None else DEFAULT_PORTS[security]
-    if not 0 < port < 65536:
-        raise NewsletterError(f"SMTP port {port} is out of range", hint="use 1-65535, e.g. 587")
-    return port
+        return mailserver.port(raw, "SMTP_PORT", 587)
+    return mailserver.in_range(configured if configured is not None else DEFAULT_PORTS[security], "SMTP", 587)
 
 
 def _hang_up(conn: smtplib.SMTP, *, quit: bool) -> None:
