@@ -71,7 +71,7 @@ def start(folder: Path, web_settings: str = "") -> WebServer:
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host",
-                                 "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                 "127.0.0.1", "--port", str(port), "--no-proxy-headers"], stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=folder)
     server = WebServer(url, folder, state, outbox, log, SECRET.encode(), settings.list_id_header, proc)
     wait_ready(server)
