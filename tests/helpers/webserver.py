@@ -56,7 +56,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, web_settings: str = "") -> WebServer:
+def start(folder: Path, web_settings: str = "", env_extra: dict[str, str] | None = None) -> WebServer:
+    """The server for a newsletter in `folder`; env_extra adds to its environment (a database URL)."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
@@ -68,7 +69,7 @@ def start(folder: Path, web_settings: str = "") -> WebServer:
     state, outbox, log = folder / "state", folder / "outbox", folder / "server.log"
     env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
                NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=SECRET,
-               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env_extra or {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host",
                                  "127.0.0.1", "--port", str(port), "--no-proxy-headers"], stdout=out, stderr=subprocess.STDOUT,
