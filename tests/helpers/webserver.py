@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import pytest
@@ -56,13 +57,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, web_settings: str = "", env_extra: dict[str, str] | None = None) -> WebServer:
-    """The server for a newsletter in `folder`; env_extra adds to its environment (a database URL)."""
+def start(folder: Path, web_settings: str = "", env_extra: dict[str, str] | None = None,
+          edit: Callable[[str], str] | None = None) -> WebServer:
+    """The server for a newsletter in `folder`; env_extra adds to its environment (a database URL),
+    edit changes the example settings' text before `[web]` is added."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
+    text = (ROOT / "newsletter.toml").read_text(encoding="utf-8")
+    (folder / "newsletter.toml").write_text(edit(text) if edit else text, encoding="utf-8")
     with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
         f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
     settings = load_settings(folder / "newsletter.toml")[0]

@@ -245,18 +245,20 @@ async def sendgrid_events(request: Request) -> Response:
         return Response(status_code=503, headers=security_headers())
     data = await body(request, webhook.MAX_BODY)
     try:
-        new, again = await run_in_threadpool(_receive, request.app.state.site, key, request.headers, data)
+        done = await run_in_threadpool(_receive, request.app.state.site, key, request.headers, data)
     except webhook.Refused as refused:
         log.warning("POST /hooks/sendgrid refused (%d): %s", refused.status, refused.why)
         return Response(status_code=refused.status, headers=security_headers())
-    log.info("POST /hooks/sendgrid: %d event(s) recorded, %d seen before", new, again)
+    log.info("POST /hooks/sendgrid: %d event(s) recorded, %d seen before, %d for another unsubscribe group, "
+             "%d could not be stored", done.new, done.again, done.other_group, done.unstorable)
     return Response(status_code=204, headers=security_headers())
 
 
-def _receive(site: Site, key: Any, headers: Mapping[str, str], data: bytes) -> tuple[int, int]:
+def _receive(site: Site, key: Any, headers: Mapping[str, str], data: bytes) -> webhook.Tally:
     """webhook.receive on a store connection, in the thread pool like every write."""
     with site.stores.audience() as audience:
-        return webhook.receive(audience, key, headers, data, int(time.time()))
+        return webhook.receive(audience, key, headers, data, int(time.time()),
+                               site.settings.delivery.sendgrid.asm_group_id)
 
 
 @guarded
