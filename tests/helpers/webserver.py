@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import email
 import os
-import shutil
 import socket
 import subprocess
 import sys
