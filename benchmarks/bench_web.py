@@ -66,6 +66,21 @@ def _post(token: str) -> bytes:
             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
 
 
+def _sign_up(address: str) -> bytes:
+    body = f"email={address.replace('@', '%40')}&name=Bench+Reader&consent=yes".encode()
+    return (f"POST /subscribe HTTP/1.1\r\nHost: bench\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def _open_limits() -> str:
+    """Sign-up limits high enough that every benchmark sign-up is taken (whichever of them this
+    version has): the row measures the work of a sign-up, not its refusal."""
+    from newsletter_mailer.settings import Web
+
+    wanted = {"signup_per_hour_client": 100_000, "signup_per_hour_total": 1_000_000}
+    return "".join(f"{k} = {v}\n" for k, v in wanted.items() if k in Web.model_fields)
+
+
 STYLE = b"GET /style.css HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
@@ -74,7 +89,7 @@ def _server(folder: Path, workers: int = 1, **env: str) -> tuple[subprocess.Pope
     port = free_port()
     config = folder / "newsletter.toml"
     config.write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8")
-                      + f'\n[web]\nbase_url = "https://news.example.org"\n', encoding="utf-8")
+                      + f'\n[web]\nbase_url = "https://news.example.org"\n' + _open_limits(), encoding="utf-8")
     env = child_env(NEWSLETTER_CONFIG=str(config), NEWSLETTER_STATE=str(folder / "state"),
                     NEWSLETTER_OUTBOX=str(folder / "outbox"), NEWSLETTER_SECRET=SECRET, **env)
     log = open(folder / "server.log", "wb")
@@ -100,12 +115,14 @@ def web_rows(n: int, repeat: int) -> list[Row]:
         folder = Path(tmp)
         proc, port, list_id = _server(folder)
         try:
-            posts, gets = [], []
+            posts, gets, signups = [], [], []
             for rep in range(repeat):  # interleaved, fresh addresses each round: every POST is a new row
                 toks = [tokens.make_unsubscribe(SECRET.encode(), list_id, f"r{rep}.{i}@example.org", "2020-09-cscp")
                         for i in range(n)]
                 posts.append(asyncio.run(_load(port, [_post(t) for t in toks], b"You are unsubscribed")))
                 gets.append(asyncio.run(_load(port, [STYLE] * n, b"body")))
+                signups.append(asyncio.run(_load(port, [_sign_up(f"s{rep}.{i}@example.org") for i in range(n // 5)],
+                                                 b"Check your inbox")))
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -119,7 +136,12 @@ def web_rows(n: int, repeat: int) -> list[Row]:
                 "(one process, access log on), store on disk", ours, "requests/s", floor=floor,
                 floor_label="same server, GET /style.css", goal="≥ 500/s", met=ours >= 500,
                 note=f"{n:,} POSTs a round, each a new address committed before its 200; "
-                     f"the store alone commits {commits:,.0f} changes/s in-process")]
+                     f"the store alone commits {commits:,.0f} changes/s in-process"),
+            Row(f"web: sign-up POSTs (new addresses, limits counted, confirmation email to the outbox), "
+                f"{CONNECTIONS} keep-alive connections, same server", median(signups), "requests/s", floor=floor,
+                floor_label="same server, GET /style.css",
+                note=f"{n // 5:,} sign-ups a round, each counted against the limits, recorded pending and its "
+                     "confirmation written before its 200")]
 
 
 def store_commits(folder: Path, n: int) -> float:

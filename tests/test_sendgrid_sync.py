@@ -224,3 +224,16 @@ def test_against_sendgrids_contract(settings, store):
     assert sendgrid_store.blocks(store, "example@example.com")[0][1] == "4.0.0"
     assert [r.name for r in report.lists] == ["bounces", "spam_reports", "invalid_emails", "blocks",
                                               "unsubscribes", "group 7"]
+
+
+def test_sync_reads_our_group_only(settings, store, fake):
+    """Another group's unsubscribes (the account's other lists) are never fetched nor recorded."""
+    settings = with_group(settings, 42)
+    fake.lists = {"/v3/asm/groups/42/suppressions": ["ours@example.com"],
+                  "/v3/asm/groups/43/suppressions": ["theirs@example.com"],
+                  "/v3/asm/suppressions": [{"email": "theirs@example.com", "group_id": 43, "group_name": "Other"}]}
+    run(settings, store, fake)
+    assert {e.email: e.status for e in store.rows()} == {"ours@example.com": "unsubscribed"}
+    asked = {path for path, _, _ in fake.requests}
+    assert "/v3/asm/groups/42/suppressions" in asked
+    assert not any(p.startswith("/v3/asm/") and "/42/" not in p for p in asked)

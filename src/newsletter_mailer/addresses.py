@@ -86,3 +86,20 @@ def check(address: str, allow_local: bool = False) -> str:
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
     return info.ascii_email or info.normalized
+
+
+# Mail services known to ignore dots in the local part (and to be one mailbox under two names).
+_DOTLESS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox_keys(address: str) -> tuple[str, ...]:
+    """The keys one inbox is counted under, so that `a+1@`, `A.b@` … count as one reader: the
+    address lower-cased; without its `+tag` (most services deliver those to the same inbox); and
+    for services that ignore dots (Gmail), without dots under one domain name."""
+    lowered = address.lower()
+    local, _, domain = lowered.rpartition("@")
+    base = local.split("+", 1)[0] or local
+    keys = [lowered, f"{base}@{domain}"]
+    if domain in _DOTLESS:
+        keys.append(f"{base.replace('.', '') or base}@{_DOTLESS[domain]}")
+    return tuple(dict.fromkeys(keys))

@@ -123,10 +123,16 @@ base_url = "https://news.example.org"
 confirm_hours = 48
 # The consent line readers tick on the sign-up form.
 consent = "Yes, email me this newsletter. I can unsubscribe at any time with the link in every issue."
-# Confirmation emails one address may receive per hour (the form cannot be used to flood an inbox),
+# Confirmation emails one inbox may receive per hour (the form cannot be used to flood an inbox;
+# name+tag@ and Gmail's dotted spellings count as one inbox),
 signup_per_hour_address = 3
-# and sign-ups one client (IP address) may make per hour.
+# sign-ups one client (an IPv4 address, an IPv6 /64) may make per hour,
 signup_per_hour_client = 20
+# and sign-ups from everyone per hour, after which the form says "try again later".
+signup_per_hour_total = 200
+# Reverse proxies (addresses or networks) whose X-Forwarded-For names the client; none: the
+# connecting address is the client.
+trusted_proxies = []
 
 [bounces]
 # `newsletter inbox` (SMTP senders): temporary failures (mailbox full, 4.x.x) on this many different

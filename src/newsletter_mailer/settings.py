@@ -141,7 +141,24 @@ class Web(StrictModel):
         "Yes, email me this newsletter. I can unsubscribe at any time with the link in every issue.",
         description="the consent line shown on the sign-up form")
     signup_per_hour_address: int = Field(3, ge=1, le=100, description="confirmation emails per address per hour")
-    signup_per_hour_client: int = Field(20, ge=1, le=100_000, description="sign-ups per client (IP) per hour")
+    signup_per_hour_client: int = Field(20, ge=1, le=100_000,
+                                        description="sign-ups per client network (IPv4 address, IPv6 /64) per hour")
+    signup_per_hour_total: int = Field(200, ge=1, le=1_000_000,
+                                       description="sign-ups per hour from everyone; then the form says try later")
+    trusted_proxies: list[str] = Field(
+        [], description="reverse proxies (addresses or networks) whose X-Forwarded-For names the client")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"'{item[:60]}' is not an IP address or network such as 10.0.0.0/8") from None
+        return v
 
     @property
     def base(self) -> str | None:

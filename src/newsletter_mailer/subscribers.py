@@ -17,6 +17,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from newsletter_mailer import addresses
+from newsletter_mailer.csvcells import restore
 from newsletter_mailer.errors import NewsletterError, one_line, unreadable
 
 RESERVED = ("email", "name", "status", "tags")
@@ -151,6 +152,8 @@ class SubscriberList:
                 if len(row) < width:
                     row += [""] * (width - len(row))
                 raw = row[ei].strip()
+                if raw[:1] == "'":  # a spreadsheet-safe cell of `audience export` (csvcells.py)
+                    raw = restore(raw)
                 if not raw:
                     if any(c.strip() for c in row):
                         skip("invalid", start, "no email address")
@@ -171,6 +174,8 @@ class SubscriberList:
                         skip(why[0], start, why[1])
                         continue
                 name = row[ni].strip() if ni is not None else ""
+                if name[:1] == "'":
+                    name = restore(name)
                 if not name.isprintable() and ctrl(name):
                     skip("invalid", start, "the name contains a line break or control character")
                     continue

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import email
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import pytest
@@ -57,25 +57,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, web_settings: str = "", state: Path | None = None) -> WebServer:
-    """The app of the example settings in folder (its state in folder/state, or `state`); the
-    environment's NEWSLETTER_DATABASE_URL, if set, is the server's as a deployment's would be."""
+def start(folder: Path, web_settings: str = "", env_extra: dict[str, str] | None = None,
+          edit: Callable[[str], str] | None = None, state: Path | None = None) -> WebServer:
+    """The server for a newsletter in `folder` (its state in folder/state, or `state`); env_extra adds
+    to its environment (the environment's NEWSLETTER_DATABASE_URL, if set, is the server's too), edit
+    changes the example settings' text before `[web]` is added."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
+    text = (ROOT / "newsletter.toml").read_text(encoding="utf-8")
+    (folder / "newsletter.toml").write_text(edit(text) if edit else text, encoding="utf-8")
     with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
         f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
     settings = load_settings(folder / "newsletter.toml")[0]
     state, outbox, log = state or folder / "state", folder / "outbox", folder / "server.log"
     env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
                NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=SECRET,
-               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+               PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env_extra or {}))
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host",
-                                 "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+                                 "127.0.0.1", "--port", str(port), "--no-proxy-headers"], stdout=out, stderr=subprocess.STDOUT,
                                 env=env, cwd=folder)
     server = WebServer(url, folder, state, outbox, log, SECRET.encode(), settings.list_id_header, proc)
     wait_ready(server)

@@ -4,7 +4,8 @@ The --list rows keep every column; their status becomes what the store knows (a 
 unsubscribed, bounced or complained, or who confirmed a sign-up again); then every confirmed
 sign-up not on the list is added. The subscribers CSV knows `subscribed`, `unsubscribed` and
 `bounced`, so a complaint is written as `unsubscribed` (never sent to again either way).
-The file is written exclusively, 0600 (it lists every reader), never through a link.
+Cells that a spreadsheet would run as a formula are quoted (csvcells.py). The file is
+written exclusively, 0600 (it lists every reader), never through a link.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 
 from newsletter_mailer.audience.store import Audience
+from newsletter_mailer.csvcells import restore, write_rows
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.ledger import key
 
@@ -27,7 +29,7 @@ def _list_rows(path: Path | None) -> tuple[list[str], list[list[str]]]:
         return ["email", "name", "status"], []
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f))
+            rows = [[restore(v) for v in row] for row in csv.reader(f)]  # re-exporting our own file
     except OSError as exc:
         raise unreadable(path, exc) from None
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -68,7 +70,7 @@ def table(audience: Audience, list_path: Path | None) -> list[list[str]]:
 def write(rows: list[list[str]], path: Path, force: bool) -> None:
     """Exclusively (or replacing with force), 0600, never through a link."""
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\r\n").writerows(rows)
+    write_rows(buf, rows)  # spreadsheet-safe: a formula from the sign-up form stays text
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if force else os.O_EXCL)
     try:
         fd = os.open(path, flags, 0o600)

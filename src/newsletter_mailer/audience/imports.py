@@ -23,6 +23,7 @@ from pathlib import Path
 
 from newsletter_mailer import addresses
 from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.csvcells import restore
 from newsletter_mailer.errors import NewsletterError, unreadable
 
 _EMAIL = ("email", "email address", "e-mail", "e-mail address", "email_address")
@@ -119,7 +120,7 @@ def _read(path: Path, reader, status: str | None = None) -> Imported:
     default = _default_status(path, header, status)
     out = Imported()
     for line, values in enumerate(reader, start=2):
-        row = dict(zip(header, values))
+        row = dict(zip(header, map(restore, values)))  # a spreadsheet-safe cell gives back its value
         try:
             email = addresses.check((row.get(email_col) or "").strip())
         except ValueError as exc:

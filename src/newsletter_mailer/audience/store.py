@@ -193,16 +193,37 @@ class Audience:
         return list(self.db.execute("SELECT status, source, applied, at FROM history WHERE email=? ORDER BY id",
                                     (key(email),)))
 
-    def hit(self, bucket: str, limit: int, window_seconds: int = 3600) -> bool:
+    def hit(self, bucket: str, limit: int, window_seconds: int = 3600, now: int | None = None) -> bool:
         """Count one use of a rate-limited bucket (shared by every worker); False once over limit."""
-        window = int(time.time()) // window_seconds
         with self.transaction():
-            self.db.execute("DELETE FROM rate WHERE win < ?", (window,))
-            hits = self.db.execute(
-                "INSERT INTO rate (bucket, win, hits) VALUES (?,?,1) ON CONFLICT (bucket) DO UPDATE SET "
-                "hits=CASE WHEN rate.win=excluded.win THEN rate.hits+1 ELSE 1 END, win=excluded.win "
-                "RETURNING hits", (bucket, window)).fetchone()[0]
+            return self.count_hit(bucket, limit, window_seconds, now)
+
+    def count_hit(self, bucket: str, limit: int, window_seconds: int = 3600, now: int | None = None) -> bool:
+        """`hit` inside the caller's transaction (several buckets counted together); a bucket's
+        count starts again in a new window, and `forget_rates` drops the ended ones."""
+        window = (int(time.time()) if now is None else now) // window_seconds
+        hits = self.db.execute(
+            "INSERT INTO rate (bucket, win, hits) VALUES (?,?,1) ON CONFLICT (bucket) DO UPDATE SET "
+            "hits=CASE WHEN rate.win=excluded.win THEN rate.hits+1 ELSE 1 END, win=excluded.win "
+            "RETURNING hits", (bucket, window)).fetchone()[0]
         return hits <= limit
+
+    def forget_rates(self, window_seconds: int = 3600, now: int | None = None) -> None:
+        """Drop the counts of windows that have ended (inside the caller's transaction)."""
+        window = (int(time.time()) if now is None else now) // window_seconds
+        self.db.execute("DELETE FROM rate WHERE win < ?", (window,))
+
+    def purge_pending(self, before: datetime) -> int:
+        """Sign-ups never confirmed, last asked for before `before`, forgotten (their row and their
+        `pending` history, which may hold a name a stranger typed); inside the caller's
+        transaction; returns how many addresses."""
+        cutoff = before.astimezone(timezone.utc).isoformat(timespec="seconds")
+        gone = [r[0] for r in self.db.execute(
+            "DELETE FROM audience WHERE status='pending' AND updated_at < ? RETURNING email", (cutoff,))]
+        if gone:
+            self.db.execute(f"DELETE FROM history WHERE status='pending' AND email IN ({self.db.json_values()})",
+                            (json.dumps(gone),))
+        return len(gone)
 
     def soft_bounces(self, items: Iterable[tuple[str, str | None, str | None]], limit: int) -> list[Change]:
         """Count temporary failures (email, issue, reason), one per address and issue (an unknown

@@ -56,9 +56,8 @@ def list_(
     state: StateOpt = None,
 ) -> None:
     """The addresses in the store, one a line (or every column as CSV)."""
-    import csv
-
     from newsletter_mailer.audience.store import STATUSES
+    from newsletter_mailer.csvcells import write_rows
     from newsletter_mailer.errors import NewsletterError, one_line
 
     with reporting():
@@ -72,10 +71,8 @@ def list_(
         for e in entries:
             typer.echo(one_line(e.email))
         return
-    out = csv.writer(sys.stdout, lineterminator="\n")
-    out.writerow(COLUMNS)
-    for e in entries:
-        out.writerow([one_line(str(getattr(e, c) or "")) for c in COLUMNS])
+    write_rows(sys.stdout, [COLUMNS, *([one_line(str(getattr(e, c) or "")) for c in COLUMNS] for e in entries)],
+               "\n")  # spreadsheet-safe cells
 
 
 @audience_app.command()

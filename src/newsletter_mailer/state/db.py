@@ -33,6 +33,19 @@ def _driver_errors() -> tuple[type[BaseException], ...]:
 
 
 ERRORS = _driver_errors()  # what a storage failure raises, whichever backend (web.py answers 503)
+
+
+def _data_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return (sqlite3.DataError, sqlite3.IntegrityError)
+    return (sqlite3.DataError, sqlite3.IntegrityError, psycopg.DataError, psycopg.IntegrityError)
+
+
+# What a value the database cannot hold raises (a number out of range, a NUL in text): the
+# input's fault, not the store's; with Python's own refusals of such values.
+DATA_ERRORS = (ValueError, OverflowError, TypeError, *_data_errors())
 # Every statement planned when it runs, never a prepared generic plan: one cached while a table
 # was tiny (a sequential scan) stays in use as it grows, and made each ledger UPDATE of a
 # 100,000-recipient send scan the whole table (benchmarks/RESULTS.md, "Shared state: PostgreSQL").
@@ -159,6 +172,18 @@ class Database:
         except BaseException:
             self._rollback()
             raise
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside a transaction: writes undone on any error without losing the transaction's others."""
+        self.conn.execute("SAVEPOINT one")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK TO SAVEPOINT one")
+            self.conn.execute("RELEASE SAVEPOINT one")
+            raise
+        self.conn.execute("RELEASE SAVEPOINT one")
 
     def _rollback(self) -> None:
         try:

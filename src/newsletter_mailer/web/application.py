@@ -20,21 +20,23 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from newsletter_mailer import addresses, tokens
 
 from newsletter_mailer.web import confirm_delivery
 
-from newsletter_mailer.web import confirm_mail
+from newsletter_mailer.web import confirm_mail, signup
 
 from newsletter_mailer.state import db
 
@@ -64,6 +66,7 @@ class Site:
     stores: Stores
     secret: bytes
     deliver: confirm_mail.Deliver
+    clock: Callable[[], float] = time.time  # the sign-up limits' and links' time (tests inject one)
 
     @property
     def list_id(self) -> str:
@@ -177,34 +180,28 @@ async def subscribe(request: Request) -> Response:
         return page(request, "web/subscribe.html.j2", 400, title=f"Subscribe to {site.settings.name}",
                     framable=True, email=raw, name=name or "", error=error)
     if not fields.get("website"):  # the honeypot: people leave it empty
-        client = request.client.host if request.client else "unknown"
-        confirm_now = await run_in_threadpool(_sign_up, site, client, email, name)
-        if confirm_now is None:
+        client = request.client.host if request.client else "unknown"  # the proxy's client when trusted
+        verdict = await run_in_threadpool(_sign_up, site, client, email, name)
+        if verdict is signup.Verdict.LATER:
             return message(request, "Please try again later", _STATUS_TEXT[429], status=429, framable=True)
-        if confirm_now:
+        if verdict is signup.Verdict.CONFIRM:
             await _send_confirmation(request, site, email, name)
     return message(request, "Check your inbox",  # framable: the embedded form's answer shows in its frame
                    "We have sent a confirmation link to the address you gave, unless it is already waiting "
                    "there. Open it to start receiving the newsletter.", framable=True)
 
 
-def _sign_up(site: Site, client: str, email: str, name: str | None) -> bool | None:
-    """Counted against both limits, recorded pending: whether to mail a confirmation (None: the
-    client is over its limit; False: the address is, and is left as it is)."""
+def _sign_up(site: Site, client: str, email: str, name: str | None) -> signup.Verdict:
+    """Counted against the limits and recorded pending (signup.py), in the thread pool."""
     with site.stores.audience() as audience:
-        if not audience.hit(f"client:{client}", site.settings.web.signup_per_hour_client):
-            return None
-        confirm_now = audience.hit(f"address:{email.lower()}", site.settings.web.signup_per_hour_address)
-        if confirm_now:
-            audience.record([Change(email, "pending", "form", name=name)])
-    return confirm_now
+        return signup.admit(audience, site.settings.web, client, email, name, int(site.clock()))
 
 
 async def _send_confirmation(request: Request, site: Site, email: str, name: str | None) -> None:
-    expires = int(time.time()) + site.settings.web.confirm_hours * 3600
-    token = tokens.make_confirm(site.secret, site.list_id, email, name, expires)
+    expires = int(site.clock()) + site.settings.web.confirm_hours * 3600
+    token = tokens.make_confirm(site.secret, site.list_id, email, name, expires)  # sealed: unreadable
     link = f"{_base(request, site)}/confirm/{token}"
-    data = confirm_mail.build(site.settings, site.env, email, name, link)
+    data = confirm_mail.build(site.settings, site.env, email, link)
     try:
         await run_in_threadpool(site.deliver, email, data)
     except Exception as exc:  # noqa: BLE001 - the reader gets the same page; the record stays pending
@@ -247,18 +244,20 @@ async def sendgrid_events(request: Request) -> Response:
         return Response(status_code=503, headers=security_headers())
     data = await body(request, webhook.MAX_BODY)
     try:
-        new, again = await run_in_threadpool(_receive, request.app.state.site, key, request.headers, data)
+        done = await run_in_threadpool(_receive, request.app.state.site, key, request.headers, data)
     except webhook.Refused as refused:
         log.warning("POST /hooks/sendgrid refused (%d): %s", refused.status, refused.why)
         return Response(status_code=refused.status, headers=security_headers())
-    log.info("POST /hooks/sendgrid: %d event(s) recorded, %d seen before", new, again)
+    log.info("POST /hooks/sendgrid: %d event(s) recorded, %d seen before, %d for another unsubscribe group, "
+             "%d could not be stored", done.new, done.again, done.other_group, done.unstorable)
     return Response(status_code=204, headers=security_headers())
 
 
-def _receive(site: Site, key: Any, headers: Mapping[str, str], data: bytes) -> tuple[int, int]:
+def _receive(site: Site, key: Any, headers: Mapping[str, str], data: bytes) -> webhook.Tally:
     """webhook.receive on a store connection, in the thread pool like every write."""
     with site.stores.audience() as audience:
-        return webhook.receive(audience, key, headers, data, int(time.time()))
+        return webhook.receive(audience, key, headers, data, int(time.time()),
+                               site.settings.delivery.sendgrid.asm_group_id)
 
 
 @guarded
@@ -306,6 +305,7 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     site = Site(settings, _templates(settings_dir), state.stores(), secret,
                 deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
+                    middleware=[Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.web.trusted_proxies)],
                     lifespan=functools.partial(_lifespan, site))
     app.state.site = site
     app.state.webhook_key = webhook.public_key(env)

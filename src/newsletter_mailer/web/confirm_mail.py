@@ -3,8 +3,9 @@
 The web app does not know how mail leaves the machine: it gets a
 `deliver(to_email, message_bytes)`. `outbox_delivery` is the one that needs no server
 (files under `outbox/_confirm/`); confirm_delivery.py sends it over SMTP or SendGrid.
-Header values go through message.header_value / message.address, so a name or subject
-can neither add a line nor smuggle one in an RFC 2047 encoded-word.
+It carries nothing the visitor typed but the address it goes to (no name, no free text):
+the form is public, and anything it let through would go out from our own domain to any
+address (a phishing relay). Header values go through message.header_value / message.address.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ def subject(settings: Settings) -> str:
     return f"Please confirm your subscription to {settings.name}"
 
 
-def build(settings: Settings, env, to_email: str, name: str | None, link: str) -> bytes:
-    """The message bytes; env is the jinja environment of the templates' search path."""
-    ctx = {"settings": settings, "brand": settings.brand, "name": name, "link": link,
+def build(settings: Settings, env, to_email: str, link: str) -> bytes:
+    """The message bytes; env is the jinja environment of the templates' search path. The
+    templates get the settings and the link only: nothing from the sign-up form."""
+    ctx = {"settings": settings, "brand": settings.brand, "link": link,
            "hours": settings.web.confirm_hours, "subject": subject(settings)}
     msg = MIMEMultipart("alternative")
     msg["From"] = address(settings.from_name or settings.name, settings.from_email)

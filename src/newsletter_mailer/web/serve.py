@@ -1,8 +1,8 @@
 """`newsletter serve`: the web app on uvicorn, one process (run more behind a proxy if needed).
 
 Behind a reverse proxy (TLS) the client address comes from X-Forwarded-For, trusted only
-from FORWARDED_ALLOW_IPS (default: the proxy on this host), so the sign-up rate limit
-counts readers, not the proxy. The socket is bound here, before uvicorn starts, so a
+from `[web] trusted_proxies` (the app applies it), so the sign-up limits count readers, not
+the proxy. The socket is bound here, before uvicorn starts, so a
 port in use is one clear line rather than uvicorn's log and exit.
 """
 
@@ -80,8 +80,7 @@ def run(host: str, port: int, config: Path | None, state: Path | None, env: Mapp
     for line in _exposure(sock.getsockname()[0], base):
         echo(line)
     server_config = uvicorn.Config(
-        app, host=host, port=port, proxy_headers=True,
-        forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
+        app, host=host, port=port, proxy_headers=False,  # the app believes only [web] trusted_proxies
         server_header=False, timeout_keep_alive=5, log_level="info")
     redact_access_log()  # again: uvicorn's logging setup above must not have dropped it
     uvicorn.Server(server_config).run(sockets=[sock])

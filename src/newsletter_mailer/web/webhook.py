@@ -13,6 +13,10 @@ temporary); `spamreport` → complained; `unsubscribe`, `group_unsubscribe` → 
 `dropped` by its reason (SendGrid drops mail to addresses on its own suppression lists, so a
 drop for "Bounced Address" is a bounce we had missed, and so on; other drops only count).
 Every event counts per issue (the `issue` custom arg our sends add), clicks with their URL.
+`group_unsubscribe` / `group_resubscribe` for another unsubscribe group than
+`delivery.sendgrid.asm_group_id` change nothing (the reader left another list of the account).
+Each event is stored on its own (a savepoint): one the store cannot hold (a timestamp of 2^70,
+a NUL in an address) is counted and logged without its address, and its neighbours are kept.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
+from collections import Counter
+from dataclasses import dataclass
 from typing import Mapping
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -29,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.state.db import DATA_ERRORS
 from newsletter_mailer.providers.base import env_value
 from newsletter_mailer.audience.sendgrid_store import block, count, first_time, forget_old, note, plausible
 
@@ -42,6 +50,7 @@ EVENTS = ("processed", "deferred", "delivered", "bounce", "dropped", "spamreport
           "group_unsubscribe", "group_resubscribe", "open", "click")
 DROPPED = {"bounced address": "bounced", "invalid": "bounced", "spam reporting address": "complained",
            "unsubscribed address": "unsubscribed"}
+log = logging.getLogger("newsletter_mailer.web.webhook")
 STATUS = {"spamreport": "complained", "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed"}
 
 
@@ -99,20 +108,48 @@ def events(body: bytes) -> list[dict]:
     return data
 
 
+@dataclass
+class Tally:
+    """What a batch did, for the log: no address in it."""
+    new: int = 0
+    again: int = 0
+    other_group: int = 0
+    unstorable: int = 0
+
+
 def receive(store: Audience, key: ec.EllipticCurvePublicKey, headers: Mapping[str, str], body: bytes,
-            now: int) -> tuple[int, int]:
-    """Verify, then record the batch in one transaction; (events recorded, duplicates skipped)."""
+            now: int, group: int | None = None) -> Tally:
+    """Verify, then record the batch in one transaction, each event stored or refused on its own;
+    `group` is our unsubscribe group (asm_group_id), None when the sends use none."""
     verify(key, headers, body, now)
     batch = events(body)
-    new = 0
+    tally, refused = Tally(), Counter()
     with store.transaction():
         forget_old(store, now)
         store.lock(e["email"] for e in batch if plausible(e.get("email")))
         for event in batch:
-            if first_time(store, _event_id(event), now):
-                _record(store, event)
-                new += 1
-    return new, len(batch) - new
+            try:
+                with store.db.savepoint():
+                    if not first_time(store, _event_id(event), now):
+                        tally.again += 1
+                    elif _other_group(event, group):
+                        tally.other_group += 1
+                    else:
+                        _record(store, event)
+                        tally.new += 1
+            except DATA_ERRORS as exc:
+                tally.unstorable += 1
+                refused[f"{note(event.get('event'), 40) or 'unknown'} ({type(exc).__name__})"] += 1
+    if refused:  # one line a batch, however many: the kinds and why, never an address
+        log.warning("SendGrid webhook: %d event(s) could not be stored: %s", tally.unstorable,
+                    ", ".join(f"{k} ×{n}" for k, n in sorted(refused.items())))
+    return tally
+
+
+def _other_group(event: dict, group: int | None) -> bool:
+    """A group event for another unsubscribe group than ours (when ours is set)."""
+    return (group is not None and event.get("event") in ("group_unsubscribe", "group_resubscribe")
+            and str(event.get("asm_group_id")) != str(group))
 
 
 def _event_id(event: dict) -> str:
