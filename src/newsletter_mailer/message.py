@@ -102,6 +102,10 @@ class MessageTemplate:
         self.mailto = f"mailto:{s.unsubscribe_mailto}?subject=unsubscribe" if s.unsubscribe_mailto else None
         self.unsub_index = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
         self.one_click = s.one_click
+        # The envelope sender: [delivery] return_path, per reader with VERP (bounces+<token>@domain).
+        self.return_path = rp = s.delivery.return_path
+        local, _, domain = (rp or "").rpartition("@")
+        self._verp = (local + "+", "@" + domain) if s.delivery.verp and rp else None
 
         msg = EmailMessage(policy=SMTP)
         msg["From"] = Address(display_name=s.from_name or s.name, addr_spec=s.from_email)
@@ -174,6 +178,13 @@ class MessageTemplate:
         if self.one_click and url[:8].lower() == "https://":
             out += "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
         return out + "\r\n"
+
+    def envelope_sender(self, token: str | None) -> str | None:
+        """Where this reader's bounces go (MAIL FROM, Return-Path), or None for from_email. With VERP
+        it is bounces+<token>@domain: the token is url-safe base64, so nothing to check or escape."""
+        if self._verp is not None and token:
+            return self._verp[0] + token + self._verp[1]
+        return self.return_path
 
     def new_message_id(self) -> str:
         """A fresh Message-ID in the sender's domain."""

@@ -111,6 +111,9 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     state_dir = state_dir_for(options, settings_dir)
     notes: list[str] = []
     links = _unsubscribe_source(options, settings, provider.name, state_dir, notes, composed.slug)
+    if provider.name == "sendgrid" and settings.delivery.return_path:
+        notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
+                     "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
     return Prepared(options, composed, provider, state_dir, notes, links, new_id, when, warnings)
 
@@ -203,13 +206,14 @@ def _unsubscribe_source(options: Options, settings: Settings, provider_name: str
         raise NewsletterError("no unsubscribe link: set [web] base_url (or unsubscribe_url) in newsletter.toml",
                               field="web.base_url", hint="every recipient needs a personal one")
     hmac = template is not None and "token" in url_placeholders(template)
+    sealed = template is None or settings.unsubscribe_mailto or settings.delivery.verp  # VERP: bounces+<token>@
     secret = b""
-    if template is None or hmac or settings.unsubscribe_mailto:
+    if sealed or hmac:
         secret, note = unsubscribe.load_secret(state_dir, options.env, create=not options.dry_run)
         if note:
             notes.append(note)
     seal = None
-    if template is None or settings.unsubscribe_mailto:
+    if sealed:
         list_id, make = settings.list_id_header, tokens.make_unsubscribe
         seal = lambda email: make(secret, list_id, email, slug)  # noqa: E731 - one seal a reader
     if template is None:  # the app (web.py) opens it: its secret and list id, no address in the link

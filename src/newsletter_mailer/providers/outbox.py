@@ -60,7 +60,7 @@ class OutboxProvider(WholeMessages):
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         out = []
-        build = self.ctx.messages.build
+        build, envelope = self.ctx.messages.build, self.ctx.messages.envelope_sender
         folder = str(self.folder)
         for r in batch:
             try:
@@ -68,6 +68,9 @@ class OutboxProvider(WholeMessages):
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue
+            sender = envelope(r.token)
+            if sender is not None:  # what the receiving server would write from MAIL FROM
+                data = b"Return-Path: <" + sender.encode("ascii") + b">\r\n" + data
             name = dated_filename(r.email) if self.test else filename(r.email)
             path = os.path.join(folder, name)
             try:
