@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, ContextManager, Iterator, Mapping
 
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
@@ -317,6 +318,7 @@ class Sender:
         self.ledger: Ledger | None = None
         self.states: dict[str, tuple[str, bool]] = {}
         self._lock: send_lock.SendLock | None = None
+        self.summary: Summary | None = None  # the run's counts so far (run() sets it)
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -398,10 +400,13 @@ class Sender:
                 if unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
                     yield r
 
-    def run(self, plan: Plan, progress: Callable[[int], None] | None = None) -> Summary:
-        """The sending pass, batch by batch; a stop raises DeliveryStopped with what went out."""
+    def run(self, plan: Plan, progress: Callable[[int], None] | None = None,
+            in_flight: Callable[[], ContextManager[None]] = nullcontext) -> Summary:
+        """The sending pass, batch by batch; a stop raises DeliveryStopped with what went out.
+        Each batch runs inside in_flight() (stopping.StopOnSignals holds a Ctrl-C until it is
+        recorded); self.summary counts what went out, also when a signal stops the run."""
         p = self.p
-        summary = Summary(plan=plan, provider=p.provider.name, when=p.when)
+        summary = self.summary = Summary(plan=plan, provider=p.provider.name, when=p.when)
         if p.options.dry_run:
             summary.would_send = plan.to_send
             return summary
@@ -418,7 +423,8 @@ class Sender:
                 batch, left = self.audience.still_wanted(batch)
                 summary.unsubscribed_during += left
                 if batch:
-                    deliver_batch(self.ledger, self.slug, provider, batch, summary, batch_id)
+                    with in_flight():
+                        deliver_batch(self.ledger, self.slug, provider, batch, summary, batch_id)
                 pace.done(len(batch))
                 if progress:
                     progress(len(batch) + left)
