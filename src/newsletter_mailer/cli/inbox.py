@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,18 +9,6 @@ import typer
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
-
-
-def _progress(total: int):
-    """A rich progress bar on a terminal for long mailboxes; nothing in logs and pipes."""
-    import contextlib
-
-    if not sys.stderr.isatty() or total < 100:
-        return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
 
 
 def _echo_summary(s, dry_run: bool) -> None:
@@ -63,6 +50,7 @@ def inbox(
     from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.audience.inbox import classifier_for, run
     from newsletter_mailer.audience.mailbox import open_source
+    from newsletter_mailer.cli.progress import progress
     from newsletter_mailer.settings import load_settings
     from newsletter_mailer.state.folder import state_dir as default_state_dir
 
@@ -74,10 +62,9 @@ def inbox(
         audience = Audience.in_state(state_dir)
         try:
             classifier = classifier_for(settings, state_dir, dict(os.environ))
-            with _progress(source.count()) as bar:
-                task = bar.add_task("read", total=source.count()) if bar else None
+            with progress("reading", source.count(), "messages", min_total=100) as advance:
                 summary = run(source, classifier, audience, settings.bounces.soft_limit, dry_run=dry_run,
-                              advance=(lambda n: bar.advance(task, n)) if bar else None)
+                              advance=advance)
         finally:
             audience.close()
             source.close()

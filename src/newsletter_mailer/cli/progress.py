@@ -12,6 +12,7 @@ from typing import Callable, Iterator, TextIO
 import typer
 
 EVERY = 10.0  # seconds between two plain lines, at most one line per interval
+CLOCK: Callable[[], float] = time.monotonic  # the commands' clock: a test replaces it, never sleeps
 
 
 class ProgressLines:
@@ -42,13 +43,13 @@ class ProgressLines:
 
 @contextmanager
 def progress(label: str, total: int | None, unit: str, *, min_total: int = 1, stream: TextIO | None = None,
-             clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[int], None] | None]:
+             clock: Callable[[], float] | None = None) -> Iterator[Callable[[int], None] | None]:
     """`with progress("sending", n, "messages") as advance:` — advance(k) after k more are done
     (None: nothing to show). A terminal gets a rich bar for a known total of at least min_total;
     anything else the plain lines."""
     stream = stream if stream is not None else sys.stdout
     if not stream.isatty():
-        yield ProgressLines(label, total, unit, clock=clock).advance
+        yield ProgressLines(label, total, unit, clock=clock or CLOCK).advance
         return
     if total is None or total < min_total:
         yield None
