@@ -191,9 +191,10 @@ class MessageTemplate:
         return f"<{os.urandom(12).hex()}@{self.domain}>"
 
     def build(self, email: str, name: str, values: list[str], msgid: str | None = None,
-              token: str | None = None) -> tuple[str, bytes]:
+              token: str | None = None, head: bytes = b"") -> tuple[str, bytes]:
         """(Message-ID, message bytes) for one recipient, with msgid when it was chosen before
-        (and recorded in the ledger). Raises HeaderValueError for unsafe values."""
+        (and recorded in the ledger); head (whole header lines) goes first, in the same join.
+        Raises HeaderValueError for unsafe values."""
         subject = self.subject.fill(values)
         msgid = msgid or self.new_message_id()
         unsub = values[self.unsub_index] if self.unsub_index is not None else None
@@ -223,7 +224,7 @@ class MessageTemplate:
             html_vals[i] = b
         sources = (heads, text_vals, html_vals)
         parts, gaps, tail = self._plan
-        out = []
+        out = [head]
         for lit, (source, key) in zip(parts, gaps):
             out.append(lit)
             out.append(sources[source][key])
