@@ -102,6 +102,10 @@ class MessageTemplate:
         self.mailto = f"mailto:{s.unsubscribe_mailto}?subject=unsubscribe" if s.unsubscribe_mailto else None
         self.unsub_index = next((i for i, f in enumerate(c.fields) if f.name == UNSUBSCRIBE), None)
         self.one_click = s.one_click
+        # The envelope sender: [delivery] return_path, per reader with VERP (bounces+<token>@domain).
+        self.return_path = rp = s.delivery.return_path
+        local, _, domain = (rp or "").rpartition("@")
+        self._verp = (local + "+", "@" + domain) if s.delivery.verp and rp else None
 
         msg = EmailMessage(policy=SMTP)
         msg["From"] = Address(display_name=s.from_name or s.name, addr_spec=s.from_email)
@@ -175,14 +179,22 @@ class MessageTemplate:
             out += "\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click"
         return out + "\r\n"
 
+    def envelope_sender(self, token: str | None) -> str | None:
+        """Where this reader's bounces go (MAIL FROM, Return-Path), or None for from_email. With VERP
+        it is bounces+<token>@domain: the token is url-safe base64, so nothing to check or escape."""
+        if self._verp is not None and token:
+            return self._verp[0] + token + self._verp[1]
+        return self.return_path
+
     def new_message_id(self) -> str:
         """A fresh Message-ID in the sender's domain."""
         return f"<{os.urandom(12).hex()}@{self.domain}>"
 
     def build(self, email: str, name: str, values: list[str], msgid: str | None = None,
-              token: str | None = None) -> tuple[str, bytes]:
+              token: str | None = None, head: bytes = b"") -> tuple[str, bytes]:
         """(Message-ID, message bytes) for one recipient, with msgid when it was chosen before
-        (and recorded in the ledger). Raises HeaderValueError for unsafe values."""
+        (and recorded in the ledger); head (whole header lines) goes first, in the same join.
+        Raises HeaderValueError for unsafe values."""
         subject = self.subject.fill(values)
         msgid = msgid or self.new_message_id()
         unsub = values[self.unsub_index] if self.unsub_index is not None else None
@@ -212,7 +224,7 @@ class MessageTemplate:
             html_vals[i] = b
         sources = (heads, text_vals, html_vals)
         parts, gaps, tail = self._plan
-        out = []
+        out = [head]
         for lit, (source, key) in zip(parts, gaps):
             out.append(lit)
             out.append(sources[source][key])

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, ContextManager, Iterator, Mapping
 
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
@@ -111,6 +112,9 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     state = state_for(options, settings, settings_dir)
     notes: list[str] = []
     links = _unsubscribe_source(options, settings, provider.name, state, notes, composed.slug)
+    if provider.name == "sendgrid" and settings.delivery.return_path:
+        notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
+                     "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
     return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings)
 
@@ -203,13 +207,14 @@ def _unsubscribe_source(options: Options, settings: Settings, provider_name: str
         raise NewsletterError("no unsubscribe link: set [web] base_url (or unsubscribe_url) in newsletter.toml",
                               field="web.base_url", hint="every recipient needs a personal one")
     hmac = template is not None and "token" in url_placeholders(template)
+    sealed = template is None or settings.unsubscribe_mailto or settings.delivery.verp  # VERP: bounces+<token>@
     secret = b""
-    if template is None or hmac or settings.unsubscribe_mailto:
+    if sealed or hmac:
         secret, note = state.secret(options.env, create=not options.dry_run)
         if note:
             notes.append(note)
     seal = None
-    if template is None or settings.unsubscribe_mailto:
+    if sealed:
         list_id, make = settings.list_id_header, tokens.make_unsubscribe
         seal = lambda email: make(secret, list_id, email, slug)  # noqa: E731 - one seal a reader
     if template is None:  # the app (web.py) opens it: its secret and list id, no address in the link
@@ -312,6 +317,7 @@ class Sender:
         self.ledger: Ledger | None = None
         self.states: dict[str, tuple[str, bool]] = {}
         self._lock: send_lock.SendLock | None = None
+        self.summary: Summary | None = None  # the run's counts so far (run() sets it)
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -391,10 +397,13 @@ class Sender:
                 if unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
                     yield r
 
-    def run(self, plan: Plan, progress: Callable[[int], None] | None = None) -> Summary:
-        """The sending pass, batch by batch; a stop raises DeliveryStopped with what went out."""
+    def run(self, plan: Plan, progress: Callable[[int], None] | None = None,
+            in_flight: Callable[[], ContextManager[None]] = nullcontext) -> Summary:
+        """The sending pass, batch by batch; a stop raises DeliveryStopped with what went out.
+        Each batch runs inside in_flight() (stopping.StopOnSignals holds a Ctrl-C until it is
+        recorded); self.summary counts what went out, also when a signal stops the run."""
         p = self.p
-        summary = Summary(plan=plan, provider=p.provider.name, when=p.when)
+        summary = self.summary = Summary(plan=plan, provider=p.provider.name, when=p.when)
         if p.options.dry_run:
             summary.would_send = plan.to_send
             return summary
@@ -411,7 +420,8 @@ class Sender:
                 batch, left = self.audience.still_wanted(batch)
                 summary.unsubscribed_during += left
                 if batch:
-                    deliver_batch(self.ledger, self.slug, provider, batch, summary, batch_id)
+                    with in_flight():
+                        deliver_batch(self.ledger, self.slug, provider, batch, summary, batch_id)
                 pace.done(len(batch))
                 if progress:
                     progress(len(batch) + left)

@@ -118,8 +118,25 @@ class Delivery(StrictModel):
     allow_local_domains: bool = Field(
         False, description="accept intranet addresses (user@localhost, .test, .internal, .local, "
                            "single-label) in the list, for a private relay")
+    return_path: Address | None = Field(
+        None, description="the envelope sender (SMTP MAIL FROM, the outbox's Return-Path): where bounces go; "
+                          "default from_email. SendGrid uses its own")
+    verp: bool = Field(False, description="return_path becomes bounces+<the reader's token>@its domain, so every "
+                                          "bounce names its reader (`newsletter inbox`)")
     smtp: SmtpSettings = SmtpSettings()
     sendgrid: SendGridSettings = SendGridSettings()
+
+    @field_validator("verp")
+    @classmethod
+    def _verp(cls, v: bool, info: ValidationInfo) -> bool:
+        """The inbox reads the reader's token from bounces+<token>@: any other local part is never matched."""
+        rp = info.data.get("return_path", "")  # "": return_path itself was refused (its own error)
+        if v and rp is None:
+            raise ValueError("needs a return_path: set return_path = \"bounces@your-domain\" in [delivery]")
+        if v and rp and rp.rsplit("@", 1)[0].lower() != "bounces":
+            raise ValueError(f"needs return_path's local part to be 'bounces' (not '{rp.rsplit('@', 1)[0]}'): "
+                             "`newsletter inbox` reads the reader's token from bounces+<token>@ addresses")
+        return v
 
     @field_validator("rate")
     @classmethod
@@ -177,7 +194,7 @@ class ChecksSettings(StrictModel):
 
     warnings_as_errors: bool | list[Literal["size", "unsubscribe", "inbox", "contrast", "headings", "link-text",
                                             "alt-text", "all-caps", "image-only", "local-image",
-                                            "placeholder"]] = Field(
+                                            "placeholder", "return-path"]] = Field(
         False, description="true: every warning stops a send; or a list of check names to raise")
 
 

@@ -8,7 +8,7 @@ before they answer: the log is the ground truth of what was delivered.
 
 Run as a process::
 
-    python -m tests.helpers.sinks smtp PORT LOG
+    python -m tests.helpers.sinks smtp PORT LOG [DELAY_SECONDS]
     python -m tests.helpers.sinks sendgrid PORT LOG [DELAY_SECONDS]   # key in $SINK_API_KEY
 
 Each prints ``ready`` on stdout once it listens.
@@ -52,11 +52,14 @@ def _append(f, line: str) -> None:
 class SmtpLogHandler:
     """aiosmtpd handler: logs each accepted message (To + Message-ID) before answering 250."""
 
-    def __init__(self, log_path: str):
+    def __init__(self, log_path: str, delay: float = 0.0):
         self.f = open(log_path, "a", encoding="utf-8")
         self.parser = BytesHeaderParser()
+        self.delay = delay  # seconds each message takes before it is accepted: a slow server
 
     async def handle_DATA(self, server, session, envelope):
+        if self.delay:
+            await asyncio.sleep(self.delay)
         headers = self.parser.parsebytes(bytes(envelope.content))
         msgid = (headers.get("Message-ID") or "").strip()
         for rcpt in envelope.rcpt_tos:
@@ -64,10 +67,10 @@ class SmtpLogHandler:
         return "250 2.0.0 OK queued"
 
 
-def run_smtp(port: int, log_path: str) -> None:
+def run_smtp(port: int, log_path: str, delay: float = 0.0) -> None:
     from aiosmtpd.smtp import SMTP
 
-    handler = SmtpLogHandler(log_path)
+    handler = SmtpLogHandler(log_path, delay)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     server = loop.run_until_complete(
@@ -275,7 +278,7 @@ def wait_until(pred: Callable[[], bool], timeout: float, poll: float = 0.0005) -
 if __name__ == "__main__":
     kind, port, log = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     if kind == "smtp":
-        run_smtp(port, log)
+        run_smtp(port, log, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     elif kind == "sendgrid":
         run_sendgrid(port, log, float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
     else:

@@ -68,8 +68,10 @@ class SyncReport:
 
 
 def sync(settings: Settings, store: Audience, env: Mapping[str, str], *, fetch: Fetch | None = None,
-         sleep: Callable[[float], Any] = time.sleep, clock: Callable[[], float] = time.time) -> SyncReport:
-    """Every suppression list, in turn; raises NewsletterError (what is already in stays in)."""
+         sleep: Callable[[float], Any] = time.sleep, clock: Callable[[], float] = time.time,
+         advance: Callable[[int], None] | None = None) -> SyncReport:
+    """Every suppression list, in turn; raises NewsletterError (what is already in stays in).
+    advance(n) after each page of n entries is stored (the command's progress)."""
     api_key = env_value(env, "SENDGRID_API_KEY")
     if api_key is None:
         raise NewsletterError("SENDGRID_API_KEY is not set", hint="only SendGrid senders need it: export a key with Suppressions read access")
@@ -78,18 +80,20 @@ def sync(settings: Settings, store: Audience, env: Mapping[str, str], *, fetch: 
                      backoff_base(env), sleep)
     report = SyncReport()
     for name, path, status in LISTS:
-        report.lists.append(_sync_list(store, client, name, path, status, int(clock())))
+        report.lists.append(_sync_list(store, client, name, path, status, int(clock()), advance))
     if sg.asm_group_id is not None:
         name = f"group {sg.asm_group_id}"
         items = [{"email": e} for e in client.get(f"/v3/asm/groups/{sg.asm_group_id}/suppressions", {})]
         with store.transaction():  # the whole group every time: SendGrid offers no paging or time filter
             changed = _record(store, items, "unsubscribed", name)
         report.lists.append(ListReport(name, len(items), changed))
+        if advance:
+            advance(len(items))
     return report
 
 
 def _sync_list(store: Audience, client: ApiClient, name: str, path: str, status: str | None,
-               started: int) -> ListReport:
+               started: int, advance: Callable[[int], None] | None = None) -> ListReport:
     """One list from its last sync on, page by page; its sync time is stored with the last page."""
     report, offset = ListReport(name), 0
     query = {"limit": PAGE}
@@ -103,6 +107,8 @@ def _sync_list(store: Audience, client: ApiClient, name: str, path: str, status:
             if len(items) < PAGE:
                 synced(store, name, started)
         report.fetched += len(items)
+        if advance:
+            advance(len(items))
         if len(items) < PAGE:
             return report
         offset += len(items)

@@ -62,7 +62,7 @@ class _Scan(HTMLParser):
 def run_checks(c: Composed) -> list[Check]:
     subject, preheader, html, text = c.sample()
     out = _size_and_markup(html) + _unsubscribe_and_address(c, html, text) + _inbox(subject, preheader)
-    out += _placeholder_addresses(c.settings)
+    out += _placeholder_addresses(c.settings) + _return_path_alignment(c.settings)
     out += contrast_checks(c.settings.brand) + reader_checks.heading_order_checks(html)
     out += (reader_checks.link_text_checks(c.issue) + reader_checks.alt_text_checks(c.issue)
             + reader_checks.section_checks(c.issue) + _local_images(c))
@@ -177,6 +177,20 @@ def _placeholder_addresses(settings) -> list[Check]:
                                         "set your newsletter's real address in newsletter.toml", "placeholder",
                              field=name))
     return out
+
+
+def _return_path_alignment(settings) -> list[Check]:
+    """DMARC passes on SPF only when the envelope sender's domain aligns with From's; DMARC's default
+    (relaxed) alignment accepts a subdomain either way, so only an unrelated domain is warned about."""
+    rp = settings.delivery.return_path
+    if rp is None:
+        return []
+    ours, theirs = rp.rsplit("@", 1)[1].lower(), settings.from_email.rsplit("@", 1)[1].lower()
+    if ours == theirs or ours.endswith("." + theirs) or theirs.endswith("." + ours):
+        return []
+    return [Check("warning", f"delivery.return_path is on {ours}, from_email on {theirs}: SPF will not align "
+                             f"for DMARC, so DKIM must sign as {theirs}; or use a return path on {theirs} "
+                             f"(e.g. bounces@{theirs})", "return-path", field="delivery.return_path")]
 
 
 def failures(checks: list[Check]) -> list[Check]:

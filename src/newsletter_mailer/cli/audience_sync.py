@@ -15,6 +15,7 @@ from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
 
 def sync(config: ConfigOpt = None, state: StateOpt = None) -> None:
     """Pull SendGrid's bounces, spam reports, invalid emails, blocks and unsubscribes into the store."""
+    from newsletter_mailer.cli.progress import progress
     from newsletter_mailer.audience.sendgrid_sync import sync as pull
     from newsletter_mailer.cli.common import settings_and_state
 
@@ -22,7 +23,8 @@ def sync(config: ConfigOpt = None, state: StateOpt = None) -> None:
         settings, _, st = settings_and_state(config, state)
         store = st.audience()
         try:
-            report = pull(settings, store, os.environ)
+            with progress("syncing", None, "entries") as advance:
+                report = pull(settings, store, os.environ, advance=advance)
         finally:
             store.close()
     for r in report.lists:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,18 +9,6 @@ import typer
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.cli.common import ConfigOpt, StateOpt, flags, reporting
-
-
-def _progress(total: int):
-    """A rich progress bar on a terminal for long mailboxes; nothing in logs and pipes."""
-    import contextlib
-
-    if not sys.stderr.isatty() or total < 100:
-        return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("reading"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
 
 
 def _echo_summary(s, dry_run: bool) -> None:
@@ -66,6 +53,7 @@ def inbox(
     from newsletter_mailer.audience.inbox import classifier_for, run
     from newsletter_mailer.audience.mailbox import open_source
     from newsletter_mailer.cli.common import settings_and_state
+    from newsletter_mailer.cli.progress import progress
 
     with reporting():
         settings, _, st = settings_and_state(config, state)
@@ -74,10 +62,9 @@ def inbox(
         audience = st.audience()
         try:
             classifier = classifier_for(settings, st, dict(os.environ))
-            with _progress(source.count()) as bar:
-                task = bar.add_task("read", total=source.count()) if bar else None
+            with progress("reading", source.count(), "messages", min_total=100) as advance:
                 summary = run(source, classifier, audience, settings.bounces.soft_limit, dry_run=dry_run,
-                              advance=(lambda n: bar.advance(task, n)) if bar else None)
+                              advance=advance)
         finally:
             audience.close()
             source.close()

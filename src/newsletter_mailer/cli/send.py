@@ -25,18 +25,6 @@ def _confirm(question: str, yes: bool) -> None:
         raise typer.Exit(1)
 
 
-def _progress(total: int):
-    """A rich progress bar on a terminal; nothing in logs and pipes."""
-    import contextlib
-
-    if not sys.stderr.isatty() or total <= 0:
-        return contextlib.nullcontext(None)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
-
-
 @app.command()
 def send(
     issue: IssueArg,
@@ -57,7 +45,9 @@ def send(
     resend_cancelled: Annotated[bool, typer.Option("--resend-cancelled", help="also send to those whose scheduled send was cancelled")] = False,
 ) -> None:
     """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
+    from newsletter_mailer.cli.progress import progress
     from newsletter_mailer.send import DeliveryStopped, Options, Sender
+    from newsletter_mailer.stopping import Interrupted, StopOnSignals
 
     opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config,
                    tag=tag, suppress=list(suppress or []), dry_run=dry_run,
@@ -81,12 +71,14 @@ def send(
                 return
             _confirm(f"{verb.capitalize()} {plan.to_send} recipient(s) via {name}"
                      + (f" for {prepared.when.describe()}?" if prepared.when else "?"), yes)
-            with _progress(plan.to_send) as bar:
-                task = bar.add_task("send", total=plan.to_send) if bar else None
-                summary = sender.run(plan, (lambda n: bar.advance(task, n)) if bar else None)
+            with progress("sending", plan.to_send, "messages") as advance, StopOnSignals() as stop:
+                summary = sender.run(plan, advance, stop.in_flight)
         except DeliveryStopped as exc:  # stopped part-way: say what went out before it did
             _echo_summary(exc.summary, issue, _written_to(prepared))
             raise
+        except Interrupted as exc:  # Ctrl-C or SIGTERM: one line, the exit code a shell expects
+            typer.echo(_interrupted(exc, sender.summary, plan.to_send, opts), err=True)
+            raise typer.Exit(exc.exit_code) from None
         finally:
             if sender is not None:
                 sender.close()
@@ -94,6 +86,22 @@ def send(
     _echo_held(plan.held_back, issue)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _interrupted(exc, summary, total: int, opts) -> str:
+    """What went out, that the ledger has the rest, and the command that resumes (as typed here)."""
+    import shlex
+
+    from newsletter_mailer.send import same_send
+
+    args = same_send(opts)
+    if opts.at is not None:  # a scheduled send resumes for the same time
+        args[-1:-1] = ["--at", opts.at] + (["--tz", opts.tz] if opts.tz else [])
+    sent = summary.sent if summary else 0
+    uncertain = summary.uncertain if summary else 0
+    return (f"interrupted ({exc.name}): {sent} of {total} sent, {uncertain} uncertain (anything in flight is "
+            f"recorded as uncertain: newsletter status {shlex.quote(str(opts.issue))} --list-uncertain); "
+            f"resume with: {shlex.join(['newsletter', *args])}")
 
 
 def _prepare(opts):

@@ -60,11 +60,13 @@ class OutboxProvider(WholeMessages):
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         out = []
-        build = self.ctx.messages.build
+        build, envelope = self.ctx.messages.build, self.ctx.messages.envelope_sender
         folder = str(self.folder)
         for r in batch:
+            sender = envelope(r.token)  # the Return-Path a receiving server would write from MAIL FROM
+            head = b"Return-Path: <" + sender.encode("ascii") + b">\r\n" if sender is not None else b""
             try:
-                msgid, data = build(r.email, r.name, r.values, r.message_id, r.token)
+                msgid, data = build(r.email, r.name, r.values, r.message_id, r.token, head)
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue

@@ -366,13 +366,14 @@ class SmtpProvider(WholeMessages):
         except UnicodeEncodeError:
             return Outcome(r.email, ok=False, error="the address or a header value is not ASCII", permanent=True)
         payload = self._payload(data)
+        sender = self.ctx.messages.envelope_sender(r.token) or self.from_email
 
         last: _Retry | None = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             if attempt > 1:
                 time.sleep(self.backoff_base * 2 ** (attempt - 2))
             try:
-                result = self._attempt(r.email, msgid, payload)
+                result = self._attempt(r.email, msgid, payload, sender)
             except _Retry as retry:
                 last = retry
                 if retry.reconnect:
@@ -413,12 +414,12 @@ class SmtpProvider(WholeMessages):
             q += b"\r\n"
         return q + b".\r\n"
 
-    def _attempt(self, email: str, msgid: str, payload: bytes) -> Outcome:
+    def _attempt(self, email: str, msgid: str, payload: bytes, sender: str) -> Outcome:
         """One SMTP transaction. Returns a final Result or raises _Retry (message not accepted)."""
         conn = self._ensure_open()
         try:
-            code, text = conn.mail(self.from_email)
-            self._check(code, text, "MAIL", email)
+            code, text = conn.mail(sender)
+            self._check(code, text, "MAIL", email, sender)
             code, text = conn.rcpt(email)
             if code not in (250, 251):
                 self._check(code, text, "RCPT", email)
@@ -451,7 +452,7 @@ class SmtpProvider(WholeMessages):
         # A reply that is not SMTP: we cannot tell whether the server took the message.
         return Outcome(email, ok=False, uncertain=True, error=f"{UNCERTAIN} (unexpected reply {self._said(code, text)})")
 
-    def _check(self, code: int, text: bytes, stage: str, email: str) -> None:
+    def _check(self, code: int, text: bytes, stage: str, email: str, sender: str = "") -> None:
         """Raise for a reply that is not the expected success (called only when it is not)."""
         if stage == "MAIL" and code == 250:
             return
@@ -462,8 +463,9 @@ class SmtpProvider(WholeMessages):
                 # The sender is refused: every message would be; stop rather than fail each address.
                 self._reset()
                 raise NewsletterError(
-                    f"SMTP server {self.where} refused the sender {self.from_email}: {self._said(code, text)}",
-                    hint="check from_email in newsletter.toml is allowed for this SMTP account")
+                    f"SMTP server {self.where} refused the sender {sender}: {self._said(code, text)}",
+                    hint="check from_email (and delivery.return_path) in newsletter.toml is allowed for this "
+                         "SMTP account")
             raise _Refused(self._said(code, text))
         raise _Retry(f"unexpected reply to {stage} from {self.where}: {self._said(code, text)}", reconnect=True)
 
