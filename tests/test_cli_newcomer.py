@@ -80,3 +80,103 @@ def test_help_shows_plain_argument_names():
     assert "Usage: newsletter send [OPTIONS] ISSUE\n" in run("send", "--help").stdout
     assert "Usage: newsletter report [OPTIONS] [ISSUE]\n" in run("report", "--help").stdout
     assert "Usage: newsletter audience suppress [OPTIONS] ADDR...\n" in run("audience", "suppress", "--help").stdout
+
+
+# A settings schema ------------------------------------------------------------------------------
+
+def test_schema_settings_prints_the_json_schema_of_newsletter_toml(nl: Path):
+    import json
+    import tomllib
+
+    import jsonschema
+
+    r = run("schema", "--settings")
+    assert r.exit_code == 0, r.output
+    schema = json.loads(r.stdout)
+    assert schema["title"] == "newsletter.toml"
+    assert {"name", "from_email", "web_base_url", "brand", "delivery", "web"} <= set(schema["properties"])
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(tomllib.loads((nl / "newsletter.toml").read_text(encoding="utf-8")), schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"name": "x", "brnad": {}}, schema)
+    issue = json.loads(run("schema").stdout)  # the issue format stays the default
+    assert "sections" in issue["properties"] and "from_email" not in issue["properties"]
+
+
+def test_a_settings_typo_points_to_schema_settings(nl: Path):
+    toml = nl / "newsletter.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("[brand]", "[brnad]"), encoding="utf-8")
+    r = run("check", "issues/mini.yaml")
+    assert r.exit_code == 2
+    [line] = r.stderr.splitlines()
+    assert line.startswith("error: newsletter.toml:") and "brnad: is not a known key" in line
+    assert line.endswith("(check the spelling; see `newsletter schema --settings`)"), line
+    issue = nl / "issues" / "mini.yaml"
+    issue.write_text(issue.read_text(encoding="utf-8") + "subjet: x\n", encoding="utf-8")
+    toml.write_text(toml.read_text(encoding="utf-8").replace("[brnad]", "[brand]"), encoding="utf-8")
+    assert run("check", "issues/mini.yaml").stderr.rstrip().endswith("see `newsletter schema`)")
+
+
+def test_init_writes_the_schema_comment_and_the_schema_beside_it(tmp_path: Path):
+    import json
+    import tomllib
+
+    import jsonschema
+
+    r = run("init", tmp_path / "news")
+    assert r.exit_code == 0, r.output
+    toml = (tmp_path / "news" / "newsletter.toml").read_text(encoding="utf-8")
+    assert toml.startswith("#:schema ./newsletter.schema.json\n")  # Taplo's directive: first line
+    schema = json.loads((tmp_path / "news" / "newsletter.schema.json").read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(tomllib.loads(toml), schema)
+    assert schema == json.loads(run("schema", "--settings").stdout)
+
+
+def test_init_lists_the_tour_in_the_order_a_new_editor_follows_it(tmp_path: Path):
+    out = run("init", tmp_path / "news").stdout
+    steps = ["compose issues/", "test-send issues/", "send issues/", "newsletter serve", "report issues/"]
+    at = [out.index(s) for s in steps]
+    assert at == sorted(at), out
+    assert out.count("cd ") == 1  # once in the folder, the other steps run there
+
+
+# Finding the settings (point 14) ----------------------------------------------------------------
+
+def test_settings_are_found_next_to_the_issue_from_the_folder_above(nl: Path, monkeypatch):
+    monkeypatch.chdir(nl.parent)
+    issue = Path(nl.name) / "issues" / "mini.yaml"
+    r = run("check", issue)
+    assert r.exit_code == 0, r.output
+    r = run("--verbose", "check", issue)
+    assert f"settings: {Path(nl.name) / 'newsletter.toml'}" in r.stderr, r.stderr
+    r = run("send", issue, "--list", nl / "subscribers.csv", "--yes")
+    assert r.exit_code == 0, r.output
+    assert (nl / ".newsletter").is_dir() and (nl / "outbox" / "mini").is_dir()  # state next to newsletter.toml
+    assert not (nl.parent / ".newsletter").exists()
+    r = run("status", issue)
+    assert r.exit_code == 0 and "mini: sent 7," in r.stdout, r.output
+
+
+def test_the_current_folders_settings_win_and_verbose_says_which(nl: Path, monkeypatch):
+    nested = nl / "issues" / "newsletter.toml"  # nearer the issue, but the current folder comes first
+    nested.write_text("this is not toml [", encoding="utf-8")
+    r = run("check", "issues/mini.yaml", "--verbose")
+    assert r.exit_code == 0, r.output
+    assert "settings: newsletter.toml" in r.stderr
+    monkeypatch.chdir(nl / "issues")
+    r = run("check", "mini.yaml")
+    assert r.exit_code == 2 and "newsletter.toml:1: TOML syntax error" in r.stderr
+
+
+def test_settings_not_found_says_where_it_looked(tmp_path_factory, monkeypatch):
+    from tests.conftest import MINI_ISSUE
+
+    bare = tmp_path_factory.mktemp("bare")
+    (bare / "x.yaml").write_text(MINI_ISSUE, encoding="utf-8")
+    monkeypatch.chdir(bare)
+    r = run("check", "x.yaml")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == [
+        "error: newsletter.toml: settings file not found in the current folder or next to x.yaml and the "
+        "folders above it (pass --config PATH, or run `newsletter init` to create one)"]

@@ -97,7 +97,7 @@ def outbox_for(options: Options, settings_dir: Path) -> Path:
 
 def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     """Settings, issue, checks, provider configuration and unsubscribe secret: all or nothing."""
-    settings, settings_dir = load_settings(options.config)
+    settings, settings_dir = load_settings(options.config, options.issue)
     composed = compose(options.issue, settings, settings_dir)
     checks = run_checks(composed)
     failed = failures(checks)
@@ -573,7 +573,7 @@ class IssueStatus:
 def ledger_of(options: Options) -> tuple[Settings, str, Path, str | None]:
     """Settings, the issue's slug, where its ledger file is (it may not exist yet) and the database
     URL that replaces the file, if any."""
-    settings, settings_dir = load_settings(options.config)
+    settings, settings_dir = load_settings(options.config, options.issue)
     if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
         raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
     return (settings, slug_of(options.issue), state_dir_for(options, settings_dir) / LEDGER_FILE,

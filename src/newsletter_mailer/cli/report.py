@@ -29,7 +29,7 @@ def report(
     from newsletter_mailer.settings import load_settings
 
     with reporting():
-        settings, settings_dir = load_settings(config)
+        settings, settings_dir = load_settings(config, issue)
         state_dir = state_dir_for(Options(issue=issue or Path(), state=state, config=config), settings_dir)
         if issue is None:
             rows = r.archive(settings_dir, state_dir, database_url(settings, os.environ))
