@@ -285,12 +285,12 @@ SETTINGS_FILE = "newsletter.toml"
 def find_config(config: Path | None, near: Path | None = None) -> Path:
     """--config; else newsletter.toml in the current folder; else next to the issue file `near` or
     in a folder above it (as git finds .git): `newsletter check mynews/issues/x.yaml` works from
-    the folder above mynews/. --verbose logs which file was used."""
+    the folder above mynews/. --verbose logs which file was found (--config names its own)."""
     if config is not None:
         if not config.exists():
             raise NewsletterError("settings file not found", path=config,
                                   hint="check the path, or run `newsletter init` to create one")
-        return _used(config)
+        return config
     here = Path(SETTINGS_FILE)
     if here.exists():
         return _used(here)
