@@ -180,3 +180,54 @@ def test_settings_not_found_says_where_it_looked(tmp_path_factory, monkeypatch):
     assert r.stderr.splitlines() == [
         "error: newsletter.toml: settings file not found in the current folder or next to x.yaml and the "
         "folders above it (pass --config PATH, or run `newsletter init` to create one)"]
+
+
+# Exit codes (point 4, 13) -----------------------------------------------------------------------
+
+def _raise_warnings(nl: Path) -> None:
+    toml = nl / "newsletter.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("[brand]", "[checks]\nwarnings_as_errors = [\"placeholder\"]\n\n[brand]"),
+                    encoding="utf-8")
+
+
+def test_a_failed_check_exits_1_from_check_and_send_and_send_names_the_settings(nl: Path):
+    _raise_warnings(nl)
+    assert run("check", "issues/mini.yaml").exit_code == 1
+    for mode in ("--dry-run", "--yes"):
+        r = run("send", "issues/mini.yaml", "--list", "subscribers.csv", mode)
+        assert r.exit_code == 1, r.output
+        [line] = r.stderr.splitlines()
+        assert line.startswith("error: newsletter.toml: check failed: web_base_url is on example.org"), line
+    assert not (nl / "outbox").exists()
+
+
+def test_a_failed_check_of_the_issue_names_the_issue(nl: Path):
+    toml = nl / "newsletter.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("[brand]", "[checks]\nwarnings_as_errors = [\"inbox\"]\n\n[brand]"),
+                    encoding="utf-8")
+    issue = nl / "issues" / "mini.yaml"
+    issue.write_text(issue.read_text(encoding="utf-8").replace("preheader: A short preview line\n", ""),
+                     encoding="utf-8")
+    assert run("check", "issues/mini.yaml").exit_code == 1
+    r = run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--dry-run")
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: issues/mini.yaml: check failed: no preheader"), r.stderr
+
+
+def test_no_at_the_send_prompt_exits_0_and_sends_nothing(nl: Path):
+    import os
+    import subprocess
+    import sys
+
+    primary, secondary = os.openpty()  # a real terminal, so send asks
+    try:
+        os.write(primary, b"n\n")
+        p = subprocess.run([sys.executable, "-m", "newsletter_mailer", "send", "issues/mini.yaml",
+                            "--list", "subscribers.csv"], cwd=nl, stdin=secondary, capture_output=True,
+                           text=True, timeout=120)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert "Send 7 recipient(s) via outbox?" in p.stdout and p.stdout.rstrip().endswith("nothing sent")
+    assert not (nl / "outbox").exists()

@@ -101,9 +101,10 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     composed = compose(options.issue, settings, settings_dir)
     checks = run_checks(composed)
     failed = failures(checks)
-    if failed:
-        raise NewsletterError(f"check failed: {failed[0].message}", path=options.issue,
-                              hint="run `newsletter check` for all checks")
+    if failed:  # exit 1 as `check` gives for it; a setting's problem names newsletter.toml
+        raise NewsletterError(f"check failed: {failed[0].message}",
+                              path=settings.file if failed[0].in_settings else options.issue,
+                              hint=f"`newsletter check {options.issue}` shows every check", exit_code=1)
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
     ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)

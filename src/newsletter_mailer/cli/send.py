@@ -22,7 +22,7 @@ def _confirm(question: str, yes: bool) -> None:
         raise NewsletterError("no terminal to confirm the send: pass --yes to send without asking")
     if not typer.confirm(question, default=False):
         typer.echo("nothing sent")
-        raise typer.Exit(1)
+        raise typer.Exit(0)  # the user's answer, not a failure
 
 
 def _progress(total: int):
