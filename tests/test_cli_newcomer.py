@@ -231,3 +231,49 @@ def test_no_at_the_send_prompt_exits_0_and_sends_nothing(nl: Path):
     assert p.returncode == 0, (p.stdout, p.stderr)
     assert "Send 7 recipient(s) via outbox?" in p.stdout and p.stdout.rstrip().endswith("nothing sent")
     assert not (nl / "outbox").exists()
+
+
+# Point 16: extreme --at times -------------------------------------------------------------------
+
+@pytest.mark.parametrize("at", ["0001-01-01 00:00", "9999-12-31T23:59-12:00", "0001-01-01T00:00+14:00",
+                                "9999-12-31 23:59"])
+def test_extreme_at_times_are_one_line_exit_2(nl: Path, at: str):
+    r = run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--provider", "sendgrid", "--at", at,
+            "--tz", "Etc/GMT+12", "--dry-run")
+    assert r.exit_code == 2, r.output
+    [line] = r.stderr.splitlines()
+    assert line.startswith("error: --at: "), line
+
+
+def test_any_time_in_any_zone_is_a_time_or_one_clear_error():
+    from datetime import datetime, timedelta, timezone
+    from zoneinfo import available_timezones
+
+    from hypothesis import given, settings, strategies as st
+
+    from newsletter_mailer.errors import NewsletterError
+    from newsletter_mailer.schedule import check_hold, parse_at
+
+    now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    zones = st.one_of(st.none(), st.sampled_from(sorted(available_timezones())))
+    offsets = st.one_of(st.none(), st.integers(-24 * 60 + 1, 24 * 60 - 1).map(
+        lambda m: timezone(timedelta(minutes=m))))
+    extremes = st.sampled_from([datetime.min, datetime.max, datetime(1, 1, 1, 12), datetime(9999, 12, 31, 0, 1)])
+    moments = st.one_of(extremes, st.datetimes())
+
+    @settings(max_examples=400, deadline=None)
+    @given(moments, offsets, zones, zones, st.sampled_from(["iso", "space"]))
+    def check(moment, offset, tz, default_tz, style):
+        text = moment.replace(tzinfo=offset).isoformat(sep="T" if style == "iso" else " ", timespec="minutes")
+        try:
+            when = parse_at(text, tz, default_tz, now)
+        except NewsletterError as exc:
+            assert "\n" not in exc.format() and exc.field == "--at"
+            return
+        assert when.at > now
+        try:
+            check_hold(when, now, timedelta(hours=72), "SendGrid")
+        except NewsletterError as exc:
+            assert "\n" not in exc.format()
+
+    check()
