@@ -277,3 +277,71 @@ def test_any_time_in_any_zone_is_a_time_or_one_clear_error():
             assert "\n" not in exc.format()
 
     check()
+
+
+# Points 5, 6, 7: the list ------------------------------------------------------------------------
+
+def test_invalid_rows_are_skipped_and_listed_and_strict_makes_them_an_error(nl: Path):
+    r = run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "invalid: 1 (line 7: 'not-an-address':" in r.stdout
+    for mode in ("--dry-run", "--yes"):
+        r = run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--strict", mode)
+        assert r.exit_code == 2, r.output
+        [line] = r.stderr.splitlines()
+        assert line.startswith("error: subscribers.csv:7: 1 invalid row(s) (line 7); line 7: 'not-an-address':"), line
+        assert line.endswith("(fix or remove them, or leave out --strict to skip them; nothing was sent)")
+    assert not (nl / "outbox").exists()
+    clean = nl / "clean.csv"
+    clean.write_text("".join(l for l in (nl / "subscribers.csv").read_text(encoding="utf-8").splitlines(True)
+                             if "not-an-address" not in l), encoding="utf-8")
+    r = run("send", "issues/mini.yaml", "--list", clean, "--strict", "--yes")
+    assert r.exit_code == 0 and "sent: 7," in r.stdout, r.output
+
+
+def test_strict_also_refuses_a_row_whose_value_would_break_the_subject(nl: Path):
+    issue = nl / "issues" / "mini.yaml"
+    issue.write_text(issue.read_text(encoding="utf-8").replace("subject: 'Hello {{ name | default(\"friend\") }}'",
+                                                               "subject: 'Hello {{ school_year }}'"), encoding="utf-8")
+    rows = "email,name,school_year\na@example.org,A,Year 7\nb@example.org,B,\"Year\r\nBcc: x@evil.test\"\n"
+    (nl / "hostile.csv").write_bytes(rows.encode("utf-8"))
+    assert run("send", "issues/mini.yaml", "--list", "hostile.csv", "--dry-run").exit_code == 0
+    r = run("send", "issues/mini.yaml", "--list", "hostile.csv", "--dry-run", "--strict")
+    assert r.exit_code == 2 and r.stderr.startswith("error: hostile.csv:3: 1 invalid row(s) (line 3)"), r.output
+
+
+@pytest.mark.parametrize("header", ["Email Address", "E-mail", "email_address", "E-Mail Address"])
+def test_send_list_takes_the_address_column_by_the_names_audience_import_knows(nl: Path, header: str):
+    from newsletter_mailer.audience.imports import _EMAIL
+
+    assert header.lower() in _EMAIL  # one table for both
+    (nl / "export.csv").write_text(f"{header},First Name,Last Name\nann@example.org,Ann,Lee\n"
+                                   f"not an address,Bad,Row\nbob@example.com,Bob,Ray\n", encoding="utf-8")
+    r = run("send", "issues/mini.yaml", "--list", "export.csv", "--yes")
+    assert r.exit_code == 0, r.output
+    assert "sent: 2," in r.stdout and "invalid: 1 (line 3:" in r.stdout
+    (nl / "suppress.csv").write_text(f"{header}\nbob@example.com\n", encoding="utf-8")
+    r = run("send", "issues/mini.yaml", "--list", "export.csv", "--suppress", "suppress.csv", "--dry-run")
+    assert r.exit_code == 0 and "nothing to send" in r.stdout, r.output
+
+
+def test_a_list_without_any_address_column_is_still_refused(nl: Path):
+    (nl / "x.csv").write_text("mail,name\nann@example.org,Ann\n", encoding="utf-8")
+    r = run("send", "issues/mini.yaml", "--list", "x.csv", "--dry-run")
+    assert r.exit_code == 2
+    assert r.stderr.splitlines() == ["error: x.csv:1: no 'email' column; the header row must name one "
+                                     "(e.g. email or Email Address)"]
+
+
+def test_a_send_without_list_says_only_sign_ups_are_planned(nl: Path):
+    from newsletter_mailer.audience.store import Audience, Change
+
+    store = Audience.in_state(nl / ".newsletter")
+    try:
+        store.record([Change("new.reader@example.org", "subscribed", "form", name="New Reader")])
+    finally:
+        store.close()
+    r = run("send", "issues/mini.yaml", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert "note: no --list given: only the audience store's confirmed sign-ups are planned" in r.stdout
+    assert "note: no --list" not in run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--dry-run").stdout
