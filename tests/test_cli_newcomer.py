@@ -345,3 +345,21 @@ def test_a_send_without_list_says_only_sign_ups_are_planned(nl: Path):
     assert r.exit_code == 0, r.output
     assert "note: no --list given: only the audience store's confirmed sign-ups are planned" in r.stdout
     assert "note: no --list" not in run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--dry-run").stdout
+
+
+# Point 11 ---------------------------------------------------------------------------------------
+
+def test_audience_list_without_status_says_each_addresss_status(nl: Path):
+    from newsletter_mailer.audience.store import Audience, Change
+
+    store = Audience.in_state(nl / ".newsletter")
+    try:
+        store.record([Change("ann@example.org", "unsubscribed", "cli"),
+                      Change("bobby.long@example.org", "subscribed", "form"),
+                      Change("cy@example.org", "bounced", "inbox")])
+    finally:
+        store.close()
+    lines = run("audience", "list").stdout.splitlines()
+    assert sorted(lines) == ["ann@example.org         unsubscribed", "bobby.long@example.org  subscribed",
+                             "cy@example.org          bounced"]
+    assert run("audience", "list", "--status", "bounced").stdout.splitlines() == ["cy@example.org"]
