@@ -356,7 +356,7 @@ def test_audience_list_without_status_says_each_addresss_status(nl: Path):
     try:
         store.record([Change("ann@example.org", "unsubscribed", "cli"),
                       Change("bobby.long@example.org", "subscribed", "form"),
-                      Change("cy@example.org", "bounced", "inbox")])
+                      Change("cy@example.org", "bounced", "mailbox")])
     finally:
         store.close()
     lines = run("audience", "list").stdout.splitlines()
