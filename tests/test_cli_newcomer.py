@@ -363,3 +363,14 @@ def test_audience_list_without_status_says_each_addresss_status(nl: Path):
     assert sorted(lines) == ["ann@example.org         unsubscribed", "bobby.long@example.org  subscribed",
                              "cy@example.org          bounced"]
     assert run("audience", "list", "--status", "bounced").stdout.splitlines() == ["cy@example.org"]
+
+
+# Point 13: inbox --dry-run lines ------------------------------------------------------------------
+
+def test_inbox_dry_run_lines_say_what_without_a_mailbox_key():
+    from newsletter_mailer.audience import bounces
+    from newsletter_mailer.audience.inbox import _line
+
+    line = _line("0", bounces.Verdict(bounces.BOUNCE, "x@example.org", "mini", True, "5.1.1 no such user"))
+    assert line == "bounced x@example.org (issue mini): 5.1.1 no such user"
+    assert _line("17", bounces.Verdict(bounces.BOUNCE, "y@example.org")) == "soft bounce counted y@example.org"
