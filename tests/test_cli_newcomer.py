@@ -374,3 +374,17 @@ def test_inbox_dry_run_lines_say_what_without_a_mailbox_key():
     line = _line("0", bounces.Verdict(bounces.BOUNCE, "x@example.org", "mini", True, "5.1.1 no such user"))
     assert line == "bounced x@example.org (issue mini): 5.1.1 no such user"
     assert _line("17", bounces.Verdict(bounces.BOUNCE, "y@example.org")) == "soft bounce counted y@example.org"
+
+
+# Point 9 ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("date, words", [("2020-02-30", "date: 2020-02-30 is not a date: day is out of range for month"),
+                                         ("30/02/2020", "date: '30/02/2020' is not a date written YYYY-MM-DD")])
+def test_an_impossible_date_in_plain_words(nl: Path, date: str, words: str):
+    issue = nl / "issues" / "mini.yaml"
+    issue.write_text(issue.read_text(encoding="utf-8").replace("date: 2020-09-01", f"date: {date}"), encoding="utf-8")
+    r = run("check", "issues/mini.yaml")
+    assert r.exit_code == 2
+    [line] = r.stderr.splitlines()
+    assert line.startswith(f"error: issues/mini.yaml:3: {words}"), line
+    assert "valid date or datetime" not in line
