@@ -50,7 +50,7 @@ def test_suppress_list_unsuppress(nl):
         "ann@example.org", "unsubscribed", "cli", "", "asked by phone"]
     r = cli(nl, "audience", "unsuppress", "ann@example.org")
     assert r.exit_code == 0 and "unsuppressed 1 address" in r.output
-    assert cli(nl, "audience", "list").output.splitlines() == ["bob@example.org"]
+    assert cli(nl, "audience", "list").output.splitlines() == ["bob@example.org  unsubscribed"]  # the status shown
     r = cli(nl, "audience", "unsuppress", "ann@example.org")
     assert r.exit_code == 0 and r.output.splitlines() == ["nothing unsuppressed; 1 was not suppressed"]
 

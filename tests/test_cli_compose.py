@@ -165,12 +165,11 @@ def test_malformed_settings_is_one_line_exit_2(nl, old, new, words):
                           f"error: {toml}:", words)
 
 
-def test_settings_not_found(nl, monkeypatch, tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.chdir(empty)
-    assert_one_line_error(run("compose", nl / "issues" / "mini.yaml"), "newsletter.toml: settings file not found",
-                          "--config")
+def test_settings_not_found(nl, monkeypatch, tmp_path_factory):
+    empty = tmp_path_factory.mktemp("empty")  # not below nl, whose newsletter.toml would be found
+    shutil.copy(nl / "issues" / "mini.yaml", empty / "mini.yaml")
+    monkeypatch.chdir(empty)  # no newsletter.toml here, nor next to the issue or above it
+    assert_one_line_error(run("compose", "mini.yaml"), "newsletter.toml: settings file not found", "--config")
 
 
 def test_template_error_is_one_line_naming_the_template(nl, tmp_path):

@@ -89,7 +89,7 @@ def test_headers_mapping_to_the_same_name_are_an_error(tmp_path, header, first, 
 
 
 def test_missing_email_column_is_an_error(tmp_path):
-    path = write(tmp_path, "name,e-mail\nAnn,a@example.org\n")
+    path = write(tmp_path, "name,mail\nAnn,a@example.org\n")  # e-mail, Email Address: aliases of email
     with pytest.raises(NewsletterError) as info:
         SubscriberList(path)
     assert "no 'email' column" in info.value.message

@@ -9,7 +9,13 @@ from pathlib import Path
 from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 
-SETTINGS = """\
+SCHEMA_FILE = "newsletter.schema.json"
+
+SETTINGS = f"""\
+#:schema ./{SCHEMA_FILE}
+# (That line lets editors that read JSON Schema for TOML, such as Taplo or VS Code's Even Better TOML,
+# complete and check this file; after an upgrade, refresh it with
+# `newsletter schema --settings --out newsletter.schema.json`.)
 # Settings of this newsletter. Issues are YAML files in issues/; `newsletter compose issues/<file>.yaml`
 # builds one, `newsletter publish` builds the web archive, `newsletter send` mails it.
 # Every address below is a placeholder at example.org: replace them with your own.
@@ -32,10 +38,10 @@ test_recipient = "editor@example.org"
 # The language of the issues, a tag like en, en-GB or fr.
 language = "en"
 # Each reader's unsubscribe link is <[web] base_url>/u/<token>, served by `newsletter serve` (below).
-# Only for your own unsubscribe page instead: {{ token }} is an HMAC of the address keyed by
-# NEWSLETTER_SECRET ({{ email }} would show the address in the link: spam score, proxy logs), and
+# Only for your own unsubscribe page instead: {{{{ token }}}} is an HMAC of the address keyed by
+# NEWSLETTER_SECRET ({{{{ email }}}} would show the address in the link: spam score, proxy logs), and
 # unsubscribe_one_click = true if that page honours RFC 8058 one-click POSTs.
-# unsubscribe_url = "https://example.org/unsubscribe?email={{ email }}&token={{ token }}"
+# unsubscribe_url = "https://example.org/unsubscribe?email={{{{ email }}}}&token={{{{ token }}}}"
 # An address readers may email to unsubscribe, offered in the List-Unsubscribe header (optional).
 unsubscribe_mailto = "unsubscribe@example.org"
 # The List-Id header (optional; made from the name and the sender's domain if left out).
@@ -44,7 +50,7 @@ unsubscribe_mailto = "unsubscribe@example.org"
 # timezone = "Europe/London"
 # Links in every footer, like your website or social profiles (optional): a label and an
 # http(s) or mailto url each.
-# footer_links = [{ label = "Website", url = "https://example.org/" }]
+# footer_links = [{{ label = "Website", url = "https://example.org/" }}]
 
 [brand]
 # Colours, written #rrggbb: the header band and headings,
@@ -85,6 +91,12 @@ max_consecutive_failures = 10
 # Accept intranet addresses (user@localhost, single-label names, .test, .internal, .local) in the
 # list, for a private relay; public lists leave this off, as those cannot be delivered.
 # allow_local_domains = false
+# Where bounces go (SMTP and outbox; SendGrid uses its own): the envelope sender, MAIL FROM.
+# Default: from_email. Ask your mail server to deliver bounces+anything@ to this mailbox.
+# return_path = "bounces@example.org"
+# With verp, each reader's messages go out as bounces+<token>@…, so every bounce names its reader
+# (`newsletter inbox` reads them). Needs return_path with the local part "bounces".
+# verp = false
 
 [delivery.smtp]
 # The mail server; the password is read only from the SMTP_PASSWORD environment variable.
@@ -265,6 +277,14 @@ def _folder(path: Path, result: InitReport) -> None:
     result.created.append(path)
 
 
+def _settings_schema() -> str:
+    import json
+
+    from newsletter_mailer.settings import settings_json_schema
+
+    return json.dumps(settings_json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
 def initialise(directory: Path, today: dt.date | None = None) -> InitReport:
     from newsletter_mailer.render import builtin_templates
 
@@ -272,6 +292,7 @@ def initialise(directory: Path, today: dt.date | None = None) -> InitReport:
     result = InitReport(root=directory)
     _folder(directory, result)
     _create(directory / "newsletter.toml", SETTINGS, result)
+    _create(directory / SCHEMA_FILE, _settings_schema(), result)  # beside it: `#:schema` works offline
     _folder(directory / "issues", result)
     issue = directory / "issues" / f"{today:%Y-%m}-first-issue.yaml"
     _create(issue, ISSUE.format(name="My Newsletter", date=today.isoformat(),

@@ -68,18 +68,26 @@ def parse_at(text: str, tz: str | None, default_tz: str | None, now: datetime) -
         naive_or_aware = datetime.fromisoformat(text.strip())
     except ValueError:
         raise NewsletterError(f"cannot read the time '{text}'", field="--at", hint=TIME_HINT) from None
-    name = tz or default_tz
-    if naive_or_aware.tzinfo is not None:
-        at = naive_or_aware.astimezone(zone(name)) if name else naive_or_aware
-        when = When(at, name or f"UTC{naive_or_aware:%z}")
-    elif name:
-        when = When(_existing(naive_or_aware, zone(name), text), name)
-    else:  # the machine's zone, with the offset in force on that date
-        at = naive_or_aware.astimezone()
-        when = When(at, f"this machine's zone, {at.tzname()}")
+    try:  # year 1 or 9999 in a far zone is past what datetime holds: one line, not a crash
+        when = _in_zone(naive_or_aware, tz or default_tz, text)
+        when.describe(), when.unix, when.at.astimezone()  # every form shown or sent later exists
+    except (OverflowError, ValueError, OSError):
+        raise NewsletterError(f"'{text}' is too far from today to schedule", field="--at",
+                              hint=TIME_HINT + ", within the next 72 hours") from None
     if when.at <= now:
         raise NewsletterError(f"{when.describe()} is in the past", field="--at", hint="choose a later time")
     return when
+
+
+def _in_zone(naive_or_aware: datetime, name: str | None, text: str) -> When:
+    """The time in the zone it was written in: its own offset, else `name`, else the machine's."""
+    if naive_or_aware.tzinfo is not None:
+        at = naive_or_aware.astimezone(zone(name)) if name else naive_or_aware
+        return When(at, name or f"UTC{naive_or_aware:%z}")
+    if name:
+        return When(_existing(naive_or_aware, zone(name), text), name)
+    at = naive_or_aware.astimezone()  # the machine's zone, with the offset in force on that date
+    return When(at, f"this machine's zone, {at.tzname()}")
 
 
 def _existing(naive: datetime, tz: tzinfo, text: str) -> datetime:

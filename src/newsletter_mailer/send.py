@@ -59,6 +59,7 @@ class Options:
     at: str | None = None       # send --at: when the provider should deliver (it holds the mail)
     tz: str | None = None       # the zone --at is written in (default: settings' timezone, else the machine's)
     resend_cancelled: bool = False  # send again to those whose scheduled send was cancelled
+    strict: bool = False        # an invalid row of --list stops the send (else it is skipped and listed)
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
 
@@ -98,13 +99,14 @@ def outbox_for(options: Options, settings_dir: Path) -> Path:
 
 def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     """Settings, issue, checks, provider configuration and unsubscribe secret: all or nothing."""
-    settings, settings_dir = load_settings(options.config)
+    settings, settings_dir = load_settings(options.config, options.issue)
     composed = compose(options.issue, settings, settings_dir)
     checks = run_checks(composed)
     failed = failures(checks)
-    if failed:
-        raise NewsletterError(f"check failed: {failed[0].message}", path=options.issue,
-                              hint="run `newsletter check` for all checks")
+    if failed:  # exit 1 as `check` gives for it; a setting's problem names newsletter.toml
+        raise NewsletterError(f"check failed: {failed[0].message}",
+                              path=settings.file if failed[0].in_settings else options.issue,
+                              hint=f"`newsletter check {options.issue}` shows every check", exit_code=1)
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
     ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
@@ -156,7 +158,8 @@ def same_send(o: Options) -> list[str]:
     for path in o.suppress:
         args += ["--suppress", str(path)]
     args += [flag for flag, on in (("--resend-uncertain", o.resend_uncertain), ("--retry-failed", o.retry_failed),
-                                   ("--resend-cancelled", o.resend_cancelled), ("--no-sync", not o.sync)) if on]
+                                   ("--resend-cancelled", o.resend_cancelled), ("--no-sync", not o.sync),
+                                   ("--strict", o.strict)) if on]
     return args + ["--yes"]
 
 
@@ -257,6 +260,24 @@ def _decide(state: tuple[str, bool] | None, o: Options) -> str:
     if status == "failed" and permanent and not o.retry_failed:
         return "failed"
     return "send"
+
+
+def _refuse_invalid_rows(plan: Plan, list_path: Path | None) -> None:
+    """send --strict: a row that cannot be sent as written is an error before anything goes out.
+    Rows left out on purpose (unsubscribed, duplicate, suppressed, not tagged) are not."""
+    bad = ((plan.skips.lines.get("invalid", []) if plan.skips is not None else [])
+           + [line for line, _, _ in plan.header_invalid]
+           + [line for lines in plan.unsafe_links.lines.values() for line in lines])
+    count = ((plan.skips.counts.get("invalid", 0) if plan.skips is not None else 0)
+             + len(plan.header_invalid) + plan.unsafe_links.total())
+    if count:
+        lines = sorted(bad)
+        detail = plan.skips.details.get(lines[0]) if plan.skips is not None else None
+        raise NewsletterError(f"{count} invalid row(s) (line{'s' if count > 1 else ''} "
+                              + ", ".join(map(str, lines[:10])) + (" …" if count > 10 else "") + ")"
+                              + (f"; line {lines[0]}: {detail}" if detail else ""),
+                              path=list_path, line=lines[0], hint="fix or remove them, or leave out --strict "
+                                                                  "to skip them; nothing was sent")
 
 
 def _sync_from_sendgrid(p: Prepared) -> str:
@@ -364,6 +385,8 @@ class Sender:
             else:
                 plan.failed_before.append(sub.email)
         plan.skips = self.subscribers.skips if self.subscribers is not None else None
+        if o.strict:
+            _refuse_invalid_rows(plan, o.list_path)
         if plan.cancelled:
             raise NewsletterError(f"{plan.cancelled} recipient(s) had this issue's scheduled send cancelled: "
                                   "a send to them again must be on purpose", path=o.issue,
@@ -579,7 +602,7 @@ class IssueStatus:
 
 def ledger_of(options: Options) -> tuple[Settings, str, State]:
     """Settings, the issue's slug and the state its ledger is in (it may not exist yet)."""
-    settings, settings_dir = load_settings(options.config)
+    settings, settings_dir = load_settings(options.config, options.issue)
     if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
         raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
     return settings, slug_of(options.issue), state_for(options, settings, settings_dir)

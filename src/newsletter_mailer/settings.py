@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, PrivateAttr, ValidationInfo, field_validator
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.mergefields import URL_FIELDS, fill_url_placeholders, url_placeholders
@@ -238,6 +238,12 @@ class Settings(StrictModel):
     footer_links: list[FooterLink] = Field(default_factory=list, max_length=12)
     bounces: Bounces = Bounces()
     checks: ChecksSettings = ChecksSettings()
+    _file: Path | None = PrivateAttr(None)  # the newsletter.toml these came from (load_settings sets it)
+
+    @property
+    def file(self) -> Path | None:
+        """Where these settings were read: errors about them name this file, not the issue."""
+        return self._file
 
     @field_validator("language")
     @classmethod
@@ -307,16 +313,57 @@ def placeholder_host(url: str | None) -> str | None:
     return host if any(host == d or host.endswith("." + d) for d in PLACEHOLDER_DOMAINS) else None
 
 
-def find_config(config: Path | None) -> Path:
-    path = config if config is not None else Path("newsletter.toml")
-    if not path.exists():
-        hint = "pass --config PATH" if config is None else "check the path"
-        raise NewsletterError("settings file not found", path=path,
-                              hint=f"{hint}, or run `newsletter init` to create one")
+SETTINGS_FILE = "newsletter.toml"
+
+
+def find_config(config: Path | None, near: Path | None = None) -> Path:
+    """--config; else newsletter.toml in the current folder; else next to the issue file `near` or
+    in a folder above it (as git finds .git): `newsletter check mynews/issues/x.yaml` works from
+    the folder above mynews/. --verbose logs which file was found (--config names its own)."""
+    if config is not None:
+        if not config.exists():
+            raise NewsletterError("settings file not found", path=config,
+                                  hint="check the path, or run `newsletter init` to create one")
+        return config
+    here = Path(SETTINGS_FILE)
+    if here.exists():
+        return _used(here)
+    if near is not None:
+        start = near.absolute().parent
+        for folder in (start, *start.parents):
+            found = folder / SETTINGS_FILE
+            if found.is_file():  # named as the user would type it: errors about it say this path
+                try:
+                    found = found.relative_to(Path.cwd())
+                except ValueError:
+                    pass
+                return _used(found)
+    where = f"in the current folder or next to {near} and the folders above it" if near is not None \
+        else "in the current folder"
+    raise NewsletterError(f"settings file not found {where}", path=here,
+                          hint="pass --config PATH, or run `newsletter init` to create one")
+
+
+def _used(path: Path) -> Path:
+    import logging
+
+    logging.getLogger(__name__).info("settings: %s", path)
     return path
 
 
-def load_settings(config: Path | None) -> tuple[Settings, Path]:
-    """Settings and the folder they live in (user templates, state and outbox are found from it)."""
-    path = find_config(config)
-    return load_toml_model(path, Settings), path.resolve().parent
+def load_settings(config: Path | None, near: Path | None = None) -> tuple[Settings, Path]:
+    """Settings and the folder they live in (user templates, state and outbox are found from it).
+    `near` is the issue file the command works on, if any: see find_config."""
+    path = find_config(config, near)
+    settings = load_toml_model(path, Settings)
+    settings._file = path
+    return settings, path.resolve().parent
+
+
+def settings_json_schema() -> dict:
+    """newsletter.toml as JSON Schema: `newsletter schema --settings`, and the file `init` writes
+    beside it so editors that read `#:schema` (Taplo, Even Better TOML) complete and check it."""
+    schema = Settings.model_json_schema()
+    schema["title"] = "newsletter.toml"
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

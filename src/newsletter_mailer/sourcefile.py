@@ -211,12 +211,15 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: dict[str, Any], schema: str) -> str:
     kind = err["type"]
     if kind == "missing":
         return "is required"
     if kind == "extra_forbidden":
-        return "is not a known key (check the spelling; see `newsletter schema`)"
+        return f"is not a known key (check the spelling; see `{schema}`)"
+    if kind.startswith(("date_from_datetime", "date_parsing", "datetime_from_date", "datetime_parsing")) \
+            and isinstance(err.get("input"), str):
+        return _not_a_date(err["input"])
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
@@ -234,20 +237,38 @@ def _describe(err: dict[str, Any]) -> str:
     return msg[0].lower() + msg[1:] if msg else kind
 
 
-def validation_error(exc: ValidationError, path: Path, line_of) -> NewsletterError:
-    """The first problem as one line (file:line: field: what is wrong), the others carried in .more."""
+def _not_a_date(text: str) -> str:
+    """An impossible or misshapen date in plain words, not pydantic's ("valid date or datetime, …")."""
+    import datetime
+
+    shown = text if len(text) <= 40 else text[:40] + "…"
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError as exc:
+        reason = str(exc)
+        if reason.startswith("Invalid isoformat"):
+            return f"'{shown}' is not a date: write it as YYYY-MM-DD, e.g. 2020-09-01"
+        return f"{shown} is not a date: {reason}"
+    return f"'{shown}' is not a date: write it as YYYY-MM-DD, e.g. 2020-09-01"
+
+
+def validation_error(exc: ValidationError, path: Path, line_of,
+                     schema: str = "newsletter schema") -> NewsletterError:
+    """The first problem as one line (file:line: field: what is wrong), the others carried in .more.
+    `schema` is the command that prints the file's format, for a misspelt key."""
     errors = exc.errors(include_url=False)
     # A misspelt key (`heding:`) also makes the real one "missing": name the typo, it is the cause.
     first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     ordered = [first] + [e for e in errors if e is not first]
-    more = tuple(_problem(e, path, line_of) for e in ordered[1:])
-    return _problem(first, path, line_of, more)
+    more = tuple(_problem(e, path, line_of, schema) for e in ordered[1:])
+    return _problem(first, path, line_of, schema, more)
 
 
-def _problem(err: dict[str, Any], path: Path, line_of, more: tuple[NewsletterError, ...] = ()) -> NewsletterError:
+def _problem(err: dict[str, Any], path: Path, line_of, schema: str,
+             more: tuple[NewsletterError, ...] = ()) -> NewsletterError:
     loc = tuple(err["loc"])
     line = line_of(loc, key=err["type"] == "extra_forbidden") if line_of else None
-    return NewsletterError(_describe(err), path=path, line=line, field=field_path(loc) or None, more=more)
+    return NewsletterError(_describe(err, schema), path=path, line=line, field=field_path(loc) or None, more=more)
 
 
 def load_yaml_model(path: Path, model: type[BaseModel], context: dict | None = None):
@@ -264,8 +285,9 @@ def load_yaml_model(path: Path, model: type[BaseModel], context: dict | None = N
         raise NewsletterError("is nested too deeply", path=path) from None
 
 
-def load_toml_model(path: Path, model: type[BaseModel]):
-    """Load a TOML file into a pydantic model, or raise one NewsletterError."""
+def load_toml_model(path: Path, model: type[BaseModel], schema: str = "newsletter schema --settings"):
+    """Load a TOML file into a pydantic model, or raise one NewsletterError; `schema` is the
+    command that prints the file's format (the only TOML file is newsletter.toml)."""
     text = read_text(path)
     try:
         data = tomllib.loads(text)
@@ -292,4 +314,4 @@ def load_toml_model(path: Path, model: type[BaseModel]):
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise validation_error(exc, path, line_of) from None
+        raise validation_error(exc, path, line_of, schema) from None

@@ -21,6 +21,9 @@ from newsletter_mailer.csvcells import restore
 from newsletter_mailer.errors import NewsletterError, one_line, unreadable
 
 RESERVED = ("email", "name", "status", "tags")
+# The headers an address column goes by: ours, listmonk's (email), Mailchimp's (Email Address) and
+# other tools' exports. One table for `send --list`, --suppress files and `audience import`.
+EMAIL_COLUMNS = ("email", "email address", "e-mail", "e-mail address", "email_address")
 REASONS = ("invalid", "duplicate", "unsubscribed", "bounced", "suppressed", "not tagged")
 KEEP_LINES = 1000  # line numbers kept per reason; the count is always complete
 _MAX_LINE = 1 << 22  # characters; a longer physical line is a broken file, not a subscriber
@@ -264,12 +267,12 @@ def _read_suppression(path: Path, reader, found: set[str], allow_local: bool) ->
             continue
         if first:
             first = False
-            if len(row) > 1 or row[0].strip().lower() == "email":  # a CSV with a header
+            if len(row) > 1 or row[0].strip().lower() in EMAIL_COLUMNS:  # a CSV with a header
                 heads = [h.strip().lower() for h in row]
-                if "email" not in heads:
+                col = next((heads.index(h) for h in EMAIL_COLUMNS if h in heads), None)
+                if col is None:
                     raise NewsletterError("no 'email' column; the header row must name one",
-                                          path=path, line=reader.line_num)
-                col = heads.index("email")
+                                          path=path, line=reader.line_num, hint="e.g. email or Email Address")
                 continue
         cell = row[col].strip() if col < len(row) else ""
         if not cell:
@@ -356,12 +359,13 @@ def _header(path: Path, reader) -> tuple:
             raise NewsletterError(f"columns '{seen[key].strip()[:60]}' and '{cell.strip()[:60]}' both mean "
                                   f"'{key[:60]}'", path=path, line=line, hint="rename or remove one")
         seen[key] = cell
-    if "email" not in seen:
+    email = next((k for k in map(merge_name, EMAIL_COLUMNS) if k in seen), None)
+    if email is None:
         hint = ("the file looks ';'-separated; save it as comma-separated CSV"
-                if len(row) == 1 and ";" in row[0] else None)
+                if len(row) == 1 and ";" in row[0] else "e.g. email or Email Address")
         raise NewsletterError("no 'email' column; the header row must name one",
                               path=path, line=line, hint=hint)
     pos = {merge_name(c): i for i, c in enumerate(row) if c.strip()}
-    names = [k for k in pos if k not in RESERVED]
-    return (pos["email"], pos.get("name"), pos.get("status"), pos.get("tags"),
+    names = [k for k in pos if k not in RESERVED and k != email]
+    return (pos[email], pos.get("name"), pos.get("status"), pos.get("tags"),
             names, [pos[k] for k in names], len(row))

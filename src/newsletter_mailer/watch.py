@@ -113,7 +113,7 @@ class Builder:
         from newsletter_mailer.preview import preview_page
         from newsletter_mailer.settings import load_settings
 
-        self.settings, self.settings_dir = load_settings(self.config)
+        self.settings, self.settings_dir = load_settings(self.config, self.issue)
         issue = load_issue(self.issue)
         # Watch the local images even while one is missing, so adding it brings the preview back.
         self.images = {media.relative_url(rel): rel for rel, _ in media.image_files(issue, self.issue)}

@@ -25,8 +25,9 @@ from newsletter_mailer import addresses
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.csvcells import restore
 from newsletter_mailer.errors import NewsletterError, unreadable
+from newsletter_mailer.subscribers import EMAIL_COLUMNS
 
-_EMAIL = ("email", "email address", "e-mail", "e-mail address", "email_address")
+_EMAIL = EMAIL_COLUMNS  # the one table of address headers, shared with `send --list`
 _STATUS_COLUMNS = ("status", "subscription_status", "subscription status")
 _MAP = {
     "enabled": "subscribed", "confirmed": "subscribed", "subscribed": "subscribed", "active": "subscribed",

@@ -100,7 +100,8 @@ def _line(handle: str, v: Verdict) -> str:
     what = {bounces.BOUNCE: "bounced" if v.permanent else "soft bounce counted"}.get(v.kind, v.kind)
     who = f" {v.email}" if v.email else ""
     issue = f" (issue {v.issue})" if v.issue else ""
-    return one_line(f"{handle}: {what}{who}{issue}" + (f": {v.reason}" if v.reason else ""))
+    # Not the handle: an mbox key or IMAP UID ("0:") means nothing to the reader of the list.
+    return one_line(f"{what}{who}{issue}" + (f": {v.reason}" if v.reason else ""))
 
 
 def _batches(source) -> Iterator[list[tuple[str, str, bytes]]]:

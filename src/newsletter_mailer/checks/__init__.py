@@ -119,7 +119,7 @@ def _unsubscribe_and_address(c: Composed, html: str, text: str) -> list[Check]:
         out.append(Check("error", "no unsubscribe link in the email: the template must use {{ unsubscribe_url }}"))
     elif not has_source:
         out.append(Check("error", "no unsubscribe address: set [web] base_url in newsletter.toml "
-                                  "(or unsubscribe_url, or delivery.sendgrid.asm_group_id)"))
+                                  "(or unsubscribe_url, or delivery.sendgrid.asm_group_id)", in_settings=True))
     elif c.settings.unsubscribe_url:
         # Filled by the parser each message's link is filled with: what is shown is what is sent.
         sample = fill_url_placeholders(c.settings.unsubscribe_url, email="reader@example.org", token="TOKEN")
@@ -128,7 +128,8 @@ def _unsubscribe_and_address(c: Composed, html: str, text: str) -> list[Check]:
         out.append(Check("ok", "unsubscribe link present"))
     if c.settings.unsubscribe_url and "email" in url_placeholders(c.settings.unsubscribe_url):
         out.append(Check("warning", "unsubscribe_url shows the address ({{ email }}): the address in the "
-                                    "link costs spam score and leaks into logs: use [web] base_url", "unsubscribe"))
+                                    "link costs spam score and leaks into logs: use [web] base_url", "unsubscribe",
+                         in_settings=True))
     if escape(c.settings.postal_address) not in html or c.settings.postal_address not in text:
         out.append(Check("error", "postal address missing from the email (bulk-mail law expects it)"))
     else:
@@ -175,7 +176,7 @@ def _placeholder_addresses(settings) -> list[Check]:
         if host:
             out.append(Check("warning", f"{name} is on {host}, a placeholder domain: its links lead nowhere; "
                                         "set your newsletter's real address in newsletter.toml", "placeholder",
-                             field=name))
+                             field=name, in_settings=True))
     return out
 
 

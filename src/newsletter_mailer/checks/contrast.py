@@ -36,7 +36,7 @@ def contrast_checks(brand) -> list[Check]:
             if ratio < need:
                 out.append(Check("error", f"{mode} mode: {what} {a} on {b} has contrast {ratio:.2f}:1, "
                                           f"WCAG AA needs {need:g}:1 ({settings[which]})",
-                                 NAME, field=settings[which]))
+                                 NAME, field=settings[which], in_settings=True))
     if not out:
         out.append(Check("ok", f"{len(_PAIRS)} colour pairs reach WCAG AA contrast in light and dark mode", NAME))
     return out

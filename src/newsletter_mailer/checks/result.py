@@ -14,3 +14,4 @@ class Check:
     name: str = ""  # the check's family, as [checks] warnings_as_errors lists it
     section: int | None = None  # 1-based section number, for the preview's "next to the section"
     field: str | None = None  # where to fix it: an issue field (sections[2].image.alt) or a setting
+    in_settings: bool = False  # fixed in newsletter.toml, not the issue: a send's error names that file

@@ -16,9 +16,11 @@ from typing import Annotated
 import typer
 
 from newsletter_mailer.cli.common import VERBOSE_HELP, accept_verbose_everywhere, flags, log_to_stderr
+from newsletter_mailer.cli.usage import OneLineGroup
 
 app = typer.Typer(
     name="newsletter",
+    cls=OneLineGroup,
     help="Compose HTML email newsletters from YAML issues and send them to a list, exactly once each.",
     no_args_is_help=True,
     add_completion=False,
@@ -29,9 +31,19 @@ app = typer.Typer(
 _COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "state", "site")  # command modules, in the order --help lists them
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"newsletter {version('newsletter-mailer')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
+    version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True,
+                                          callback=_version, expose_value=False)] = False,
 ) -> None:
     flags.verbose = verbose  # set every time: in-process runs (tests) must not inherit it
     if verbose or flags.log_handler is not None:

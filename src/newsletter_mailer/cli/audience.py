@@ -55,7 +55,7 @@ def list_(
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
-    """The addresses in the store, one a line (or every column as CSV)."""
+    """The addresses in the store, one a line with its status (bare with --status; or every column as CSV)."""
     from newsletter_mailer.audience.store import STATUSES
     from newsletter_mailer.csvcells import write_rows
     from newsletter_mailer.errors import NewsletterError, one_line
@@ -67,9 +67,10 @@ def list_(
             raise NewsletterError(f"unknown format '{format_}'", field="--format", hint="use lines or csv")
         with _store(config, state) as store:
             entries = list(store.rows(status))
-    if format_ == "lines":
+    if format_ == "lines":  # one status asked for: bare addresses; all of them: which is which, aligned
+        width = max((len(e.email) for e in entries), default=0) if status is None else 0
         for e in entries:
-            typer.echo(one_line(e.email))
+            typer.echo(one_line(e.email if status is not None else f"{e.email:<{width}}  {e.status}"))
         return
     write_rows(sys.stdout, [COLUMNS, *([one_line(str(getattr(e, c) or "")) for c in COLUMNS] for e in entries)],
                "\n")  # spreadsheet-safe cells

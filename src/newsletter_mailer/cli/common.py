@@ -10,7 +10,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 import typer.main
-from typer.core import TyperCommand
+from typer.core import TyperArgument, TyperCommand
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", metavar="PATH", help="settings file (default ./newsletter.toml)")]
 IssueArg = Annotated[Path, typer.Argument(metavar="ISSUE", help="the issue file, e.g. issues/2020-09-cscp.yaml", show_default=False)]
@@ -80,12 +80,31 @@ def _verbose_param():
     return param
 
 
+class _PlainArgument(TyperArgument):
+    """An argument as help usually writes it: ISSUE, [ISSUE] when optional, ADDR... when repeated;
+    not typer's {ISSUE} and `ADDR <list[str]>`."""
+
+    def _usage_display_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def _rich_display_name(self) -> str:
+        return self._usage_display_name()
+
+    def display_type(self, ctx) -> str:
+        return ""
+
+
 class _VerboseCommand(TyperCommand):
     """A command that also takes --verbose/-v after its name: the error hint says `--verbose`, and
-    `newsletter check x.yaml --verbose` is what a user types. It sets the same flag as the global one."""
+    `newsletter check x.yaml --verbose` is what a user types. It sets the same flag as the global one.
+    Its arguments show in help as _PlainArgument does (typer takes no argument class)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument:
+                param.__class__ = _PlainArgument
         self.params.append(_verbose_param())
 
 
@@ -122,10 +141,11 @@ def reporting() -> Iterator[None]:
         fail(exc)
 
 
-def settings_and_state(config: Optional[Path], state: Optional[Path], *, settings_optional: bool = False):
-    """(settings, settings_dir, State): the settings and the command's one state handle, resolved once
-    here and passed down. With settings_optional, --state and no settings file give (None, None, State)
-    and only NEWSLETTER_DATABASE_URL can name a database."""
+def settings_and_state(config: Optional[Path], state: Optional[Path], *, issue: Optional[Path] = None,
+                       settings_optional: bool = False):
+    """(settings, settings_dir, State): the settings (found near `issue` when given) and the command's
+    one state handle, resolved once here and passed down. With settings_optional, --state and no
+    settings file give (None, None, State) and only NEWSLETTER_DATABASE_URL can name a database."""
     import os
 
     from newsletter_mailer.settings import load_settings
@@ -133,7 +153,7 @@ def settings_and_state(config: Optional[Path], state: Optional[Path], *, setting
 
     if settings_optional and state is not None and config is None and not Path("newsletter.toml").exists():
         return None, None, State.resolve(None, None, os.environ, state)
-    settings, settings_dir = load_settings(config)
+    settings, settings_dir = load_settings(config, issue)
     return settings, settings_dir, State.resolve(settings, settings_dir, os.environ, state)
 
 

@@ -40,7 +40,7 @@ def compose(
     from newsletter_mailer.settings import load_settings
 
     with reporting():
-        settings, settings_dir = load_settings(config)
+        settings, settings_dir = load_settings(config, issue)
         c = compose_issue(issue, settings, settings_dir)
         checks = run_checks(c)
         out_dir = out if out is not None else Path("build") / c.slug
@@ -65,7 +65,7 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
     from newsletter_mailer.settings import load_settings
 
     with reporting():
-        settings, settings_dir = load_settings(config)
+        settings, settings_dir = load_settings(config, issue)
         checks = run_checks(compose_issue(issue, settings, settings_dir))
     _echo_checks(checks)
     if failures(checks):
@@ -77,22 +77,25 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
 def schema(
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", help="write to a file instead of stdout")] = None,
     config: ConfigOpt = None,
+    settings_: Annotated[bool, typer.Option("--settings", help="the format of newsletter.toml instead of the issue file's")] = False,
 ) -> None:
-    """Print the issue file format as JSON Schema (for YAML editors' autocompletion).
+    """Print the issue file format as JSON Schema (for YAML editors' autocompletion); --settings:
+    newsletter.toml's (for TOML editors: `init` points newsletter.toml at it with `#:schema`).
 
-    The format does not depend on the settings; --config is accepted (and checked) like
+    The formats do not depend on the settings; --config is accepted (and checked) like
     every other command's, so scripts can pass it everywhere.
     """
     import json
 
     from newsletter_mailer.schema import json_schema
+    from newsletter_mailer.settings import settings_json_schema
 
     with reporting():
         if config is not None:
             from newsletter_mailer.settings import load_settings
 
             load_settings(config)
-        text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+        text = json.dumps(settings_json_schema() if settings_ else json_schema(), indent=2, ensure_ascii=False) + "\n"
         if out is None:
             sys.stdout.write(text)
             return

@@ -13,7 +13,7 @@ from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting, show
 
 @app.command()
 def report(
-    issue: Annotated[Optional[Path], typer.Argument(metavar="[ISSUE]", help="the issue file; without it, every issue", show_default=False)] = None,
+    issue: Annotated[Optional[Path], typer.Argument(metavar="ISSUE", help="the issue file; without it, every issue", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", metavar="FILE", help="write the report page here (default build/<slug>/report.html, or build/report.html)")] = None,
     open_: Annotated[bool, typer.Option("--open", help="open the page in the browser")] = False,
     config: ConfigOpt = None,
@@ -27,7 +27,7 @@ def report(
     from newsletter_mailer.report.page import archive_lines, archive_page, headline, issue_page, write_page
 
     with reporting():
-        settings, settings_dir, st = settings_and_state(config, state)
+        settings, settings_dir, st = settings_and_state(config, state, issue=issue)
         if issue is None:
             rows = r.archive(settings_dir, st)
             page, target = archive_page(rows, settings_dir), out or settings_dir / "build" / "report.html"

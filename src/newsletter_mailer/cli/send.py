@@ -22,7 +22,7 @@ def _confirm(question: str, yes: bool) -> None:
         raise NewsletterError("no terminal to confirm the send: pass --yes to send without asking")
     if not typer.confirm(question, default=False):
         typer.echo("nothing sent")
-        raise typer.Exit(1)
+        raise typer.Exit(0)  # the user's answer, not a failure
 
 
 @app.command()
@@ -43,6 +43,7 @@ def send(
     at: Annotated[Optional[str], typer.Option("--at", metavar="TIME", help='SendGrid: deliver at this time, e.g. "2026-12-07 09:00" (at most 72 hours ahead)')] = None,
     tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="the zone of --at, e.g. Europe/London (default the settings' timezone, else this machine's)")] = None,
     resend_cancelled: Annotated[bool, typer.Option("--resend-cancelled", help="also send to those whose scheduled send was cancelled")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="an invalid row in --list is an error and nothing is sent (default: skipped and listed)")] = False,
 ) -> None:
     """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
     from newsletter_mailer.cli.progress import progress
@@ -52,7 +53,7 @@ def send(
     opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config,
                    tag=tag, suppress=list(suppress or []), dry_run=dry_run,
                    resend_uncertain=resend_uncertain, retry_failed=retry_failed, sync=not no_sync,
-                   at=at, tz=tz, resend_cancelled=resend_cancelled)
+                   at=at, tz=tz, resend_cancelled=resend_cancelled, strict=strict)
     sender = summary = None
     with reporting():
         try:
@@ -120,6 +121,8 @@ def _prepare(opts):
 def _echo_plan(prepared, plan) -> None:
     for note in prepared.notes:
         typer.echo(f"note: {note}")
+    if prepared.options.list_path is None:  # not a quiet default: a forgotten --list looks like this
+        typer.echo("note: no --list given: only the audience store's confirmed sign-ups are planned")
     c = prepared.composed
     typer.echo(f"issue:     {c.slug} — {c.subject.fill(c.filler().defaults())}")
     typer.echo(f"provider:  {prepared.provider.name}")

@@ -53,5 +53,10 @@ def init(
     if result.issue is not None:
         where = "" if directory.resolve() == Path.cwd().resolve() else f"cd {directory} && "
         rel = result.issue.relative_to(result.root)
+        issue = rel.as_posix()
         typer.echo("next: edit newsletter.toml, then preview the first issue with")
-        typer.echo(f"  {where}newsletter compose {rel.as_posix()} --watch")
+        typer.echo(f"  {where}newsletter compose {issue} --watch")
+        typer.echo("then, in this order:")  # the README's tour: each step needs the one before
+        for step in (f"newsletter test-send {issue}", f"newsletter send {issue} --list subscribers.csv",
+                     "newsletter serve", f"newsletter report {issue}"):
+            typer.echo(f"  {step}")
