@@ -24,7 +24,7 @@ from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.ledger import key
 from newsletter_mailer.settings import load_settings
 
-SECRET = "benchmark-web-secret"
+SECRET = "OGribwxO6xo5xxu4PGZXHF6TeWJiG7QyANa-xG14fgM"
 CONNECTIONS = 8
 
 

@@ -22,7 +22,7 @@ from newsletter_mailer.settings import load_settings
 from tests.helpers import dovecot
 
 CORPUS = Path(__file__).parent / "corpus" / "bounces"
-SECRET = "a-test-secret-for-tokens"
+SECRET = "ChXiGSV0m72ufN2yiyOoCRYkuCRivwg5W5o8pxdxDFw"
 
 # file -> (kind, recipients, permanent); from flufl.bounce's own expectations and the RFCs
 EXPECTED = {

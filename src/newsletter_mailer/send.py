@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from newsletter_mailer import tokens, unsubscribe
+from newsletter_mailer import listid, tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.state.folder import state_dir as default_state_dir
@@ -210,7 +210,8 @@ def _unsubscribe_source(options: Options, settings: Settings, provider_name: str
             notes.append(note)
     seal = None
     if template is None or settings.unsubscribe_mailto:
-        list_id, make = settings.list_id_header, tokens.make_unsubscribe
+        list_id = listid.readable_ids(settings, state_dir, record=not options.dry_run)[0]  # a changed id: refused
+        make = tokens.make_unsubscribe
         seal = lambda email: make(secret, list_id, email, slug)  # noqa: E731 - one seal a reader
     if template is None:  # the app (web.py) opens it: its secret and list id, no address in the link
         prefix = f"{settings.web.base}/u/"

@@ -142,6 +142,10 @@ class Web(StrictModel):
         description="the consent line shown on the sign-up form")
     signup_per_hour_address: int = Field(3, ge=1, le=100, description="confirmation emails per address per hour")
     signup_per_hour_client: int = Field(20, ge=1, le=100_000, description="sign-ups per client (IP) per hour")
+    previous_list_ids: list[HeaderLine] = Field(
+        default_factory=list, max_length=20,
+        description="list ids this list had before (`old.example.org`, or a whole old List-Id): links sealed "
+                    "to them keep working")
 
     @property
     def base(self) -> str | None:

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "web-test-secret-0123456789abcdef"
+SECRET = "nyBGLxNdygeKZjesJ_twKBIfmHQP_dEMIBN9sdJAvw4"
 
 
 @dataclass

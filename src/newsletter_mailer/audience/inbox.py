@@ -58,10 +58,11 @@ def classifier_for(settings: Settings, state_dir: Path, env: dict[str, str]) -> 
     """Matching needs the ledger (Message-IDs) and the unsubscribe secret (tokens); neither is created."""
     from newsletter_mailer import tokens
     from newsletter_mailer.state.db import database_url
-    from newsletter_mailer.unsubscribe import load_secret
+    from newsletter_mailer.listid import readable_ids
+    from newsletter_mailer.unsubscribe import load_secrets
 
-    secret, _ = load_secret(state_dir, env, create=False)
-    list_id = settings.list_id_header
+    secret, _ = load_secrets(state_dir, env, create=False)  # every key and list id a token may carry
+    list_id = readable_ids(settings, state_dir, check=False, record=False)
     index = bounces.MessageIndex(state_dir / "ledger.sqlite3", database_url(settings, env))
     return Classifier(index,
                       lambda token: tokens.read_unsubscribe(secret, list_id, token),

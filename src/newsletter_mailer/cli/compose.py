@@ -62,10 +62,13 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
     """Validate and check an issue without writing anything; non-zero exit on errors."""
     from newsletter_mailer.checks import failures, run_checks
     from newsletter_mailer.compose import compose as compose_issue
+    from newsletter_mailer.listid import readable_ids
     from newsletter_mailer.settings import load_settings
+    from newsletter_mailer.state.folder import state_dir as default_state_dir
 
     with reporting():
         settings, settings_dir = load_settings(config)
+        readable_ids(settings, default_state_dir(settings_dir), record=False)  # a changed list id: refused
         checks = run_checks(compose_issue(issue, settings, settings_dir))
     _echo_checks(checks)
     if failures(checks):

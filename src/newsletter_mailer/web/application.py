@@ -45,7 +45,8 @@ from newsletter_mailer.state.folder import state_dir as default_state_dir
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
-from newsletter_mailer.unsubscribe import load_secret
+from newsletter_mailer.listid import readable_ids
+from newsletter_mailer.unsubscribe import load_secrets
 from newsletter_mailer.web.pages import (body, form, mask, message, page, redact_access_log, redact_path,
                                         stylesheet)
 from newsletter_mailer.web.pages import headers as security_headers
@@ -63,12 +64,13 @@ class Site:
     settings: Settings
     env: jinja2.Environment
     stores: Stores
-    secret: bytes
+    secret: tokens.Secrets  # the current key first, then those a rotation keeps readable
     deliver: confirm_mail.Deliver
+    list_ids: tuple[str, ...] = ()  # listid.readable_ids: the stable id first
 
     @property
-    def list_id(self) -> str:
-        return self.settings.list_id_header
+    def list_id(self) -> tokens.ListIds:
+        return self.list_ids or self.settings.list_id_header
 
 
 def guarded(handler):
@@ -300,12 +302,13 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     delivery.provider, checked now so a missing credential stops start-up)."""
     settings, settings_dir = load_settings(config_path)
     state = default_state_dir(settings_dir, state_dir)
-    secret, note = load_secret(state, dict(env))
+    list_ids = readable_ids(settings, state)  # before a secret is made: a changed id stops start-up
+    secret, note = load_secrets(state, dict(env))
     if note:
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
     site = Site(settings, _templates(settings_dir), Stores(state, db.database_url(settings, env)), secret,
-                deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
+                deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids)
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
                     lifespan=functools.partial(_lifespan, site))
     app.state.site = site

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 import uvicorn
 
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.listid import STATE_FILE
 from newsletter_mailer.settings import load_settings, placeholder_host
 from newsletter_mailer.unsubscribe import SECRET_ENV, SECRET_FILE
 from newsletter_mailer.web.application import create_app
@@ -24,11 +25,13 @@ from newsletter_mailer.web.pages import redact_access_log
 
 
 def _require_secret(config: Path | None, state: Path | None, env: Mapping[str, str]) -> None:
-    """A secret made up now would not match the links already sent: refuse instead."""
+    """A secret made up now would not match the links already sent: refused once anything was sent
+    (a ledger, or a list id recorded when links were sealed); on a fresh state create_app makes it."""
     if env.get(SECRET_ENV):
         return
     state_dir = state if state is not None else load_settings(config)[1] / ".newsletter"
-    if not (state_dir / SECRET_FILE).is_file():
+    sent = any((state_dir / name).exists() for name in ("ledger.sqlite3", STATE_FILE))
+    if sent and not (state_dir / SECRET_FILE).is_file():
         raise NewsletterError(f"no newsletter secret: {SECRET_ENV} is not set and {state_dir / SECRET_FILE} "
                               "does not exist", hint=f"export {SECRET_ENV}=… (the sender's), or point --state "
                               "at the sender's state folder; a first `newsletter send` or `test-send` creates one")
