@@ -56,24 +56,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, web_settings: str = "") -> WebServer:
+def start(folder: Path, web_settings: str = "", *, serve: bool = False, secret: str | None = SECRET,
+          settings_file: Path | None = None, state: Path | None = None) -> WebServer:
+    """serve: through `newsletter serve` (its server settings) instead of plain uvicorn; secret=None:
+    no NEWSLETTER_SECRET (the state folder's); settings_file: that one as it is (no copy)."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
-    with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
-        f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
-    settings = load_settings(folder / "newsletter.toml")[0]
-    state, outbox, log = folder / "state", folder / "outbox", folder / "server.log"
-    env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
-               NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=SECRET,
+    if settings_file is None:
+        shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
+        with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
+            f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
+    settings = load_settings(settings_file or folder / "newsletter.toml")[0]
+    state, outbox, log = state or folder / "state", folder / "outbox", folder / "server.log"
+    config = settings_file or folder / "newsletter.toml"
+    env = dict(os.environ, NEWSLETTER_CONFIG=str(config), NEWSLETTER_STATE=str(state),
+               NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=secret or "",
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    command = ([sys.executable, "-m", "newsletter_mailer", "serve", "--port", str(port), "--config",
+                str(config), "--state", str(state)] if serve else
+               [sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host", "127.0.0.1", "--port", str(port)])
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host",
-                                 "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=folder)
-    server = WebServer(url, folder, state, outbox, log, SECRET.encode(), settings.list_id_header, proc)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
+    server = WebServer(url, folder, state, outbox, log, (secret or "").encode(), settings.list_id_header, proc)
     wait_ready(server)
     return server
 

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from newsletter_mailer import addresses, tokens
@@ -47,8 +48,8 @@ from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.listid import readable_ids
 from newsletter_mailer.unsubscribe import load_secrets
-from newsletter_mailer.web.pages import (body, form, mask, message, page, redact_access_log, redact_path,
-                                        stylesheet)
+from newsletter_mailer.web.pages import (SecureEveryResponse, body, form, mask, message, page, redact_access_log,
+                                        redact_path, stylesheet)
 from newsletter_mailer.web.pages import headers as security_headers
 
 log = logging.getLogger("newsletter_mailer.web.application")
@@ -98,7 +99,11 @@ def failure(request: Request, exc: BaseException) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     code = exc.status_code if isinstance(exc, HTTPException) and 400 <= exc.status_code < 500 else 400
-    return message(request, "Something is wrong", _STATUS_TEXT.get(code, _STATUS_TEXT[400]), status=code)
+    response = message(request, "Something is wrong", _STATUS_TEXT.get(code, _STATUS_TEXT[400]), status=code)
+    response.headers.update(getattr(exc, "headers", None) or {})  # Allow, for a 405
+    if code in (408, 413):  # the rest of that body is not wanted: closed, not only answered
+        response.headers["Connection"] = "close"
+    return response
 
 
 async def crash(request: Request, exc: Exception) -> Response:
@@ -310,7 +315,8 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     site = Site(settings, _templates(settings_dir), Stores(state, db.database_url(settings, env)), secret,
                 deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids)
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
-                    lifespan=functools.partial(_lifespan, site))
+                    middleware=[Middleware(SecureEveryResponse)], lifespan=functools.partial(_lifespan, site))
+    app.router.redirect_slashes = False  # its redirect is built from the Host header: /subscribe/ is a 404
     app.state.site = site
     app.state.webhook_key = webhook.public_key(env)
     redact_access_log()

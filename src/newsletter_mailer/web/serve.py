@@ -3,7 +3,10 @@
 Behind a reverse proxy (TLS) the client address comes from X-Forwarded-For, trusted only
 from FORWARDED_ALLOW_IPS (default: the proxy on this host), so the sign-up rate limit
 counts readers, not the proxy. The socket is bound here, before uvicorn starts, so a
-port in use is one clear line rather than uvicorn's log and exit.
+port in use is one clear line rather than uvicorn's log and exit; with TCP_NODELAY, which
+asyncio sets only on sockets it makes itself (else keep-alive answers wait ~40 ms for an ACK).
+Connections run on slow_clients.ShedSlowClients: deadlines for headers and body, a cap on
+connections, bounded keep-alive.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from newsletter_mailer.settings import load_settings, placeholder_host
 from newsletter_mailer.unsubscribe import SECRET_ENV, SECRET_FILE
 from newsletter_mailer.web.application import create_app
 from newsletter_mailer.web.pages import redact_access_log
+from newsletter_mailer.web.slow_clients import ShedSlowClients
 
 
 def _require_secret(config: Path | None, state: Path | None, env: Mapping[str, str]) -> None:
@@ -41,12 +45,13 @@ def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port; NewsletterError (one line) when that is impossible."""
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
         raise NewsletterError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}",
                               field="--host") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted connections
         sock.bind((host, port))
         sock.listen(2048)
     except OSError as exc:
@@ -81,7 +86,7 @@ def run(host: str, port: int, config: Path | None, state: Path | None, env: Mapp
     for line in _exposure(sock.getsockname()[0], base):
         echo(line)
     server_config = uvicorn.Config(
-        app, host=host, port=port, proxy_headers=True,
+        app, host=host, port=port, proxy_headers=True, http=ShedSlowClients,
         forwarded_allow_ips=env.get("FORWARDED_ALLOW_IPS", "127.0.0.1"),
         server_header=False, timeout_keep_alive=5, log_level="info")
     redact_access_log()  # again: uvicorn's logging setup above must not have dropped it
