@@ -23,7 +23,7 @@ HEADER_SECONDS = 10.0
 BODY_SECONDS = 10.0  # as web.pages.BODY_SECONDS: the app answers 408 then
 GRACE_SECONDS = 1.0
 MAX_CONNECTIONS = 1000  # per worker
-MAX_REQUESTS = 100  # per connection: keep-alive is bounded in time (uvicorn) and in use (here)
+MAX_REQUESTS = 10_000  # per connection (then Connection: close): keep-alive bounded in time (uvicorn) and in use
 log = logging.getLogger("newsletter_mailer.web.slow_clients")
 
 
