@@ -32,7 +32,7 @@ def floor(folder: Path, data: bytes, n: int) -> float:
 
 def measure(where: Path | None, n: int, repeat: int) -> tuple[float, float, int]:
     """(ours, floor) median seconds and the message size, with the files under `where`."""
-    env = child_env(NEWSLETTER_SECRET="benchmark-secret-of-32-characters")
+    env = child_env(NEWSLETTER_SECRET="fERpt-yjzuIM0zToRpqkm13QHQHeLZxXw5AIiTbtKVY")
     ours_times, floor_times = [], []
     with tempfile.TemporaryDirectory(dir=where) as tmp:
         tmp = Path(tmp)

@@ -22,7 +22,7 @@ def prepared(issue: Path, state: Path):
     from newsletter_mailer.send import Options, prepare
 
     return prepare(Options(issue=issue, config=issue.parent.parent / "newsletter.toml", state=state,
-                           outbox=state / "outbox", provider="outbox", env={"NEWSLETTER_SECRET": "benchmark-secret-of-32-characters"}))
+                           outbox=state / "outbox", provider="outbox", env={"NEWSLETTER_SECRET": "fERpt-yjzuIM0zToRpqkm13QHQHeLZxXw5AIiTbtKVY"}))
 
 
 def measure(issue: Path, state: Path, n: int, repeat: int) -> tuple[float, float, int]:

@@ -29,7 +29,7 @@ def child(n: int, port: int) -> None:
     from newsletter_mailer.send import Options, prepare
 
     with tempfile.TemporaryDirectory() as tmp:
-        env = {"NEWSLETTER_SECRET": "benchmark-secret-of-32-characters", "SENDGRID_API_KEY": "SG.benchmark-not-a-key",
+        env = {"NEWSLETTER_SECRET": "fERpt-yjzuIM0zToRpqkm13QHQHeLZxXw5AIiTbtKVY", "SENDGRID_API_KEY": "SG.benchmark-not-a-key",
                "SENDGRID_API_HOST": f"http://127.0.0.1:{port}"}
         p = prepare(Options(issue=EXAMPLE_ISSUE, config=EXAMPLE_SETTINGS, state=Path(tmp), provider="sendgrid",
                             env=env))

@@ -27,7 +27,7 @@ from pathlib import Path
 from _common import BENCH, EXAMPLE_ISSUE, EXAMPLE_SETTINGS, Row, child_env, cli, free_port, median, python, \
     report, run_process, venv_python, write_subscribers
 
-SECRET = "benchmark-secret-of-32-characters"
+SECRET = "fERpt-yjzuIM0zToRpqkm13QHQHeLZxXw5AIiTbtKVY"
 
 
 class SinkProcess:

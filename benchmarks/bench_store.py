@@ -24,7 +24,7 @@ from newsletter_mailer.send import Options, Sender, _chunks, prepare
 from newsletter_mailer.state import State
 t0 = time.perf_counter()
 o = Options(issue=Path(sys.argv[1]), list_path=Path(sys.argv[2]), config=Path(sys.argv[3]),
-            state=Path(sys.argv[4]), provider="outbox", dry_run=True, env={"NEWSLETTER_SECRET": "benchmark-secret-of-32-characters"})
+            state=Path(sys.argv[4]), provider="outbox", dry_run=True, env={"NEWSLETTER_SECRET": "fERpt-yjzuIM0zToRpqkm13QHQHeLZxXw5AIiTbtKVY"})
 sender = Sender(prepare(o))
 plan = sender.plan()
 n = left = 0

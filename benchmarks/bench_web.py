@@ -1,6 +1,7 @@
 """The reader web app: one-click unsubscribes per second, each committed to the audience store on
 disk before its answer, from a small keep-alive HTTP/1.1 client (several concurrent connections)
-against `uvicorn newsletter_mailer.web:app` in its own process (one worker, state in the temp
+against `uvicorn newsletter_mailer.web:app` and `newsletter serve` (its slow-client deadlines,
+connection cap and TCP_NODELAY socket), each in its own process (one worker, state in the temp
 folder, access log on as deployed), side by side with the same server answering GET /style.css
 (a route that touches neither token nor store) and with the store's own commits in-process.
 Then the send path's per-batch question to the store: `suppressed_among` for 1,000 addresses
@@ -25,7 +26,7 @@ from newsletter_mailer.ledger import key
 from newsletter_mailer.settings import load_settings
 from newsletter_mailer.state import State
 
-SECRET = "benchmark-web-secret"
+SECRET = "OGribwxO6xo5xxu4PGZXHF6TeWJiG7QyANa-xG14fgM"
 CONNECTIONS = 8
 
 
@@ -84,8 +85,9 @@ def _open_limits() -> str:
 STYLE = b"GET /style.css HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
-def _server(folder: Path, workers: int = 1, **env: str) -> tuple[subprocess.Popen, int, str]:
-    """`uvicorn newsletter_mailer.web:app` with `workers` processes, state in `folder` (plus `env`)."""
+def _server(folder: Path, workers: int = 1, serve: bool = False, **env: str) -> tuple[subprocess.Popen, int, str]:
+    """`uvicorn newsletter_mailer.web:app` with `workers` processes (or `newsletter serve`), state in
+    `folder` (plus `env`); the list id tokens are sealed to."""
     port = free_port()
     config = folder / "newsletter.toml"
     config.write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8")
@@ -93,8 +95,11 @@ def _server(folder: Path, workers: int = 1, **env: str) -> tuple[subprocess.Pope
     env = child_env(NEWSLETTER_CONFIG=str(config), NEWSLETTER_STATE=str(folder / "state"),
                     NEWSLETTER_OUTBOX=str(folder / "outbox"), NEWSLETTER_SECRET=SECRET, **env)
     log = open(folder / "server.log", "wb")
-    proc = subprocess.Popen([python(), "-m", "uvicorn", "newsletter_mailer.web:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", str(workers)],
+    command = ([python(), "-m", "newsletter_mailer", "serve", "--port", str(port), "--config", str(config),
+                "--state", str(folder / "state")] if serve else
+               [python(), "-m", "uvicorn", "newsletter_mailer.web:app", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(workers)])
+    proc = subprocess.Popen(command,
                             env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while True:  # answering, and every worker started (each logs it once)
@@ -107,13 +112,18 @@ def _server(folder: Path, workers: int = 1, **env: str) -> tuple[subprocess.Pope
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("the server did not start:\n" + (folder / "server.log").read_text())
         time.sleep(0.1)
-    return proc, port, load_settings(config)[0].list_id_header
+    header = load_settings(config)[0].list_id_header
+    try:
+        from newsletter_mailer.listid import stable_id
+    except ImportError:  # the code before stable list ids: tokens sealed to the whole header
+        return proc, port, header
+    return proc, port, stable_id(header)
 
 
-def web_rows(n: int, repeat: int) -> list[Row]:
+def web_rows(n: int, repeat: int, serve: bool = False) -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        proc, port, list_id = _server(folder)
+        proc, port, list_id = _server(folder, serve=serve)
         try:
             posts, gets, signups = [], [], []
             for rep in range(repeat):  # interleaved, fresh addresses each round: every POST is a new row
@@ -132,7 +142,8 @@ def web_rows(n: int, repeat: int) -> list[Row]:
         assert stored == n * repeat, f"{stored} unsubscribes in the store, expected {n * repeat}"
         commits = store_commits(folder / "raw", n)
     ours, floor = median(posts), median(gets)
-    return [Row(f"web: one-click unsubscribe POSTs, {CONNECTIONS} keep-alive connections, uvicorn "
+    server = "`newsletter serve`" if serve else "uvicorn"
+    return [Row(f"web: one-click unsubscribe POSTs, {CONNECTIONS} keep-alive connections, {server} "
                 "(one process, access log on), store on disk", ours, "requests/s", floor=floor,
                 floor_label="same server, GET /style.css", goal="≥ 500/s", met=ours >= 500,
                 note=f"{n:,} POSTs a round, each a new address committed before its 200; "
@@ -189,7 +200,7 @@ def batch_rows(suppressions: int, batch: int, repeat: int) -> list[Row]:
 def main() -> None:
     args = cli(__doc__.splitlines()[0])
     n, repeat, batches = (1000, 3, 20) if args.quick else (5000, 3, 200)
-    rows = web_rows(n, repeat)
+    rows = web_rows(n, repeat) + web_rows(n, repeat, serve=True)
     rows += batch_rows(100_000, 1000, batches)
     report(rows, args)
 

@@ -28,7 +28,7 @@ SMUGGLED = ["=?x-unknown?q?=0D=0ABcc:_e@x.com?=",   # unknown charset: decode_he
 
 @pytest.fixture
 def nl(tmp_path: Path, monkeypatch) -> Path:
-    return isolated_newsletter(tmp_path, monkeypatch, "attack-test-secret-0123456789abcdef")
+    return isolated_newsletter(tmp_path, monkeypatch, "Lq7vR2nXc9WtYb4KfHs8PjM3eDgZ6aUo1iN5yTkVxQw")
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:

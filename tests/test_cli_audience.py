@@ -163,6 +163,8 @@ def test_serve_refuses_a_port_in_use_and_a_missing_secret(nl):
     assert proc.returncode == 2 and len(err.strip().splitlines()) == 1
     assert "cannot listen on 127.0.0.1" in err and "--port" in err and "Traceback" not in err
     env = {k: v for k, v in os.environ.items() if k != "NEWSLETTER_SECRET"}
+    (nl / "state").mkdir(mode=0o700, exist_ok=True)
+    (nl / "state" / "ledger.sqlite3").touch()  # links were sent with a secret this state does not hold
     proc = subprocess.run([sys.executable, "-m", "newsletter_mailer", "serve", "--config",
                            str(nl / "newsletter.toml"), "--state", str(nl / "state")],
                           capture_output=True, text=True, env=dict(env, PYTHONPATH=str(ROOT / "src")), timeout=60)

@@ -20,7 +20,7 @@ runner = CliRunner()
 @pytest.fixture
 def nl(newsletter_dir: Path, monkeypatch) -> Path:
     monkeypatch.chdir(newsletter_dir)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
     shutil.copy(EXAMPLE_LIST, newsletter_dir / "subscribers.csv")
     return newsletter_dir
 

@@ -42,7 +42,7 @@ from tests.helpers.sinks import SinkProcess, read_sendgrid_log, read_smtp_log, w
 
 pytestmark = pytest.mark.slow
 
-SECRET = "crash-test-secret-value"
+SECRET = "Xz6FSt255BH1e1yEavzI--Wd0iBu8sNZdIb2qJ6hOHY"
 API_KEY = "SG.crash-test-planted-key"
 SEED = int(os.environ.get("NEWSLETTER_CRASH_SEED", "0")) or random.SystemRandom().randrange(1, 2**31)
 

@@ -33,7 +33,7 @@ def test_an_impossible_rate_is_one_line_exit_2(newsletter_dir: Path, monkeypatch
 def test_send_with_a_tiny_rate_sends_nothing(newsletter_dir: Path, monkeypatch):
     """rate = 1e-300 once sent one message and then failed: refused before the first one now."""
     monkeypatch.chdir(newsletter_dir)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
     (newsletter_dir / "list.csv").write_text("email\nann@example.org\nbob@example.org\n", encoding="utf-8")
     with_delivery(newsletter_dir, "rate = 1e-300")
     r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])

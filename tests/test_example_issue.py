@@ -24,7 +24,7 @@ def test_the_readme_send_greets_each_subscriber_by_name(tmp_path: Path, monkeypa
     (tmp_path / "issues").mkdir()
     shutil.copy(EXAMPLE_ISSUE, tmp_path / "issues" / EXAMPLE_ISSUE.name)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
     outbox = tmp_path / "x"
     r = runner.invoke(app, ["send", "issues/2020-09-cscp.yaml", "--list", "subscribers.csv.example", "--yes",
                             "--outbox", str(outbox)])

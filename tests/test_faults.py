@@ -64,7 +64,7 @@ def nl(tmp_path: Path, monkeypatch) -> Path:
     for var in ("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_SECURITY",
                 "SENDGRID_API_KEY", "SENDGRID_API_HOST", "NEWSLETTER_DEBUG", "NEWSLETTER_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "fault-test-secret")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "2CkIyZ70kaVLIsCyBvam8CtLINQFRi3TSH-7X3wWEYo")
     monkeypatch.setenv("NEWSLETTER_BACKOFF_BASE", "0.005")
     return folder
 

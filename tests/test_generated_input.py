@@ -58,7 +58,7 @@ def folder(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     for var in ("SMTP_HOST", "SENDGRID_API_KEY", "NEWSLETTER_DEBUG"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "generated-input-secret")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "f1LRVGJZNRw5R-tmjDrQhJ3JeU0ROsRax68pjm97X9c")
     return tmp_path
 
 

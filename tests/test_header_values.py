@@ -65,7 +65,7 @@ def nl(tmp_path: Path, monkeypatch) -> Path:
     (tmp_path / "issues").mkdir()
     (tmp_path / "issues" / "mini.yaml").write_text(MINI_ISSUE, encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "header-values-test-secret")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "_CJW4IiqhupzGDKnWirXaTdzWAye5DjMVSRk3vY4FUE")
     return tmp_path
 
 

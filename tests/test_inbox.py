@@ -23,7 +23,7 @@ from tests.helpers import dovecot
 from newsletter_mailer.state import State
 
 CORPUS = Path(__file__).parent / "corpus" / "bounces"
-SECRET = "a-test-secret-for-tokens"
+SECRET = "ChXiGSV0m72ufN2yiyOoCRYkuCRivwg5W5o8pxdxDFw"
 
 # file -> (kind, recipients, permanent); from flufl.bounce's own expectations and the RFCs
 EXPECTED = {

@@ -92,7 +92,7 @@ def test_an_empty_or_unsubscribed_list_is_not_an_error(tmp_path: Path, text):
 @pytest.fixture
 def folder(newsletter_dir: Path, monkeypatch) -> Path:
     monkeypatch.chdir(newsletter_dir)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
     (newsletter_dir / "intranet.csv").write_text("email,name\nann@intranet,Ann\nbob@mail.test,Bob\n",
                                                  encoding="utf-8")
     return newsletter_dir

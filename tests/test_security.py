@@ -33,7 +33,7 @@ runner = CliRunner()
 VICTIM = "victim@example.net"
 API_KEY = "SG.planted-API-KEY-0f9e8d7c6b5a"
 SMTP_PW = "planted-SMTP-pw-1a2b3c4d"
-HMAC_SECRET = "planted-hmac-secret-4d5e6f"
+HMAC_SECRET = "QEIAYXmY-AbWUd8E2vZS6s_sDMZb1gq9ymPR21vPlOw"
 USER = "mailer"
 
 

@@ -33,7 +33,7 @@ broken,No Address,,,
 @pytest.fixture
 def folder(newsletter_dir: Path, monkeypatch) -> Path:
     monkeypatch.chdir(newsletter_dir)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
     (newsletter_dir / "subscribers.csv").write_text(LIST, encoding="utf-8")
     return newsletter_dir
 
@@ -115,7 +115,7 @@ def test_message_headers_and_unsubscribe(folder: Path):
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     from newsletter_mailer.unsubscribe import token
 
-    assert token(b"test-secret-value", "ann@example.org") in lu
+    assert token(b"r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA", "ann@example.org") in lu
     html = msg.get_body(("html",)).get_content()
     assert f"token={token(b'test-secret-value', 'ann@example.org')}" in html
     ids = {m["Message-ID"] for m in messages(folder).values()}
@@ -156,10 +156,10 @@ def test_test_send_unsubscribe_link_is_the_testers_not_the_subscribers(folder: P
     msg = messages(folder, "mini/test")["me@example.net"]
     assert msg["Subject"] == "[TEST] Hello Ann Able"  # still personalised as the first subscriber
     lu = msg["List-Unsubscribe"]
-    assert "email=me@example.net&token=" + token(b"test-secret-value", "me@example.net") in lu
-    assert "ann@example.org" not in lu and token(b"test-secret-value", "ann@example.org") not in lu
+    assert "email=me@example.net&token=" + token(b"r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA", "me@example.net") in lu
+    assert "ann@example.org" not in lu and token(b"r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA", "ann@example.org") not in lu
     html = msg.get_body(("html",)).get_content()
-    assert token(b"test-secret-value", "ann@example.org") not in html
+    assert token(b"r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA", "ann@example.org") not in html
     assert f"token={token(b'test-secret-value', 'me@example.net')}" in html
 
 

@@ -158,7 +158,7 @@ def test_list_unsubscribe_post_only_where_a_post_is_honoured(newsletter_dir, set
     (newsletter_dir / "subscribers.csv").write_text("email\nann@example.org\n", encoding="utf-8")
     r = runner.invoke(app, ["send", str(newsletter_dir / "issues/mini.yaml"), "--config",
                             str(newsletter_dir / "newsletter.toml"), "--list", str(newsletter_dir / "subscribers.csv"),
-                            "--outbox", str(newsletter_dir / "outbox"), "--yes"], env={"NEWSLETTER_SECRET": "s" * 32})
+                            "--outbox", str(newsletter_dir / "outbox"), "--yes"], env={"NEWSLETTER_SECRET": "Hk3Pz8QwLr5Tn2Vb7Xc4Md9Fs6Jg1Ya0Ue"})
     assert r.exit_code == 0, r.output
     msg = messages(newsletter_dir, "mini")["ann@example.org"]
     assert ("List-Unsubscribe-Post" in msg) is post

@@ -49,7 +49,7 @@ def project(tmp_path: Path, monkeypatch) -> Path:
     (tmp_path / "issues").mkdir()
     (tmp_path / "subscribers.csv").write_text("email,name\nann@example.org,Ann\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
     return tmp_path
 
 

@@ -111,3 +111,83 @@ def test_cost_per_token(capsys):
     end = time.perf_counter()
     with capsys.disabled():
         print(f"\ntokens: make {(mid - start) / n * 1e6:.1f} µs, read {(end - mid) / n * 1e6:.1f} µs per token")
+
+
+# --- the stable list id, old tokens, rotation (issue 19) -------------------------------------------
+
+def _settings(tmp_path, top: str = "", web: str = ""):
+    from tests.helpers.webserver import ROOT
+    from newsletter_mailer.settings import load_settings
+
+    path = tmp_path / "newsletter.toml"
+    path.write_text(top + (ROOT / "newsletter.toml").read_text(encoding="utf-8") + f"\n[web]\n{web}\n", encoding="utf-8")
+    return load_settings(path)[0]
+
+
+def test_tokens_are_sealed_to_the_stable_id_and_a_display_rename_changes_nothing(tmp_path):
+    from newsletter_mailer.listid import readable_ids
+
+    before = readable_ids(_settings(tmp_path), tmp_path / "state")
+    after = readable_ids(_settings(tmp_path, 'list_id = "Another name <cscp-newsletter.example.org>"\n'),
+                         tmp_path / "state")
+    assert before[0] == after[0] == "cscp-newsletter.example.org"
+    token = tokens.make_unsubscribe(SECRET, before, "ann@example.org")
+    assert tokens.read_unsubscribe(SECRET, after, token) == ("ann@example.org", None)
+
+
+def test_a_token_made_by_the_code_before_opens_after_a_rename(tmp_path):
+    import json
+
+    from newsletter_mailer.listid import readable_ids
+    from tests.helpers.webserver import ROOT
+
+    legacy = json.loads((ROOT / "tests/golden/tokens_before_stable_list_id.json").read_text(encoding="utf-8"))
+    secret = legacy["secret"].encode()
+    readable_ids(_settings(tmp_path), tmp_path / "state")  # the first run after the upgrade records the header
+    renamed = readable_ids(_settings(tmp_path, 'list_id = "CSCP newsletter <cscp-newsletter.example.org>"\n'),
+                           tmp_path / "state")
+    for words, token in legacy["unsubscribe"].items():
+        email, _, issue = words.partition(" ")
+        assert tokens.read_unsubscribe(secret, renamed, token) == (email, issue or None)
+    c = legacy["confirm"]
+    assert tokens.read_confirm(secret, renamed, c["token"], now=0) == (c["email"], c["name"])
+    # a whole old List-Id in previous_list_ids opens them too, with no record in the state
+    kept = readable_ids(_settings(tmp_path, web=f'previous_list_ids = ["{legacy["list_id_header"]}"]'),
+                        tmp_path / "fresh")
+    assert tokens.read_unsubscribe(secret, kept, legacy["unsubscribe"]["reader@example.org"])
+
+
+def test_a_changed_list_id_is_refused_unless_kept(tmp_path):
+    from newsletter_mailer.errors import NewsletterError
+    from newsletter_mailer.listid import readable_ids
+
+    readable_ids(_settings(tmp_path), tmp_path / "state")
+    with pytest.raises(NewsletterError, match="list id changed from cscp-newsletter.example.org to new.example.org"):
+        readable_ids(_settings(tmp_path, 'list_id = "CSCP <new.example.org>"\n'), tmp_path / "state")
+    ids = readable_ids(_settings(tmp_path, 'list_id = "CSCP <new.example.org>"\n',
+                                 'previous_list_ids = ["cscp-newsletter.example.org"]'), tmp_path / "state")
+    old = tokens.make_unsubscribe(SECRET, "cscp-newsletter.example.org", "ann@example.org")
+    assert ids[0] == "new.example.org" and tokens.read_unsubscribe(SECRET, ids, old) == ("ann@example.org", None)
+
+
+def test_a_rotated_secret_stays_readable_until_it_expires(tmp_path):
+    from newsletter_mailer.unsubscribe import load_secret, load_secrets, rotate
+
+    state = tmp_path / "state"
+    old, _ = load_secret(state, {})
+    token = tokens.make_unsubscribe(old, LIST, "ann@example.org")
+    assert "keep working until 1970-01-08" in rotate(state, {}, keep_days=7, now=0)
+    keys, _ = load_secrets(state, {}, now=6 * 86400)
+    assert keys[0] != old and tokens.make_unsubscribe(keys, LIST, "ann@example.org") != token
+    assert tokens.read_unsubscribe(keys, LIST, token) == ("ann@example.org", None)
+    keys, _ = load_secrets(state, {}, now=8 * 86400)
+    assert tokens.read_unsubscribe(keys, LIST, token) is None and len(keys) == 1
+    assert (state / "secret.previous").stat().st_mode & 0o777 == 0o600
+
+
+def test_rotation_with_an_environment_secret_says_how(tmp_path):
+    from newsletter_mailer.errors import NewsletterError
+    from newsletter_mailer.unsubscribe import rotate
+
+    with pytest.raises(NewsletterError, match="NEWSLETTER_PREVIOUS_SECRETS"):
+        rotate(tmp_path, {"NEWSLETTER_SECRET": "x"}, keep_days=7)

@@ -178,7 +178,7 @@ def test_generated_signed_bodies_never_make_a_500(client, payload):
 def test_without_a_configured_key_the_hook_is_503_and_says_why_in_the_log(tmp_path, caplog):
     from starlette.testclient import TestClient
 
-    app = create_app(ROOT / "newsletter.toml", tmp_path / "state", {"NEWSLETTER_SECRET": "s" * 32})
+    app = create_app(ROOT / "newsletter.toml", tmp_path / "state", {"NEWSLETTER_SECRET": "Hk3Pz8QwLr5Tn2Vb7Xc4Md9Fs6Jg1Ya0Ue"})
     body = batch({"event": "spamreport", "email": "a@example.org"})
     with TestClient(app) as c:
         assert c.post(PATH, content=body, headers=signed(body)).status_code == 503
@@ -191,11 +191,11 @@ def test_without_a_configured_key_the_hook_is_503_and_says_why_in_the_log(tmp_pa
                                        serialization.PublicFormat.SubjectPublicKeyInfo)).decode()])
 def test_a_malformed_key_stops_start_up_with_one_line(tmp_path: Path, value):
     with pytest.raises(NewsletterError, match=f"{KEY_VAR} is not an ECDSA P-256 public key"):
-        create_app(ROOT / "newsletter.toml", tmp_path / "state", {"NEWSLETTER_SECRET": "s" * 32, KEY_VAR: value})
+        create_app(ROOT / "newsletter.toml", tmp_path / "state", {"NEWSLETTER_SECRET": "Hk3Pz8QwLr5Tn2Vb7Xc4Md9Fs6Jg1Ya0Ue", KEY_VAR: value})
 
 
 def test_a_pem_key_works_too(tmp_path: Path):
     pem = KEY.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    app = create_app(ROOT / "newsletter.toml", tmp_path / "state", {"NEWSLETTER_SECRET": "s" * 32, KEY_VAR: pem})
+    app = create_app(ROOT / "newsletter.toml", tmp_path / "state", {"NEWSLETTER_SECRET": "Hk3Pz8QwLr5Tn2Vb7Xc4Md9Fs6Jg1Ya0Ue", KEY_VAR: pem})
     assert app.state.webhook_key.public_numbers() == KEY.public_key().public_numbers()

@@ -301,4 +301,15 @@ def initialise(directory: Path, today: dt.date | None = None) -> InitReport:
     _create(directory / "subscribers.csv", SUBSCRIBERS, result, files.PRIVATE)  # it will hold addresses
     _folder(directory / "templates", result)
     _create(directory / "templates" / "README.md", TEMPLATES_README.format(builtin=builtin_templates()), result)
+    from newsletter_mailer.state.folder import state_dir
+
+    _secret(state_dir(directory), result)
     return result
+
+
+def _secret(state: Path, result: InitReport) -> None:
+    """32 random bytes for the readers' links now, so `serve` works before the first send."""
+    from newsletter_mailer.unsubscribe import SECRET_FILE, load_secret
+
+    _, note = load_secret(state, {}, create=True)
+    (result.created if note else result.existing).append(state / SECRET_FILE)

@@ -218,7 +218,8 @@ def _unsubscribe_source(options: Options, settings: Settings, provider_name: str
             notes.append(note)
     seal = None
     if sealed:
-        list_id, make = settings.list_id_header, tokens.make_unsubscribe
+        list_id = state.list_ids(settings, record=not options.dry_run)[0]  # a changed id: refused
+        make = tokens.make_unsubscribe
         seal = lambda email: make(secret, list_id, email, slug)  # noqa: E731 - one seal a reader
     if template is None:  # the app (web.py) opens it: its secret and list id, no address in the link
         prefix = f"{settings.web.base}/u/"

@@ -164,6 +164,10 @@ class Web(StrictModel):
                                        description="sign-ups per hour from everyone; then the form says try later")
     trusted_proxies: list[str] = Field(
         [], description="reverse proxies (addresses or networks) whose X-Forwarded-For names the client")
+    previous_list_ids: list[HeaderLine] = Field(
+        default_factory=list, max_length=20,
+        description="list ids this list had before (`old.example.org`, or a whole old List-Id): links sealed "
+                    "to them keep working")
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -9,6 +9,11 @@ ciphertext reveals nothing but the length. Tokens are url-safe base64 without pa
 an unsubscribe token is 22 characters plus 4/3 of the address's length (and of the
 issue slug's plus one, when the issue is sealed with it). Readers return
 None for anything that does not open (tampered, truncated, garbage): never raise.
+
+The list id sealed is listid.py's stable id (the `<…>` of List-Id, never its display name),
+so a rename keeps every delivered link working. Readers take several secrets (a rotation keeps
+the old one readable for a while) and several list ids (a previous id, and the whole List-Id
+header that tokens made before the stable id were sealed to); writers use the first of each.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import binascii
 import struct
 import time
 from functools import lru_cache
+from typing import Sequence, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -28,6 +34,12 @@ UNSUBSCRIBE = b"unsubscribe"
 CONFIRM = b"confirm"
 MAX_TOKEN = 1024  # longer input is refused before decoding
 _INFO = b"newsletter-mailer reader tokens v1"
+Secrets = Union[bytes, Sequence[bytes]]  # the current secret first, then still-readable old ones
+ListIds = Union[str, Sequence[str]]  # the current stable id first, then previous ids and old headers
+
+
+def _all(value):
+    return (value,) if isinstance(value, (bytes, str)) else tuple(value)
 
 
 @lru_cache(maxsize=8)
@@ -37,24 +49,33 @@ def _cipher(secret: bytes) -> AESSIV:
     return AESSIV(key)
 
 
-def _seal(secret: bytes, list_id: str, purpose: bytes, data: bytes) -> str:
-    sealed = _cipher(secret).encrypt(data, [list_id.encode("utf-8"), purpose])
+def _seal(secret: Secrets, list_id: ListIds, purpose: bytes, data: bytes) -> str:
+    sealed = _cipher(_all(secret)[0]).encrypt(data, [_all(list_id)[0].encode("utf-8"), purpose])
     return base64.urlsafe_b64encode(sealed).rstrip(b"=").decode("ascii")
 
 
-def _open(secret: bytes, list_id: str, purpose: bytes, token: str) -> bytes | None:
+def _open(secret: Secrets, list_id: ListIds, purpose: bytes, token: str) -> bytes | None:
+    """The first (secret, list id) pair the token opens under: the current pair costs one try."""
     if not isinstance(token, str) or not 22 <= len(token) <= MAX_TOKEN or not token.isascii():
         return None
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
             return None  # one canonical spelling per token
-        return _cipher(secret).decrypt(raw, [list_id.encode("utf-8"), purpose])
-    except (InvalidTag, ValueError, binascii.Error):
+    except (ValueError, binascii.Error):
         return None
+    ids = [i.encode("utf-8") for i in _all(list_id)]
+    for key in _all(secret):
+        cipher = _cipher(key)
+        for lid in ids:
+            try:
+                return cipher.decrypt(raw, [lid, purpose])
+            except (InvalidTag, ValueError):
+                continue
+    return None
 
 
-def make_unsubscribe(secret: bytes, list_id: str, email: str, issue: str | None = None) -> str:
+def make_unsubscribe(secret: Secrets, list_id: ListIds, email: str, issue: str | None = None) -> str:
     """The reader's link token; with the issue slug sealed too, so the store records where the
     reader left from. Deterministic per (reader, issue); without an issue it is the v1 token."""
     data = email.lower().encode("utf-8")
@@ -63,7 +84,7 @@ def make_unsubscribe(secret: bytes, list_id: str, email: str, issue: str | None 
     return _seal(secret, list_id, UNSUBSCRIBE, data)
 
 
-def read_unsubscribe(secret: bytes, list_id: str, token: str) -> tuple[str, str | None] | None:
+def read_unsubscribe(secret: Secrets, list_id: ListIds, token: str) -> tuple[str, str | None] | None:
     """(address, issue slug or None) the token was made for, or None. Tokens made before the
     issue was sealed (an address alone: no NUL) read as (address, None)."""
     data = _open(secret, list_id, UNSUBSCRIBE, token)
@@ -75,13 +96,13 @@ def read_unsubscribe(secret: bytes, list_id: str, token: str) -> tuple[str, str 
     return (email, issue or None) if email else None
 
 
-def make_confirm(secret: bytes, list_id: str, email: str, name: str | None, expires: int) -> str:
+def make_confirm(secret: Secrets, list_id: ListIds, email: str, name: str | None, expires: int) -> str:
     """A sign-up's confirmation: address, name and expiry (Unix seconds) sealed together."""
     body = email.lower().encode("utf-8") + b"\0" + (name or "").replace("\0", "").encode("utf-8")
     return _seal(secret, list_id, CONFIRM, struct.pack(">I", expires) + body)
 
 
-def read_confirm(secret: bytes, list_id: str, token: str, now: float | None = None
+def read_confirm(secret: Secrets, list_id: ListIds, token: str, now: float | None = None
                  ) -> tuple[str, str | None] | None:
     """(address, name) when the token opens and has not expired, else None."""
     data = _open(secret, list_id, CONFIRM, token)

@@ -22,7 +22,7 @@ import pytest
 from newsletter_mailer.state import State
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "web-test-secret-0123456789abcdef"
+SECRET = "nyBGLxNdygeKZjesJ_twKBIfmHQP_dEMIBN9sdJAvw4"
 
 
 @dataclass
@@ -58,29 +58,36 @@ def free_port() -> int:
 
 
 def start(folder: Path, web_settings: str = "", env_extra: dict[str, str] | None = None,
-          edit: Callable[[str], str] | None = None, state: Path | None = None) -> WebServer:
-    """The server for a newsletter in `folder` (its state in folder/state, or `state`); env_extra adds
-    to its environment (the environment's NEWSLETTER_DATABASE_URL, if set, is the server's too), edit
-    changes the example settings' text before `[web]` is added."""
+          edit: Callable[[str], str] | None = None, state: Path | None = None, *, serve: bool = False,
+          secret: str | None = SECRET, settings_file: Path | None = None) -> WebServer:
+    """The server for a newsletter in `folder` (its state in folder/state, or `state`). env_extra adds
+    to its environment (the environment's NEWSLETTER_DATABASE_URL, if set, is the server's too); edit
+    changes the example settings' text before `[web]` is added; serve: through `newsletter serve`
+    (its server settings) instead of plain uvicorn; secret=None: no NEWSLETTER_SECRET (the state
+    folder's); settings_file: that one as it is (no copy)."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     folder.mkdir(parents=True, exist_ok=True)
-    text = (ROOT / "newsletter.toml").read_text(encoding="utf-8")
-    (folder / "newsletter.toml").write_text(edit(text) if edit else text, encoding="utf-8")
-    with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
-        f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
-    settings = load_settings(folder / "newsletter.toml")[0]
+    if settings_file is None:
+        text = (ROOT / "newsletter.toml").read_text(encoding="utf-8")
+        (folder / "newsletter.toml").write_text(edit(text) if edit else text, encoding="utf-8")
+        with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
+            f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
+    settings = load_settings(settings_file or folder / "newsletter.toml")[0]
     state, outbox, log = state or folder / "state", folder / "outbox", folder / "server.log"
-    env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
-               NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=SECRET,
+    config = settings_file or folder / "newsletter.toml"
+    env = dict(os.environ, NEWSLETTER_CONFIG=str(config), NEWSLETTER_STATE=str(state),
+               NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=secret or "",
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""), **(env_extra or {}))
+    command = ([sys.executable, "-m", "newsletter_mailer", "serve", "--port", str(port), "--config",
+                str(config), "--state", str(state)] if serve else
+               [sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host", "127.0.0.1", "--port",
+                str(port), "--no-proxy-headers"])
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "newsletter_mailer.web:app", "--host",
-                                 "127.0.0.1", "--port", str(port), "--no-proxy-headers"], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=folder)
-    server = WebServer(url, folder, state, outbox, log, SECRET.encode(), settings.list_id_header, proc)
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder)
+    server = WebServer(url, folder, state, outbox, log, (secret or "").encode(), settings.list_id_header, proc)
     wait_ready(server)
     return server
 

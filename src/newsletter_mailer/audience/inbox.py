@@ -63,8 +63,8 @@ def classifier_for(settings: Settings, state: State, env: dict[str, str]) -> Cla
     """Matching needs the ledger (Message-IDs) and the unsubscribe secret (tokens); neither is created."""
     from newsletter_mailer import tokens
 
-    secret, _ = state.secret(env, create=False)
-    list_id = settings.list_id_header
+    secret, _ = state.secrets(env, create=False)  # every key and list id a token may carry
+    list_id = state.list_ids(settings, check=False, record=False)
     return Classifier(bounces.MessageIndex(state),
                       lambda token: tokens.read_unsubscribe(secret, list_id, token),
                       settings.unsubscribe_mailto)

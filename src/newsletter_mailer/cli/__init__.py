@@ -2,7 +2,7 @@
 
 Each group of commands is a module here that adds its commands to `app` when imported
 (compose: compose, check, schema; send: send, test-send, status; report; serve; audience: list,
-suppress, unsuppress, export, import; state: init, copy; site: publish, init).
+suppress, unsuppress, export, import; state: init, copy; secret: rotate; site: publish, init).
 A new group (audience, serve, inbox, report, …) is one more module plus one line in
 _COMMANDS. Heavy libraries are imported inside the commands: startup time is benchmarked.
 """
@@ -28,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "state", "site")  # command modules, in the order --help lists them
+_COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "state", "secret", "site")  # command modules, in the order --help lists them
 
 
 def _version(value: bool) -> None:

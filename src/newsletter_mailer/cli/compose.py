@@ -62,10 +62,11 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
     """Validate and check an issue without writing anything; non-zero exit on errors."""
     from newsletter_mailer.checks import failures, run_checks
     from newsletter_mailer.compose import compose as compose_issue
-    from newsletter_mailer.settings import load_settings
+    from newsletter_mailer.cli.common import settings_and_state
 
     with reporting():
-        settings, settings_dir = load_settings(config, issue)
+        settings, settings_dir, st = settings_and_state(config, None, issue=issue)
+        st.list_ids(settings, record=False)  # a changed list id: refused
         checks = run_checks(compose_issue(issue, settings, settings_dir))
     _echo_checks(checks)
     if failures(checks):

@@ -97,6 +97,21 @@ class State:
 
         return unsubscribe.load_secret(self.folder, dict(env), create=create)
 
+    def secrets(self, env: Mapping[str, str], *, create: bool = True,
+                now: float | None = None) -> tuple[tuple[bytes, ...], str | None]:
+        """Every key a reader's token may be sealed with: the current one first, then those a
+        rotation keeps readable until they expire (`newsletter secret rotate`)."""
+        from newsletter_mailer import unsubscribe
+
+        return unsubscribe.load_secrets(self.folder, dict(env), create=create, now=now)
+
+    def list_ids(self, settings: Any, *, check: bool = True, record: bool = True) -> tuple[str, ...]:
+        """The list ids a token may be sealed to (the stable id first), recorded in the state; a
+        changed id is refused unless kept in [web] previous_list_ids (listid.py)."""
+        from newsletter_mailer.listid import readable_ids
+
+        return readable_ids(settings, self.folder, check=check, record=record)
+
     # -- opening -------------------------------------------------------------------------------
 
     def _open(self, component: str, file: str, label: str,

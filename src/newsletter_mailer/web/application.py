@@ -47,8 +47,8 @@ from newsletter_mailer.state.handle import State
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
-from newsletter_mailer.web.pages import (body, form, mask, message, page, redact_access_log, redact_path,
-                                        stylesheet)
+from newsletter_mailer.web.pages import (SecureEveryResponse, body, form, mask, message, page, redact_access_log,
+                                        redact_path, stylesheet)
 from newsletter_mailer.web.pages import headers as security_headers
 
 log = logging.getLogger("newsletter_mailer.web.application")
@@ -64,13 +64,14 @@ class Site:
     settings: Settings
     env: jinja2.Environment
     stores: Stores
-    secret: bytes
+    secret: tokens.Secrets  # the current key first, then those a rotation keeps readable
     deliver: confirm_mail.Deliver
     clock: Callable[[], float] = time.time  # the sign-up limits' and links' time (tests inject one)
+    list_ids: tuple[str, ...] = ()  # State.list_ids: the stable id first
 
     @property
-    def list_id(self) -> str:
-        return self.settings.list_id_header
+    def list_id(self) -> tokens.ListIds:
+        return self.list_ids or self.settings.list_id_header
 
 
 def guarded(handler):
@@ -98,7 +99,11 @@ def failure(request: Request, exc: BaseException) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     code = exc.status_code if isinstance(exc, HTTPException) and 400 <= exc.status_code < 500 else 400
-    return message(request, "Something is wrong", _STATUS_TEXT.get(code, _STATUS_TEXT[400]), status=code)
+    response = message(request, "Something is wrong", _STATUS_TEXT.get(code, _STATUS_TEXT[400]), status=code)
+    response.headers.update(getattr(exc, "headers", None) or {})  # Allow, for a 405
+    if code in (408, 413):  # the rest of that body is not wanted: closed, not only answered
+        response.headers["Connection"] = "close"
+    return response
 
 
 async def crash(request: Request, exc: Exception) -> Response:
@@ -298,15 +303,18 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     delivery.provider, checked now so a missing credential stops start-up)."""
     settings, settings_dir = load_settings(config_path)
     state = State.resolve(settings, settings_dir, env, state_dir)
-    secret, note = state.secret(env)
+    list_ids = state.list_ids(settings)  # before a secret is made: a changed id stops start-up
+    secret, note = state.secrets(env)
     if note:
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
     site = Site(settings, _templates(settings_dir), state.stores(), secret,
-                deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
+                deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids=list_ids)
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
-                    middleware=[Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.web.trusted_proxies)],
+                    middleware=[Middleware(SecureEveryResponse),
+                                Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.web.trusted_proxies)],
                     lifespan=functools.partial(_lifespan, site))
+    app.router.redirect_slashes = False  # its redirect is built from the Host header: /subscribe/ is a 404
     app.state.site = site
     app.state.webhook_key = webhook.public_key(env)
     redact_access_log()

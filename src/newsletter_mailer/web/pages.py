@@ -32,6 +32,30 @@ def headers(*, framable: bool = False, cache: str = "no-store") -> dict[str, str
     return out
 
 
+_RAW = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers().items()]
+
+
+class SecureEveryResponse:
+    """ASGI middleware: a response made without headers() (Starlette's own, a bare Response) gets
+    them too, so no answer, error or not, can be framed, sniffed or cached."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def secured(event) -> None:
+            if event["type"] == "http.response.start":
+                have = {k.lower() for k, _ in event.get("headers", ())}
+                if b"content-security-policy" not in have:
+                    event["headers"] = [*event.get("headers", ()), *((k, v) for k, v in _RAW if k not in have)]
+            await send(event)
+
+        await self.app(scope, receive, secured)
+
+
 def root(request: Request) -> str:
     """Relative path back to the app's root, so pages work under any prefix behind a proxy."""
     return "../" * max(request.url.path.count("/") - 1, 0)
