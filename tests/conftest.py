@@ -23,6 +23,15 @@ def with_custom_unsubscribe(toml: str, line: str = CUSTOM_UNSUBSCRIBE) -> str:
     return toml.replace(anchor, f"\n{line}{anchor}", 1)
 
 
+EXAMPLE_WEB = '[web]\nbase_url = "https://example.org/news"\n'
+
+
+def without_web(toml: str) -> str:
+    """The example settings without their [web] table, for a test that writes a [web] of its own."""
+    assert EXAMPLE_WEB in toml
+    return toml.replace(EXAMPLE_WEB, "", 1)
+
+
 MINI_ISSUE = """\
 subject: 'Hello {{ name | default("friend") }}'
 preheader: A short preview line

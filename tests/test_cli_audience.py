@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.cli import app
+from tests.conftest import without_web
 from tests.helpers.webserver import ROOT, SECRET, free_port
 
 runner = CliRunner()
@@ -187,8 +188,8 @@ def test_serve_says_where_it_listens_and_answers(nl):
 
 
 def test_serve_on_every_interface_and_a_placeholder_base_url_are_warned_about(nl):
-    with open(nl / "newsletter.toml", "a", encoding="utf-8") as f:
-        f.write('\n[web]\nbase_url = "https://news.example.com"\n')
+    toml = without_web((nl / "newsletter.toml").read_text(encoding="utf-8"))
+    (nl / "newsletter.toml").write_text(toml + '\n[web]\nbase_url = "https://news.example.com"\n', encoding="utf-8")
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NEWSLETTER_SECRET=SECRET)
     proc = subprocess.Popen([sys.executable, "-m", "newsletter_mailer", "serve", "--host", "0.0.0.0", "--port",

@@ -56,14 +56,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, web_settings: str = "") -> WebServer:
+def start(folder: Path, web_settings: str = "", edit=None) -> WebServer:
+    """The app on a free port, on the example settings (`edit`, if given, changes their text first)."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
-    with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
-        f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
+    from tests.conftest import without_web
+
+    example = without_web((ROOT / "newsletter.toml").read_text(encoding="utf-8"))
+    example = edit(example) if edit else example
+    (folder / "newsletter.toml").write_text(example + f'\n[web]\nbase_url = "{url}"\n{web_settings}\n',
+                                            encoding="utf-8")
     settings = load_settings(folder / "newsletter.toml")[0]
     state, outbox, log = folder / "state", folder / "outbox", folder / "server.log"
     env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
