@@ -174,7 +174,7 @@ def test_serve_says_where_it_listens_and_answers(nl):
     proc = _serve(nl, port, NEWSLETTER_SECRET=SECRET)
     try:
         assert f"listening on http://127.0.0.1:{port}" in proc.stdout.readline()
-        assert "web.base_url is not set" in proc.stdout.readline()
+        assert "links in emails point to https://example.org/news/" in proc.stdout.readline()  # the example's [web]
         for _ in range(200):
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/subscribe", timeout=5)
@@ -182,6 +182,18 @@ def test_serve_says_where_it_listens_and_answers(nl):
             except httpx.TransportError:
                 time.sleep(0.05)
         assert r.status_code == 200 and "Subscribe to CSCP Newsletter" in r.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_serve_without_a_base_url_warns_that_links_point_here(nl):
+    (nl / "newsletter.toml").write_text(without_web((nl / "newsletter.toml").read_text(encoding="utf-8")),
+                                        encoding="utf-8")
+    proc = _serve(nl, free_port(), NEWSLETTER_SECRET=SECRET)
+    try:
+        assert "listening on" in proc.stdout.readline()
+        assert "web.base_url is not set" in proc.stdout.readline()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
