@@ -5,13 +5,15 @@
 #   - Dovecot's IMAP server (the bounce-mailbox reader's tests, tests/helpers/dovecot.py;
 #     the tests start their own instance, the packaged service is not needed)
 #   - Java (default-jre-headless) for the Nu HTML checker (tests/test_web_page.py)
-#   - Stoplight Prism (SendGrid contract mock, tests/helpers/prism.py) and vnu-jar (the Nu
-#     HTML checker) from the committed .ci/package-lock.json
+#   - SpamAssassin 4, run locally (-L) on a sent example (tests/test_spamassassin.py)
+#   - Stoplight Prism (SendGrid contract mock, tests/helpers/prism.py), vnu-jar (the Nu
+#     HTML checker), official mjml (the reference compile, tests/test_email_fidelity.py) and
+#     axe-core (WCAG checks in Chromium) from the committed .ci/package-lock.json
 # Idempotent: steps already done are skipped. Run as root (or with sudo available).
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless postgresql)
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless postgresql spamassassin)
 
 log() { printf 'install-system: %s\n' "$*"; }
 
@@ -59,8 +61,9 @@ prism="$CI_DIR/node_modules/.bin/prism"
 vnu="$CI_DIR/node_modules/vnu-jar/build/dist/vnu.jar"
 stamp="$CI_DIR/node_modules/.package-lock.json"   # written by npm on install
 if [ -x "$prism" ] && [ -f "$stamp" ] && [ "$stamp" -nt "$CI_DIR/package-lock.json" ] \
-   && [ -f "$vnu" ] && "$prism" --version >/dev/null 2>&1; then
-  log "prism and vnu-jar already installed"
+   && [ -f "$vnu" ] && [ -d "$CI_DIR/node_modules/mjml" ] && [ -d "$CI_DIR/node_modules/axe-core" ] \
+   && "$prism" --version >/dev/null 2>&1; then
+  log "prism, vnu-jar, mjml and axe-core already installed"
 else
   log "npm ci --prefix $CI_DIR"
   npm ci --prefix "$CI_DIR" --no-audit --no-fund --loglevel=error >/dev/null

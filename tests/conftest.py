@@ -13,6 +13,25 @@ EXAMPLE_ISSUE = ROOT / "issues" / "2020-09-cscp.yaml"
 EXAMPLE_SETTINGS = ROOT / "newsletter.toml"
 EXAMPLE_LIST = ROOT / "subscribers.csv.example"
 
+# The example uses token links ([web] base_url); tests of a custom unsubscribe page add this line.
+CUSTOM_UNSUBSCRIBE = 'unsubscribe_url = "https://example.org/unsubscribe?email={{ email }}&token={{ token }}"'
+
+
+def with_custom_unsubscribe(toml: str, line: str = CUSTOM_UNSUBSCRIBE) -> str:
+    """The example settings with an unsubscribe_url line (a page of the sender's own), before unsubscribe_mailto."""
+    anchor = "\nunsubscribe_mailto = "
+    assert anchor in toml and "\nunsubscribe_url = " not in toml
+    return toml.replace(anchor, f"\n{line}{anchor}", 1)
+
+
+EXAMPLE_WEB = '[web]\nbase_url = "https://example.org/news"\n'
+
+
+def without_web(toml: str) -> str:
+    """The example settings without their [web] table, for a test that writes a [web] of its own."""
+    assert EXAMPLE_WEB in toml
+    return toml.replace(EXAMPLE_WEB, "", 1)
+
 
 def _no_skips_on_ci(report) -> None:
     """On CI (CI=true) a skip is a failure: the README's test command installs everything the

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from newsletter_mailer.cli import app
 from newsletter_mailer.message import HeaderValueError, header_value
 from newsletter_mailer.validators import header_problem
-from tests.conftest import MINI_ISSUE, isolated_newsletter
+from tests.conftest import MINI_ISSUE, isolated_newsletter, with_custom_unsubscribe
 from tests.helpers.sinks import SendGridSink
 
 runner = CliRunner()
@@ -109,8 +109,8 @@ def test_header_value_refuses_every_control_character(c):
 
 def test_an_idn_unsubscribe_url_is_punycode_and_every_send_works(nl):
     toml = (nl / "newsletter.toml").read_text(encoding="utf-8")
-    toml = toml.replace('unsubscribe_url = "https://example.org/unsubscribe?',
-                        'unsubscribe_url = "https://bücher.example/abbestellen/ä?')
+    toml = with_custom_unsubscribe(toml).replace('unsubscribe_url = "https://example.org/unsubscribe?',
+                                                 'unsubscribe_url = "https://bücher.example/abbestellen/ä?')
     (nl / "newsletter.toml").write_text(toml, encoding="utf-8")
     write_csv(nl / "list.csv", ["email", "name"], [["ok@example.org", "Olive"]])
     assert runner.invoke(app, ["check", "issues/mini.yaml"]).exit_code == 0
@@ -124,11 +124,12 @@ def test_an_idn_web_base_url_is_punycode_and_a_bad_one_is_refused_naming_the_fie
     from newsletter_mailer.settings import load_settings
 
     toml = (nl / "newsletter.toml").read_text(encoding="utf-8")
-    (nl / "newsletter.toml").write_text(toml.replace("[brand]", '[web]\nbase_url = "https://bücher.example/ü"\n\n[brand]'),
+    web = 'base_url = "https://example.org/news"'  # the example's [web] base_url
+    (nl / "newsletter.toml").write_text(toml.replace(web, 'base_url = "https://bücher.example/ü"'),
                                         encoding="utf-8")
     settings, _ = load_settings(nl / "newsletter.toml")
     assert settings.web.base_url == "https://xn--bcher-kva.example/%C3%BC"
-    (nl / "newsletter.toml").write_text(toml.replace("[brand]", '[web]\nbase_url = "https://a..ü/"\n\n[brand]'),
+    (nl / "newsletter.toml").write_text(toml.replace(web, 'base_url = "https://a..ü/"'),
                                         encoding="utf-8")
     r = runner.invoke(app, ["check", "issues/mini.yaml"])
     assert r.exit_code == 2 and "base_url" in r.output and "punycode" in r.output, r.output

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.cli import app
+from tests.conftest import without_web
 from tests.helpers.webserver import ROOT, SECRET, free_port
 from newsletter_mailer.state import State
 
@@ -176,7 +177,7 @@ def test_serve_says_where_it_listens_and_answers(nl):
     proc = _serve(nl, port, NEWSLETTER_SECRET=SECRET)
     try:
         assert f"listening on http://127.0.0.1:{port}" in proc.stdout.readline()
-        assert "web.base_url is not set" in proc.stdout.readline()
+        assert "links in emails point to https://example.org/news/" in proc.stdout.readline()  # the example's [web]
         for _ in range(200):
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/subscribe", timeout=5)
@@ -189,9 +190,21 @@ def test_serve_says_where_it_listens_and_answers(nl):
         proc.wait(timeout=30)
 
 
+def test_serve_without_a_base_url_warns_that_links_point_here(nl):
+    (nl / "newsletter.toml").write_text(without_web((nl / "newsletter.toml").read_text(encoding="utf-8")),
+                                        encoding="utf-8")
+    proc = _serve(nl, free_port(), NEWSLETTER_SECRET=SECRET)
+    try:
+        assert "listening on" in proc.stdout.readline()
+        assert "web.base_url is not set" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def test_serve_on_every_interface_and_a_placeholder_base_url_are_warned_about(nl):
-    with open(nl / "newsletter.toml", "a", encoding="utf-8") as f:
-        f.write('\n[web]\nbase_url = "https://news.example.com"\n')
+    toml = without_web((nl / "newsletter.toml").read_text(encoding="utf-8"))
+    (nl / "newsletter.toml").write_text(toml + '\n[web]\nbase_url = "https://news.example.com"\n', encoding="utf-8")
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), NEWSLETTER_SECRET=SECRET)
     proc = subprocess.Popen([sys.executable, "-m", "newsletter_mailer", "serve", "--host", "0.0.0.0", "--port",

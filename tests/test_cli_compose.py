@@ -97,9 +97,9 @@ def test_compose_example_issue(tmp_path):
     result = run("compose", EXAMPLE_ISSUE, "--config", EXAMPLE_SETTINGS, "--out", tmp_path)
     assert result.exit_code == 0, result.output
     warned = [ln for ln in result.stdout.splitlines() if "warn" in ln.lower()]
-    assert "ERROR" not in result.stdout  # the warnings: the example's unsubscribe_url shows the address,
-    assert len(warned) == 2 and "unsubscribe_url shows the address" in warned[0], warned  # and it is on example.org
-    assert "web_base_url is on example.org, a placeholder domain" in warned[1], warned
+    assert "ERROR" not in result.stdout  # the warnings: its web addresses are on example.org (a placeholder);
+    assert len(warned) == 2 and "web_base_url is on example.org, a placeholder domain" in warned[0], warned
+    assert "web.base_url is on example.org, a placeholder domain" in warned[1], warned  # token links: no address shown
     assert (tmp_path / "web.html").stat().st_size > 10_000
 
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
-from tests.conftest import EXAMPLE_LIST, EXAMPLE_SETTINGS, MINI_ISSUE
+from tests.conftest import EXAMPLE_LIST, EXAMPLE_SETTINGS, MINI_ISSUE, with_custom_unsubscribe
 
 runner = CliRunner()
 
@@ -150,8 +150,7 @@ def test_spaced_placeholders_in_unsubscribe_url_are_filled_in_every_message(nl, 
     toml = nl / "newsletter.toml"
     text = toml.read_text()
     import re
-    text = re.sub(r'(?m)^unsubscribe_url = .*$',
-                  'unsubscribe_url = "https://example.org/u?e={{  email  }}&t={{token }}"', text)
+    text = with_custom_unsubscribe(text, 'unsubscribe_url = "https://example.org/u?e={{  email  }}&t={{token }}"')
     toml.write_text(text)
     r = _send(nl, tmp_path)
     assert r.exit_code == 0, r.stderr

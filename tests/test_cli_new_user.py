@@ -36,7 +36,8 @@ def test_check_warns_about_placeholder_web_addresses(nl: Path):
     settings = (nl / "newsletter.toml").read_text(encoding="utf-8")
     (nl / "newsletter.toml").write_text(settings.replace('web_base_url = "https://example.org/newsletter"',
                                                          'web_base_url = "https://news.cscp.test/newsletter"')
-                                        + '\n[web]\nbase_url = "https://www.example.com"\n', encoding="utf-8")
+                                        .replace('base_url = "https://example.org/news"',  # the example's [web]
+                                                 'base_url = "https://www.example.com"'), encoding="utf-8")
     r = run("check", "issues/mini.yaml")
     assert "web_base_url is on" not in r.output
     assert "web.base_url is on www.example.com, a placeholder domain" in r.output
@@ -48,7 +49,8 @@ def test_send_shows_the_check_warnings_before_asking(nl: Path):
         assert r.exit_code == 0, r.output
         out = r.output
         assert "warning: web_base_url is on example.org" in out
-        assert "warning: unsubscribe_url shows the address" in out
+        assert "warning: web.base_url is on example.org" in out  # token links: no unsubscribe_url warning
+        assert "unsubscribe_url shows the address" not in out
         assert "(newsletter check issues/mini.yaml shows every check)" in out
         assert out.index("warning:") < out.index("would send" if mode == "--dry-run" else "sent:")
 

@@ -20,6 +20,7 @@ from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.web.application import create_app
 from tests.helpers.prism import prism_server
+from tests.conftest import without_web
 from tests.helpers.webserver import ROOT, SECRET, free_port
 from newsletter_mailer.state import State
 
@@ -27,9 +28,9 @@ ADDRESS = "confirm-reader@example.org"
 
 
 def _app(tmp_path, provider: str, **env):
-    shutil.copy(ROOT / "newsletter.toml", tmp_path / "newsletter.toml")
-    with open(tmp_path / "newsletter.toml", "a", encoding="utf-8") as f:
-        f.write('\n[web]\nbase_url = "https://news.example.org"\n')
+    toml = without_web((ROOT / "newsletter.toml").read_text(encoding="utf-8"))
+    (tmp_path / "newsletter.toml").write_text(toml + '\n[web]\nbase_url = "https://news.example.org"\n',
+                                              encoding="utf-8")
     text = (tmp_path / "newsletter.toml").read_text()
     (tmp_path / "newsletter.toml").write_text(re.sub(r'(?m)^provider = .*$', f'provider = "{provider}"', text))
     env = {"NEWSLETTER_SECRET": SECRET, "NEWSLETTER_BACKOFF_BASE": "0", **env}

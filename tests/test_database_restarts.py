@@ -19,6 +19,7 @@ import pytest
 
 from newsletter_mailer import tokens
 from newsletter_mailer.state.migrations import init_database
+from tests.conftest import without_web
 from tests.helpers import webserver
 from tests.helpers.postgres import query
 from tests.helpers.sinks import SinkProcess, read_smtp_log, wait_until
@@ -42,7 +43,7 @@ def serve(folder, url: str, workers: int) -> webserver.WebServer:
     port = webserver.free_port()
     base = f"http://127.0.0.1:{port}"
     toml = folder / "newsletter.toml"
-    toml.write_text((webserver.ROOT / "newsletter.toml").read_text() + f'\n[web]\nbase_url = "{base}"\n')
+    toml.write_text(without_web((webserver.ROOT / "newsletter.toml").read_text()) + f'\n[web]\nbase_url = "{base}"\n')
     state, outbox, log = folder / "state", folder / "outbox", folder / "server.log"
     env = dict(os.environ, NEWSLETTER_CONFIG=str(toml), NEWSLETTER_STATE=str(state), NEWSLETTER_OUTBOX=str(outbox),
                NEWSLETTER_SECRET=webserver.SECRET, NEWSLETTER_DATABASE_URL=url)

@@ -214,8 +214,8 @@ _CHARTS = """() => Array.from(document.querySelectorAll('figure svg'), s => ({
 _GMAIL = """() => { const svg = document.querySelectorAll('figure svg')[document.querySelectorAll('figure svg').length - 1];
     const line = getComputedStyle(svg.querySelector('.series.serie-3 path.line'));
     const guide = getComputedStyle(svg.querySelector('.axis.y path.guide'));
-    return {legend: svg.querySelector('#activate-serie-3 text').textContent,
-            key: getComputedStyle(svg.querySelector('#activate-serie-3 rect')).fill,
+    return {legend: svg.querySelector('[id$="-activate-serie-3"] text').textContent,
+            key: getComputedStyle(svg.querySelector('[id$="-activate-serie-3"] rect')).fill,
             name: svg.querySelector('.series.serie-3 > title').textContent,
             stroke: line.stroke, dash: line.strokeDasharray, guide: [guide.stroke, guide.strokeDasharray]}; }"""
 
@@ -246,7 +246,7 @@ def test_nothing_scrolls_sideways_and_the_charts_read(sent, width):
             assert all(t[3] >= 8 for t in ticks), ticks  # at least 8 px tall at 375 px
             assert all(a[2] <= b[1] for a, b in zip(ticks, ticks[1:])), ticks  # no overlap
         assert gmail["legend"] == "Gmail's 0.3% line" and gmail["name"] == "Gmail's complaint limit (0.3%)"
-        assert gmail["stroke"] == gmail["key"] == "rgb(197, 34, 31)"
+        assert gmail["stroke"] == gmail["key"] == "rgb(213, 94, 0)"  # Okabe–Ito's vermillion
         assert gmail["dash"] not in ("none", "") and gmail["guide"][0] != gmail["stroke"], gmail
         assert gmail["guide"][1] == "none", gmail  # gridlines are solid: only the limit is dashed
 

@@ -105,7 +105,8 @@ def test_title_description_canonical_cards_and_feed(built):
     [feed] = doc.xpath("//head/link[@rel='alternate' and @type='application/atom+xml']/@href")
     assert feed == f"{BASE}/feed.xml" and feed in [a.get("href") for a in doc.iter("a")]
     assert f"{BASE}/" in [a.get("href") for a in doc.iter("a")]  # the archive index
-    assert not [a for a in doc.iter("a") if a.get("href", "").endswith("/subscribe")]  # no [web] base_url
+    subscribe = [a.get("href") for a in doc.iter("a") if a.get("href", "").endswith("/subscribe")]
+    assert subscribe == ["https://example.org/news/subscribe"] * 2  # the example's [web] base_url: nav and footer
 
     layouts = lxml.html.parse(str(built["layouts"])).getroot()
     [hero] = _meta(layouts, property="og:image")

@@ -3,6 +3,13 @@
 Set so the responsive layout survives: the <style> blocks are kept and !important
 is not stripped (MJML's column widths and mobile rules live in @media rules that
 only win with it), nothing is fetched from the network, and cssutils stays quiet.
+
+Set so the inliner adds nothing MJML did not write, as official MJML's
+`<mj-style inline="inline">` does: MJML's reset block (`#outlook a`, `table, td`,
+`img`, `p`) stays in the head, where Outlook reads it, instead of being copied into
+every table (85 `mso-table-lspace` copies the Nu checker counts as errors); and no
+presentational attributes are written from CSS, so each image keeps MJML's pixel
+`width` (Outlook's Word engine sizes images from it, not from `width:100%`).
 premailer pulls in requests and cssutils, so it is imported only here.
 """
 
@@ -11,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import sys
 import types
 from contextlib import contextmanager
@@ -70,8 +78,16 @@ def _premailer():
     return Premailer
 
 
+# MJML's reset stylesheet opens with `#outlook a` (mjml and mjml-python alike); premailer skips
+# a <style data-premailer="ignore"> block and keeps it as it was, without the attribute.
+_MJML_RESET = re.compile(r'<style(?P<attrs>[^>]*)>(?=\s*#outlook a\b)')
+# premailer would turn CSS width/height/text-align/background-color into these attributes.
+_PRESENTATIONAL = ["width", "height", "align", "valign", "bgcolor"]
+
+
 def inline_css(html: str) -> str:
     Premailer = _premailer()
+    html = _MJML_RESET.sub(r'<style\g<attrs> data-premailer="ignore">', html, count=1)
 
     doctype = "<!doctype html>"
     out = Premailer(
@@ -83,6 +99,8 @@ def inline_css(html: str) -> str:
         disable_validation=True,
         cssutils_logging_level=logging.CRITICAL,
         cache_css_parsing=True,
+        disable_basic_attributes=_PRESENTATIONAL,
+        align_floating_images=False,
     ).transform(pretty_print=False)
     if not out.lstrip().lower().startswith("<!doctype"):
         out = doctype + "\n" + out

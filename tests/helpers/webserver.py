@@ -69,12 +69,14 @@ def start(folder: Path, web_settings: str = "", env_extra: dict[str, str] | None
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    from tests.conftest import without_web
+
     folder.mkdir(parents=True, exist_ok=True)
     if settings_file is None:
-        text = (ROOT / "newsletter.toml").read_text(encoding="utf-8")
-        (folder / "newsletter.toml").write_text(edit(text) if edit else text, encoding="utf-8")
-        with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
-            f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
+        text = without_web((ROOT / "newsletter.toml").read_text(encoding="utf-8"))
+        text = edit(text) if edit else text
+        (folder / "newsletter.toml").write_text(text + f'\n[web]\nbase_url = "{url}"\n{web_settings}\n',
+                                                encoding="utf-8")
     settings = load_settings(settings_file or folder / "newsletter.toml")[0]
     state, outbox, log = state or folder / "state", folder / "outbox", folder / "server.log"
     config = settings_file or folder / "newsletter.toml"

@@ -7,6 +7,13 @@ numbers as a table (its text alternative, shown beside it). The page's caption n
 pygal draws no title of its own; the y axis gets 4-6 round ticks (pygal's own scale crowds up to 16
 labels into a short axis), and the gridlines are faint and solid so that the one dashed, red line,
 Gmail's 0.3%, stands out.
+
+Colours: each series has one colour on every chart (SERIES), from the Okabe–Ito palette, which
+stays distinct to colour-blind readers; orange, sky blue and black are darkened or lightened just
+enough to keep 3:1 (WCAG's contrast for graphics) against the card in light and in dark mode.
+Text, gridlines and backgrounds are the page's CSS variables, so the charts follow its dark mode.
+pygal names its legend groups `activate-serie-N` in every chart: those ids are prefixed with the
+chart's own id, so a page of several charts has no duplicate ids.
 """
 
 from __future__ import annotations
@@ -20,21 +27,29 @@ import pygal
 from pygal.style import Style
 
 from newsletter_mailer.report.data import Delivery, Feedback
+from newsletter_mailer.report.wording import count, first, long_date
 
 GMAIL_COMPLAINT_LIMIT = 0.003   # Gmail's bulk-sender guideline: stay below 0.3% spam complaints
 GMAIL_LINE = "Gmail's 0.3% line"   # its legend entry; its tooltip and name:
 GMAIL_TITLE = "Gmail's complaint limit (0.3%)"
-GMAIL_COLOUR = "#c5221f"
-_LOOK = dict(background="white", plot_background="white", font_family="system-ui, sans-serif",
+# Okabe–Ito: blue, sky blue, orange, bluish green, vermillion, reddish purple, black (as grey).
+BLUE, SKY, ORANGE, GREEN, VERMILLION, PURPLE, GREY = (
+    "#0072b2", "#3a8fc4", "#b87d00", "#009e73", "#d55e00", "#cc79a7", "#7a7a7a")
+GMAIL_COLOUR = VERMILLION
+SERIES = {  # a series' name (as its legend shows it) -> its colour, the same on every chart
+    "messages": BLUE, "delivered": BLUE, "unique opens": SKY, "unique clicks": GREY,
+    "unsubscribes": PURPLE, "unsubscribed": PURPLE, "bounces": GREEN, "bounced": GREEN, "soft bounce": SKY,
+    "complaints": ORANGE, "complained": ORANGE, GMAIL_LINE: GMAIL_COLOUR,
+}
+_LOOK = dict(background="transparent", plot_background="transparent", font_family="system-ui, sans-serif",
+             foreground="var(--ink)", foreground_strong="var(--ink)", foreground_subtle="var(--muted)",
              label_font_size=17, major_label_font_size=17, legend_font_size=17, value_font_size=17,
-             guide_stroke_color="#d5d9de", major_guide_stroke_color="#d5d9de",
+             guide_stroke_color="var(--rule)", major_guide_stroke_color="var(--rule)",
              guide_stroke_dasharray="none", major_guide_stroke_dasharray="none")
-_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf")
-_STYLE = Style(**_LOOK, colors=_COLOURS)
-_TREND_STYLE = Style(**_LOOK, colors=(*_COLOURS[:3], GMAIL_COLOUR))   # the 4th series is Gmail's line
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.S)
+_CHART_ID = re.compile(r'<svg\b[^>]*\bid="([^"]+)"')
 # 560 wide: at 375 px the chart is drawn about half size, so 17 px labels still read as 9-10 px
-_OPTIONS = dict(js=[], disable_xml_declaration=True, style=_STYLE, width=560, height=340,
+_OPTIONS = dict(js=[], disable_xml_declaration=True, width=560, height=340,
                 legend_at_bottom=True, truncate_legend=-1, truncate_label=-1, no_data_text="no data")
 NO_FUNNEL = "No delivery, open or click data yet: SendGrid's statistics or its Event Webhook provide them"
 
@@ -50,9 +65,17 @@ class Figure:
     rows: list[tuple[str, ...]]
 
 
+def _style(*names: str) -> Style:
+    """The series' colours, in the order they are added."""
+    colours = tuple(SERIES[n] for n in names)
+    return Style(**_LOOK, colors=colours, value_colors=("#ffffff",) * len(colours))  # on the bar: AA on each
+
+
 def _finish(chart: pygal.graph.graph.Graph, title: str, desc: str, head: tuple[str, ...],
             rows: list[tuple[str, ...]]) -> Figure:
     svg = _SCRIPT.sub("", chart.render(is_unicode=True))  # pygal's inline config for its (omitted) tooltips
+    chart_id = _CHART_ID.search(svg).group(1)
+    svg = svg.replace('id="activate-serie-', f'id="{chart_id}-activate-serie-')
     label = html.escape(f"{title}: {desc}", quote=True)
     start = svg.index(">", svg.index("<svg")) + 1
     svg = (svg[:start].replace("<svg ", f'<svg role="img" aria-label="{label}" ', 1)
@@ -78,7 +101,7 @@ def funnel(stages: list[tuple[str, int]]) -> Figure:
     title, rows = "From sent to clicked", [(label, str(n)) for label, n in stages]
     if len(stages) < 2:
         return Figure(title, NO_FUNNEL, "", ("stage", "messages"), rows)
-    chart = pygal.Bar(**_OPTIONS, show_legend=False, print_values=True,
+    chart = pygal.Bar(**_OPTIONS, style=_style("messages"), show_legend=False, print_values=True,
                       y_labels=y_ticks(max(n for _, n in stages), whole=True))
     chart.x_labels = [label for label, _ in stages]
     chart.add("messages", [n for _, n in stages])
@@ -100,14 +123,15 @@ def timeline(d: Delivery, f: Feedback) -> Figure | None:
         counts[kind][slot] += 1
     title = f"Readers' responses per {unit} after sending"
     top = max(sum(counts[k][i] for k in kinds) for i in range(len(labels)))
-    chart = pygal.StackedBar(**_OPTIONS, x_label_rotation=0, show_minor_x_labels=len(labels) <= 12,
+    chart = pygal.StackedBar(**_OPTIONS, style=_style(*kinds), x_label_rotation=0,
+                             show_minor_x_labels=len(labels) <= 12,
                              y_labels=y_ticks(top, whole=True))
     chart.x_labels = labels
     for kind in kinds:
         chart.add(kind, counts[kind])
     rows = [(label, *(str(counts[k][i]) for k in kinds)) for i, label in enumerate(labels) if
             any(counts[k][i] for k in kinds)]
-    desc = f"{len(f.times)} responses over {len(labels)} {unit}(s) after the first message went out"
+    desc = f"{count(len(f.times), 'response')} in {first(len(labels), unit)} after the first message went out"
     return _finish(chart, title, desc, (unit, *kinds), rows)
 
 
@@ -117,13 +141,14 @@ def per_day(days: list[tuple[str, dict[str, int]]]) -> Figure | None:
         return None
     names = (("delivered", "delivered"), ("unique_opens", "unique opens"), ("unique_clicks", "unique clicks"))
     top = max(m[metric] for _, m in days for metric, _ in names)
-    chart = pygal.Line(**_OPTIONS, x_label_rotation=30, show_minor_x_labels=len(days) <= 10,
+    chart = pygal.Line(**_OPTIONS, style=_style(*(label for _, label in names)), x_label_rotation=30,
+                       show_minor_x_labels=len(days) <= 10,
                        y_labels=y_ticks(top, whole=True))
     chart.x_labels = [day for day, _ in days]
     for metric, label in names:
         chart.add(label, [m[metric] for _, m in days])
     rows = [(day, *(str(m[metric]) for metric, _ in names)) for day, m in days]
-    desc = f"{len(days)} day(s) from {days[0][0]} to {days[-1][0]}"
+    desc = f"{count(len(days), 'day')} from {long_date(days[0][0])} to {long_date(days[-1][0])}"
     return _finish(chart, "SendGrid per day", desc, ("day", *(label for _, label in names)), rows)
 
 
@@ -138,17 +163,21 @@ def trend(issues: list[tuple[str, dt.date, int, float | None, float | None, floa
     top = max([GMAIL_COMPLAINT_LIMIT * 100] + [v for _, values in series for v in values if v is not None])
     # at most 6 slugs under the axis, cut to 14 characters (the table has them whole): a long one
     # would leave no height to the plot
-    chart = pygal.Line(**{**_OPTIONS, "style": _TREND_STYLE, "truncate_label": 14}, x_label_rotation=45,
+    names = [name for name, _ in series]
+    chart = pygal.Line(**{**_OPTIONS, "truncate_label": 14}, style=_style(*names, GMAIL_LINE), x_label_rotation=45,
                        y_labels=y_ticks(top, unit="%"), value_formatter=lambda v: f"{v:.2f}%",
                        show_minor_x_labels=len(issues) <= 6, x_labels_major_every=-(-len(issues) // 6))
-    chart.x_labels = [slug for slug, *_ in issues]
+    # One issue is one point, and a line needs two: the axis gets an empty slot on each side, so
+    # Gmail's line is drawn across the chart whatever the number of issues.
+    pad = len(issues) == 1
+    chart.x_labels = ([""] if pad else []) + [slug for slug, *_ in issues] + ([""] if pad else [])
     for name, values in series:
-        chart.add(name, values)
-    chart.add(GMAIL_LINE, [GMAIL_COMPLAINT_LIMIT * 100] * len(issues), show_dots=False,
+        chart.add(name, [None, *values, None] if pad else values)
+    chart.add(GMAIL_LINE, [GMAIL_COMPLAINT_LIMIT * 100] * len(chart.x_labels), show_dots=False,
               stroke_style={"width": 3, "dasharray": "10, 6"})
     rows = [(slug, date.isoformat(), str(sent), *(_pct(r) for r in rates)) for slug, date, sent, *rates in issues]
-    desc = (f"{len(issues)} issue(s), {issues[0][0]} to {issues[-1][0]}; the dashed red line is Gmail's "
-            "complaint limit (0.3%)")
+    span = issues[0][0] if len(issues) == 1 else f"{issues[0][0]} to {issues[-1][0]}"
+    desc = f"{count(len(issues), 'issue')}, {span}; the dashed red line is Gmail's complaint limit (0.3%)"
     figure = _finish(chart, title, desc, ("issue", "date", "sent", "unsubscribes", "bounces", "complaints"), rows)
     line = f'<g class="series serie-{len(series)} color-{len(series)}"><path'  # the drawn one, not an overlay's
     named = line.replace("><path", f"><title>{html.escape(GMAIL_TITLE, quote=False)}</title><path")

@@ -18,6 +18,7 @@ from newsletter_mailer import files, render
 from newsletter_mailer.errors import NewsletterError, one_line
 from newsletter_mailer.report.numbers import IssueReport, IssueRow, trend_figure
 from newsletter_mailer.report.charts import GMAIL_COMPLAINT_LIMIT
+from newsletter_mailer.report import wording
 from newsletter_mailer.report.data import rate
 
 TEMPLATE = "report.html.j2"
@@ -52,7 +53,7 @@ def headline(report: IssueReport) -> list[tuple[str, list[Line]]]:
     delivery = [Line(s, str(n)) for s, n in sorted(d.counts.items(), key=lambda i: (i[0] != "sent", i[0]))]
     delivery += [Line(f"{s}: {why}", str(n)) for s, why, n in d.reasons]
     delivery += [Line("duration (first to last sent)", duration(d.seconds)),
-                 Line("rate", "—" if d.per_minute is None else f"{d.per_minute:.1f} per minute")]
+                 Line("rate", wording.per_minute(d.per_minute))]
     complaint = rate(f.complaints, sent)
     over = complaint is not None and complaint >= GMAIL_COMPLAINT_LIMIT
     readers = [Line("unsubscribes", str(f.unsubscribes), pct(rate(f.unsubscribes, sent))),
@@ -103,8 +104,8 @@ def archive_page(rows: list[IssueRow], settings_dir: Path | None) -> str:
 
 def _render(settings_dir: Path | None, **context) -> str:
     env = render.environment(tuple(render.search_path(settings_dir)))
-    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    return env.get_template(TEMPLATE).render(generated=now, **context)
+    now = wording.moment(dt.datetime.now(dt.timezone.utc))
+    return env.get_template(TEMPLATE).render(generated=now, long_date=wording.long_date, **context)
 
 
 def write_page(path: Path, page: str) -> None:

@@ -12,6 +12,9 @@ import logging
 from urllib.parse import parse_qs
 
 from starlette.exceptions import HTTPException
+
+from newsletter_mailer import palette
+from newsletter_mailer.colour import mix, readable
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
@@ -71,8 +74,18 @@ def page(request: Request, template: str, status: int = 200, *, framable: bool =
 
 def stylesheet(request: Request) -> Response:
     site = request.app.state.site
-    css = site.env.get_template("web/style.css.j2").render(brand=site.settings.brand)
+    css = site.env.get_template("web/style.css.j2").render(brand=site.settings.brand, **_colours(site.settings.brand))
     return Response(css, media_type="text/css", headers=headers(cache="public, max-age=3600"))
+
+
+def _colours(brand) -> dict[str, object]:
+    """The stylesheet's colours: the email's palettes (light, and dark from [brand.dark]), plus the
+    hint, error and field-border colours made AA (3:1 for a border) on the card in each mode."""
+    light, dark = palette.light(brand), palette.dark(brand)
+    return dict(light=light, dark=dark, hint=readable("#555555", light.surface),
+                error=readable(brand.accent_color, light.surface),
+                dark_hint=readable(mix(dark.text, dark.surface, 0.2), dark.surface),
+                dark_error=readable(brand.accent_color, dark.surface), dark_border=readable("#8a8a8a", dark.background, 3.0))
 
 
 def message(request: Request, title: str, *paragraphs: str, status: int = 200,
