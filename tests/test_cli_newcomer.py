@@ -22,7 +22,7 @@ def run(*args, **kwargs):
 @pytest.fixture
 def nl(newsletter_dir: Path, monkeypatch) -> Path:
     monkeypatch.chdir(newsletter_dir)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "nxR8cct1LdYjJm8TNGGnKRp681D-t7Rh6qbr6ktENHw")
     for var in ("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SENDGRID_API_KEY", "SENDGRID_API_HOST"):
         monkeypatch.delenv(var, raising=False)
     shutil.copy(EXAMPLE_LIST, newsletter_dir / "subscribers.csv")

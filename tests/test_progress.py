@@ -87,7 +87,7 @@ def _progress_lines(output: str, label: str) -> list[str]:
 
 def test_send_to_a_log_prints_progress_lines(newsletter_dir: Path, monkeypatch):
     monkeypatch.chdir(newsletter_dir)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "progress-test-secret-0123456789")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "bjV5-5bwiedWu1OB7rFmLqTI2tO4z8IUl4_D7XSI-sA")
     monkeypatch.setattr(progress_mod, "CLOCK", FakeClock(6))  # each batch of 100 "takes" 6 s
     (newsletter_dir / "list.csv").write_text("email\n" + "".join(f"r{i}@example.com\n" for i in range(250)))
     r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "list.csv", "--yes"])

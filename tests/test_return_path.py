@@ -18,7 +18,7 @@ from newsletter_mailer.cli import app
 from tests.helpers.sinks import free_port
 from newsletter_mailer.state import State
 
-SECRET = "return-path-test-secret-0123456789"
+SECRET = "MMfBr9focHcT8OhuigxJotxM6njKhzkDKOwO-KGpZDk"
 READERS = ["ann@example.com", "bob@example.net", "cat@example.com"]
 runner = CliRunner()
 

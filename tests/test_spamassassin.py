@@ -55,7 +55,7 @@ def test_the_example_earns_no_points_the_sender_controls(tmp_path: Path, monkeyp
     shutil.copy(EXAMPLE_ISSUE, tmp_path / "issues" / EXAMPLE_ISSUE.name)
     (tmp_path / "list.csv").write_text("email,name\nann@example.org,Ann Able\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_SECRET", "test-secret-value")
+    monkeypatch.setenv("NEWSLETTER_SECRET", "Tve3VeyUerjEvtSfM9DqdNEiSvyd15e1OS6Iy_T-lOE")
     r = CliRunner().invoke(app, ["send", f"issues/{EXAMPLE_ISSUE.name}", "--list", "list.csv", "--yes"])
     assert r.exit_code == 0, r.output
     [eml] = (tmp_path / "outbox" / EXAMPLE_ISSUE.stem).glob("*.eml")
