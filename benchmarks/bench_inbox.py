@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from _common import EXAMPLE_SETTINGS, Row, child_env, cli, measure_process, python, report
+from newsletter_mailer.state import State
 
 DSN = """From: MAILER-DAEMON@mx.example.net (Mail Delivery System)\r
 To: news@example.org\r
@@ -54,7 +55,7 @@ def build(folder: Path, n: int) -> None:
     state = folder / ".newsletter"
     from newsletter_mailer.ledger import Ledger
 
-    Ledger.in_state(state).close()  # the ledger's own schema, made as a send makes it
+    State(state).ledger().close()  # the ledger's own schema, made as a send makes it
     db = sqlite3.connect(state / "ledger.sqlite3")
     db.executemany("INSERT INTO deliveries (issue, email, status, message_id, updated_at) VALUES "
                    "('2020-09', ?, 'sent', ?, '2020-09-01')",

@@ -30,6 +30,7 @@ from tests.helpers.postgres import Cluster, bin_dir, query  # noqa: E402
 
 from newsletter_mailer import tokens  # noqa: E402
 from newsletter_mailer.audience.store import Audience  # noqa: E402
+from newsletter_mailer.state import State
 
 
 class DurableCluster(Cluster):
@@ -104,7 +105,7 @@ def serve_rate(folder: Path, workers: int, n: int, repeat: int, **env: str) -> l
 
 
 def stored_unsubscribes(state: Path, url: str | None) -> int:
-    store = Audience.in_state(state, url)
+    store = State(state, url).audience()
     try:
         return sum(1 for e in store.rows("unsubscribed") if e.issue == "2020-09-cscp")
     finally:

@@ -21,6 +21,7 @@ SEND = r"""
 import sys, time
 from pathlib import Path
 from newsletter_mailer.send import Options, Sender, _chunks, prepare
+from newsletter_mailer.state import State
 t0 = time.perf_counter()
 o = Options(issue=Path(sys.argv[1]), list_path=Path(sys.argv[2]), config=Path(sys.argv[3]),
             state=Path(sys.argv[4]), provider="outbox", dry_run=True, env={"NEWSLETTER_SECRET": "benchmark-secret-of-32-characters"})
@@ -47,7 +48,7 @@ def _store(state: Path, every: int, n: int) -> int:
     """Suppress every `every`-th reader of the list (those write_subscribers makes)."""
     from newsletter_mailer.audience.store import Audience, Change
 
-    store = Audience.in_state(state)
+    store = State(state).audience()
     changes = [Change(f"reader.{i}@example{i % 50}.org", ("unsubscribed", "bounced", "complained")[i % 3],
                       "one-click") for i in range(0, n, every)]
     store.record(changes)

@@ -14,6 +14,7 @@ import sys
 import time
 
 from _common import EXAMPLE_SETTINGS, ROOT, Row, child_env, cli, measure_process, python, report
+from newsletter_mailer.state import State
 
 
 def child(url: str) -> None:
@@ -29,7 +30,7 @@ def child(url: str) -> None:
 
     settings = load_settings(EXAMPLE_SETTINGS)[0]
     with tempfile.TemporaryDirectory() as tmp:
-        store = Audience.in_state(Path(tmp))
+        store = State(Path(tmp)).audience()
         t0 = time.perf_counter()
         report = sync(settings, store, {"SENDGRID_API_KEY": KEY, "SENDGRID_API_HOST": url})
         total = time.perf_counter() - t0

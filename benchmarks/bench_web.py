@@ -23,6 +23,7 @@ from newsletter_mailer import tokens
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.ledger import key
 from newsletter_mailer.settings import load_settings
+from newsletter_mailer.state import State
 
 SECRET = "benchmark-web-secret"
 CONNECTIONS = 8
@@ -108,7 +109,7 @@ def web_rows(n: int, repeat: int) -> list[Row]:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-        store = Audience.in_state(folder / "state")
+        store = State(folder / "state").audience()
         stored = sum(1 for e in store.rows("unsubscribed") if e.issue == "2020-09-cscp")
         store.close()
         assert stored == n * repeat, f"{stored} unsubscribes in the store, expected {n * repeat}"
@@ -123,7 +124,7 @@ def web_rows(n: int, repeat: int) -> list[Row]:
 
 def store_commits(folder: Path, n: int) -> float:
     """Audience.record of one change per transaction (what each POST costs the store), per second."""
-    store = Audience.in_state(folder)
+    store = State(folder).audience()
     t0 = time.perf_counter()
     for i in range(n):
         store.record([Change(f"raw.{i}@example.org", "unsubscribed", "one-click", issue="2020-09-cscp")])
@@ -139,7 +140,7 @@ def _suppressed(i: int) -> str:
 def batch_rows(suppressions: int, batch: int, repeat: int) -> list[Row]:
     """suppressed_among(batch) with `suppressions` in the store; a tenth of each batch is suppressed."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = Audience.in_state(Path(tmp))
+        store = State(Path(tmp)).audience()
         kinds = ("unsubscribed", "bounced", "complained")
         store.record(Change(_suppressed(i), kinds[i % 3], "import") for i in range(suppressions))
         known = dict(store.suppressed())

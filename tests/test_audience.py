@@ -12,11 +12,12 @@ import pytest
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.audience.imports import import_export, read_export
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.state import State
 
 
 @pytest.fixture
 def store(tmp_path, database_url):
-    s = Audience.in_state(tmp_path / "state", database_url)
+    s = State(tmp_path / "state", database_url).audience()
     yield s
     s.close()
 
@@ -84,7 +85,7 @@ def test_queries(store):
 
 
 def test_rate_buckets_are_shared_between_connections(tmp_path, database_url):
-    one, two = Audience.in_state(tmp_path, database_url), Audience.in_state(tmp_path, database_url)
+    one, two = State(tmp_path, database_url).audience(), State(tmp_path, database_url).audience()
     assert [one.hit("client:1.2.3.4", 3), two.hit("client:1.2.3.4", 3), one.hit("client:1.2.3.4", 3),
             two.hit("client:1.2.3.4", 3)] == [True, True, True, False]
     assert one.hit("client:5.6.7.8", 3)
@@ -94,7 +95,7 @@ def test_rate_buckets_are_shared_between_connections(tmp_path, database_url):
 def test_private_files_and_wal(tmp_path):
     old = os.umask(0)
     try:
-        store = Audience.in_state(tmp_path / "state")
+        store = State(tmp_path / "state").audience()
         store.record([Change("a@example.org", "unsubscribed", "link")])
     finally:
         os.umask(old)
@@ -111,12 +112,12 @@ def test_private_files_and_wal(tmp_path):
 def test_a_link_in_place_of_the_store_is_refused(tmp_path):
     (tmp_path / "elsewhere").write_text("")
     (tmp_path / "audience.sqlite3").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(NewsletterError, match="not a regular file"):
-        Audience.in_state(tmp_path)
+    with pytest.raises(NewsletterError, match="is a link"):
+        State(tmp_path).audience()
 
 
 def test_changes_are_committed_for_other_readers(tmp_path):
-    store = Audience.in_state(tmp_path)
+    store = State(tmp_path).audience()
     store.record([Change("a@example.org", "unsubscribed", "one-click")])
     other = sqlite3.connect(tmp_path / "audience.sqlite3")
     assert other.execute("SELECT status FROM audience").fetchall() == [("unsubscribed",)]

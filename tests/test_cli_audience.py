@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.cli import app
 from tests.helpers.webserver import ROOT, SECRET, free_port
+from newsletter_mailer.state import State
 
 runner = CliRunner()
 
@@ -32,7 +33,7 @@ def cli(nl, *args: str):
 
 
 def store(nl) -> Audience:
-    return Audience.in_state(nl / "state")
+    return State(nl / "state").audience()
 
 
 def test_suppress_list_unsuppress(nl):

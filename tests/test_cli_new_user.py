@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
 from tests.conftest import EXAMPLE_LIST
+from newsletter_mailer.state import State
 
 runner = CliRunner()
 
@@ -75,13 +76,13 @@ def test_outbox_summary_says_where_the_messages_went(nl: Path):
 def test_the_sign_ups_count_sits_next_to_what_it_qualifies(nl: Path):
     from newsletter_mailer.audience.store import Audience, Change
 
-    store = Audience.in_state(nl / ".newsletter")
+    store = State(nl / ".newsletter").audience()
     try:
         store.record([Change("new.reader@example.org", "subscribed", "form", name="New Reader")])
     finally:
         store.close()
     assert run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--yes").exit_code == 0
-    store = Audience.in_state(nl / ".newsletter")
+    store = State(nl / ".newsletter").audience()
     try:
         store.record([Change("second@example.org", "subscribed", "form")])
     finally:

@@ -21,6 +21,7 @@ from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.web.application import create_app
 from tests.helpers.prism import prism_server
 from tests.helpers.webserver import ROOT, SECRET, free_port
+from newsletter_mailer.state import State
 
 ADDRESS = "confirm-reader@example.org"
 
@@ -43,7 +44,7 @@ def _sign_up(app) -> str:
 
 
 def _pending(tmp_path) -> str:
-    store = Audience.in_state(tmp_path / "state")
+    store = State(tmp_path / "state").audience()
     try:
         return store.status(ADDRESS).status
     finally:

@@ -20,6 +20,7 @@ from newsletter_mailer.audience.bounces import Classifier, MessageIndex
 from newsletter_mailer.cli import app
 from newsletter_mailer.settings import load_settings
 from tests.helpers import dovecot
+from newsletter_mailer.state import State
 
 CORPUS = Path(__file__).parent / "corpus" / "bounces"
 SECRET = "a-test-secret-for-tokens"
@@ -120,7 +121,7 @@ def _unsub(to: str, subject: str) -> bytes:
 def _ledger(state: Path, rows: list[tuple[str, str, str]]) -> None:
     from newsletter_mailer.ledger import Ledger
 
-    led = Ledger.in_state(state)
+    led = State(state).ledger()
     led.db.executemany("INSERT INTO deliveries (issue, email, status, message_id, updated_at) "
                        "VALUES (?,?,'sent',?,'2020-09-01')", rows)
     led.close()
@@ -166,7 +167,7 @@ def test_autoreplies_are_never_bounces_even_with_bounce_words():
 
 def test_ledger_message_id_names_recipient_and_issue(env):
     _ledger(env["state"], [("2020-09", "ann@example.com", "<abc@example.org>")])
-    c = Classifier(MessageIndex(env["state"] / "ledger.sqlite3"), lambda t: None)
+    c = Classifier(MessageIndex(State(env["state"])), lambda t: None)
     [v] = c.classify(_dsn("ann-forwarded@example.net", "5.1.1", "<ABC@example.org>"))
     assert (v.kind, v.email, v.issue, v.permanent) == ("bounce", "ann@example.com", "2020-09", True)
     assert "5.1.1" in v.reason
@@ -210,7 +211,7 @@ def test_maildir_records_once_and_changes_nothing(env, tmp_path):
     assert "1 bounced (permanent)" in r.output and "1 complaint(s)" in r.output
     assert "1 unsubscribe(s)" in r.output and "ignored 1 auto-reply" in r.output
     assert "left alone 2 unrecognised" in r.output
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("hard@example.com").status == "bounced"
     assert aud.status("hard@example.com").issue == "2020-09"
     assert aud.status("user@example.com").status == "complained"
@@ -222,7 +223,7 @@ def test_maildir_records_once_and_changes_nothing(env, tmp_path):
     again = _run(env, "--maildir", str(tmp_path / "md"))
     assert "recorded: 0 bounced (permanent), 0 soft" in again.output and "already recorded: 4 (read by an earlier run)" in again.output
     assert "ignored 0" not in again.output
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert [h[0] for h in aud.history("hard@example.com")] == ["bounced"]
     aud.close()
 
@@ -235,14 +236,14 @@ def test_soft_bounces_need_the_limit_on_different_issues(env, tmp_path):
     _maildir(tmp_path / "a", [_dsn("soft@example.com", "4.2.2", "<s0@example.org>"),
                               _dsn("soft@example.com", "4.2.2", "<s1@example.org>")] + same[1:])
     assert _run(env, "--maildir", str(tmp_path / "a")).exit_code == 0
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("soft@example.com") is None
     assert aud.soft_bounce_count("soft@example.com") == 2
     aud.close()
     _maildir(tmp_path / "b", [_dsn("soft@example.com", "4.2.2", "<s2@example.org>")])
     r = _run(env, "--maildir", str(tmp_path / "b"))
     assert "(1 reached the limit)" in r.output
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("soft@example.com").status == "bounced"
     assert aud.counts_for_issue("issue-2") == {"bounced": 1, "complained": 0, "unsubscribed": 0, "soft_bounces": 1}
     aud.close()
@@ -256,12 +257,12 @@ def test_mbox_is_read_not_changed_and_dry_run_records_nothing(env, tmp_path):
     before = (tmp_path / "bounces.mbox").read_bytes()
     dry = _run(env, "--mbox", str(tmp_path / "bounces.mbox"), "--dry-run")
     assert dry.exit_code == 0 and "bounced userx@example.com" in dry.output and "nothing recorded" in dry.output
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("userx@example.com") is None and aud.processed([]) == set()
     aud.close()
     assert _run(env, "--mbox", str(tmp_path / "bounces.mbox")).exit_code == 0
     assert (tmp_path / "bounces.mbox").read_bytes() == before
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("userx@example.com").status == "bounced"
     assert aud.status("user@example.com") is None  # the ARF has no ledger row here: for a human
     aud.close()
@@ -332,7 +333,7 @@ def test_imap_recognised_flagged_unrecognised_untouched(env, imap):
     flags = list(_flags(imap).values())  # in UID order, which is the order appended
     for n, flag in zip(names, flags, strict=True):
         assert flag == (b"" if EXPECTED[n][0] == "unrecognised" else b"$NewsletterSeen"), n
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("userx@example.cz") is None  # 4.4.1: counted, not bounced
     assert aud.status("joem@example.com").status == "bounced"
     assert aud.status("user@example.com").status == "complained"
@@ -389,7 +390,7 @@ def test_a_forged_report_changes_nothing_and_is_counted_unmatched(env, tmp_path,
                            ("2020-09", "a2@example.org", "<real-2@example.org>")])
     make, classified, named = FORGED[kind]
     raw = make()
-    [v] = Classifier(MessageIndex(env["state"] / "ledger.sqlite3"), lambda t: None).classify(raw)
+    [v] = Classifier(MessageIndex(State(env["state"])), lambda t: None).classify(raw)
     assert (v.kind, v.email, v.tied) == (classified, named, False)  # classified as before, not tied
     _maildir(tmp_path / "md", [raw])
     dry = _run(env, "--maildir", str(tmp_path / "md"), "--dry-run")
@@ -398,7 +399,7 @@ def test_a_forged_report_changes_nothing_and_is_counted_unmatched(env, tmp_path,
     assert r.exit_code == 0, r.output
     assert "0 bounced (permanent)" in r.output and "0 complaint(s)" in r.output
     assert "1 unmatched (not tied to our mail: left for a human)" in r.output, r.output
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("a1@example.org") is None and aud.status("a2@example.org") is None
     assert aud.processed([hashlib.sha256(raw).hexdigest()]) == set()  # a human may still act on it
     aud.close()
@@ -409,7 +410,7 @@ def test_the_same_report_tied_by_its_ledger_row_uses_the_ledgers_recipient(env, 
     _maildir(tmp_path / "md", [_dsn("someone-else@example.net", "5.1.1", "<real-2@example.org>")])
     r = _run(env, "--maildir", str(tmp_path / "md"))
     assert "1 bounced (permanent)" in r.output and "0 unmatched" in r.output, r.output
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("a2@example.org").status == "bounced" and aud.status("someone-else@example.net") is None
     aud.close()
 
@@ -429,7 +430,7 @@ def test_imap_leaves_forged_reports_unflagged_and_unmoved(env, imap):
     r = _run(env, "--imap", "--move-to", "Processed", extra_env=imap.env())
     assert r.exit_code == 0 and "2 unmatched" in r.output, r.output
     assert list(_flags(imap).values()) == [b"", b""]
-    aud = Audience.in_state(env["state"])
+    aud = State(env["state"]).audience()
     assert aud.status("a1@example.org") is None and aud.status("a2@example.org") is None
     aud.close()
 
@@ -439,10 +440,10 @@ def test_the_ledger_on_postgresql_ties_a_bounce_by_its_message_id(database_url, 
     from newsletter_mailer.ledger import Ledger
     from newsletter_mailer.providers.base import Outcome
 
-    ledger = Ledger.in_state(tmp_path, database_url)
+    ledger = State(tmp_path, database_url).ledger()
     ledger.begin("2020-09", ["ann@example.com"], "smtp", ["<pg-1@example.org>"])
     ledger.finish("2020-09", [Outcome("ann@example.com", True, "<pg-1@example.org>")])
     ledger.close()
-    c = Classifier(MessageIndex(tmp_path / "ledger.sqlite3", database_url), lambda t: None)
+    c = Classifier(MessageIndex(State(tmp_path, database_url)), lambda t: None)
     [v] = c.classify(_dsn("ann-forwarded@example.net", "5.1.1", "<PG-1@example.org>"))
     assert (v.kind, v.email, v.issue, v.permanent) == ("bounce", "ann@example.com", "2020-09", True)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.providers.base import Outcome
+from newsletter_mailer.state import State
 
 
 def test_a_batch_begins_and_finishes_with_each_outcome(tmp_path, database_url):
-    ledger = Ledger.in_state(tmp_path / "state", database_url)
+    ledger = State(tmp_path / "state", database_url).ledger()
     try:
         emails = ["A@example.org", "b@example.org", "c@example.org", "d@example.org"]
         ledger.begin("i1", emails, "smtp", ["<a@x>", "<b@x>", "<c@x>", None])

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
 from tests.conftest import MINI_ISSUE
+from newsletter_mailer.state import State
 
 runner = CliRunner()
 LIST = "email,name\nann@example.org,Ann\nbob@example.org,Bob\n"
@@ -60,7 +61,7 @@ def test_a_reply_to_the_mailto_unsubscribes_that_reader(newsletter_dir):
     assert r.stdout.split() == ["ann@example.org"]
     from newsletter_mailer.audience.store import Audience
 
-    store = Audience.in_state(nl / "state")
+    store = State(nl / "state").audience()
     entry = store.status("ann@example.org")
     store.close()
     assert (entry.status, entry.source, entry.issue) == ("unsubscribed", "mailbox", "mini")

@@ -20,6 +20,7 @@ from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.providers.base import Outcome
 from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
 from tests.helpers.sendgrid_api import KEY, FakeSendGrid, serve
+from newsletter_mailer.state import State
 
 runner = CliRunner()
 LIST = "".join(["email,name\n"] + [f"reader{i}@example.org,Reader {i}\n" for i in range(12)])
@@ -49,7 +50,7 @@ def send(nl: Path, slug: str, *extra: str, env: dict | None = None) -> None:
 
 def fill_store(nl: Path) -> None:
     """What readers did, through the store's own APIs: some of it about mini, some about older."""
-    store = Audience.in_state(nl / "state")
+    store = State(nl / "state").audience()
     store.record([Change("reader1@example.org", "unsubscribed", "link", issue="mini"),
                   Change("reader1@example.org", "unsubscribed", "one-click", issue="mini"),  # the same reader
                   Change("reader2@example.org", "unsubscribed", "one-click", issue="mini"),
@@ -67,7 +68,7 @@ def fill_store(nl: Path) -> None:
 
 def fail_one(nl: Path) -> None:
     """A permanent refusal, recorded as a send records it."""
-    ledger = Ledger.in_state(nl / "state")
+    ledger = State(nl / "state").ledger()
     ledger.begin("mini", ["late@example.org"], "outbox")
     ledger.finish("mini", [Outcome("late@example.org", ok=False, error="550 no such user", permanent=True)])
     ledger.close()

@@ -321,9 +321,9 @@ def test_a_postfix_bounce_to_the_verp_address_is_matched_to_its_reader(nl):
     assert r.exit_code == 0, r.output
     assert "1 bounced (permanent)" in r.output and "1 unmatched" in r.output, r.output
 
-    from newsletter_mailer.audience.store import Audience
+    from newsletter_mailer.state.handle import State
 
-    store = Audience.in_state(nl / ".newsletter")
+    store = State(nl / ".newsletter").audience()
     try:
         status = {a: getattr(store.status(a), "status", None) for a in READERS}
     finally:

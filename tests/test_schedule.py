@@ -23,6 +23,7 @@ from newsletter_mailer.schema import slug_of
 from newsletter_mailer.send import Options, Sender, prepare
 from tests.helpers.prism import prism_server
 from tests.helpers.sendgrid_api import KEY, FakeSendGrid, serve
+from newsletter_mailer.state import State
 
 pytest.importorskip("sendgrid")
 
@@ -79,7 +80,7 @@ def send_cli(nl: Path, fake: FakeSendGrid, *extra: str, provider: str = "sendgri
 
 
 def ledger_rows(nl: Path) -> dict[str, str]:
-    ledger = Ledger(nl / "state" / "ledger.sqlite3")
+    ledger = State(nl / "state").ledger()
     try:
         return {r.email: r.status for r in ledger.rows(slug_of(nl / "issues" / "mini.yaml"))}
     finally:
@@ -141,7 +142,7 @@ def test_every_request_of_a_2500_recipient_send_carries_one_batch_id_and_send_at
     assert [(b["batch_id"], b["send_at"]) for b in fake.mail] == [(fake.batches[0], send_at)] * 3
     rows = ledger_rows(nl)
     assert len(rows) == 2500 and set(rows.values()) == {"scheduled"}
-    ledger = Ledger(nl / "state" / "ledger.sqlite3")
+    ledger = State(nl / "state").ledger()
     assert ledger.schedules("mini") == [(fake.batches[0], send_at, 2500, "Europe/London")]
     ledger.close()
 
@@ -236,7 +237,7 @@ def test_an_old_ledger_opens_keeps_its_rows_and_takes_scheduled_sends(nl, fake):
     assert r.exit_code == 0, r.stderr
     assert ledger_rows(nl) == {"reader0@example.org": "sent", "reader1@example.org": "failed",
                                "reader2@example.org": "scheduled"}
-    ledger = Ledger(nl / "state" / "ledger.sqlite3")
+    ledger = State(nl / "state").ledger()
     [failed] = ledger.rows("mini", "failed")
     assert (failed.reason, failed.permanent, failed.attempts) == ("refused", True, 2)
     ledger.close()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
 from tests.conftest import EXAMPLE_ISSUE, EXAMPLE_LIST, EXAMPLE_SETTINGS
+from newsletter_mailer.state import State
 
 runner = CliRunner()
 
@@ -235,7 +236,7 @@ def test_broken_list_is_an_error_before_sending(folder: Path, content: str, expe
 def test_interrupted_attempt_is_held_back_until_resend_uncertain(folder: Path):
     from newsletter_mailer.ledger import Ledger
 
-    ledger = Ledger.in_state(folder / ".newsletter")
+    ledger = State(folder / ".newsletter").ledger()
     ledger.begin("mini", ["bob@example.org"], "outbox")  # as if killed mid-attempt
     ledger.close()
     r = send("--yes")
@@ -331,7 +332,7 @@ def batch_parts(folder: Path):
     p = prepare(Options(issue=Path("issues/mini.yaml"), provider="outbox", outbox=folder / "outbox",
                         state=folder / ".newsletter"))
     p.provider.open()
-    ledger = Ledger.in_state(p.state_dir)
+    ledger = p.state.ledger()
     batch = [p.recipient("ann@example.org", "Ann", {}), p.recipient("Bob@example.org", "Bob", {})]
     yield p, ledger, batch, Summary(plan=Plan(), provider="outbox")
     ledger.close()

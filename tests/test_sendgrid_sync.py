@@ -13,6 +13,7 @@ from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.audience.sendgrid_sync import PAGE, UrllibFetch, sync
 from tests.helpers.prism import prism_server
 from tests.helpers.sendgrid_api import KEY, FakeSendGrid, Generated, serve
+from newsletter_mailer.state import State
 
 BOUNCES, SPAM, INVALID, BLOCKS, UNSUBS = (f"/v3/suppression/{n}" for n in
                                           ("bounces", "spam_reports", "invalid_emails", "blocks", "unsubscribes"))
@@ -29,7 +30,7 @@ def fake():
 
 @pytest.fixture
 def store(tmp_path):
-    s = Audience.in_state(tmp_path / "state")
+    s = State(tmp_path / "state").audience()
     yield s
     s.close()
 

@@ -14,6 +14,7 @@ from newsletter_mailer.errors import NewsletterError, one_line
 from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.schema import SLUG_MAX, slug_of
 from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
+from newsletter_mailer.state import State
 
 runner = CliRunner()
 
@@ -73,7 +74,7 @@ def test_every_command_refuses_an_unsafe_issue_file_name_before_writing_anything
     issue.write_text(MINI_ISSUE, encoding="utf-8")
     if command == "status-with-ledger":
         (project / ".newsletter").mkdir()
-        Ledger(project / ".newsletter" / "ledger.sqlite3").close()
+        State(project / ".newsletter").ledger().close()
     before = _tree(project)
     result = runner.invoke(app, [a.replace("{issue}", f"issues/{name}") for a in COMMANDS[command]])
     assert result.exit_code == 2, (result.output, result.exception)

@@ -16,6 +16,7 @@ from newsletter_mailer.state.migrations import MIGRATIONS, TABLES, version
 from newsletter_mailer.providers.base import Outcome
 from tests.conftest import EXAMPLE_SETTINGS
 from tests.helpers.postgres import query
+from newsletter_mailer.state import State
 
 runner = CliRunner()
 
@@ -36,12 +37,12 @@ def a_state(folder) -> None:
     """A SQLite state with rows in the ledger, the store, its history, a rate bucket and SendGrid's tables."""
     from newsletter_mailer.audience import sendgrid_store
 
-    ledger = Ledger.in_state(folder)
+    ledger = State(folder).ledger()
     ledger.begin("mini", ["a@example.org", "b@example.org", "c@example.org"], "smtp")
     ledger.finish("mini", [Outcome("a@example.org", True, "<1@x>"), Outcome("b@example.org", False, error="550")])
     ledger.add_schedule("mini", "batch-1", 1_900_000_000, "Europe/London")
     ledger.close()
-    store = Audience.in_state(folder)
+    store = State(folder).audience()
     store.record([Change("u@example.org", "unsubscribed", "one-click", issue="mini"),
                   Change("s@example.org", "subscribed", "form", name="S")])
     store.hit("client:1.2.3.4", 5)
@@ -56,7 +57,7 @@ def a_state(folder) -> None:
 
 
 def test_sqlite_files_carry_their_schema_version(tmp_path):
-    ledger, store = Ledger.in_state(tmp_path), Audience.in_state(tmp_path)
+    ledger, store = State(tmp_path).ledger(), State(tmp_path).audience()
     assert version(ledger.db, "ledger") == len(MIGRATIONS["ledger"])
     assert version(store.db, "audience") == len(MIGRATIONS["audience"])
     ledger.close(), store.close()
@@ -89,10 +90,10 @@ def test_copy_moves_every_table_and_verifies_the_counts(nl, pg_cluster):
         assert f"{table}: {n} row(s), verified" in result.output
         assert query(url, f"SELECT count(*) FROM {table}") == [(n,)]
     assert set(expected) == {t for tables in TABLES.values() for t in tables}
-    ledger = Ledger.in_state(nl, url)
+    ledger = State(nl, url).ledger()
     assert ledger.counts("mini")["sent"] == 1 and ledger.states("mini")["b@example.org"] == ("failed", False)
     ledger.close()
-    store = Audience.in_state(nl, url)
+    store = State(nl, url).audience()
     store.record([Change("new@example.org", "unsubscribed", "link")])  # history ids continue past the copy
     assert [h[0] for h in store.history("u@example.org")] == ["unsubscribed"]
     store.close()
@@ -117,7 +118,7 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port_never_the_pass
     port = pg_cluster.port + 1 if pg_cluster.port < 65535 else pg_cluster.port - 1
     url = f"postgresql://news:hunter2@127.0.0.1:{port}/news"
     with pytest.raises(NewsletterError) as caught:
-        Ledger.in_state(nl, url)
+        State(nl, url).ledger()
     assert caught.value.message.startswith(f"cannot reach the database at 127.0.0.1:{port}/news — ")
     assert "hunter2" not in caught.value.format()
     result = cli("state", "init", env={URL_ENV: url})
@@ -143,10 +144,10 @@ def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_
                    "('ann@example.org', 'unsubscribed', 'cli', 'x')")
     db.close()
     with pytest.raises(NewsletterError, match="state init"):
-        Audience(nl / "unused.sqlite3", url)
+        State(nl, url).audience()
     result = cli("state", "init", env={URL_ENV: url})
     assert result.exit_code == 0 and "audience: v1 → v2" in result.output, result.output
-    store = Audience(nl / "unused.sqlite3", url)
+    store = State(nl, url).audience()
     try:
         assert store.status("ann@example.org").status == "unsubscribed"
         assert store.soft_bounce_count("ann@example.org") == 0  # the v2 table is there

@@ -263,8 +263,8 @@ class _FormFields(HTMLParser):
             self.controls.append(a)
 
 
-def test_the_readmes_sign_up_snippet_posts_what_the_app_expects(server, client):
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_the_docs_sign_up_snippet_posts_what_the_app_expects(server, client):
+    readme = (ROOT / "docs" / "readers.md").read_text(encoding="utf-8")
     block = readme.split("<!-- signup-snippet:start -->", 1)[1].split("<!-- signup-snippet:end -->", 1)[0]
     parsed = _FormFields()
     parsed.feed(block.split("```html", 1)[1].split("```", 1)[0])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.providers.sendgrid import Api
 from newsletter_mailer.send import Options, ledger_of
 
@@ -25,12 +24,12 @@ class CancelReport:
 
 def cancel_scheduled(options: Options, api: Api | None = None) -> CancelReport:
     """Cancel every batch of the issue still ahead; api replaces SendGrid in tests."""
-    settings, slug, path, url = ledger_of(options)
+    settings, slug, state = ledger_of(options)
     report = CancelReport(slug, settings.timezone)
-    if url is None and not path.exists():
+    ledger = state.ledger(create=False)
+    if ledger is None:
         return report
     now = options.now().timestamp()
-    ledger = Ledger(path, url)
     try:
         for batch_id, send_at, count, zone in ledger.schedules(slug):
             if not count:

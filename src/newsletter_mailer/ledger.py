@@ -12,24 +12,34 @@ one `schedules` row per batch with its time; `cancel` turns them 'cancelled'.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable, Iterator
 
 from newsletter_mailer.state import migrations
-from newsletter_mailer.state.db import ERRORS, Database
-from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.state.folder import state_folder
+from newsletter_mailer.state.db import Database
+from newsletter_mailer.state.handle import LEDGER_FILE as FILE  # noqa: F401 - where it is on SQLite
 
-FILE = "ledger.sqlite3"
 # Databases written by earlier versions also allow a 'queued' status in the CHECK; no row has it.
 STATUSES = ("sending", "sent", "failed", "uncertain", "scheduled", "cancelled")
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def upgrade_sqlite(db: Database) -> None:
+    """A SQLite ledger from before scheduling: its status CHECK lacks 'scheduled' and 'cancelled'
+    (SQLite cannot alter a CHECK) and it has no batch_id column, so the table is rebuilt with
+    every row copied, in one transaction: a crash leaves the old table whole."""
+    with db.transaction():
+        found = db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='deliveries'").fetchone()
+        if found is not None and "'scheduled'" not in found[0]:
+            columns = ", ".join(r[1] for r in db.execute("PRAGMA table_info(deliveries)") if r[1] != "batch_id")
+            db.execute(migrations.DELIVERIES.format(name="deliveries_new"))
+            db.execute(f"INSERT INTO deliveries_new ({columns}) SELECT {columns} FROM deliveries")
+            db.execute("DROP TABLE deliveries")
+            db.execute("ALTER TABLE deliveries_new RENAME TO deliveries")
 
 
 def key(email: str) -> str:
@@ -50,49 +60,18 @@ class Row:
 
 
 class Ledger:
-    """The ledger in a SQLite file (path) or, given url, in PostgreSQL (initialised by `state init`)."""
+    """The ledger over an opened, migrated database: made only by `State.ledger()` (state/handle.py)."""
 
-    def __init__(self, path: Path, url: str | None = None):
-        self.path = path
-        if url is not None:
-            self.db = migrations.open_postgres(url, "ledger")
-            return
-        try:
-            state_folder(path.parent)
-            if path.is_symlink():  # SQLite would follow it: the ledger must be where it is said to be
-                raise NewsletterError("the send ledger is a link", path=path, hint="remove the link")
-            try:
-                # Created readable by the user only (it lists every subscriber's address), exclusively.
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                pass
-            self.db = Database.sqlite(path)
-            self._upgrade()
-            migrations.migrate(self.db, "ledger")
-        except (OSError, *ERRORS) as exc:
-            raise NewsletterError(f"cannot open the send ledger: {exc}", path=path,
-                                  hint="check the --state folder") from None
-
-    def _upgrade(self) -> None:
-        """A SQLite ledger from before scheduling: its status CHECK lacks 'scheduled' and 'cancelled'
-        (SQLite cannot alter a CHECK) and it has no batch_id column, so the table is rebuilt with
-        every row copied, in one transaction: a crash leaves the old table whole."""
-        with self.db.transaction():
-            found = self.db.execute("SELECT sql FROM sqlite_master WHERE type='table' AND name='deliveries'").fetchone()
-            if found is not None and "'scheduled'" not in found[0]:
-                columns = ", ".join(r[1] for r in self.db.execute("PRAGMA table_info(deliveries)")
-                                    if r[1] != "batch_id")
-                self.db.execute(migrations.DELIVERIES.format(name="deliveries_new"))
-                self.db.execute(f"INSERT INTO deliveries_new ({columns}) SELECT {columns} FROM deliveries")
-                self.db.execute("DROP TABLE deliveries")
-                self.db.execute("ALTER TABLE deliveries_new RENAME TO deliveries")
-
-    @classmethod
-    def in_state(cls, state_dir: Path, url: str | None = None) -> Ledger:
-        return cls(state_dir / FILE, url)
+    def __init__(self, db: Database):
+        self.db = db
 
     def close(self) -> None:
         self.db.close()
+
+    def message_ids(self) -> Iterator[tuple[str, str, str]]:
+        """(Message-ID, issue, email) of every row that has one: the inbox ties reports to our mail."""
+        yield from self.db.execute(
+            "SELECT message_id, issue, email FROM deliveries WHERE message_id IS NOT NULL")
 
     def _tx(self, sql: str, rows: Iterable[tuple]) -> None:
         with self.db.transaction():

@@ -20,12 +20,11 @@ from typing import Callable, ContextManager, Iterator, Mapping
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
-from newsletter_mailer.state.folder import state_dir as default_state_dir
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.state import send_lock
 from newsletter_mailer.state.db import ERRORS as db_errors
-from newsletter_mailer.state.db import database_url, unreachable
-from newsletter_mailer.ledger import FILE as LEDGER_FILE
+from newsletter_mailer.state.db import unreachable
+from newsletter_mailer.state.handle import State
 from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
 from newsletter_mailer.mergefields import url_placeholders
@@ -70,7 +69,7 @@ class Prepared:
     options: Options
     composed: Composed
     provider: Provider
-    state_dir: Path
+    state: State                            # where the ledger, the store and the lock live: resolved once
     notes: list[str]
     links: ReaderLinks                      # each address's unsubscribe link (and token), decided once
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
@@ -87,8 +86,9 @@ class Prepared:
                               token)
 
 
-def state_dir_for(options: Options, settings_dir: Path) -> Path:
-    return default_state_dir(settings_dir, options.state)
+def state_for(options: Options, settings: Settings, settings_dir: Path) -> State:
+    """The one state handle of this command (--state, the settings, NEWSLETTER_DATABASE_URL)."""
+    return State.resolve(settings, settings_dir, options.env, options.state)
 
 
 def outbox_for(options: Options, settings_dir: Path) -> Path:
@@ -109,14 +109,14 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     when = _when(options, settings, provider)
-    state_dir = state_dir_for(options, settings_dir)
+    state = state_for(options, settings, settings_dir)
     notes: list[str] = []
-    links = _unsubscribe_source(options, settings, provider.name, state_dir, notes, composed.slug)
+    links = _unsubscribe_source(options, settings, provider.name, state, notes, composed.slug)
     if provider.name == "sendgrid" and settings.delivery.return_path:
         notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state_dir, notes, links, new_id, when, warnings)
+    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:
@@ -193,7 +193,7 @@ class ReaderLinks:
     token: Callable[[str], str] | None = None
 
 
-def _unsubscribe_source(options: Options, settings: Settings, provider_name: str, state_dir: Path,
+def _unsubscribe_source(options: Options, settings: Settings, provider_name: str, state: State,
                         notes: list[str], slug: str) -> ReaderLinks:
     """Where every recipient's unsubscribe link comes from: the provider's own; the settings'
     unsubscribe_url filled per address (with an HMAC token when it asks for one); or, with
@@ -210,7 +210,7 @@ def _unsubscribe_source(options: Options, settings: Settings, provider_name: str
     sealed = template is None or settings.unsubscribe_mailto or settings.delivery.verp  # VERP: bounces+<token>@
     secret = b""
     if sealed or hmac:
-        secret, note = unsubscribe.load_secret(state_dir, options.env, create=not options.dry_run)
+        secret, note = state.secret(options.env, create=not options.dry_run)
         if note:
             notes.append(note)
     seal = None
@@ -262,10 +262,9 @@ def _decide(state: tuple[str, bool] | None, o: Options) -> str:
 def _sync_from_sendgrid(p: Prepared) -> str:
     """SendGrid's suppressions into the store before planning, so nobody SendGrid suppressed is
     even attempted. A failure stops the send before anything goes out (--no-sync skips it)."""
-    from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.audience.sendgrid_sync import KeyRefused, sync
 
-    store = Audience.in_state(p.state_dir, database_url(p.composed.settings, p.options.env))
+    store = p.state.audience()
     try:
         report = sync(p.composed.settings, store, p.options.env)
     except KeyRefused as exc:
@@ -292,8 +291,8 @@ class Sender:
         o = p.options
         if p.provider.name == "sendgrid" and o.sync and not o.dry_run:
             p.notes.append(_sync_from_sendgrid(p))
-        self.url = database_url(p.composed.settings, o.env)  # None: SQLite files in the state folder
-        self.audience = SendAudience(p.state_dir, self.url, dry_run=o.dry_run)
+        self.url = p.state.url  # None: SQLite files in the state folder
+        self.audience = SendAudience(p.state, dry_run=o.dry_run)
         if o.list_path is None and not self.audience.signups:
             self.audience.close()
             raise NewsletterError("no subscriber list: pass --list subscribers.csv "
@@ -323,13 +322,11 @@ class Sender:
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
         if self.p.options.dry_run:
-            path = self.p.state_dir / LEDGER_FILE
-            if self.url is not None or path.exists():
-                self.ledger = Ledger(path, self.url)
+            self.ledger = self.p.state.ledger(create=False)
         else:
             # One send per issue at a time (a second would race the first through the ledger).
-            self.ledger = Ledger.in_state(self.p.state_dir, self.url)  # first: its schema is checked
-            self._lock = send_lock.acquire(self.slug, self.p.state_dir, self.url)
+            self.ledger = self.p.state.ledger()  # first: its schema is checked
+            self._lock = self.p.state.send_lock(self.slug)
 
     def plan(self) -> Plan:
         """The validating pass: the whole list read, checked and matched with the ledger."""
@@ -571,7 +568,7 @@ class IssueStatus:
     """What the ledger says about one issue (in-flight rows counted as uncertain)."""
 
     slug: str
-    ledger_path: Path
+    state: State
     counts: dict[str, int] = field(default_factory=dict)   # empty: no ledger yet
     rows: list[Row] = field(default_factory=list)
     per_request: list[type] = field(default_factory=list)  # providers whose uncertain unit is a request
@@ -580,39 +577,35 @@ class IssueStatus:
     readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
 
 
-def ledger_of(options: Options) -> tuple[Settings, str, Path, str | None]:
-    """Settings, the issue's slug, where its ledger file is (it may not exist yet) and the database
-    URL that replaces the file, if any."""
+def ledger_of(options: Options) -> tuple[Settings, str, State]:
+    """Settings, the issue's slug and the state its ledger is in (it may not exist yet)."""
     settings, settings_dir = load_settings(options.config)
     if not options.issue.is_file():  # a mistyped name would otherwise read as "not sent yet"
         raise unreadable(options.issue, FileNotFoundError() if not options.issue.exists() else IsADirectoryError())
-    return (settings, slug_of(options.issue), state_dir_for(options, settings_dir) / LEDGER_FILE,
-            database_url(settings, options.env))
+    return settings, slug_of(options.issue), state_for(options, settings, settings_dir)
 
 
 def issue_status(options: Options) -> IssueStatus:
-    settings, slug, path, url = ledger_of(options)
-    if url is None and not path.exists():
-        return IssueStatus(slug, path)
-    ledger = Ledger(path, url)
+    settings, slug, state = ledger_of(options)
+    ledger = state.ledger(create=False)
+    if ledger is None:
+        return IssueStatus(slug, state)
     try:
         counts, rows, schedules = ledger.counts(slug), list(ledger.rows(slug)), ledger.schedules(slug)
     finally:
         ledger.close()
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
-    return IssueStatus(slug, path, counts, rows, per_request, schedules, settings.timezone,
-                       _readers(path.parent, slug))
+    return IssueStatus(slug, state, counts, rows, per_request, schedules, settings.timezone,
+                       _readers(state, slug))
 
 
-def _readers(state_dir: Path, slug: str) -> dict[str, int]:
+def _readers(state: State, slug: str) -> dict[str, int]:
     """Unsubscribes, bounces and complaints attributed to the issue, from the audience store if
     there is one (never created just to be read)."""
-    from newsletter_mailer.audience.store import FILE, Audience
-
-    if not (state_dir / FILE).exists():
+    store = state.audience(create=False)
+    if store is None:
         return {}
-    store = Audience.in_state(state_dir)
     try:
         return store.counts_for_issue(slug)
     finally:

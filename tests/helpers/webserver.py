@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from newsletter_mailer.state import State
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "web-test-secret-0123456789abcdef"
@@ -47,7 +48,7 @@ class WebServer:
     def audience(self):
         from newsletter_mailer.audience.store import Audience
 
-        return Audience.in_state(self.state)
+        return State(self.state).audience()
 
 
 def free_port() -> int:
@@ -56,16 +57,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(folder: Path, web_settings: str = "") -> WebServer:
+def start(folder: Path, web_settings: str = "", state: Path | None = None) -> WebServer:
+    """The app of the example settings in folder (its state in folder/state, or `state`); the
+    environment's NEWSLETTER_DATABASE_URL, if set, is the server's as a deployment's would be."""
     from newsletter_mailer.settings import load_settings
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "newsletter.toml", folder / "newsletter.toml")
     with open(folder / "newsletter.toml", "a", encoding="utf-8") as f:
         f.write(f'\n[web]\nbase_url = "{url}"\n{web_settings}\n')
     settings = load_settings(folder / "newsletter.toml")[0]
-    state, outbox, log = folder / "state", folder / "outbox", folder / "server.log"
+    state, outbox, log = state or folder / "state", folder / "outbox", folder / "server.log"
     env = dict(os.environ, NEWSLETTER_CONFIG=str(folder / "newsletter.toml"), NEWSLETTER_STATE=str(state),
                NEWSLETTER_OUTBOX=str(outbox), NEWSLETTER_SECRET=SECRET,
                PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))

@@ -19,14 +19,15 @@ from __future__ import annotations
 import email
 import email.policy
 import re
-import sqlite3
 from dataclasses import dataclass
 from email.message import Message
 from email.utils import getaddresses, parseaddr
-from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from newsletter_mailer.ledger import key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from newsletter_mailer.state.handle import State
 
 BOUNCE, COMPLAINT, UNSUBSCRIBE, AUTOREPLY, UNRECOGNISED, UNMATCHED = (
     "bounce", "complaint", "unsubscribe", "autoreply", "unrecognised", "unmatched")
@@ -56,11 +57,11 @@ TokenReader = Callable[[str], "tuple[str, str | None] | None"]
 
 
 class MessageIndex:
-    """Message-ID -> (issue, email) from the send ledger (SQLite file or PostgreSQL), read-only and
-    loaded once on first use: the ledger has no index on message_id and is not ours to change."""
+    """Message-ID -> (issue, email) from the send ledger, read through the state handle and loaded
+    once on first use (never created just to be read): the ledger has no index on message_id."""
 
-    def __init__(self, ledger_path: Path | None, url: str | None = None):
-        self.path, self.url = ledger_path, url
+    def __init__(self, state: State | None):
+        self.state = state
         self._ids: dict[str, tuple[str, str]] | None = None
 
     def find(self, message_id: str | None) -> tuple[str, str] | None:
@@ -71,22 +72,13 @@ class MessageIndex:
         return self._ids.get(_bare_id(message_id))
 
     def _load(self) -> dict[str, tuple[str, str]]:
-        sql = "SELECT message_id, issue, email FROM deliveries WHERE message_id IS NOT NULL"
-        if self.url is not None:
-            from newsletter_mailer.state import migrations
-
-            db = migrations.open_postgres(self.url, "ledger")
-            try:
-                return {_bare_id(m): (i, e) for m, i, e in db.execute(sql)}
-            finally:
-                db.close()
-        if self.path is None or not self.path.is_file():
+        ledger = self.state.ledger(create=False) if self.state is not None else None
+        if ledger is None:
             return {}
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
-            return {_bare_id(m): (i, e) for m, i, e in db.execute(sql)}
+            return {_bare_id(m): (i, e) for m, i, e in ledger.message_ids()}
         finally:
-            db.close()
+            ledger.close()
 
 
 def _bare_id(message_id: str) -> str:

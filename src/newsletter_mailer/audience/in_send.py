@@ -12,10 +12,9 @@ A dry run reads the store only if it exists: it creates nothing (a database is a
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
-from newsletter_mailer.audience.store import FILE, Audience
+from newsletter_mailer.state.handle import State
 from newsletter_mailer.providers.base import Recipient
 from newsletter_mailer.subscribers import Subscriber
 
@@ -23,9 +22,8 @@ STORE = " (audience store)"  # appended to the status: "unsubscribed (audience s
 
 
 class SendAudience:
-    def __init__(self, state_dir: Path, url: str | None = None, *, dry_run: bool):
-        path = state_dir / FILE
-        self.store = None if dry_run and url is None and not path.exists() else Audience(path, url)
+    def __init__(self, state: State, *, dry_run: bool):
+        self.store = state.audience(create=not dry_run)
         self.mark = self.store.change_mark() if self.store else None
         self.suppressed = self.store.suppressed() if self.store else {}  # as the plan saw it
         self.now = self.suppressed  # as the store says now (re-read when it has changed)

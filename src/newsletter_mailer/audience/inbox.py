@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Iterator
 
 from newsletter_mailer.audience import bounces
@@ -19,6 +18,7 @@ from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.audience.bounces import Classifier, Verdict
 from newsletter_mailer.errors import one_line
 from newsletter_mailer.settings import Settings
+from newsletter_mailer.state.handle import State
 
 BATCH = 200
 _STATUS = {bounces.COMPLAINT: "complained", bounces.UNSUBSCRIBE: "unsubscribed"}
@@ -54,16 +54,13 @@ class Summary:
             self.unrecognised += 1
 
 
-def classifier_for(settings: Settings, state_dir: Path, env: dict[str, str]) -> Classifier:
+def classifier_for(settings: Settings, state: State, env: dict[str, str]) -> Classifier:
     """Matching needs the ledger (Message-IDs) and the unsubscribe secret (tokens); neither is created."""
     from newsletter_mailer import tokens
-    from newsletter_mailer.state.db import database_url
-    from newsletter_mailer.unsubscribe import load_secret
 
-    secret, _ = load_secret(state_dir, env, create=False)
+    secret, _ = state.secret(env, create=False)
     list_id = settings.list_id_header
-    index = bounces.MessageIndex(state_dir / "ledger.sqlite3", database_url(settings, env))
-    return Classifier(index,
+    return Classifier(bounces.MessageIndex(state),
                       lambda token: tokens.read_unsubscribe(secret, list_id, token),
                       settings.unsubscribe_mailto)
 

@@ -19,26 +19,19 @@ Precedence, so that nothing but the reader can undo what the reader asked for:
 from __future__ import annotations
 
 import json
-import os
-import stat
 import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable, Iterator
 
-from newsletter_mailer import files
 
-from newsletter_mailer.state import migrations
-from newsletter_mailer.state.db import ERRORS, Database
-from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.state.folder import state_folder
+from newsletter_mailer.state.db import Database
+from newsletter_mailer.state.handle import AUDIENCE_FILE as FILE  # noqa: F401 - where it is on SQLite
 from newsletter_mailer.ledger import key
 from newsletter_mailer.state.migrations import AUDIENCE_STATUSES
 
-FILE = "audience.sqlite3"
 STATUSES = AUDIENCE_STATUSES
 SUPPRESSED = ("unsubscribed", "bounced", "complained")
 SOURCES = ("link", "one-click", "form", "cli", "import", "sendgrid", "mailbox")
@@ -91,42 +84,12 @@ def applies(current: str | None, change: Change) -> bool:
     return current != "unsubscribed" or change.source == "form"
 
 
-def _create_private(path: Path) -> None:
-    """The file made 0600 by us, never through a link: it lists every reader's address."""
-    state_folder(path.parent)
-    try:
-        files.create_new(path, b"", files.PRIVATE)
-    except FileExistsError:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            raise OSError(f"{path} is not a regular file (a link?)") from None
-
-
 class Audience:
-    """The store in a SQLite file (path) or, given url, in PostgreSQL (initialised by `state init`)."""
+    """The store over an opened, migrated database: made only by `State.audience()` (state/handle.py),
+    or over a pool's connection (state/pool.py)."""
 
-    def __init__(self, path: Path, url: str | None = None):
-        self.path = path
-        if url is not None:
-            self.db = migrations.open_postgres(url, "audience")
-            return
-        try:
-            _create_private(path)
-            self.db = Database.sqlite(path)
-            migrations.migrate(self.db, "audience")
-        except (OSError, *ERRORS) as exc:
-            raise NewsletterError(f"cannot open the audience store: {exc}", path=path,
-                                  hint="check the --state folder") from None
-
-    @classmethod
-    def on(cls, db: Database) -> Audience:
-        """The store over a connection already checked (state/pool.py: one from a pool)."""
-        store = cls.__new__(cls)
-        store.path, store.db = Path(db.label), db
-        return store
-
-    @classmethod
-    def in_state(cls, state_dir: Path, url: str | None = None) -> Audience:
-        return cls(state_dir / FILE, url)
+    def __init__(self, db: Database):
+        self.db = db
 
     def close(self) -> None:
         self.db.close()

@@ -24,10 +24,9 @@ COLUMNS = ("email", "status", "source", "issue", "reason", "name", "updated_at")
 @contextmanager
 def _store(config: Optional[Path], state: Optional[Path]) -> Iterator:
     """The audience store of --state (default .newsletter/ next to newsletter.toml), closed after."""
-    from newsletter_mailer.audience.store import Audience
-    from newsletter_mailer.cli.common import state_location
+    from newsletter_mailer.cli.common import settings_and_state
 
-    store = Audience.in_state(*state_location(config, state))
+    store = settings_and_state(config, state, settings_optional=True)[2].audience()
     try:
         yield store
     finally:

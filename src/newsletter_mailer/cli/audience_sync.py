@@ -15,17 +15,13 @@ from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting
 
 def sync(config: ConfigOpt = None, state: StateOpt = None) -> None:
     """Pull SendGrid's bounces, spam reports, invalid emails, blocks and unsubscribes into the store."""
-    from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.cli.progress import progress
-    from newsletter_mailer.state.db import database_url
     from newsletter_mailer.audience.sendgrid_sync import sync as pull
-    from newsletter_mailer.settings import load_settings
-    from newsletter_mailer.state.folder import state_dir as default_state_dir
+    from newsletter_mailer.cli.common import settings_and_state
 
     with reporting():
-        settings, settings_dir = load_settings(config)
-        url = database_url(settings, os.environ)
-        store = Audience.in_state(default_state_dir(settings_dir, state), url)
+        settings, _, st = settings_and_state(config, state)
+        store = st.audience()
         try:
             with progress("syncing", None, "entries") as advance:
                 report = pull(settings, store, os.environ, advance=advance)

@@ -122,19 +122,19 @@ def reporting() -> Iterator[None]:
         fail(exc)
 
 
-def state_location(config: Optional[Path], state: Optional[Path]) -> tuple[Path, Optional[str]]:
-    """The state folder (--state, else .newsletter/ next to newsletter.toml) and the database URL, if
-    any. With --state and no settings file, only NEWSLETTER_DATABASE_URL can name a database."""
+def settings_and_state(config: Optional[Path], state: Optional[Path], *, settings_optional: bool = False):
+    """(settings, settings_dir, State): the settings and the command's one state handle, resolved once
+    here and passed down. With settings_optional, --state and no settings file give (None, None, State)
+    and only NEWSLETTER_DATABASE_URL can name a database."""
     import os
 
-    from newsletter_mailer.state.db import database_url
     from newsletter_mailer.settings import load_settings
-    from newsletter_mailer.state.folder import state_dir
+    from newsletter_mailer.state.handle import State
 
-    if state is not None and config is None and not Path("newsletter.toml").exists():
-        return state, database_url(None, os.environ)
+    if settings_optional and state is not None and config is None and not Path("newsletter.toml").exists():
+        return None, None, State.resolve(None, None, os.environ, state)
     settings, settings_dir = load_settings(config)
-    return state_dir(settings_dir, state), database_url(settings, os.environ)
+    return settings, settings_dir, State.resolve(settings, settings_dir, os.environ, state)
 
 
 def show(path: Path) -> str:

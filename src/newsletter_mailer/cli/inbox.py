@@ -47,21 +47,18 @@ def inbox(
     """Read bounces, complaints and mailto unsubscribes from the mailbox SMTP sends bounce to."""
     import os
 
-    from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.audience.inbox import classifier_for, run
     from newsletter_mailer.audience.mailbox import open_source
+    from newsletter_mailer.cli.common import settings_and_state
     from newsletter_mailer.cli.progress import progress
-    from newsletter_mailer.settings import load_settings
-    from newsletter_mailer.state.folder import state_dir as default_state_dir
 
     with reporting():
-        settings, settings_dir = load_settings(config)
-        state_dir = default_state_dir(settings_dir, state)
+        settings, _, st = settings_and_state(config, state)
         source = open_source(imap=imap, mbox=mbox, maildir=maildir, folder=folder, move_to=move_to,
                              dry_run=dry_run)
-        audience = Audience.in_state(state_dir)
+        audience = st.audience()
         try:
-            classifier = classifier_for(settings, state_dir, dict(os.environ))
+            classifier = classifier_for(settings, st, dict(os.environ))
             with progress("reading", source.count(), "messages", min_total=100) as advance:
                 summary = run(source, classifier, audience, settings.bounces.soft_limit, dry_run=dry_run,
                               advance=advance)

@@ -22,21 +22,18 @@ def report(
     """How an issue did: the ledger, readers' responses and SendGrid's numbers, with charts."""
     import os
 
+    from newsletter_mailer.cli.common import settings_and_state
     from newsletter_mailer.report import numbers as r
-    from newsletter_mailer.state.db import database_url
     from newsletter_mailer.report.page import archive_lines, archive_page, headline, issue_page, write_page
-    from newsletter_mailer.send import Options, state_dir_for
-    from newsletter_mailer.settings import load_settings
 
     with reporting():
-        settings, settings_dir = load_settings(config)
-        state_dir = state_dir_for(Options(issue=issue or Path(), state=state, config=config), settings_dir)
+        settings, settings_dir, st = settings_and_state(config, state)
         if issue is None:
-            rows = r.archive(settings_dir, state_dir, database_url(settings, os.environ))
+            rows = r.archive(settings_dir, st)
             page, target = archive_page(rows, settings_dir), out or settings_dir / "build" / "report.html"
             _print_archive(*archive_lines(rows))
         else:
-            rep = r.issue_report(issue, settings, settings_dir, state_dir, os.environ)
+            rep = r.issue_report(issue, settings, settings_dir, st, os.environ)
             page, target = issue_page(rep, settings_dir), out or settings_dir / "build" / rep.row.slug / "report.html"
             _print_sections(f"{rep.row.slug} — {rep.subject}", headline(rep))
             if rep.sendgrid is not None and rep.sendgrid.note:  # whole, where a narrow table would fold it

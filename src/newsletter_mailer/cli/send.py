@@ -246,7 +246,7 @@ def status(
     with reporting():
         st = issue_status(Options(issue=issue, state=state, config=config))
     if not st.counts:
-        typer.echo(f"{st.slug}: not sent yet (no ledger at {st.ledger_path})")
+        typer.echo(f"{st.slug}: not sent yet (no ledger in {st.state.describe()})")
         return
     typer.echo(f"{st.slug}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()
                                           if v or k not in ("scheduled", "cancelled")))

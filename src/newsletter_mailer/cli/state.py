@@ -20,18 +20,17 @@ def init(config: ConfigOpt = None, state: StateOpt = None) -> None:
 
     Without a database the SQLite files in the state folder are created or upgraded (as any
     command does)."""
-    from newsletter_mailer.audience.store import Audience
-    from newsletter_mailer.cli.common import state_location
+    from newsletter_mailer.cli.common import settings_and_state
     from newsletter_mailer.state.db import where
-    from newsletter_mailer.ledger import Ledger
     from newsletter_mailer.state.migrations import init_database, latest
 
     with reporting():
-        state_dir, url = state_location(config, state)
+        st = settings_and_state(config, state, settings_optional=True)[2]
+        url = st.url
         if url is None:
-            for cls in (Ledger, Audience):
-                cls.in_state(state_dir).close()
-            typer.echo(f"SQLite state in {show(state_dir)}: ledger v{latest('ledger')}, audience v{latest('audience')} "
+            st.ledger().close()
+            st.audience().close()
+            typer.echo(f"SQLite state in {show(st.folder)}: ledger v{latest('ledger')}, audience v{latest('audience')} "
                        "(SQLite files upgrade themselves; nothing else to run)")
             return
         for component, (before, after) in init_database(url).items():
@@ -49,7 +48,7 @@ def copy(
     state: StateOpt = None,
 ) -> None:
     """Copy the state folder's SQLite ledger and audience store into PostgreSQL, verifying each table's count."""
-    from newsletter_mailer.cli.common import state_location
+    from newsletter_mailer.cli.common import settings_and_state
     from newsletter_mailer.state.db import check_url, where
     from newsletter_mailer.errors import NewsletterError
     from newsletter_mailer.state.copy import copy_state
@@ -59,7 +58,7 @@ def copy(
             url = check_url(to, from_file=True)  # a password on the command line is in the process list
         except ValueError as exc:
             raise NewsletterError(str(exc), field="--to") from None
-        state_dir = state if state is not None else state_location(config, None)[0]
+        state_dir = state if state is not None else settings_and_state(config, None)[2].folder
         counts = copy_state(state_dir, url, force=force)
     for table, n in counts:
         typer.echo(f"{table}: {n} row(s), verified")

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from newsletter_mailer.audience.store import FILE as AUDIENCE_FILE
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError, one_line
-from newsletter_mailer.ledger import FILE as LEDGER_FILE
+from newsletter_mailer.state.handle import State
 from newsletter_mailer.ledger import Ledger
 
 FEEDBACK = ("unsubscribed", "bounced", "complained")
@@ -113,18 +111,6 @@ def feedback(store: Audience | None, slug: str) -> Feedback:
     return f
 
 
-def open_ledger(state_dir: Path, url: str | None = None) -> Ledger | None:
-    """The ledger if there is one (a report never creates a file; a database is initialised)."""
-    path = state_dir / LEDGER_FILE
-    return Ledger(path, url) if url or path.exists() or path.is_symlink() else None
-
-
-def open_store(state_dir: Path, url: str | None = None) -> Audience | None:
-    """The audience store, if there is one (a report never creates a file; a database is initialised)."""
-    path = state_dir / AUDIENCE_FILE
-    return Audience(path, url) if url or path.exists() or path.is_symlink() else None
-
-
-def no_ledger(state_dir: Path) -> NewsletterError:
-    return NewsletterError("nothing sent yet: there is no send ledger", path=state_dir / "ledger.sqlite3",
+def no_ledger(state: State) -> NewsletterError:
+    return NewsletterError(f"nothing sent yet: there is no send ledger ({state.describe()})",
                            hint="send an issue first, or point --state at the folder holding the ledger")

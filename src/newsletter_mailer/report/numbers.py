@@ -14,12 +14,11 @@ from typing import Mapping
 
 from newsletter_mailer.report import charts as report_charts
 from newsletter_mailer.compose import load_issue
-from newsletter_mailer.state.db import database_url
+from newsletter_mailer.state.handle import State
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.publish import issue_files
 from newsletter_mailer.report.charts import Figure
-from newsletter_mailer.report.data import (Delivery, Feedback, delivery, feedback, ledger_issues, no_ledger,
-                                           open_ledger, open_store, rate)
+from newsletter_mailer.report.data import Delivery, Feedback, delivery, feedback, ledger_issues, no_ledger, rate
 from newsletter_mailer.report.sendgrid import SendGridNumbers, sendgrid_numbers
 from newsletter_mailer.schema import slug_of
 from newsletter_mailer.audience.sendgrid_sync import Fetch
@@ -57,12 +56,12 @@ class IssueReport:
     figures: list[Figure] = field(default_factory=list)
 
 
-def archive(settings_dir: Path, state_dir: Path, url: str | None = None) -> list[IssueRow]:
-    """Every issue in the ledger (a file in state_dir, or the database at url), newest first."""
-    ledger = open_ledger(state_dir, url)
+def archive(settings_dir: Path, state: State) -> list[IssueRow]:
+    """Every issue in the ledger, newest first (a report never creates a file: a missing one is said)."""
+    ledger = state.ledger(create=False)
     if ledger is None:
-        raise no_ledger(state_dir)
-    store = open_store(state_dir, url)
+        raise no_ledger(state)
+    store = state.audience(create=False)
     try:
         dates = _issue_dates(settings_dir)
         rows = [IssueRow(slug, dates.get(slug) or last.date(), last, delivery(ledger, slug), feedback(store, slug))
@@ -74,21 +73,20 @@ def archive(settings_dir: Path, state_dir: Path, url: str | None = None) -> list
     return sorted(rows, key=lambda r: (r.date, r.last_change), reverse=True)
 
 
-def issue_report(issue: Path, settings: Settings, settings_dir: Path, state_dir: Path, env: Mapping[str, str],
+def issue_report(issue: Path, settings: Settings, settings_dir: Path, state: State, env: Mapping[str, str],
                  *, fetch: Fetch | None = None) -> IssueReport:
     slug = slug_of(issue)
     if not issue.is_file():
         raise unreadable(issue, FileNotFoundError() if not issue.exists() else IsADirectoryError())
     parsed = load_issue(issue)
-    url = database_url(settings, env)
-    rows = archive(settings_dir, state_dir, url)
+    rows = archive(settings_dir, state)
     row = next((r for r in rows if r.slug == slug), None)
     if row is None:
         raise NewsletterError(f"{slug} has not been sent: the ledger has no rows for it", path=issue,
                               hint="`newsletter report` without an issue lists the issues it has")
     sg = None
     if "sendgrid" in row.delivery.providers:
-        store = open_store(state_dir, url)
+        store = state.audience(create=False)
         try:
             since = (row.delivery.first_sent or row.last_change).date()
             sg = sendgrid_numbers(store, slug, since, settings, env, fetch=fetch)

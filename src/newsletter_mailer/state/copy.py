@@ -12,24 +12,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsletter_mailer import ledger
-
-from newsletter_mailer.audience import store as audience
-
 from newsletter_mailer.state import migrations
 from newsletter_mailer.state.db import ERRORS, Database, unreachable
 from newsletter_mailer.errors import NewsletterError
+from newsletter_mailer.state.handle import State
 
 
-def _sources(state_dir: Path) -> dict[str, Database]:
-    """The state folder's SQLite files that exist, opened (and upgraded) as a send would."""
-    out: dict[str, Database] = {}
-    for component, module, cls in (("ledger", ledger, ledger.Ledger), ("audience", audience, audience.Audience)):
-        path = state_dir / module.FILE
-        if path.exists() or path.is_symlink():
-            out[component] = cls(path).db
+def _sources(source: State) -> dict[str, Database]:
+    """The source state's SQLite files that exist, opened (and upgraded) as a send would."""
+    opened = {"ledger": source.ledger(create=False), "audience": source.audience(create=False)}
+    out = {component: part.db for component, part in opened.items() if part is not None}
     if not out:
-        raise NewsletterError("nothing to copy: no ledger or audience store here", path=state_dir,
+        raise NewsletterError("nothing to copy: no ledger or audience store here", path=source.folder,
                               hint="point --state at the folder holding ledger.sqlite3")
     return out
 
@@ -65,9 +59,9 @@ def _copy_table(source: Database, target: Database, table: str) -> int:
 
 
 def copy_state(state_dir: Path, url: str, *, force: bool = False) -> list[tuple[str, int]]:
-    """Copy the SQLite state into the database at url (initialised first); (table, rows) each."""
+    """Copy the SQLite state in state_dir into the database at url (initialised first); (table, rows) each."""
     migrations.init_database(url)
-    sources = _sources(state_dir)
+    sources = _sources(State(state_dir))  # the source is SQLite files by definition, whatever is configured
     target = Database.postgres(url)
     pairs = [(sources[component], table) for component, tables in migrations.TABLES.items()
              if component in sources for table in tables]

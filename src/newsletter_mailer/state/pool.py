@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.state.db import CONNECT, Database, where
+
+if TYPE_CHECKING:  # pragma: no cover
+    from newsletter_mailer.state.handle import State
 
 POOL_SIZE = 4      # per worker: requests waiting on one address's lock leave the others a connection
 TIMEOUT = 5.0      # seconds a request waits for a connection before it is answered 503
@@ -25,14 +27,14 @@ TIMEOUT = 5.0      # seconds a request waits for a connection before it is answe
 class Stores:
     """`with stores.audience() as audience:` — an Audience for one unit of work."""
 
-    def __init__(self, state_dir: Path, url: str | None):
-        self.url = url
+    def __init__(self, state: State):
+        self.url = url = state.url
         self._turn = threading.Lock()  # the one SQLite connection: a transaction at a time
         if url is None:
-            self._single: Audience | None = Audience.in_state(state_dir)
+            self._single: Audience | None = state.audience()
             self._pool = None
             return
-        Audience.in_state(state_dir, url).close()  # the schema checked now: a wrong one stops start-up
+        state.audience().close()  # the schema checked now: a wrong one stops start-up
         from psycopg_pool import ConnectionPool
 
         self._single = None
@@ -58,4 +60,4 @@ class Stores:
                 yield self._single
             return
         with self._pool.connection() as conn:
-            yield Audience.on(Database(conn, "postgres", where(self.url)))
+            yield Audience(Database(conn, "postgres", where(self.url)))

@@ -19,9 +19,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.state.folder import state_folder
 from newsletter_mailer.state.db import Database, closed_on_error
+
+if TYPE_CHECKING:  # pragma: no cover
+    from newsletter_mailer.state.handle import State
 
 # The holder's row is matched with the server's own lock table, so a row left by a dead
 # sender (or not yet written by a live one) never names the wrong holder.
@@ -60,8 +65,9 @@ class SendLock:
             self._release = None
 
 
-def acquire(slug: str, state_dir: Path, url: str | None) -> SendLock:
-    return _acquire_postgres(slug, url) if url is not None else _acquire_file(slug, state_dir)
+def acquire(slug: str, state: State) -> SendLock:
+    """Through `State.send_lock`: the database's lock when the state is there, else the folder's."""
+    return _acquire_postgres(slug, state.url) if state.url is not None else _acquire_file(slug, state.folder)
 
 
 def _acquire_file(slug: str, state_dir: Path) -> SendLock:

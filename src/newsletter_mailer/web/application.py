@@ -41,11 +41,10 @@ from newsletter_mailer.state import db
 from newsletter_mailer.web import webhook
 from newsletter_mailer.audience.store import Change
 from newsletter_mailer.state.pool import Stores
-from newsletter_mailer.state.folder import state_dir as default_state_dir
+from newsletter_mailer.state.handle import State
 from newsletter_mailer.errors import NewsletterError, one_line, redact
 from newsletter_mailer.render import environment, search_path
 from newsletter_mailer.settings import Settings, load_settings
-from newsletter_mailer.unsubscribe import load_secret
 from newsletter_mailer.web.pages import (body, form, mask, message, page, redact_access_log, redact_path,
                                         stylesheet)
 from newsletter_mailer.web.pages import headers as security_headers
@@ -299,12 +298,12 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     """The app for one newsletter; confirmations go to deliver_confirmation (default: through
     delivery.provider, checked now so a missing credential stops start-up)."""
     settings, settings_dir = load_settings(config_path)
-    state = default_state_dir(settings_dir, state_dir)
-    secret, note = load_secret(state, dict(env))
+    state = State.resolve(settings, settings_dir, env, state_dir)
+    secret, note = state.secret(env)
     if note:
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
-    site = Site(settings, _templates(settings_dir), Stores(state, db.database_url(settings, env)), secret,
+    site = Site(settings, _templates(settings_dir), state.stores(), secret,
                 deliver_confirmation or confirm_delivery.configured(settings, env, outbox))
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
                     lifespan=functools.partial(_lifespan, site))

@@ -18,6 +18,7 @@ import uvicorn
 
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.settings import load_settings, placeholder_host
+from newsletter_mailer.state.handle import State
 from newsletter_mailer.unsubscribe import SECRET_ENV, SECRET_FILE
 from newsletter_mailer.web.application import create_app
 from newsletter_mailer.web.pages import redact_access_log
@@ -27,7 +28,8 @@ def _require_secret(config: Path | None, state: Path | None, env: Mapping[str, s
     """A secret made up now would not match the links already sent: refuse instead."""
     if env.get(SECRET_ENV):
         return
-    state_dir = state if state is not None else load_settings(config)[1] / ".newsletter"
+    settings, settings_dir = load_settings(config)
+    state_dir = State.resolve(settings, settings_dir, env, state).folder
     if not (state_dir / SECRET_FILE).is_file():
         raise NewsletterError(f"no newsletter secret: {SECRET_ENV} is not set and {state_dir / SECRET_FILE} "
                               "does not exist", hint=f"export {SECRET_ENV}=… (the sender's), or point --state "
