@@ -60,11 +60,11 @@ class OutboxProvider(WholeMessages):
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         out = []
-        build, envelope = self.ctx.messages.build, self.ctx.messages.envelope_sender
+        message, envelope = self.message, self.ctx.messages.envelope_sender
         folder = str(self.folder)
         for r in batch:
             try:
-                msgid, data = build(r.email, r.name, r.values, r.message_id, r.token)
+                msgid, data = message(r)
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue
