@@ -26,7 +26,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "state", "site", "dkim")  # command modules, in the order --help lists them
+_COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "state", "site", "dkim", "doctor")  # command modules, in the order --help lists them
 
 
 @app.callback()
