@@ -190,3 +190,38 @@ def test_a_silent_nameserver_fails_each_check_with_one_line(tmp_path, keys, monk
         r = runner.invoke(app, ["doctor", "--nameserver", f"127.0.0.1:{s.getsockname()[1]}"])
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output and "cannot read the SPF of good.example" in r.output, r.output
+
+
+def test_the_table_reads_the_complaint_rate_of_the_last_three_issues(tmp_path, dns_server, keys, monkeypatch,
+                                                                    database_url):
+    """On SQLite and PostgreSQL: an older issue's complaints no longer count; 1 in 600 is under
+    0.3% but over the 0.1% to aim for (warning); 3 in 600 is over (failure)."""
+    from newsletter_mailer.audience.store import Change
+    from newsletter_mailer.providers import Outcome
+    from newsletter_mailer.state.handle import State
+
+    nl = newsletter(tmp_path / "rate", "good.example", keys["rsa"][0])
+    if database_url:
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    state = State(nl / ".newsletter", database_url)
+    ledger, store = state.ledger(), state.audience()
+    sent = {"old": 10, "b": 200, "c": 200, "d": 200}
+    for day, (slug, n) in enumerate(sent.items(), start=1):
+        readers = [f"r{i}@example.com" for i in range(n)]
+        ledger.begin(slug, readers, "smtp")
+        ledger.finish(slug, [Outcome(a, ok=True, message_id=f"<{slug}{i}@x>") for i, a in enumerate(readers)])
+        with ledger.db.transaction():  # one issue a day, oldest first
+            ledger.db.execute("UPDATE deliveries SET updated_at=? WHERE issue=?", (f"2026-0{day}-01T10:00:00+00:00", slug))
+    store.record([Change(f"r{i}@example.com", "complained", "mailbox", issue="old") for i in range(5)]
+                 + [Change("r0@example.com", "complained", "mailbox", issue="c")])
+    r, found, lines = doctor(nl, dns_server, monkeypatch)
+    rate = [l for l in lines if "spam complaints" in l]
+    assert r.exit_code == 0 and len(rate) == 1 and rate[0].startswith("warning"), r.output
+    assert "0.17% over the last 3 issue(s) (1 of 600 sent)" in rate[0], rate
+
+    store.record([Change(f"r{i}@example.com", "complained", "mailbox", issue="d") for i in (7, 8)])
+    ledger.close(), store.close()
+    r, found, lines = doctor(nl, dns_server, monkeypatch)
+    rate = [l for l in lines if "spam complaints" in l]
+    assert r.exit_code == 1 and rate[0].startswith("failure") and "(3 of 600 sent)" in rate[0], r.output
+    assert failing(found) == set(), r.output  # only the table's line
