@@ -214,3 +214,22 @@ def test_keygen_writes_a_private_key_once_and_prints_its_record(tmp_path, monkey
     for bad in (["--selector", "a b"], ["--selector", "x", "--algorithm", "dsa"], ["--selector", "x", "--domain", "-x"]):
         r = runner.invoke(app, ["dkim", "keygen", *bad])
         assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_openssl_makes_dkimpys_rsa_signature_bit_for_bit():
+    """The private-key operation handed to OpenSSL gives dkimpy's own pure-Python result."""
+    import hashlib
+
+    import dkim
+    import dkim.crypto
+
+    from newsletter_mailer.dkim_signing import rsa_by_openssl
+
+    _, key = keygen("rsa")
+    rsa_by_openssl(key.secret)
+    private = dkim.crypto.parse_pem_private_key(key.secret)
+    assert getattr(dkim.RSASSA_PKCS1_v1_5_sign, "by_openssl", False)
+    for data in (b"", b"abc", bytes(range(256)) * 100):
+        h = dkim.HashThrough(hashlib.sha256())
+        h.update(data)
+        assert dkim.RSASSA_PKCS1_v1_5_sign(h, private) == dkim.crypto.RSASSA_PKCS1_v1_5_sign(h, private)
