@@ -118,8 +118,14 @@ class Signer:
         import dkim
 
         k = self.key
-        return dkim.sign(message, self.selector, self.domain, k.secret, signature_algorithm=k.algorithm,
-                         include_headers=HEADERS, canonicalize=CANONICALIZE) + message
+        # dkimpy parses the header section; the body it would split into lines and join again with
+        # CRLF, which for our messages (CRLF throughout) gives back the same bytes at ~1 ms for
+        # 64 KB: it gets them as they are.
+        head, sep, body = message.partition(b"\r\n\r\n")
+        d = dkim.DKIM(head + sep)
+        d.body = body
+        return d.sign(self.selector, self.domain, k.secret, signature_algorithm=k.algorithm,
+                      include_headers=HEADERS, canonicalize=CANONICALIZE) + message
 
 
 _OPENSSL: dict[int, object] = {}  # modulus -> cryptography's private key, for the keys this process signs with
