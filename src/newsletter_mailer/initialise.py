@@ -85,6 +85,14 @@ max_consecutive_failures = 10
 # Accept intranet addresses (user@localhost, single-label names, .test, .internal, .local) in the
 # list, for a private relay; public lists leave this off, as those cannot be delivered.
 # allow_local_domains = false
+# Where bounces go (SMTP MAIL FROM, the outbox's Return-Path); default from_email. With verp, each
+# reader's own bounces+<token>@ address, so `newsletter inbox` knows whose mail bounced.
+# return_path = "bounces@example.org"
+# verp = false
+# Sign each SMTP and outbox message with DKIM (Gmail and Yahoo want it): `newsletter dkim keygen
+# --selector nl1` writes a key and prints the DNS record; the key from DKIM_PRIVATE_KEY or key_file
+# (mode 0600). `newsletter doctor` checks the published record. SendGrid signs for itself.
+# dkim = { domain = "example.org", selector = "nl1", key_file = "dkim-nl1.pem" }
 
 [delivery.smtp]
 # The mail server; the password is read only from the SMTP_PASSWORD environment variable.
