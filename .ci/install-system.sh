@@ -4,6 +4,8 @@
 #   - PostgreSQL (a throwaway cluster per test session, tests/helpers/postgres.py)
 #   - Dovecot's IMAP server (the bounce-mailbox reader's tests, tests/helpers/dovecot.py;
 #     the tests start their own instance, the packaged service is not needed)
+#   - NSD, an authoritative DNS server (newsletter doctor's tests, tests/helpers/nsd.py: own config,
+#     loopback port) and opendkim-tools (opendkim-testmsg verifies our DKIM signatures)
 #   - Java (default-jre-headless) for the Nu HTML checker (tests/test_web_page.py)
 #   - SpamAssassin 4, run locally (-L) on a sent example (tests/test_spamassassin.py)
 #   - Stoplight Prism (SendGrid contract mock, tests/helpers/prism.py), vnu-jar (the Nu
@@ -13,7 +15,7 @@
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless postgresql spamassassin)
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless postgresql spamassassin nsd opendkim-tools)
 
 log() { printf 'install-system: %s\n' "$*"; }
 

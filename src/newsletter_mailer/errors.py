@@ -68,7 +68,7 @@ def unreadable(path: object, exc: OSError) -> NewsletterError:
     return NewsletterError(f"cannot read: {exc.strerror or exc}", path=path)
 
 
-SECRET_VARS = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET")
+SECRET_VARS = ("SENDGRID_API_KEY", "SMTP_PASSWORD", "NEWSLETTER_SECRET", "DKIM_PRIVATE_KEY")
 REDACTED = "[redacted]"
 
 # Credentials recognisable by their shape, whatever variable they came from: a bearer token

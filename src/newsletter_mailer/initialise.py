@@ -97,6 +97,10 @@ max_consecutive_failures = 10
 # With verp, each reader's messages go out as bounces+<token>@…, so every bounce names its reader
 # (`newsletter inbox` reads them). Needs return_path with the local part "bounces".
 # verp = false
+# Sign each SMTP and outbox message with DKIM (Gmail and Yahoo want it): `newsletter dkim keygen
+# --selector nl1` writes a key and prints the DNS record; the key from DKIM_PRIVATE_KEY or key_file
+# (mode 0600). `newsletter doctor` checks the published record. SendGrid signs for itself.
+# dkim = {{ domain = "example.org", selector = "nl1", key_file = "dkim-nl1.pem" }}
 
 [delivery.smtp]
 # The mail server; the password is read only from the SMTP_PASSWORD environment variable.

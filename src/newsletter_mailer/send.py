@@ -34,6 +34,7 @@ from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, 
 from newsletter_mailer.schedule import CannotHold, When, alternatives, check_hold, parse_at
 from newsletter_mailer.schema import slug_of
 from newsletter_mailer.audience.in_send import SendAudience
+from newsletter_mailer.dkim_signing import signer_for
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.subscribers import Skips, Subscriber, SubscriberList, read_suppressions
 from newsletter_mailer.validators import header_problem
@@ -110,9 +111,10 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
     ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
+    ctx.sign, dkim_note = signer_for(settings.delivery.dkim, provider.name, options.env)  # the key checked first
     when = _when(options, settings, provider)
     state = state_for(options, settings, settings_dir)
-    notes: list[str] = []
+    notes: list[str] = [dkim_note] if dkim_note else []
     links = _unsubscribe_source(options, settings, provider.name, state, notes, composed.slug)
     if provider.name == "sendgrid" and settings.delivery.return_path:
         notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "

@@ -110,6 +110,27 @@ class SendGridSettings(StrictModel):
     timeout: float = 30.0
 
 
+_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
+
+
+def _dns_name(v: str) -> str:
+    if not (0 < len(v) <= 253 and all(_LABEL.match(p) for p in v.split("."))):
+        raise ValueError(f"'{v}' is not a DNS name like example.org")
+    return v.lower()
+
+
+DnsName = Annotated[str, AfterValidator(_dns_name)]
+
+
+class DkimSettings(StrictModel):
+    """[delivery.dkim]: sign each SMTP/outbox message (dkim_signing.py); SendGrid signs for itself."""
+
+    domain: DnsName = Field(description="the signing domain (d=): from_email's domain or its parent")
+    selector: DnsName = Field(description="where the public key is: <selector>._domainkey.<domain>")
+    key_file: str | None = Field(
+        None, description="PEM private key (mode 0600), relative to the current folder; DKIM_PRIVATE_KEY wins")
+
+
 class Delivery(StrictModel):
     provider: Literal["outbox", "smtp", "sendgrid"] = "outbox"
     rate: float | None = Field(None, allow_inf_nan=False,
@@ -125,6 +146,7 @@ class Delivery(StrictModel):
                                           "bounce names its reader (`newsletter inbox`)")
     smtp: SmtpSettings = SmtpSettings()
     sendgrid: SendGridSettings = SendGridSettings()
+    dkim: DkimSettings | None = None
 
     @field_validator("verp")
     @classmethod

@@ -25,7 +25,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Protocol
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol
 
 from newsletter_mailer.errors import NewsletterError
 
@@ -84,6 +84,7 @@ class SendContext:
     outbox_dir: Path | None = None
     subject_prefix: str = ""
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    sign: Callable[[bytes], bytes] | None = None  # DKIM ([delivery.dkim]): final bytes -> signed bytes
 
 
 class Provider(Protocol):
@@ -137,3 +138,15 @@ class WholeMessages:
     uncertainty = "message"
     own_message_id = True
     hold_limit: timedelta | None = None
+    ctx: SendContext
+
+    def message(self, r: Recipient, head: bytes = b"") -> tuple[str, bytes]:
+        """(Message-ID, bytes) for one reader: built, then DKIM-signed once when [delivery.dkim] is
+        set; its headers are final here. `head` (the outbox's Return-Path, the receiver's header)
+        goes in front, unsigned; without signing it is joined in build()'s one join.
+        Raises message.HeaderValueError as build() does."""
+        sign = self.ctx.sign
+        if sign is None:
+            return self.ctx.messages.build(r.email, r.name, r.values, r.message_id, r.token, head)
+        msgid, data = self.ctx.messages.build(r.email, r.name, r.values, r.message_id, r.token)
+        return msgid, head + sign(data)

@@ -60,13 +60,13 @@ class OutboxProvider(WholeMessages):
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         out = []
-        build, envelope = self.ctx.messages.build, self.ctx.messages.envelope_sender
+        message, envelope = self.message, self.ctx.messages.envelope_sender
         folder = str(self.folder)
         for r in batch:
             sender = envelope(r.token)  # the Return-Path a receiving server would write from MAIL FROM
             head = b"Return-Path: <" + sender.encode("ascii") + b">\r\n" if sender is not None else b""
             try:
-                msgid, data = build(r.email, r.name, r.values, r.message_id, r.token, head)
+                msgid, data = message(r, head)
             except HeaderValueError as exc:
                 out.append(Outcome(r.email, False, error=str(exc), permanent=True))
                 continue

@@ -360,7 +360,7 @@ class SmtpProvider(WholeMessages):
 
     def _send_one(self, r: Recipient) -> Outcome:
         try:
-            msgid, data = self.ctx.messages.build(r.email, r.name, r.values, r.message_id, r.token)
+            msgid, data = self.message(r)
         except HeaderValueError as exc:
             return Outcome(r.email, ok=False, error=str(exc), permanent=True)
         except UnicodeEncodeError:
