@@ -27,8 +27,10 @@ MAX_NOTE = 500
 
 
 def plausible(email: Any) -> bool:
-    """An address SendGrid sent us, good enough to key a status on (it came from our own sends)."""
-    return isinstance(email, str) and 3 <= len(email) <= 320 and "@" in email
+    """An address SendGrid sent us, good enough to key a status on (it came from our own sends): one
+    printable word with an @ (a NUL or a line break is no address of ours, and would reach listings)."""
+    return (isinstance(email, str) and 3 <= len(email) <= 320 and "@" in email and email.isprintable()
+            and not any(c.isspace() for c in email))
 
 
 def note(value: Any, limit: int = MAX_NOTE) -> str | None:
