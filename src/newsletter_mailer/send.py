@@ -417,9 +417,10 @@ class Sender:
         provider.open()
         pace = _Pace(delivery.rate)
         size = pace.batch_size(provider.batch_size)
+        pooled = getattr(provider, "pool_size", 1) > 1  # the pool's threads close its connections
         try:
             batch_id = self._schedule() if p.when is not None else None
-            if getattr(provider, "pool_size", 1) > 1:
+            if pooled:
                 self._run_pooled(plan, summary, pace, size, progress, in_flight)
                 return summary
             for batch in _chunks(self._recipients(plan), size):
@@ -439,7 +440,8 @@ class Sender:
         except db_errors as exc:  # the database went away (restarted, unreachable) mid-send
             raise DeliveryStopped(_database_lost(exc, self.url, p.options.issue), summary) from None
         finally:
-            provider.close()
+            if not pooled:
+                provider.close()
         return summary
 
     def _run_pooled(self, plan: Plan, summary: Summary, pace: _Pace, size: int,
@@ -461,7 +463,7 @@ class Sender:
                     return batch
             return None
 
-        deliver_pooled(self.p.provider, self.ledger, _chunks(self._recipients(plan), size), summary,
+        deliver_pooled(self.p.provider, self.ledger, self.slug, _chunks(self._recipients(plan), size), summary,
                        next_batch=next_batch, progress=progress, in_flight=in_flight,
                        deliver_one=lambda ledger, provider, batch, part: deliver_batch(
                            ledger, self.slug, provider, batch, part),

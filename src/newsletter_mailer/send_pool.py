@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
 
-from newsletter_mailer.providers.base import Crowded, Provider, Recipient
+from newsletter_mailer.providers.base import Crowded, Outcome, Provider, Recipient
 
 if TYPE_CHECKING:
     from newsletter_mailer.ledger import Ledger
@@ -37,13 +37,23 @@ class _InTurn:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
         self.lock = threading.Lock()
+        self.sealed = False  # given up: what the lanes learn later is not written over 'uncertain'
 
     def begin(self, *args, **kw) -> None:
         with self.lock:
+            if self.sealed:
+                raise RuntimeError("the send was given up")
             self.ledger.begin(*args, **kw)
 
     def finish(self, *args, **kw) -> None:
         with self.lock:
+            if not self.sealed:
+                self.ledger.finish(*args, **kw)
+
+    def last(self, *args, **kw) -> None:
+        """The calling thread's final write: nothing from the lanes after it."""
+        with self.lock:
+            self.sealed = True
             self.ledger.finish(*args, **kw)
 
 
@@ -58,7 +68,11 @@ class Pool:
         self.lock = threading.Lock()
         self.wanted = wanted
         self.refusal: str | None = None  # why the relay took fewer connections, once
-        lanes = [first] + _more(first, wanted - 1)
+        try:
+            lanes = [first] + _more(first, wanted - 1)
+        except BaseException:
+            first.close()
+            raise
         if len(lanes) < wanted:
             self.refusal = "refused a connection as one too many at the start"
         self.live = len(lanes)
@@ -132,7 +146,7 @@ def _more(first: Provider, n: int) -> list[Provider]:
     return opened
 
 
-def deliver_pooled(first: Provider, ledger: Ledger, batches: Iterator[list[Recipient]],
+def deliver_pooled(first: Provider, ledger: Ledger, slug: str, batches: Iterator[list[Recipient]],
                    summary: Summary, *, next_batch: Callable[[Iterator[list[Recipient]]], list[Recipient] | None],
                    deliver_one: Callable, progress: Callable[[int], None] | None,
                    in_flight: Callable[[], ContextManager[None]], check: Callable[[], BaseException | None]) -> None:
@@ -160,7 +174,18 @@ def deliver_pooled(first: Provider, ledger: Ledger, batches: Iterator[list[Recip
     retry: deque[list[Recipient]] = deque()
     out: dict[int, list[Recipient]] = {}  # the batches the lanes have, by id
     stop: BaseException | None = None
-    ended = False
+    ended = waiting = False
+
+    def give_up() -> None:
+        """A second signal (a hung server): what is out is recorded uncertain now, as one connection's would be."""
+        for batch in out.values():
+            summary.uncertain += len(batch)
+            summary.uncertain_emails += [r.email for r in batch]
+            try:
+                locked.last(slug, [Outcome(r.email, False, uncertain=True,
+                                             error="the send was interrupted during this attempt") for r in batch])
+            except Exception:  # noqa: BLE001 - the ledger failing too: the next start names them uncertain
+                log.warning("could not record %d message(s) in flight as uncertain", len(batch))
 
     def collect() -> tuple[list[Recipient], Summary | None, BaseException | None]:
         batch, part, exc = pool.done.get()
@@ -181,7 +206,9 @@ def deliver_pooled(first: Provider, ledger: Ledger, batches: Iterator[list[Recip
                     pool.jobs.put(batch)
                 if not out:
                     break
+                waiting = True  # a signal that raises here is the second: the first is held
                 batch, part, exc = collect()
+                waiting = False
                 if isinstance(exc, Crowded):
                     retry.append(batch)  # not sent: it goes out on another connection
                     continue
@@ -189,15 +216,16 @@ def deliver_pooled(first: Provider, ledger: Ledger, batches: Iterator[list[Recip
                     progress(len(batch))
                 stop = stop or exc or check()
     except BaseException:
-        # A signal or the list failing: what is out is recorded by its lane; wait, and count it.
+        # The first signal, or the list failing: what is out is recorded by its lane; wait, and count it.
         try:
-            while out:
+            while out and not waiting:
                 collect()
-        except BaseException:  # a second signal: give up on them (the next start names them uncertain)
-            for batch in out.values():
-                summary.uncertain += len(batch)
-                summary.uncertain_emails += [r.email for r in batch]
+        except BaseException:
+            waiting = True
             raise
+        finally:
+            if waiting:
+                give_up()
         raise
     finally:
         summary.notes += filter(None, [pool.note()])
