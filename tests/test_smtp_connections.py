@@ -163,10 +163,12 @@ def test_smtp_connections_out_of_range_is_one_line(nl, monkeypatch, value):
     assert server.sessions == 0 and ledger(nl) == {}
 
 
-@pytest.mark.parametrize("value", ["0", "17", '"many"'])
-def test_connections_setting_out_of_range_is_one_line(nl, value):
+@pytest.mark.parametrize("value, says", [("0", "greater than or equal to 1"), ("17", "less than or equal to 16"),
+                                         ('"many"', "valid integer")])
+def test_connections_setting_out_of_range_is_one_line(nl, value, says):
     write_list(nl, addrs(2))
     with_connections(nl, value)
     r = send()
     assert r.exit_code == 2, r.output
-    assert "connections" in one_error_line(r)
+    line = one_error_line(r)
+    assert "delivery.smtp.connections" in line and says in line
