@@ -5,10 +5,15 @@ command late (tests/helpers/slow_smtp.py), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+from newsletter_mailer.providers import Outcome
+from newsletter_mailer.send import Options, Plan, Sender, Summary, prepare
 
 from tests.helpers.slow_smtp import SlowSmtp
 from tests.test_faults import PW, USER, Smtp, addrs, ledger, nl, one_error_line, send, set_delivery, smtpd, \
@@ -172,3 +177,37 @@ def test_connections_setting_out_of_range_is_one_line(nl, value, says):
     assert r.exit_code == 2, r.output
     line = one_error_line(r)
     assert "delivery.smtp.connections" in line and says in line
+
+
+def test_progress_counts_every_connection(nl, monkeypatch):
+    """What the progress bar is told adds up to the list, whichever connection carried each message."""
+    emails = addrs(25)
+    write_list(nl, emails)
+    with SlowSmtp(latency=0.002) as server:
+        use(monkeypatch, server, connections=4)
+        p = prepare(Options(issue=Path("issues/mini.yaml"), list_path=Path("subs.csv"), provider="smtp",
+                            env=dict(os.environ)))
+        sender = Sender(p)
+        try:
+            plan = sender.plan()
+            told: list[int] = []
+            summary = sender.run(plan, told.append)
+        finally:
+            sender.close()
+    assert sum(told) == plan.to_send == summary.sent == 25 and len(told) == 25
+    assert server.sessions == 4 and server.counts() == Counter({e: 1 for e in emails})
+
+
+def test_failures_in_a_row_are_counted_in_the_order_outcomes_arrive():
+    total = Summary(plan=Plan(), provider="smtp")
+    for outcomes in ([Outcome("a", False, error="451")], [Outcome("b", False, error="550", permanent=True)],
+                     [Outcome("c", True)], [Outcome("d", False, error="451")], [Outcome("e", False, error="451")]):
+        part = Summary(plan=total.plan, provider="smtp")
+        part.count(outcomes)
+        total.add(part)
+    assert (total.sent, total.failed, total.in_a_row, total.refused_in_a_row) == (1, 4, 2, 0)
+    assert [e for e, _ in total.failures] == ["a", "b", "d", "e"]
+    part = Summary(plan=total.plan, provider="smtp")
+    part.count([Outcome("f", False, error="550", permanent=True)])
+    total.add(part)
+    assert (total.in_a_row, total.refused_in_a_row) == (3, 1)
