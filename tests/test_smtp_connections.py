@@ -211,3 +211,33 @@ def test_failures_in_a_row_are_counted_in_the_order_outcomes_arrive():
     part.count([Outcome("f", False, error="550", permanent=True)])
     total.add(part)
     assert (total.in_a_row, total.refused_in_a_row) == (3, 1)
+
+
+class FakeClock:
+    """send.py's clock: time passes only when the pace sleeps."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
+def test_rate_is_a_total_across_connections(nl, monkeypatch):
+    set_delivery(nl, "rate = 10\nmax_consecutive_failures = 10")
+    emails = addrs(21)
+    write_list(nl, emails)
+    clock = FakeClock()
+    monkeypatch.setattr("newsletter_mailer.send.time", clock)
+    with SlowSmtp() as server:
+        use(monkeypatch, server, connections=4)
+        r = send()
+    assert r.exit_code == 0, r.output
+    assert server.counts() == Counter({e: 1 for e in emails}) and server.sessions == 4
+    # 21 messages at 10 a second in all: the last starts 2 s after the first (not 0.5 s: 10 a connection)
+    assert clock.slept == pytest.approx(2.0)
