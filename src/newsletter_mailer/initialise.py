@@ -85,6 +85,12 @@ max_consecutive_failures = 10
 # Accept intranet addresses (user@localhost, single-label names, .test, .internal, .local) in the
 # list, for a private relay; public lists leave this off, as those cannot be delivered.
 # allow_local_domains = false
+# Where bounces go (SMTP and outbox; SendGrid uses its own): the envelope sender, MAIL FROM.
+# Default: from_email. Ask your mail server to deliver bounces+anything@ to this mailbox.
+# return_path = "bounces@example.org"
+# With verp, each reader's messages go out as bounces+<token>@…, so every bounce names its reader
+# (`newsletter inbox` reads them). Needs return_path with the local part "bounces".
+# verp = false
 
 [delivery.smtp]
 # The mail server; the password is read only from the SMTP_PASSWORD environment variable.
