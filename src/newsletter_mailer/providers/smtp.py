@@ -281,7 +281,9 @@ class SmtpProvider(WholeMessages):
         except (smtplib.SMTPResponseException, smtplib.SMTPServerDisconnected, ConnectionResetError) as exc:
             # A relay at its limit answers 421, or (some) hangs up at once: the first connection worked.
             if not isinstance(exc, smtplib.SMTPResponseException) or _crowded(exc.smtp_code, exc.smtp_error):
-                log.info("SMTP server %s refused one more connection: %s", self.where, exc)
+                said = self._said(exc.smtp_code, exc.smtp_error) if isinstance(exc, smtplib.SMTPResponseException) \
+                    else type(exc).__name__
+                log.info("SMTP server %s refused one more connection: %s", self.where, said)
                 return None
             raise NewsletterError(self._explain(exc)) from None
         except Exception as exc:  # noqa: BLE001
