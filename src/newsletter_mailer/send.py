@@ -29,6 +29,7 @@ from newsletter_mailer.ledger import Ledger, Row, key
 from newsletter_mailer.message import MessageTemplate, unsubscribe_link
 from newsletter_mailer.mergefields import url_placeholders
 from newsletter_mailer.personalise import Template, make_recipient
+from newsletter_mailer.providers.base import Crowded
 from newsletter_mailer.providers import (Content, Outcome, Provider, Recipient, SendContext, get_provider,
                                          provider_class)
 from newsletter_mailer.schedule import CannotHold, When, alternatives, check_hold, parse_at
@@ -439,8 +440,12 @@ class Sender:
         provider.open()
         pace = _Pace(delivery.rate)
         size = pace.batch_size(provider.batch_size)
+        pooled = getattr(provider, "pool_size", 1) > 1  # the pool's threads close its connections
         try:
             batch_id = self._schedule() if p.when is not None else None
+            if pooled:
+                self._run_pooled(plan, summary, pace, size, progress, in_flight)
+                return summary
             for batch in _chunks(self._recipients(plan), size):
                 pace.wait()
                 batch, left = self.audience.still_wanted(batch)
@@ -458,8 +463,34 @@ class Sender:
         except db_errors as exc:  # the database went away (restarted, unreachable) mid-send
             raise DeliveryStopped(_database_lost(exc, self.url, p.options.issue), summary) from None
         finally:
-            provider.close()
+            if not pooled:
+                provider.close()
         return summary
+
+    def _run_pooled(self, plan: Plan, summary: Summary, pace: _Pace, size: int,
+                    progress: Callable[[int], None] | None, in_flight: Callable[[], ContextManager[None]]) -> None:
+        """run()'s loop over several connections (send_pool.py): the same steps, the batches side by side."""
+        from newsletter_mailer.send_pool import deliver_pooled
+
+        budget, issue = self.p.composed.settings.delivery.max_consecutive_failures, self.p.options.issue
+
+        def next_batch(batches: Iterator[list[Recipient]]) -> list[Recipient] | None:
+            for batch in batches:
+                pace.wait()
+                batch, left = self.audience.still_wanted(batch)
+                summary.unsubscribed_during += left
+                pace.done(len(batch))
+                if progress and left:
+                    progress(left)
+                if batch:
+                    return batch
+            return None
+
+        deliver_pooled(self.p.provider, self.ledger, self.slug, _chunks(self._recipients(plan), size), summary,
+                       next_batch=next_batch, progress=progress, in_flight=in_flight,
+                       deliver_one=lambda ledger, provider, batch, part: deliver_batch(
+                           ledger, self.slug, provider, batch, part),
+                       check=lambda: _too_many_failures(summary, issue) if summary.in_a_row >= budget else None)
 
     def _schedule(self) -> str:
         """One batch id for this scheduled send, in the ledger before any request carries it."""
@@ -492,6 +523,20 @@ class Summary:
     uncertain_emails: list[str] = field(default_factory=list)
     in_a_row: int = 0           # failures since the last success: the send stops at the budget
     refused_in_a_row: int = 0   # of those, refused for good (5xx): resumed only with --retry-failed
+    notes: list[str] = field(default_factory=list)  # said once with the summary (the relay took fewer connections)
+
+    def add(self, part: Summary) -> None:
+        """A batch's own counts (another connection's), as if counted here in turn."""
+        self.sent += part.sent
+        self.failed += part.failed
+        self.uncertain += part.uncertain
+        self.failures += part.failures
+        self.uncertain_emails += part.uncertain_emails
+        if part.sent:  # a success in the batch: only the failures after it are in a row
+            self.in_a_row, self.refused_in_a_row = part.in_a_row, part.refused_in_a_row
+        else:
+            self.in_a_row += part.in_a_row
+            self.refused_in_a_row += part.refused_in_a_row
 
     def count(self, outcomes: list[Outcome]) -> None:
         for r in outcomes:
@@ -529,6 +574,10 @@ def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Rec
         # A provider raises only when the whole batch was refused (nothing delivered).
         ledger.finish(slug, [Outcome(e, False, error=exc.message) for e in emails])
         summary.failed += len(emails)
+        raise
+    except Crowded as exc:
+        # That connection was refused as one too many, nothing sent: the pool sends them on another.
+        ledger.finish(slug, [Outcome(e, False, error=f"not sent: {exc.error}") for e in emails])
         raise
     except BaseException:
         # Interrupted mid-attempt: delivery unknown, so these are held back next time.

@@ -96,6 +96,8 @@ class SmtpSettings(StrictModel):
         None, description="PEM file of CA certificates to trust too (a private CA), relative to the current folder")
     allow_insecure_auth: bool = Field(
         False, description="allow the password in clear text (security none) to a host that is not this machine")
+    connections: int = Field(1, ge=1, le=16, description="SMTP connections used at once (env SMTP_CONNECTIONS): "
+                                                         "each carries its own messages, for a relay far away")
 
 
 class Tracking(StrictModel):

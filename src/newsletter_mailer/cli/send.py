@@ -184,6 +184,8 @@ def _echo_summary(summary, issue: Path, where: str = "") -> None:
         typer.echo(f"  … and {len(summary.failures) - 20} more (newsletter status {issue} --list-failed)")
     if summary.uncertain_emails:
         typer.echo(f"uncertain (may or may not have arrived): {listing(summary.uncertain_emails)}")
+    for note in summary.notes:
+        typer.echo(note)
 
 
 def _echo_held(held: list[str], issue: Path) -> None:

@@ -106,6 +106,15 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
+class Crowded(Exception):
+    """A connection refused as one too many (SMTP 421, "too many connections") while others of the
+    same send still work: it is closed, and the batch, not sent, goes out on another one."""
+
+    def __init__(self, error: str):
+        super().__init__(error)
+        self.error = error
+
+
 def env_value(env: Mapping[str, str], key: str) -> str | None:
     """An environment setting, stripped; None when unset or blank."""
     v = env.get(key)

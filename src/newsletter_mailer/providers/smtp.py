@@ -24,11 +24,13 @@ import smtplib
 import socket
 import ssl
 import time
+from typing import Callable
 
 from newsletter_mailer import mailserver
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.message import HeaderValueError
-from newsletter_mailer.providers.base import Outcome, Recipient, SendContext, WholeMessages, backoff_base, env_value
+from newsletter_mailer.providers.base import (Crowded, Outcome, Recipient, SendContext, WholeMessages, backoff_base,
+                                              env_value)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ UNCERTAIN = "connection lost after the message was sent; delivery unknown"
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 
 _EOL = re.compile(rb"\r\n|\r|\n")
+# How relays say "one connection too many": 421 (Postfix's smtpd_client_connection_count_limit,
+# Exchange Online's 4.3.2), or a 4xx whose text says so.
+_TOO_MANY = re.compile(r"too many (?:concurrent |simultaneous |open )?(?:connections|sessions)|concurrent connections",
+                       re.IGNORECASE)
+MAX_CONNECTIONS = 16
 _LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
@@ -64,11 +71,29 @@ class _Secret:
 class _Retry(Exception):
     """This attempt failed in a way that left the message unaccepted: safe to try again."""
 
-    def __init__(self, error: str, *, reconnect: bool = False, unreachable: bool = False):
+    def __init__(self, error: str, *, reconnect: bool = False, unreachable: bool = False, busy: bool = False):
         super().__init__(error)
         self.error = error
         self.reconnect = reconnect          # drop the connection before the next attempt
         self.unreachable = unreachable      # could not (re)connect at all
+        self.busy = busy                    # the server wants fewer connections (421, "too many connections")
+
+
+def _crowded(code: int, text: bytes | str) -> bool:
+    """The reply of a server that wants fewer connections from us."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return code == 421 or (400 <= code < 500 and _TOO_MANY.search(text) is not None)
+
+
+def _connections(raw: str | None, configured: int) -> int:
+    """SMTP_CONNECTIONS, else delivery.smtp.connections (1 to MAX_CONNECTIONS)."""
+    if raw is None:
+        return configured
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_CONNECTIONS:
+        raise NewsletterError(f"SMTP_CONNECTIONS is '{raw}', not a number from 1 to {MAX_CONNECTIONS}",
+                              hint="e.g. export SMTP_CONNECTIONS=4, or unset it for delivery.smtp.connections")
+    return int(raw)
 
 
 def _reply(code: int, text: bytes | str) -> str:
@@ -162,6 +187,10 @@ class SmtpProvider(WholeMessages):
 
         self._conn: smtplib.SMTP | None = None
         self.connections = 0  # how many connections were opened (reconnects included)
+        # How many connections the send uses at once (send_pool.py); each is its own SmtpProvider.
+        self.pool_size = _connections(env_value(env, "SMTP_CONNECTIONS"), smtp.connections)
+        # Set by the pool while other connections work: True when this one may be given up.
+        self.retire: Callable[[], bool] | None = None
 
     def _credentials(self) -> None:
         """Username and password, both or neither; never a password in clear to another machine
@@ -205,6 +234,26 @@ class SmtpProvider(WholeMessages):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
             raise NewsletterError(self._explain(exc)) from None
+
+    def another(self) -> SmtpProvider | None:
+        """One more connection like this one, for the pool; None when the server refuses it as
+        one too many. Any other refusal (a login) is a NewsletterError, never retried."""
+        other = SmtpProvider(self.ctx)
+        try:
+            other._connect()
+        except NewsletterError:
+            raise
+        except (smtplib.SMTPResponseException, smtplib.SMTPServerDisconnected, ConnectionResetError) as exc:
+            # A relay at its limit answers 421, or (some) hangs up at once: the first connection worked.
+            if not isinstance(exc, smtplib.SMTPResponseException) or _crowded(exc.smtp_code, exc.smtp_error):
+                said = self._said(exc.smtp_code, exc.smtp_error) if isinstance(exc, smtplib.SMTPResponseException) \
+                    else type(exc).__name__
+                log.info("SMTP server %s refused one more connection: %s", self.where, said)
+                return None
+            raise NewsletterError(self._explain(exc)) from None
+        except Exception as exc:  # noqa: BLE001
+            raise NewsletterError(self._explain(exc)) from None
+        return other
 
     def send(self, batch: list[Recipient]) -> list[Outcome]:
         results: list[Outcome] = []
@@ -339,7 +388,8 @@ class SmtpProvider(WholeMessages):
             raise
         except Exception as exc:  # noqa: BLE001
             if self._transient(exc):
-                raise _Retry(self._explain(exc), unreachable=True) from None
+                busy = isinstance(exc, smtplib.SMTPResponseException) and _crowded(exc.smtp_code, exc.smtp_error)
+                raise _Retry(self._explain(exc), unreachable=True, busy=busy) from None
             raise NewsletterError(self._explain(exc)) from None
         log.info("reconnected to SMTP server %s", self.where)
         assert self._conn is not None
@@ -376,6 +426,9 @@ class SmtpProvider(WholeMessages):
                 result = self._attempt(r.email, msgid, payload, sender)
             except _Retry as retry:
                 last = retry
+                if retry.busy and self.retire is not None and self.retire():
+                    self._discard()  # one connection fewer: the pool sends this message on another
+                    raise Crowded(retry.error) from None
                 if retry.reconnect:
                     self._discard()
                 else:
@@ -446,7 +499,7 @@ class SmtpProvider(WholeMessages):
         if code == 250:
             return Outcome(email, ok=True, message_id=msgid)
         if 400 <= code < 500:
-            raise _Retry(self._said(code, text), reconnect=code == 421)
+            raise _Retry(self._said(code, text), reconnect=code == 421, busy=_crowded(code, text))
         if 500 <= code < 600:
             return Outcome(email, ok=False, error=self._said(code, text), permanent=True)
         # A reply that is not SMTP: we cannot tell whether the server took the message.
@@ -457,7 +510,7 @@ class SmtpProvider(WholeMessages):
         if stage == "MAIL" and code == 250:
             return
         if 400 <= code < 500:
-            raise _Retry(self._said(code, text), reconnect=code == 421)
+            raise _Retry(self._said(code, text), reconnect=code == 421, busy=_crowded(code, text))
         if 500 <= code < 600:
             if stage == "MAIL":
                 # The sender is refused: every message would be; stop rather than fail each address.
