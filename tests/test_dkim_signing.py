@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(
     not (nsd.available() and os.path.exists(TESTMSG) and shutil.which("unshare") and os.geteuid() == 0),
     reason="needs nsd, opendkim-tools (.ci/install-system.sh), unshare and root")
 runner = CliRunner()
-SECRET = "dkim-test-secret-0123456789abcdef"
+SECRET = "UIdcif0QDhzX8JLcEAXZCGaPqAyAqiMInnFXjH69nrU"
 # Hostile readers among good ones: quotes, encoded-word look-alikes, non-ASCII, a long name, a
 # CRLF that must never become a header (refused, so never signed nor sent).
 READERS = [("ann@example.com", "Ann"), ("bob+news@example.net", 'Bob "the builder", Jr.'),

@@ -46,7 +46,9 @@ def reader_of(settings_dir: Path, address: str) -> tuple[str, str | None] | None
     settings = load_settings(settings_dir / "newsletter.toml")[0]
     local = address.split("@", 1)[0]
     assert local.startswith("bounces+"), address
-    return tokens.read_unsubscribe(SECRET.encode(), settings.list_id_header, local[len("bounces+"):])
+    from newsletter_mailer.listid import stable_id
+
+    return tokens.read_unsubscribe(SECRET.encode(), stable_id(settings.list_id_header), local[len("bounces+"):])
 
 
 # -- settings and check --------------------------------------------------------------------------
