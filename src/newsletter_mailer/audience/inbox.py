@@ -97,11 +97,13 @@ def _changes(verdicts: list[Verdict]) -> tuple[list[Change], list[tuple[str, str
 
 
 def _line(handle: str, v: Verdict) -> str:
+    """What a message said. A message nobody could read is named by its handle ("UID 17", "key …"),
+    for a human to find it; the others by the reader they name (a bare "0:" means nothing)."""
     what = {bounces.BOUNCE: "bounced" if v.permanent else "soft bounce counted"}.get(v.kind, v.kind)
     who = f" {v.email}" if v.email else ""
     issue = f" (issue {v.issue})" if v.issue else ""
-    # Not the handle: an mbox key or IMAP UID ("0:") means nothing to the reader of the list.
-    return one_line(f"{what}{who}{issue}" + (f": {v.reason}" if v.reason else ""))
+    where = f"{handle}: " if v.kind == bounces.UNREADABLE else ""
+    return one_line(f"{where}{what}{who}{issue}" + (f": {v.reason}" if v.reason else ""))
 
 
 def _batches(source) -> Iterator[list[tuple[str, str, bytes]]]:
