@@ -32,8 +32,11 @@ class _Prebuilt:
         self.msgid = email.message_from_bytes(data)["Message-ID"] or ""
 
     def build(self, email_: str, name: str, values: list[str], msgid: str | None = None,
-              token: str | None = None) -> tuple[str, bytes]:
-        return self.msgid, self.data  # the finished message keeps its own Message-ID
+              token: str | None = None, head: bytes = b"") -> tuple[str, bytes]:
+        return self.msgid, head + self.data  # the finished message keeps its own Message-ID
+
+    def envelope_sender(self, token: str | None) -> str | None:
+        return None  # a confirmation's bounces go to from_email: it names no reader of the list yet
 
     def list_unsubscribe(self, url: str | None, token: str | None = None) -> str:
         return ""  # a confirmation is not a list message
