@@ -390,3 +390,43 @@ def test_an_impossible_date_in_plain_words(nl: Path, date: str, words: str):
     [line] = r.stderr.splitlines()
     assert line.startswith(f"error: issues/mini.yaml:3: {words}"), line
     assert "valid date or datetime" not in line
+
+
+# Point 8: YAML mistakes on the right line, in plain words ---------------------------------------
+
+@pytest.mark.parametrize("text, line, words", [
+    ('subject: "Hello\ndate: 2020-09-01\nsections:\n  - heading: One\n    body: Text\n', 1,
+     "a quote opened on this line is never closed"),
+    ('subject: "Hello\ndate: "2020-09-01"\nsections:\n  - heading: One\n    body: Text\n', 1,
+     "a quote opened on this line is never closed"),
+    ("subject: Hi\ndate: 2020-09-01\nsections:\n  - heading: 'One\n    body: Text\n", 4,
+     "a quote opened on this line is never closed"),
+    ('subject: "Hello" world\ndate: 2020-09-01\n', 1, "this line does not fit the lines above it"),
+    ("subject: Hello: world\ndate: 2020-09-01\n", 1, "a ': ' inside a value"),
+])
+def test_yaml_mistakes_are_named_on_their_line_in_plain_words(nl: Path, text: str, line: int, words: str):
+    (nl / "issues" / "bad.yaml").write_text(text, encoding="utf-8")
+    r = run("check", "issues/bad.yaml")
+    assert r.exit_code == 2
+    [said] = r.stderr.splitlines()
+    assert said.startswith(f"error: issues/bad.yaml:{line}: YAML syntax error: {words}"), said
+    assert "<block end>" not in said and "scalar" not in said
+
+
+def test_quotes_that_are_closed_are_not_taken_for_open_ones(nl: Path):
+    (nl / "issues" / "ok.yaml").write_text(
+        'subject: "He said \\"hi\\""\ndate: 2020-09-01\nsections:\n  - heading: \'It\'\'s\'\n    body: Text\n',
+        encoding="utf-8")
+    r = run("check", "issues/ok.yaml")
+    assert "YAML syntax error" not in r.output, r.output
+
+
+# Point 3: SendGrid without a key ----------------------------------------------------------------
+
+def test_sendgrid_without_a_key_is_one_line_without_a_no_sync_detour(nl: Path, monkeypatch):
+    monkeypatch.delenv("SENDGRID_API_KEY", raising=False)
+    for extra in ([], ["--no-sync"], ["--dry-run"]):
+        r = run("send", "issues/mini.yaml", "--list", "subscribers.csv", "--provider", "sendgrid", "--yes", *extra)
+        assert r.exit_code == 2, (extra, r.output)
+        [said] = r.stderr.splitlines()
+        assert said.startswith("error: SENDGRID_API_KEY is not set") and "--no-sync" not in said, said

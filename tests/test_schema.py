@@ -49,8 +49,8 @@ BAD = [
     # --- YAML itself
     ("yaml-syntax", edit("title: The Title", "title: [unclosed"), None, 5,
      "YAML syntax error: expected ',' or ']', but got ':', while parsing a flow sequence that starts on line 4"),
-    ("yaml-unclosed-quote", edit("title: The Title", 'title: "The Title'), None, 17,
-     "while scanning a quoted scalar that starts on line 4"),
+    ("yaml-unclosed-quote", edit("title: The Title", 'title: "The Title'), None, 4,
+     "YAML syntax error: a quote opened on this line is never closed"),
     ("yaml-indent", edit("date: 2020-09-01", "date: 2020-09-01\n  oops: indented"), None, 4, "YAML syntax error"),
     ("yaml-tab", edit("title: The Title", "\ttitle: The Title"), None, 4, "YAML syntax error"),
     ("duplicate-key", edit("title: The Title", "title: The Title\ntitle: Again"), None, 5,

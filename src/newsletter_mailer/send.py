@@ -114,6 +114,8 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     ctx.sign, dkim_note = signer_for(settings.delivery.dkim, provider.name, options.env)  # the key checked first
     when = _when(options, settings, provider)
+    if options.dry_run and provider.name == "sendgrid":
+        provider.open()  # its key checked as the send would (no network): a dry run stops where a send would
     state = state_for(options, settings, settings_dir)
     notes: list[str] = [dkim_note] if dkim_note else []
     links = _unsubscribe_source(options, settings, provider.name, state, notes, composed.slug)
@@ -289,6 +291,7 @@ def _sync_from_sendgrid(p: Prepared) -> str:
     even attempted. A failure stops the send before anything goes out (--no-sync skips it)."""
     from newsletter_mailer.audience.sendgrid_sync import KeyRefused, sync
 
+    p.provider.open()  # the key first (no network): without one, --no-sync would not help either
     store = p.state.audience()
     try:
         report = sync(p.composed.settings, store, p.options.env)

@@ -99,15 +99,8 @@ class YamlDoc:
             _limit_expansion(path, node)  # before constructing: merge keys (<<) copy while constructing
             self.data = loader.construct_document(node) if node is not None else None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            # An unclosed quote or [ is only noticed lines later: say where it began.
-            context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-            if context and cmark and mark and cmark.line != mark.line:
-                problem += f", {context} that starts on line {cmark.line + 1}"
-            raise NewsletterError(f"YAML syntax error: {problem}", path=path,
-                                  line=mark.line + 1 if mark else None,
-                                  hint="check indentation and quoting") from None
+            message, line, hint = _plain_yaml_error(text, exc)
+            raise NewsletterError(message, path=path, line=line, hint=hint) from None
         except (ValueError, TypeError, RecursionError) as exc:
             raise NewsletterError(f"YAML could not be read: {exc}", path=path) from None
         finally:
@@ -315,3 +308,53 @@ def load_toml_model(path: Path, model: type[BaseModel], schema: str = "newslette
         return model.model_validate(data)
     except ValidationError as exc:
         raise validation_error(exc, path, line_of, schema) from None
+
+
+def _open_quote_line(text: str, upto: int) -> int | None:
+    """The first line (1-based) up to `upto` whose value opens a quote it does not close."""
+    for number, line in enumerate(text.splitlines()[:upto], 1):
+        value = line.split(": ", 1)[1].lstrip() if ": " in line else line.strip().lstrip("- ")
+        if value[:1] not in ('"', "'"):
+            continue
+        quote, i, closed = value[0], 1, False
+        while i < len(value):
+            if quote == '"' and value[i] == "\\":
+                i += 2
+                continue
+            if value[i] == quote:
+                if quote == "'" and value[i + 1:i + 2] == "'":  # '' is a quote inside '…'
+                    i += 2
+                    continue
+                closed = True
+                break
+            i += 1
+        if not closed:
+            return number
+    return None
+
+
+def _plain_yaml_error(text: str, exc: Exception) -> tuple[str, int | None, str]:
+    """A YAML parser error in plain words, on the line where the mistake is (an unclosed quote is
+    only noticed lines later, by a parser that speaks of <block end> and scalars)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    line = mark.line + 1 if mark else None
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None) or ""
+    opened = _open_quote_line(text, line or 0) if line else None
+    if "quoted scalar" in context or (opened and "expected <block end>" in problem):
+        return ("YAML syntax error: a quote opened on this line is never closed", opened or line,
+                'end the value with the same quote on the same line, or write a longer text as `key: |` '
+                "followed by indented lines")
+    if "expected <block end>" in problem or "expected <block mapping end>" in problem:
+        return ("YAML syntax error: this line does not fit the lines above it (text after a closing quote, "
+                "or a wrong indentation)", line, "quote the whole value, and indent with spaces as the lines above")
+    if "mapping values are not allowed" in problem:
+        return ("YAML syntax error: a ': ' inside a value", line,
+                'put the value in quotes, e.g. subject: "Hello: world"')
+    if "found character '\\t'" in problem or "tab" in problem.lower():
+        return "YAML syntax error: a tab used for indentation", line, "indent with spaces"
+    cmark = getattr(exc, "context_mark", None)
+    if context and cmark and mark and cmark.line != mark.line:
+        problem += f", {context} that starts on line {cmark.line + 1}"
+    return f"YAML syntax error: {problem}", line, "check indentation and quoting"
+
