@@ -3,6 +3,7 @@ exit codes that agree, the settings found and described, and plain words for bad
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -430,3 +431,16 @@ def test_sendgrid_without_a_key_is_one_line_without_a_no_sync_detour(nl: Path, m
         assert r.exit_code == 2, (extra, r.output)
         [said] = r.stderr.splitlines()
         assert said.startswith("error: SENDGRID_API_KEY is not set") and "--no-sync" not in said, said
+
+
+# Point 10: the preview shows the unsubscribe link readers get -----------------------------------
+
+def test_the_preview_shows_the_unsubscribe_link_in_the_form_readers_get(nl: Path):
+    r = run("compose", "issues/mini.yaml", "--out", "build")
+    assert r.exit_code == 0, r.output
+    page = (nl / "build" / "preview.html").read_text(encoding="utf-8")
+    from newsletter_mailer.settings import load_settings
+
+    settings = load_settings(nl / "newsletter.toml")[0]
+    assert re.search(re.escape(settings.web.base) + r"/u/[A-Za-z0-9_-]{22,}", page), "no /u/<token> link"
+    assert settings.web_base + "/unsubscribe" not in page

@@ -65,9 +65,30 @@ class Composed:
 
     def sample(self, email: str = "reader@example.org", name: str = "") -> tuple[str, str, str, str]:
         """(subject, preheader, html, text) for one made-up reader with default values."""
-        values = self.filler().values(email, name, {}, self.settings.web_base + "/unsubscribe")
+        values = self.filler().values(email, name, {}, sample_unsubscribe(self.settings, email, self.slug))
         esc = [htmlmod.escape(v) for v in values]
         return (self.subject.fill(values), self.preheader.fill(values), self.html.fill(esc), self.text.fill(values))
+
+
+PREVIEW_KEY = b"\0" * 32  # seals the preview's tokens: the link has the readers' form and opens nothing
+
+
+def sample_unsubscribe(settings: Settings, email: str, slug: str) -> str:
+    """The unsubscribe link in the form readers get it (the settings decide which), for the
+    preview: the app's /u/<token>, the settings' unsubscribe_url filled, or SendGrid's own page.
+    Its token is sealed with a key of zeros, so it has the real shape and unsubscribes nobody."""
+    from newsletter_mailer import tokens, unsubscribe
+    from newsletter_mailer.listid import stable_id
+    from newsletter_mailer.message import unsubscribe_link
+
+    if settings.delivery.provider == "sendgrid" and settings.delivery.sendgrid.asm_group_id is not None:
+        return "[SendGrid's unsubscribe link for this reader]"
+    if settings.unsubscribe_url is not None:
+        return unsubscribe_link(settings.unsubscribe_url, email, unsubscribe.token(PREVIEW_KEY, email))
+    if settings.web.base is not None:
+        token = tokens.make_unsubscribe(PREVIEW_KEY, stable_id(settings.list_id_header), email, slug)
+        return f"{settings.web.base}/u/{token}"
+    return "[no unsubscribe link: set [web] base_url]"
 
 
 def compose(issue_path: Path, settings: Settings, settings_dir: Path | None) -> Composed:
