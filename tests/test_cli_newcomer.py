@@ -444,3 +444,26 @@ def test_the_preview_shows_the_unsubscribe_link_in_the_form_readers_get(nl: Path
     settings = load_settings(nl / "newsletter.toml")[0]
     assert re.search(re.escape(settings.web.base) + r"/u/[A-Za-z0-9_-]{22,}", page), "no /u/<token> link"
     assert settings.web_base + "/unsubscribe" not in page
+
+
+# Point 13: --watch names its warnings; state copy --to blames --to ---------------------------------
+
+def test_the_watch_line_names_the_checks_that_need_a_look():
+    from newsletter_mailer.checks import summary
+    from newsletter_mailer.checks.result import Check
+
+    checks = [Check("ok", "fine", "size"), Check("warning", "a", "placeholder"), Check("warning", "b", "placeholder"),
+              Check("warning", "c", "return-path"), Check("error", "d", "contrast")]
+    assert summary(checks) == "1 check failed (contrast); 3 warnings (placeholder, return-path)"
+    assert summary([Check("ok", "fine", "size")]) == "checks ok"
+
+
+def test_state_copy_to_an_unreachable_database_blames_the_to_url(nl: Path, pg_cluster):
+    from newsletter_mailer.state import State
+
+    State(nl / ".newsletter").audience().close()
+    port = pg_cluster.port + 1 if pg_cluster.port < 65535 else pg_cluster.port - 1
+    r = run("state", "copy", "--to", f"postgresql://news@127.0.0.1:{port}/news")
+    assert r.exit_code == 2
+    [said] = r.stderr.splitlines()
+    assert "check the --to URL" in said and "NEWSLETTER_DATABASE_URL" not in said, said

@@ -93,7 +93,8 @@ def test_the_terminal_line_counts_warnings_instead_of_saying_checks_ok(server, n
     line = wait_for(lambda: next((l for l in server.lines if l.startswith("rebuilt in ")), None), "a rebuild")
     warnings = [k for k in server.builder.checks if k.level == "warning"]
     assert any(k.field == "preheader" for k in warnings)
-    assert line.endswith(f": {len(warnings)} warning(s)"), line
+    names = ", ".join(dict.fromkeys(k.name for k in warnings))
+    assert line.endswith(f": {len(warnings)} warnings ({names})"), line
     assert "checks ok" not in line
 
 

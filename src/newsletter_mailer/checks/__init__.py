@@ -200,8 +200,15 @@ def failures(checks: list[Check]) -> list[Check]:
 
 
 def summary(checks: list[Check]) -> str:
-    """One line for the --watch terminal: "checks ok" only when nothing needs a look."""
-    errors = len(failures(checks))
-    warnings = sum(1 for c in checks if c.level == "warning")
-    parts = ([f"{errors} check(s) failed"] if errors else []) + ([f"{warnings} warning(s)"] if warnings else [])
-    return ", ".join(parts) or "checks ok"
+    """One line for the --watch terminal, naming what needs a look ("checks ok" only when nothing
+    does): each failed check and warning by its name, e.g. "1 check failed (contrast); 2 warnings
+    (placeholder, return-path)"."""
+    def named(level: str, one: str, many: str) -> str | None:
+        found = [c for c in checks if c.level == level]
+        if not found:
+            return None
+        names = ", ".join(dict.fromkeys(c.name or c.field or "check" for c in found))
+        return f"{len(found)} {one if len(found) == 1 else many} ({names})"
+
+    parts = [p for p in (named("error", "check failed", "checks failed"), named("warning", "warning", "warnings")) if p]
+    return "; ".join(parts) or "checks ok"

@@ -58,8 +58,20 @@ def _copy_table(source: Database, target: Database, table: str) -> int:
     return copied
 
 
+TO = "the --to URL"  # where a failure points: the target was given on the command line, not configured
+
+
 def copy_state(state_dir: Path, url: str, *, force: bool = False) -> list[tuple[str, int]]:
     """Copy the SQLite state in state_dir into the database at url (initialised first); (table, rows) each."""
+    try:
+        return _copy(state_dir, url, force)
+    except NewsletterError as exc:
+        if exc.message.startswith("cannot reach the database"):
+            exc.hint = f"check {TO}, and that the server runs"
+        raise
+
+
+def _copy(state_dir: Path, url: str, force: bool) -> list[tuple[str, int]]:
     migrations.init_database(url)
     sources = _sources(State(state_dir))  # the source is SQLite files by definition, whatever is configured
     target = Database.postgres(url)
@@ -70,7 +82,7 @@ def copy_state(state_dir: Path, url: str, *, force: bool = False) -> list[tuple[
             _refuse_rows(target, [table for _, table in pairs])
         return [(table, _copy_table(source, target, table)) for source, table in pairs]
     except ERRORS as exc:
-        raise unreachable(url, exc) from None
+        raise unreachable(url, exc, named_by=TO) from None
     finally:
         target.close()
         for db in sources.values():

@@ -84,12 +84,14 @@ def where(url: str) -> str:
     return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
 
 
-def unreachable(url: str, exc: BaseException) -> NewsletterError:
-    """The one wording for a database that cannot be used (its message redacted of the URL)."""
+def unreachable(url: str, exc: BaseException, *, named_by: str = "NEWSLETTER_DATABASE_URL or [state] database_url",
+                ) -> NewsletterError:
+    """The one wording for a database that cannot be used (its message redacted of the URL);
+    named_by says where the URL came from (`state copy --to` names its own option)."""
     text = one_line(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
     text = text.replace(url, where(url))
     return NewsletterError(f"cannot reach the database at {where(url)} — {text}",
-                           hint="check NEWSLETTER_DATABASE_URL or [state] database_url, and that the server runs")
+                           hint=f"check {named_by}, and that the server runs")
 
 
 @contextmanager
