@@ -116,11 +116,13 @@ def test_cost_per_token(capsys):
 # --- the stable list id, old tokens, rotation (issue 19) -------------------------------------------
 
 def _settings(tmp_path, top: str = "", web: str = ""):
+    from tests.conftest import without_web
     from tests.helpers.webserver import ROOT
     from newsletter_mailer.settings import load_settings
 
     path = tmp_path / "newsletter.toml"
-    path.write_text(top + (ROOT / "newsletter.toml").read_text(encoding="utf-8") + f"\n[web]\n{web}\n", encoding="utf-8")
+    example = without_web((ROOT / "newsletter.toml").read_text(encoding="utf-8"))
+    path.write_text(top + example + f"\n[web]\n{web}\n", encoding="utf-8")
     return load_settings(path)[0]
 
 
