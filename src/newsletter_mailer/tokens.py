@@ -75,6 +75,11 @@ def _open(secret: Secrets, list_id: ListIds, purpose: bytes, token: str) -> byte
     return None
 
 
+# `newsletter doctor --online` seals this address in a one-click token: the app answers it as it
+# would a reader's and records nothing (.invalid is reserved: no reader can have it, RFC 2606).
+PROBE = "one-click-probe@newsletter.invalid"
+
+
 def make_unsubscribe(secret: Secrets, list_id: ListIds, email: str, issue: str | None = None) -> str:
     """The reader's link token; with the issue slug sealed too, so the store records where the
     reader left from. Deterministic per (reader, issue); without an issue it is the v1 token."""

@@ -15,6 +15,7 @@ LABELS = {"ok": "ok", "warning": "warning", "error": "failure"}
 @app.command()
 def doctor(
     nameserver: Annotated[Optional[str], typer.Option("--nameserver", metavar="IP[:PORT]", help="ask this DNS server (default: the system's resolver)")] = None,
+    online: Annotated[bool, typer.Option("--online", help="also POST a test one-click unsubscribe to [web] base_url (it changes no reader)")] = False,
     provider: ProviderOpt = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
@@ -32,7 +33,7 @@ def doctor(
         settings, _, st = settings_and_state(config, state)
         name = provider or settings.delivery.provider
         provider_class(name)  # an unknown name is one line, exit 2
-        checks = diagnose(settings, Lookup(resolver(nameserver)), os.environ, st, name)
+        checks = diagnose(settings, Lookup(resolver(nameserver)), os.environ, st, name, online=online)
     for c in checks:
         typer.echo(redact(f"{LABELS[c.level]:<8} {c.name}: {c.message}"))
     failures = sum(c.level == "error" for c in checks)

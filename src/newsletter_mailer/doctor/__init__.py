@@ -23,7 +23,7 @@ def envelope_domain(settings: Settings) -> str:
 
 
 def diagnose(settings: Settings, lookup: Lookup, env: Mapping[str, str], state: State | None,
-             provider: str | None = None) -> list[Check]:
+             provider: str | None = None, *, online: bool = False) -> list[Check]:
     """Every check, in the order to fix them: SPF, DKIM, DMARC, bounces, unsubscribe, then the table."""
     from newsletter_mailer.doctor.bulk import Complaints, recent_complaints, table
     from newsletter_mailer.doctor.records import check_bounces, check_dkim, check_dmarc, check_unsubscribe
@@ -39,4 +39,8 @@ def diagnose(settings: Settings, lookup: Lookup, env: Mapping[str, str], state: 
     if provider != "sendgrid":
         out.append(check_bounces(lookup, domain))
     out.append(check_unsubscribe(settings, provider))
+    if online and state is not None and not (provider == "sendgrid" and settings.delivery.sendgrid.asm_group_id):
+        from newsletter_mailer.doctor.records import check_unsubscribe_online
+
+        out.append(check_unsubscribe_online(settings, state, env))
     return out + table(out, recent_complaints(state) if state is not None else Complaints((), 0, 0))

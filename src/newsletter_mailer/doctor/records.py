@@ -8,7 +8,8 @@ from newsletter_mailer.checks.result import Check
 from newsletter_mailer.doctor.lookup import Lookup, LookupProblem
 from newsletter_mailer.errors import NewsletterError
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
+    from newsletter_mailer.state.handle import State  # pragma: no cover
     from newsletter_mailer.settings import Settings
 
 SENDGRID_SELECTORS = ("s1", "s2")
@@ -149,3 +150,40 @@ def check_unsubscribe(settings: Settings, provider: str) -> Check:
         return Check("error", f"{setting} does not take the one-click POST: use [web] base_url (newsletter serve), "
                               "or set unsubscribe_one_click = true if your page honours RFC 8058", "unsubscribe")
     return Check("ok", f"one-click unsubscribe (RFC 8058) at {url}", "unsubscribe")
+
+
+def check_unsubscribe_online(settings: Settings, state: State, env: Mapping[str, str],
+                             timeout: float = 10.0) -> Check:
+    """`--online`: a one-click POST, as Gmail's would be, of a token sealed to a probe address the
+    app answers and records nothing for: the endpoint must answer 200."""
+    import urllib.error
+    import urllib.request
+
+    from newsletter_mailer import tokens
+
+    if settings.web.base is None or settings.unsubscribe_url is not None:
+        return Check("warning", "one-click not tried online: only the app's links ([web] base_url) can be",
+                     "unsubscribe-online")
+    secrets, _ = state.secrets(env, create=False)
+    token = tokens.make_unsubscribe(secrets[0], state.list_ids(settings, check=False, record=False)[0],
+                                    tokens.PROBE)
+    url = f"{settings.web.base}/u/{token}"
+    request = urllib.request.Request(url, data=b"List-Unsubscribe=One-Click", method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    where = f"{settings.web.base}/u/…"
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 - https or http, ours
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check("error", f"one-click POST to {where} failed: {reason}: start `newsletter serve` behind "
+                              "your TLS proxy at [web] base_url", "unsubscribe-online")
+    if status == 200:
+        return Check("ok", f"one-click POST to {where} answered 200 (a test: no reader changed)",
+                     "unsubscribe-online")
+    hint = ("the server has another secret: give it this NEWSLETTER_SECRET" if status == 404 else
+            "check the proxy in front of newsletter serve")
+    return Check("error", f"one-click POST to {where} answered {status}, not 200: {hint}", "unsubscribe-online")
+
