@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
-NOT_RUN = 9  # the `<!-- not run: … -->` blocks in README.md, docs/ and what docs/ includes
+NOT_RUN = 11  # the `<!-- not run: … -->` blocks in README.md, docs/ and what docs/ includes
 WAIT = 60  # seconds a started server gets to answer (a bound, not a measurement)
 
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```\n", re.M | re.S)
