@@ -11,8 +11,6 @@ that need it are not runnable (`available()` says so).
 
 from __future__ import annotations
 
-import email
-import email.policy
 import os
 import pwd
 import shutil
@@ -22,7 +20,6 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from email.message import EmailMessage
 from pathlib import Path
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
@@ -142,14 +139,6 @@ class Postfix:
                 return files
             time.sleep(0.2)
         return self.delivered()
-
-    def messages(self) -> list[tuple[EmailMessage, bytes]]:
-        """(parsed headers, raw bytes) of each delivered message."""
-        out = []
-        for path in self.delivered():
-            raw = path.read_bytes()
-            out.append((email.message_from_bytes(raw, policy=email.policy.default), raw))
-        return out
 
     def stop(self) -> None:
         self.postfix("stop")
