@@ -1,6 +1,6 @@
-"""Through a real relay: 1,000 messages on four SMTP connections into a private Postfix
+"""Through a real relay: 1,000 messages on four SMTP connections (STARTTLS) into a private Postfix
 (tests/helpers/postfix.py), each delivered exactly once and, by Message-ID, byte for byte the
-body the outbox writes for the same reader in the same send.
+body the outbox writes for the same reader in the same send; the ledger on SQLite and on PostgreSQL.
 
 The outbox copy is made from the same prepared send (one composed issue, one MIME boundary and
 Date), for the same subscribers, with the Message-IDs the ledger recorded: what the relay
@@ -20,7 +20,7 @@ from newsletter_mailer.providers.outbox import OutboxProvider, filename
 from newsletter_mailer.send import Options, Sender, prepare
 from newsletter_mailer.subscribers import SubscriberList
 from tests.helpers import postfix
-from tests.test_faults import addrs, nl, write_list  # noqa: F401 - fixtures
+from tests.test_faults import addrs, nl, state_db, write_list  # noqa: F401 - fixtures
 
 N = 1000
 # Merge values that test the path byte by byte, among ordinary readers: lines that are only a dot
@@ -50,13 +50,14 @@ def body(raw: bytes) -> bytes:
 
 
 @pytest.mark.slow
-def test_a_thousand_messages_on_four_connections_through_postfix_once_each_and_byte_identical(nl, relay,
+def test_a_thousand_messages_on_four_connections_through_postfix_once_each_and_byte_identical(nl, state_db, relay,
                                                                                                monkeypatch):
     emails = addrs(N)
     write_list(nl, emails, extra={e: HOSTILE[i // 37 % len(HOSTILE)] for i, e in enumerate(emails) if i % 37 == 5})
     monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
     monkeypatch.setenv("SMTP_PORT", str(relay.port))
-    monkeypatch.setenv("SMTP_SECURITY", "none")
+    monkeypatch.setenv("SMTP_SECURITY", "starttls")
+    monkeypatch.setenv("SMTP_CA_FILE", str(relay.ca_file))
     monkeypatch.setenv("SMTP_CONNECTIONS", "4")
     p = prepare(Options(issue=Path("issues/mini.yaml"), list_path=Path("subs.csv"), provider="smtp",
                         env=dict(os.environ)))
@@ -88,6 +89,7 @@ def test_a_thousand_messages_on_four_connections_through_postfix_once_each_and_b
         msg = message_from_bytes(raw, policy=policy.default)
         msgid = msg["Message-ID"]
         seen[msgid] += 1
+        assert "with ESMTPS" in msg["Received"]  # each of the four connections went over STARTTLS
         # the relay's envelope recipient is the reader the ledger sent that Message-ID to
         assert msg["Delivered-To"] == rows[msg["Delivered-To"]].email and msgid_of[msg["Delivered-To"]] == msgid
         delivered[msgid] = raw

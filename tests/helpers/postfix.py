@@ -4,7 +4,8 @@ Debian's `postfix` package is installed with "No configuration" (.ci/install-sys
 service is never started or needed. Each instance gets its own config_directory, queue_directory
 and data_directory in a temp folder, listens on 127.0.0.1 only (smtpd on a free port, set in its
 master.cf), accepts mail from loopback for `domains` and delivers it with Postfix's virtual(8)
-agent into one Maildir (`Postfix.maildir`), where the test reads what arrived. Postfix's master
+agent into one Maildir (`Postfix.maildir`), where the test reads what arrived. STARTTLS is
+offered with a certificate of a throwaway CA (`Postfix.ca_file`), as a real relay's on port 587. Postfix's master
 must run as root (it drops to the `postfix` user for its daemons): as another user the tests
 that need it are not runnable (`available()` says so).
 """
@@ -21,6 +22,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.helpers.dovecot import make_ca
 
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 DAEMONS = "/usr/lib/postfix/sbin"
@@ -69,6 +72,10 @@ virtual_uid_maps = static:{uid}
 virtual_gid_maps = static:{gid}
 virtual_minimum_uid = {uid}
 virtual_destination_concurrency_limit = 4
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = {run}/etc/cert.pem
+smtpd_tls_key_file = {run}/etc/key.pem
+smtpd_tls_received_header = yes
 """
 
 # Every daemon unchrooted (the queue is not laid out for a chroot); smtpd on our own port.
@@ -77,6 +84,7 @@ MASTER_CF = """\
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
 rewrite   unix  -       -       n       -       -       trivial-rewrite
 bounce    unix  -       -       n       -       0       bounce
 defer     unix  -       -       n       -       0       bounce
@@ -102,6 +110,7 @@ class Postfix:
     run: Path
     port: int
     proc: subprocess.Popen
+    ca_file: Path  # the throwaway CA of its STARTTLS certificate (127.0.0.1, localhost)
 
     @property
     def config(self) -> Path:
@@ -161,6 +170,7 @@ def start(domains: str = "example.org") -> Postfix:
         (run / sub).mkdir(mode=0o755)
     os.chown(run / "mail", owner.pw_uid, owner.pw_gid)
     port = _free_port()
+    ca, _, _ = make_ca(run / "etc")  # smtpd reads its key as root, before it drops to `postfix`
     (run / "etc" / "main.cf").write_text(MAIN_CF.format(run=run, daemons=DAEMONS, domains=domains,
                                                         uid=owner.pw_uid, gid=owner.pw_gid))
     (run / "etc" / "master.cf").write_text(MASTER_CF.format(port=port))
@@ -173,7 +183,7 @@ def start(domains: str = "example.org") -> Postfix:
         raise RuntimeError(f"postfix set-permissions failed: {made.stderr} {log}")
     proc = subprocess.Popen([POSTFIX, "-c", str(run / "etc"), "start-fg"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
-    server = Postfix(run, port, proc)
+    server = Postfix(run, port, proc, ca)
     for _ in range(200):
         if proc.poll() is not None:
             out = proc.stdout.read().decode(errors="replace")
