@@ -5,9 +5,9 @@ service is never started or needed. Each instance gets its own config_directory,
 and data_directory in a temp folder, listens on 127.0.0.1 only (smtpd on a free port, set in its
 master.cf), accepts mail from loopback for `domains` and delivers it with Postfix's virtual(8)
 agent into one Maildir (`Postfix.maildir`), where the test reads what arrived. STARTTLS is
-offered with a certificate of a throwaway CA (`Postfix.ca_file`), as a real relay's on port 587. Postfix's master
-must run as root (it drops to the `postfix` user for its daemons): as another user the tests
-that need it are not runnable (`available()` says so).
+offered with a certificate of a throwaway CA (`Postfix.ca_file`), as on a real relay's port 587.
+Postfix's master must run as root (it drops to the `postfix` user for its daemons): as another
+user the tests that need it are not runnable (`available()` says so).
 """
 
 from __future__ import annotations
@@ -181,14 +181,16 @@ def start(domains: str = "example.org") -> Postfix:
         log = (run / "postfix.log").read_text(errors="replace") if (run / "postfix.log").exists() else ""
         shutil.rmtree(run, ignore_errors=True)
         raise RuntimeError(f"postfix set-permissions failed: {made.stderr} {log}")
-    proc = subprocess.Popen([POSTFIX, "-c", str(run / "etc"), "start-fg"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(run / "start-fg.out", "wb") as out:  # a file, not a pipe nobody reads while it runs
+        proc = subprocess.Popen([POSTFIX, "-c", str(run / "etc"), "start-fg"], stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     server = Postfix(run, port, proc, ca)
     for _ in range(200):
         if proc.poll() is not None:
-            out = proc.stdout.read().decode(errors="replace")
+            out = (run / "start-fg.out").read_text(errors="replace")
+            log = server.log()
             shutil.rmtree(run, ignore_errors=True)
-            raise RuntimeError(f"postfix exited: {out} {server.log()}")
+            raise RuntimeError(f"postfix exited: {out} {log}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 if s.recv(512).startswith(b"220"):
