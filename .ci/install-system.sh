@@ -6,6 +6,9 @@
 #     the tests start their own instance, the packaged service is not needed)
 #   - NSD, an authoritative DNS server (newsletter doctor's tests, tests/helpers/nsd.py: own config,
 #     loopback port) and opendkim-tools (opendkim-testmsg verifies our DKIM signatures)
+#   - Postfix, a real relay (tests/helpers/postfix.py starts a private instance as root: own config,
+#     queue and loopback port); installed with debconf's "No configuration": the packaged service
+#     is never set up, started or needed
 #   - Java (default-jre-headless) for the Nu HTML checker (tests/test_web_page.py)
 #   - SpamAssassin 4, run locally (-L) on a sent example (tests/test_spamassassin.py)
 #   - Stoplight Prism (SendGrid contract mock, tests/helpers/prism.py), vnu-jar (the Nu
@@ -15,7 +18,7 @@
 set -euo pipefail
 
 CI_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless postgresql spamassassin nsd opendkim-tools)
+APT_PACKAGES=(chromium fonts-dejavu-core fonts-liberation dovecot-imapd default-jre-headless postgresql spamassassin nsd opendkim-tools postfix)
 
 log() { printf 'install-system: %s\n' "$*"; }
 
@@ -48,6 +51,10 @@ mapfile -t missing < <(missing_packages "${APT_PACKAGES[@]}")
 # Node/npm for Prism: Debian's nodejs (18.20.x) satisfies prism-cli's engines (>=18.20.1).
 if ! command -v npm >/dev/null 2>&1; then
   missing+=(nodejs npm)
+fi
+if printf '%s\n' "${missing[@]}" | grep -qx postfix; then
+  # no questions, no /etc/postfix/main.cf, no running service: the tests bring their own instance
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   apt_install "${missing[@]}"

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import EXAMPLE_SETTINGS, Row, child_env, cli, free_port, median, python, report
+from _common import EXAMPLE_SETTINGS, ROOT, Row, child_env, cli, free_port, median, python, report
+
+sys.path.insert(0, str(ROOT))
+from tests.conftest import without_web  # noqa: E402 - the example's own [web] goes, ours is added
 
 from newsletter_mailer import tokens
 from newsletter_mailer.audience.store import Audience, Change
@@ -90,8 +94,8 @@ def _server(folder: Path, workers: int = 1, serve: bool = False, **env: str) -> 
     `folder` (plus `env`); the list id tokens are sealed to."""
     port = free_port()
     config = folder / "newsletter.toml"
-    config.write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8")
-                      + f'\n[web]\nbase_url = "https://news.example.org"\n' + _open_limits(), encoding="utf-8")
+    config.write_text(without_web(EXAMPLE_SETTINGS.read_text(encoding="utf-8"))
+                      + '\n[web]\nbase_url = "https://news.example.org"\n' + _open_limits(), encoding="utf-8")
     env = child_env(NEWSLETTER_CONFIG=str(config), NEWSLETTER_STATE=str(folder / "state"),
                     NEWSLETTER_OUTBOX=str(folder / "outbox"), NEWSLETTER_SECRET=SECRET, **env)
     log = open(folder / "server.log", "wb")
@@ -155,12 +159,13 @@ def web_rows(n: int, repeat: int, serve: bool = False) -> list[Row]:
                      "confirmation written before its 200")]
 
 
-def store_commits(folder: Path, n: int) -> float:
-    """Audience.record of one change per transaction (what each POST costs the store), per second."""
-    store = State(folder).audience()
+def store_commits(folder: Path, n: int, url: str | None = None, prefix: str = "raw") -> float:
+    """Audience.record of one change per transaction (what each POST costs the store), per second,
+    from one client: in the state folder, or in the PostgreSQL database `url`."""
+    store = State(folder, url).audience()
     t0 = time.perf_counter()
     for i in range(n):
-        store.record([Change(f"raw.{i}@example.org", "unsubscribed", "one-click", issue="2020-09-cscp")])
+        store.record([Change(f"{prefix}.{i}@example.org", "unsubscribed", "one-click", issue="2020-09-cscp")])
     took = time.perf_counter() - t0
     store.close()
     return n / took
