@@ -19,6 +19,7 @@ from typing import Callable, ContextManager, Iterator, Mapping
 
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
+from newsletter_mailer.conditions import check_columns
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.state import send_lock
@@ -37,6 +38,7 @@ from newsletter_mailer.audience.in_send import SendAudience
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.subscribers import Skips, Subscriber, SubscriberList, read_suppressions
 from newsletter_mailer.validators import header_problem
+from newsletter_mailer.variants import Editions, Variant
 
 TEST_PREFIX = "[TEST] "
 
@@ -76,15 +78,19 @@ class Prepared:
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
     warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
+    editions: Editions | None = None        # the issue composed once per variant (for: on sections)
+    provider_for: Callable[[Composed], Provider] | None = None  # another variant's provider, same settings
 
-    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None) -> Recipient:
-        """One recipient's values; the unsubscribe link and token are `link_for`'s when given (a test
-        mail personalised as a subscriber must never carry that subscriber's way out)."""
+    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
+                  composed: Composed | None = None) -> Recipient:
+        """One recipient's values (of `composed`, their variant; default the whole issue); the
+        unsubscribe link and token are `link_for`'s when given (a test mail personalised as a
+        subscriber must never carry that subscriber's way out)."""
         msgid = self.new_message_id() if self.new_message_id is not None else None
         owner = link_for or email
         token = self.links.token(owner) if self.links.token is not None else None
-        return make_recipient(self.composed.filler(), self.links.url(owner, token), email, name, fields, msgid,
-                              token)
+        return make_recipient((composed or self.composed).filler(), self.links.url(owner, token), email, name,
+                              fields, msgid, token)
 
 
 def state_for(options: Options, settings: Settings, settings_dir: Path) -> State:
@@ -108,8 +114,13 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
                               path=settings.file if failed[0].in_settings else options.issue,
                               hint=f"`newsletter check {options.issue}` shows every check", exit_code=1)
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
-    ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
+    outbox = outbox_for(options, settings_dir)
+    ctx = send_context(composed, outbox=outbox, subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
+
+    def provider_for(c: Composed) -> Provider:
+        return get_provider(provider.name, send_context(c, outbox=outbox, subject_prefix=subject_prefix,
+                                                        env=options.env))
     when = _when(options, settings, provider)
     state = state_for(options, settings, settings_dir)
     notes: list[str] = []
@@ -118,7 +129,8 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
         notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings)
+    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings,
+                    Editions(composed, settings_dir), provider_for)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:
@@ -243,6 +255,7 @@ class Plan:
     skips: object = None
     interrupted: list[str] = field(default_factory=list)
     signups: int = 0   # confirmed sign-ups from the audience store, not in the CSV, to send
+    variants: dict[str, int] = field(default_factory=dict)  # readers to send, per variant name
     cancelled: int = 0  # whose scheduled send was cancelled: sent again only with --resend-cancelled
 
 
@@ -328,6 +341,9 @@ class Sender:
         self.subscribers = (SubscriberList(o.list_path, tag=o.tag, suppress=suppress, allow_local_domains=local)
                             if o.list_path is not None else None)
         columns = self.subscribers.columns if self.subscribers is not None else frozenset()
+        self.editions = p.editions or Editions(p.composed, None)
+        if self.subscribers is not None:
+            check_columns(self.editions.audiences.located(), columns, o.issue, o.list_path)
         missing = p.composed.filler().missing(columns)
         if missing:
             self.audience.close()
@@ -359,11 +375,12 @@ class Sender:
                 plan.interrupted = self.ledger.mark_in_flight_uncertain(self.slug)
             self.states = self.ledger.states(self.slug)
         o = self.p.options
-        subject = self.p.composed.subject
-        check_subject = bool(subject.slots)
-        filler = self.p.composed.filler()
+        variant_of, composed = self.editions.audiences.of, self.editions.composed
         for sub in self._candidates():
-            if check_subject or filler.links:
+            variant = variant_of(sub)
+            c = composed(variant)  # composed once per variant, on its first reader
+            subject, filler = c.subject, c.filler()
+            if subject.slots or filler.links:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
                 problem = next(filter(None, (header_problem(values[i]) for i in subject.slots)), None)
                 if problem:
@@ -377,6 +394,7 @@ class Sender:
             if d == "send":
                 plan.to_send += 1
                 plan.signups += not sub.line
+                plan.variants[variant.name] = plan.variants.get(variant.name, 0) + 1
             elif d == "sent":
                 plan.already_sent += 1
             elif d == "held":
@@ -409,17 +427,20 @@ class Sender:
             claimed = self.subscribers.claimed
         yield from self.audience.signed_up(claimed, self.p.options.tag, self.suppress)
 
-    def _recipients(self, plan: Plan) -> Iterator[Recipient]:
-        """The sending pass over the list: the subscribers the plan counted as to send."""
+    def _recipients(self, plan: Plan) -> Iterator[tuple[Variant, Recipient]]:
+        """The sending pass over the list: the subscribers the plan counted as to send, each with
+        their variant (decided again from the same row: the same one the plan saw)."""
         o = self.p.options
         invalid = {key(email) for _, email, _ in plan.header_invalid}
-        make, unsafe_link = self.p.recipient, self.p.composed.filler().unsafe_link
+        make, variant_of, composed = self.p.recipient, self.editions.audiences.of, self.editions.composed
         for sub in self._candidates():
             k = key(sub.email)
             if k not in invalid and _decide(self.states.get(k), o) == "send":
-                r = make(sub.email, sub.name, sub.fields)
-                if unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
-                    yield r
+                v = variant_of(sub)
+                c = composed(v)
+                r = make(sub.email, sub.name, sub.fields, composed=c)
+                if c.filler().unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
+                    yield v, r
 
     def run(self, plan: Plan, progress: Callable[[int], None] | None = None,
             in_flight: Callable[[], ContextManager[None]] = nullcontext) -> Summary:
@@ -437,15 +458,18 @@ class Sender:
         provider.open()
         pace = _Pace(delivery.rate)
         size = pace.batch_size(provider.batch_size)
+        providers = {id(p.composed): provider}  # one per variant: a request's (or message's) content is its own
         try:
             batch_id = self._schedule() if p.when is not None else None
-            for batch in _chunks(self._recipients(plan), size):
+            for variant, batch in _chunks(self._recipients(plan), size):
                 pace.wait()
                 batch, left = self.audience.still_wanted(batch)
                 summary.unsubscribed_during += left
                 if batch:
+                    prov = self._provider(providers, variant)
                     with in_flight():
-                        deliver_batch(self.ledger, self.slug, provider, batch, summary, batch_id)
+                        deliver_batch(self.ledger, self.slug, prov, batch, summary, batch_id,
+                                      variant.name if self.editions.audiences.conditional else None)
                 pace.done(len(batch))
                 if progress:
                     progress(len(batch) + left)
@@ -456,8 +480,19 @@ class Sender:
         except db_errors as exc:  # the database went away (restarted, unreachable) mid-send
             raise DeliveryStopped(_database_lost(exc, self.url, p.options.issue), summary) from None
         finally:
-            provider.close()
+            for prov in providers.values():
+                prov.close()
         return summary
+
+    def _provider(self, providers: dict[int, Provider], variant: Variant) -> Provider:
+        """The variant's provider, made and opened on its first batch (the same kind and settings)."""
+        c = self.editions.composed(variant)
+        prov = providers.get(id(c))
+        if prov is None:
+            assert self.p.provider_for is not None
+            prov = providers[id(c)] = self.p.provider_for(c)
+            prov.open()
+        return prov
 
     def _schedule(self) -> str:
         """One batch id for this scheduled send, in the ledger before any request carries it."""
@@ -516,11 +551,11 @@ class DeliveryStopped(NewsletterError):
 
 
 def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Recipient],
-                  summary: Summary, batch_id: str | None = None) -> None:
-    """One batch: ledger 'sending' (committed) → provider.send → ledger result, counted in summary.
-    With a batch_id (a scheduled send) the accepted ones are recorded 'scheduled'."""
+                  summary: Summary, batch_id: str | None = None, variant: str | None = None) -> None:
+    """One batch (of one variant): ledger 'sending' (committed) → provider.send → ledger result,
+    counted in summary. With a batch_id (a scheduled send) the accepted ones are recorded 'scheduled'."""
     emails = [r.email for r in batch]
-    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch], batch_id)
+    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch], batch_id, variant)
     try:
         outcomes = provider.send(batch)
     except NewsletterError as exc:
@@ -555,15 +590,19 @@ def _database_lost(exc: BaseException, url: str | None, issue: Path) -> Newslett
                            "once the database is back (nobody is sent the issue twice)", path=issue, exit_code=1)
 
 
-def _chunks(items: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:
-    batch: list[Recipient] = []
-    for item in items:
+def _chunks(items: Iterator[tuple[Variant, Recipient]], size: int) -> Iterator[tuple[Variant, list[Recipient]]]:
+    """Batches of one variant each (a provider's request shares one content); one pass over the
+    list, with at most one batch a variant waiting."""
+    waiting: dict[Variant, list[Recipient]] = {}
+    for variant, item in items:
+        batch = waiting.setdefault(variant, [])
         batch.append(item)
         if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+            yield variant, batch
+            waiting[variant] = []
+    for variant, batch in waiting.items():
+        if batch:
+            yield variant, batch
 
 
 class _Pace:
