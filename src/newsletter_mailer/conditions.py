@@ -101,7 +101,7 @@ def label(c: For) -> str:
     if c.all is not None:
         parts.append(" + ".join(map(_grouped, c.all)))
     if c.any is not None:
-        parts.append(" or ".join(map(label, c.any)))
+        parts.append(" or ".join(f"({t})" if " + " in t else t for t in map(label, c.any)))
     return " + ".join(_grouped_text(p) for p in parts) if len(parts) > 1 else parts[0]
 
 
@@ -140,9 +140,10 @@ def check_columns(located: list[tuple[tuple, For]], columns: frozenset[str], iss
         for x in walk(c):
             if x.field is not None and x.field not in have and x.field not in RESERVED:
                 from newsletter_mailer.media import _line_of  # the error path only: the file read again
+                from newsletter_mailer.sourcefile import field_path
 
                 shown = ", ".join(sorted(columns)) or "none"
-                raise NewsletterError(f"for: field '{x.field}' is not a column of {list_path} (its merge columns: "
+                raise NewsletterError(f"field '{x.field}' is not a column of {list_path} (its merge columns: "
                                       f"{shown})", path=issue_path, line=_line_of(issue_path, loc),
-                                      field=".".join(map(str, loc)),
+                                      field=field_path(loc),
                                       hint="add the column to the list, or correct the field's name")

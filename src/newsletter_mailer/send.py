@@ -638,6 +638,7 @@ class IssueStatus:
     schedules: list[tuple[str, int, int, str | None]] = field(default_factory=list)  # Ledger.schedules
     zone: str | None = None     # the settings' timezone, for showing scheduled times
     readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
+    variants: dict[str, dict[str, int]] = field(default_factory=dict)  # counts per variant (for: conditions)
 
 
 def ledger_of(options: Options) -> tuple[Settings, str, State]:
@@ -655,12 +656,13 @@ def issue_status(options: Options) -> IssueStatus:
         return IssueStatus(slug, state)
     try:
         counts, rows, schedules = ledger.counts(slug), list(ledger.rows(slug)), ledger.schedules(slug)
+        variants = ledger.variants(slug)
     finally:
         ledger.close()
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
     return IssueStatus(slug, state, counts, rows, per_request, schedules, settings.timezone,
-                       _readers(state, slug))
+                       _readers(state, slug), variants)
 
 
 def _readers(state: State, slug: str) -> dict[str, int]:

@@ -132,6 +132,9 @@ def _echo_plan(prepared, plan) -> None:
                " from the audience store)") if plan.signups else ""
     typer.echo(f"recipients: {plan.to_send} to send{signups}"
                + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
+    if prepared.editions is not None and prepared.editions.audiences.conditional:
+        for name, n in plan.variants.items():
+            typer.echo(f"  variant {name}: {n}")
     if plan.interrupted:
         typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
     lines = (plan.skips.summary_lines() if plan.skips is not None else []) + plan.unsafe_links.summary_lines()
@@ -253,6 +256,8 @@ def status(
         return
     typer.echo(f"{st.slug}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()
                                           if v or k not in ("scheduled", "cancelled")))
+    for name, counts in st.variants.items():
+        typer.echo(f"  variant {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     if st.readers:
         r = st.readers
         typer.echo(f"readers: unsubscribed {r['unsubscribed']}, bounced {r['bounced']} "

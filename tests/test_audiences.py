@@ -1,0 +1,160 @@
+"""Content for each audience: `for:` on sections and intro_for, variants decided per reader,
+composed once each, recorded in the ledger, checked, and delivered with each reader's sections."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from newsletter_mailer.cli import app
+from newsletter_mailer.state import State
+
+runner = CliRunner()
+
+ISSUE = """\
+subject: "Audiences"
+date: 2020-09-01
+intro: "Hello {{ name | default('reader') }}, the intro."
+intro_for: {not_tags: [staff]}
+sections:
+  - heading: Everyone news
+    body: For all.
+  - heading: Parents corner
+    body: For parents and carers.
+    for: {tags: [parents, Carers]}
+  - heading: Schools in the north
+    body: Both tags.
+    for: {tags_all: [schools, north]}
+  - heading: Not for practitioners
+    body: Everyone but practitioners.
+    for: {not_tags: [practitioners]}
+  - heading: Years seven and eight
+    body: By school year.
+    for: {field: School Year, in: ["Year 7", "Year 8"]}
+  - heading: Carlisle district
+    body: By district.
+    for: {field: district, equals: Carlisle}
+  - heading: Staff or Penrith parents
+    body: A combination.
+    for:
+      any:
+        - tags: [staff]
+        - all: [{tags: [parents]}, {field: district, equals: Penrith}]
+  - heading: Members only
+    body: In every email, never on the web.
+    web: false
+"""
+HEADINGS = ["Everyone news", "Parents corner", "Schools in the north", "Not for practitioners",
+            "Years seven and eight", "Carlisle district", "Staff or Penrith parents", "Members only"]
+
+LIST = """\
+email,name,tags,School Year,District
+ann@example.org,Ann,parents,Year 7,Carlisle
+bob@example.org,Bob,practitioners;staff,,
+cat@example.org,Cat,schools;north,Year 9,penrith
+not-an-address,X,parents,Year 7,Carlisle
+dan@example.org,Dan,CARERS; north,year 8,Penrith
+eve@example.org,Eve,parents;schools,Year 11,Penrith
+fay@example.org,"Fay <b>{{ 7*7 }}</b>",,  Year 7  ,CARLISLE
+gone@example.org,Gone,parents,Year 7,Carlisle
+gus@example.org,Gus,schools,,
+"""
+# reader -> (gets the intro, section numbers), worked out by hand from the conditions above
+EXPECTED = {
+    "ann@example.org": (True, {1, 2, 4, 5, 6, 8}),
+    "bob@example.org": (False, {1, 7, 8}),
+    "cat@example.org": (True, {1, 3, 4, 8}),
+    "dan@example.org": (True, {1, 2, 4, 5, 8}),
+    "eve@example.org": (True, {1, 2, 4, 7, 8}),
+    "fay@example.org": (True, {1, 4, 5, 6, 8}),
+    "gus@example.org": (True, {1, 4, 8}),
+}
+
+
+@pytest.fixture
+def folder(newsletter_dir: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(newsletter_dir)
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
+    (newsletter_dir / "issues" / "aud.yaml").write_text(ISSUE, encoding="utf-8")
+    (newsletter_dir / "subscribers.csv").write_text(LIST, encoding="utf-8")
+    (newsletter_dir / "suppress.txt").write_text("gone@example.org\n", encoding="utf-8")
+    return newsletter_dir
+
+
+def _texts(folder: Path, sub: str = "") -> dict[str, str]:
+    out = {}
+    for path in sorted((folder / "outbox" / "aud" / sub).glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        text = msg.get_body(("plain",)).get_content()
+        html = msg.get_body(("html",)).get_content()
+        assert msg["To"].addresses[0].addr_spec not in out, "mailed twice"
+        out[msg["To"].addresses[0].addr_spec] = text + "\n" + html
+    return out
+
+
+def _got(body: str) -> tuple[bool, set[int]]:
+    return "the intro." in body, {i + 1 for i, h in enumerate(HEADINGS) if h in body}
+
+
+def test_each_reader_gets_their_variant_once_and_the_ledger_says_which(folder: Path, database_url, monkeypatch):
+    if database_url:
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    r = runner.invoke(app, ["send", "issues/aud.yaml", "--list", "subscribers.csv", "--suppress", "suppress.txt",
+                            "--yes"])
+    assert r.exit_code == 0, r.output
+    got = {addr: _got(body) for addr, body in _texts(folder).items()}
+    assert got == EXPECTED
+    assert "invalid: 1 (line 5" in r.output and "suppressed: 1" in r.output
+    ledger = State(folder / ".newsletter", database_url).ledger()
+    try:
+        variants = ledger.variants("aud")
+    finally:
+        ledger.close()
+    assert sum(c["sent"] for c in variants.values()) == 7 and len(variants) == 7  # every reader differs here
+    assert "not staff, not practitioners" in variants  # gus: the intro's and one section's conditions
+    assert "staff or (parents + district: Penrith)" in variants  # bob: no intro
+    st = runner.invoke(app, ["status", "issues/aud.yaml"])
+    assert st.exit_code == 0 and "variant not staff, not practitioners: sent 1" in st.output, st.output
+    again = runner.invoke(app, ["send", "issues/aud.yaml", "--list", "subscribers.csv", "--suppress", "suppress.txt",
+                                "--yes"])
+    assert again.exit_code == 0 and "nothing to send" in again.output, again.output
+
+
+def test_the_plan_counts_readers_per_variant(folder: Path):
+    (folder / "subscribers.csv").write_text("email,tags,School Year,District\n"
+                                            + "".join(f"p{i}@example.org,parents,,\n" for i in range(3))
+                                            + "s@example.org,staff;practitioners,,\n", encoding="utf-8")
+    r = runner.invoke(app, ["send", "issues/aud.yaml", "--list", "subscribers.csv", "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "variant not staff, parents or carers, not practitioners: 3" in r.output
+    assert "variant staff or (parents + district: Penrith): 1" in r.output
+
+
+def test_the_web_copy_shows_every_section_but_web_false(folder: Path):
+    r = runner.invoke(app, ["compose", "issues/aud.yaml", "--out", "build"])
+    assert r.exit_code == 0, r.output
+    web = (folder / "build" / "web.html").read_text(encoding="utf-8")
+    assert all(h in web for h in HEADINGS[:-1]) and "Members only" not in web
+
+
+def test_a_field_the_list_lacks_is_an_error_at_its_line(folder: Path):
+    (folder / "subscribers.csv").write_text("email,tags,School Year\nann@example.org,parents,Year 7\n",
+                                            encoding="utf-8")
+    r = runner.invoke(app, ["send", "issues/aud.yaml", "--list", "subscribers.csv", "--dry-run"])
+    assert r.exit_code == 2
+    assert r.output.startswith("error: issues/aud.yaml:22: sections[5].for: field 'district' is not a column "
+                               "of subscribers.csv"), r.output
+    assert "Traceback" not in r.output and not (folder / "outbox").exists()
+
+
+def test_an_issue_without_conditions_records_no_variant(folder: Path):
+    r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "subscribers.csv", "--yes"])
+    assert r.exit_code == 0, r.output
+    db = sqlite3.connect(folder / ".newsletter" / "ledger.sqlite3")
+    assert {v for (v,) in db.execute("SELECT variant FROM deliveries")} == {None}
+    assert "variant" not in r.output
