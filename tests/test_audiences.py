@@ -158,3 +158,87 @@ def test_an_issue_without_conditions_records_no_variant(folder: Path):
     db = sqlite3.connect(folder / ".newsletter" / "ledger.sqlite3")
     assert {v for (v,) in db.execute("SELECT variant FROM deliveries")} == {None}
     assert "variant" not in r.output
+
+
+# --- generated: random condition trees and random rows --------------------------------------
+
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st  # noqa: E402
+
+TAGS = ["a", "b", "c", "Parents"]
+VALUES = ["x", "y", "Year 7"]
+
+
+def _leaf():
+    tags = st.lists(st.sampled_from(TAGS), min_size=1, max_size=3)
+    return st.one_of(
+        tags.map(lambda t: {"tags": t}), tags.map(lambda t: {"tags_all": t}), tags.map(lambda t: {"not_tags": t}),
+        st.tuples(st.sampled_from(["f", "g"]), st.lists(st.sampled_from(VALUES), min_size=1, max_size=2))
+        .map(lambda fv: {"field": fv[0], "in": fv[1]}),
+        st.tuples(st.sampled_from(["f", "g"]), st.sampled_from(VALUES)).map(lambda fv: {"field": fv[0], "equals": fv[1]}))
+
+
+CONDITIONS = st.recursive(_leaf(), lambda inner: st.one_of(
+    st.lists(inner, min_size=1, max_size=3).map(lambda xs: {"all": xs}),
+    st.lists(inner, min_size=1, max_size=3).map(lambda xs: {"any": xs}),
+    st.tuples(_leaf(), _leaf()).map(lambda ab: {**ab[1], **ab[0]} if not (set(ab[0]) & set(ab[1])) else ab[0])),
+    max_leaves=6)
+
+
+def _holds(c: dict, tags: set[str], fields: dict[str, str]) -> bool:
+    """The straightforward reading of the issue format's words, on the YAML as written."""
+    low = {t.lower() for t in tags}
+    checks = []
+    if "tags" in c:
+        checks.append(any(t.lower() in low for t in c["tags"]))
+    if "tags_all" in c:
+        checks.append(all(t.lower() in low for t in c["tags_all"]))
+    if "not_tags" in c:
+        checks.append(not any(t.lower() in low for t in c["not_tags"]))
+    if "field" in c:
+        value = fields.get(c["field"], "").strip().lower()
+        wanted = c["in"] if "in" in c else [c["equals"]]
+        checks.append(value in [w.lower() for w in wanted])
+    if "all" in c:
+        checks.append(all(_holds(x, tags, fields) for x in c["all"]))
+    if "any" in c:
+        checks.append(any(_holds(x, tags, fields) for x in c["any"]))
+    return all(checks)
+
+
+ROWS = st.lists(st.tuples(st.sets(st.sampled_from(TAGS + ["A", " b ", "d"]), max_size=4),
+                          st.sampled_from(VALUES + ["", " x ", "Y", "z", "year 7"]),
+                          st.sampled_from(VALUES + ["", "X "])), min_size=1, max_size=12)
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(conds=st.lists(st.one_of(st.none(), CONDITIONS), min_size=1, max_size=4), rows=ROWS)
+def test_a_readers_sections_are_those_whose_conditions_hold(tmp_path_factory, conds, rows):
+    """Through the real CSV reader (tags cell, header names, trimming) and the issue model."""
+    import csv
+
+    from newsletter_mailer.schema import Issue
+    from newsletter_mailer.subscribers import SubscriberList
+    from newsletter_mailer.variants import Audiences
+
+    sections = [{"heading": f"S{i}", "body": "x", **({"for": c} if c is not None else {})}
+                for i, c in enumerate(conds)]
+    issue = Issue.model_validate({"subject": "s", "date": "2020-09-01", "sections": sections})
+    path = tmp_path_factory.mktemp("rows") / "list.csv"
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["email", "tags", "F", "g"])
+        w.writerow(["broken", "a", "x", "x"])  # hostile rows among the good ones: skipped, never evaluated
+        for n, (tags, f_value, g_value) in enumerate(rows):
+            w.writerow([f"r{n}@example.org", ";".join(sorted(tags)), f_value, g_value])
+            w.writerow(["", "a;b", "x", ""])
+    audiences = Audiences(issue)
+    readers = list(SubscriberList(path))
+    assert len(readers) == len(rows)
+    for sub, (tags, f_value, g_value) in zip(readers, rows):
+        fields = {"f": f_value, "g": g_value}
+        tag_set = {t.strip() for t in tags if t.strip()}
+        expected = tuple(i for i, c in enumerate(conds) if c is None or _holds(c, tag_set, fields))
+        assert audiences.of(sub).sections == expected, (sub, conds)
+        assert audiences.decide(sub.tags, sub.fields).sections == expected
+    possible = {v.sections for v in audiences.possible()}
+    assert {audiences.of(s).sections for s in readers} <= possible
