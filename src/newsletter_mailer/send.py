@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +20,7 @@ from typing import Callable, ContextManager, Iterator, Mapping
 
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
+from newsletter_mailer.checks.variants import variant_checks
 from newsletter_mailer.conditions import check_columns
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
@@ -107,7 +109,7 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     """Settings, issue, checks, provider configuration and unsubscribe secret: all or nothing."""
     settings, settings_dir = load_settings(options.config, options.issue)
     composed = compose(options.issue, settings, settings_dir)
-    checks = run_checks(composed)
+    checks = run_checks(composed, variants=False)  # the variants are checked against the list (Sender.plan)
     failed = failures(checks)
     if failed:  # exit 1 as `check` gives for it; a setting's problem names newsletter.toml
         raise NewsletterError(f"check failed: {failed[0].message}",
@@ -376,8 +378,10 @@ class Sender:
             self.states = self.ledger.states(self.slug)
         o = self.p.options
         variant_of, composed = self.editions.audiences.of, self.editions.composed
+        seen: Counter[Variant] = Counter()
         for sub in self._candidates():
             variant = variant_of(sub)
+            seen[variant] += 1
             c = composed(variant)  # composed once per variant, on its first reader
             subject, filler = c.subject, c.filler()
             if subject.slots or filler.links:
@@ -404,6 +408,7 @@ class Sender:
             else:
                 plan.failed_before.append(sub.email)
         plan.skips = self.subscribers.skips if self.subscribers is not None else None
+        self._check_variants(seen)
         if o.strict:
             _refuse_invalid_rows(plan, o.list_path)
         if plan.cancelled:
@@ -411,6 +416,16 @@ class Sender:
                                   "a send to them again must be on purpose", path=o.issue,
                                   hint="add --resend-cancelled to send to them too")
         return plan
+
+    def _check_variants(self, seen: Counter[Variant]) -> None:
+        """An empty variant stops the send (as `check` fails it); a section nobody gets is a warning."""
+        o = self.p.options
+        checks = variant_checks(self.editions.audiences, seen, o.list_path.name if o.list_path else "the list")
+        failed = failures(checks)
+        if failed:
+            raise NewsletterError(f"check failed: {failed[0].message}", path=o.issue, exit_code=1,
+                                  hint=f"`newsletter check {o.issue} --list …` shows every check")
+        self.p.warnings += [k.message for k in checks if k.level == "warning"]
 
     def _candidates(self) -> Iterator[Subscriber]:
         """One pass: the CSV's subscribers the store has not suppressed (those are counted in the
