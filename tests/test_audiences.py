@@ -242,3 +242,57 @@ def test_a_readers_sections_are_those_whose_conditions_hold(tmp_path_factory, co
         assert audiences.decide(sub.tags, sub.fields).sections == expected
     possible = {v.sections for v in audiences.possible()}
     assert {audiences.of(s).sections for s in readers} <= possible
+
+
+# --- the preview's switch, in Chromium -------------------------------------------------------
+
+
+def test_preview_switches_between_every_variant_without_horizontal_scroll(folder: Path):
+    from tests.helpers.browser import layout_metrics, open_page
+
+    r = runner.invoke(app, ["compose", "issues/aud.yaml", "--out", "build", "--list", "subscribers.csv"])
+    assert r.exit_code == 0, r.output
+    assert "variant not staff, not practitioners: 1 reader(s)" in r.output
+    page_file = folder / "build" / "preview.html"
+    with open_page(page_file, 1280) as page:
+        labels = page.locator("#variants label")
+        names = page.eval_on_selector_all("main.variant", "ms => ms.map(m => m.dataset.variant)")
+        assert labels.count() == len(names) == 7
+        for i, addr in enumerate(names):
+            labels.nth(i).click()
+            shown = page.eval_on_selector_all("main.variant", "ms => ms.filter(m => m.offsetParent !== null)"
+                                                              ".map(m => m.dataset.variant)")
+            assert shown == [names[i]]
+            frame = page.frame_locator(f"#variant-{i + 1} iframe[title$='at 600 px']")
+            text = frame.locator("body").inner_text()
+            sections = {n + 1 for n, h in enumerate(HEADINGS) if h in text}
+            assert sections in [s for _, s in EXPECTED.values()], (names[i], sections)
+            assert page.locator(f"#variant-{i + 1} iframe").first.bounding_box()["height"] > 200
+    for width in (375, 1280):
+        m = layout_metrics(page_file, width)
+        assert m["scroll_width"] <= m["client_width"], (width, m)
+
+
+def test_an_empty_variant_is_an_error_and_a_section_for_nobody_a_warning(folder: Path):
+    only = ISSUE.split("sections:")[0].replace('intro: "Hello', 'intro: "Hi').replace("intro_for: {not_tags: [staff]}\n", "")
+    (folder / "issues" / "aud.yaml").write_text(only + """sections:
+  - heading: For parents
+    body: x
+    for: {tags: [parents]}
+  - heading: For governors
+    body: x
+    for: {tags: [governors]}
+""", encoding="utf-8")
+    r = runner.invoke(app, ["check", "issues/aud.yaml"])
+    assert r.exit_code == 1
+    assert "ERROR variant 'everyone else' has no sections: some readers would get an empty issue" in r.output
+    (folder / "subscribers.csv").write_text("email,tags\nann@example.org,parents\n", encoding="utf-8")
+    r = runner.invoke(app, ["check", "issues/aud.yaml", "--list", "subscribers.csv"])
+    assert r.exit_code == 0, r.output
+    assert "warn section 2 (For governors) matches nobody on subscribers.csv" in r.output
+    with open(folder / "subscribers.csv", "a", encoding="utf-8") as f:
+        f.write("bob@example.org,staff\n")
+    r = runner.invoke(app, ["send", "issues/aud.yaml", "--list", "subscribers.csv", "--yes"])
+    assert r.exit_code == 1 and "check failed: variant 'everyone else' has no sections: 1 reader(s) on " \
+                                "subscribers.csv would get an empty issue" in r.output, r.output
+    assert not (folder / "outbox").exists()
