@@ -296,3 +296,22 @@ def test_an_empty_variant_is_an_error_and_a_section_for_nobody_a_warning(folder:
     assert r.exit_code == 1 and "check failed: variant 'everyone else' has no sections: 1 reader(s) on " \
                                 "subscribers.csv would get an empty issue" in r.output, r.output
     assert not (folder / "outbox").exists()
+
+
+def test_test_send_as_a_reader_sends_their_variant_and_variant_picks_one(folder: Path):
+    r = runner.invoke(app, ["test-send", "issues/aud.yaml", "--list", "subscribers.csv", "--as", "dan@example.org",
+                            "--to", "me@example.org"])
+    assert r.exit_code == 0, r.output
+    assert "personalised as dan@example.org, variant not staff, parents or carers" in r.output
+    (body,) = _texts(folder, "test").values()
+    assert _got(body) == EXPECTED["dan@example.org"]
+    for path in (folder / "outbox" / "aud" / "test").glob("*.eml"):
+        path.unlink()
+    r = runner.invoke(app, ["test-send", "issues/aud.yaml", "--variant", "staff or (parents + district: penrith)",
+                            "--to", "me@example.org"])
+    assert r.exit_code == 0, r.output
+    (body,) = _texts(folder, "test").values()
+    assert _got(body) == EXPECTED["bob@example.org"]
+    r = runner.invoke(app, ["test-send", "issues/aud.yaml", "--variant", "governors", "--to", "me@example.org"])
+    assert r.exit_code == 2 and r.output.startswith("error: --variant: no variant named 'governors'"), r.output
+    assert "everyone else" in r.output or "not staff" in r.output

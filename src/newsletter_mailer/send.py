@@ -692,8 +692,11 @@ def _readers(state: State, slug: str) -> dict[str, int]:
         store.close()
 
 
-def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[list[Recipient], str]:
-    """Recipients for test-send: each --to (or test_recipient), personalised as one subscriber."""
+def test_recipients(p: Prepared, to: list[str], as_email: str | None,
+                    variant: str | None = None) -> tuple[list[Recipient], str, Provider]:
+    """Recipients for test-send: each --to (or test_recipient), personalised as one subscriber, and
+    the provider of the email they get: --variant's, else that subscriber's variant (for: on
+    sections), else the whole issue."""
     from newsletter_mailer.addresses import normalise
 
     settings = p.composed.settings
@@ -706,13 +709,15 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[l
             addrs.append(normalise(t))
         except ValueError as exc:
             raise NewsletterError(str(exc), field="--to") from None
-    name, fields, who_email = "", {}, None
+    name, fields, who_email, who_sub = "", {}, None, None
+    editions = p.editions or Editions(p.composed, None)
     if p.options.list_path is not None:
         subs = SubscriberList(p.options.list_path)
+        check_columns(editions.audiences.located(), subs.columns, p.options.issue, p.options.list_path)
         wanted = as_email.lower() if as_email else None
         for sub in subs:
             if wanted is None or sub.email.lower() == wanted:
-                name, fields, who_email = sub.name, sub.fields, sub.email
+                name, fields, who_email, who_sub = sub.name, sub.fields, sub.email, sub
                 break
         else:
             if wanted:
@@ -720,11 +725,18 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[l
                                       field="--as")
     elif as_email:
         who_email = as_email
-    missing = p.composed.filler().missing(frozenset(fields))
+    audiences = editions.audiences
+    chosen = (audiences.find(variant, audiences.possible()) if variant is not None else
+              audiences.of(who_sub) if who_sub is not None else None)
+    composed = editions.composed(chosen) if chosen is not None else p.composed
+    missing = composed.filler().missing(frozenset(fields))
     recipients = []
     for a in addrs:
-        r = p.recipient(who_email or a, name, fields, link_for=a)
+        r = p.recipient(who_email or a, name, fields, link_for=a, composed=composed)
         r.email, r.name = a, ""  # addressed to the tester, personalised as the subscriber, the tester's link
         recipients.append(r)
     who = who_email or ("the defaults" if not missing else "the defaults (no value for " + ", ".join(missing) + ")")
-    return recipients, who
+    if chosen is not None and audiences.conditional:
+        who += f", variant {chosen.name}"
+    provider = p.provider if composed is p.composed or p.provider_for is None else p.provider_for(composed)
+    return recipients, who, provider

@@ -200,7 +200,8 @@ def test_send(
     issue: IssueArg,
     to: Annotated[Optional[list[str]], typer.Option("--to", metavar="ADDR", help="address to send to; its unsubscribe link is its own (repeatable; default test_recipient)")] = None,
     list_: Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to personalise from (optional: its first subscriber, or --as; default the merge fields' defaults)")] = None,
-    as_: Annotated[Optional[str], typer.Option("--as", metavar="ADDR", help="personalise as this subscriber of --list")] = None,
+    as_: Annotated[Optional[str], typer.Option("--as", metavar="ADDR", help="personalise as this subscriber of --list (and send the variant they get)")] = None,
+    variant: Annotated[Optional[str], typer.Option("--variant", metavar="NAME", help="the variant to send (for: on sections), by the name compose shows")] = None,
     provider: ProviderOpt = None,
     outbox: OutboxOpt = None,
     state: StateOpt = None,
@@ -216,8 +217,7 @@ def test_send(
     opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config)
     with reporting():
         prepared = prepare(opts, subject_prefix=TEST_PREFIX)
-        recipients, who = test_recipients(prepared, to or [], as_)
-        p = prepared.provider
+        recipients, who, p = test_recipients(prepared, to or [], as_, variant)
         if sandbox:
             if p.name != "sendgrid":
                 raise NewsletterError(f"--sandbox is SendGrid's sandbox mode: {p.label} has none", field="--sandbox",
