@@ -315,3 +315,52 @@ def test_test_send_as_a_reader_sends_their_variant_and_variant_picks_one(folder:
     r = runner.invoke(app, ["test-send", "issues/aud.yaml", "--variant", "governors", "--to", "me@example.org"])
     assert r.exit_code == 2 and r.output.startswith("error: --variant: no variant named 'governors'"), r.output
     assert "everyone else" in r.output or "not staff" in r.output
+
+
+# --- SendGrid: one request's personalizations share one content: batched per variant ----------
+
+
+def test_sendgrid_requests_are_grouped_by_variant_and_pass_the_contract(folder: Path):
+    from tests.helpers.prism import prism_server
+    from tests.test_sendgrid_provider import Recorder
+
+    from newsletter_mailer.send import Options, Sender, prepare
+
+    rows = "".join(f"p{i}@example.org,P{i},parents,Year 9,\n" if i % 3 == 0 else
+                   f"s{i}@example.org,S{i},staff,,\n" if i % 3 == 1 else f"g{i}@example.org,G{i},schools,,\n"
+                   for i in range(30))
+    (folder / "subscribers.csv").write_text("email,name,tags,School Year,District\n" + rows, encoding="utf-8")
+    with prism_server() as url:
+        env = {"SENDGRID_API_KEY": "SG.test", "SENDGRID_API_HOST": url, "NEWSLETTER_BACKOFF_BASE": "0.01",
+               "NEWSLETTER_SECRET": "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA"}
+        p = prepare(Options(issue=folder / "issues" / "aud.yaml", list_path=folder / "subscribers.csv",
+                            provider="sendgrid", sync=False, env=env))
+        recorders = [Recorder(p.provider)]
+        made = p.provider_for
+
+        def recording(c):
+            prov = made(c)
+            recorders.append(Recorder(prov))
+            return prov
+
+        p.provider_for = recording
+        p.provider.batch_size = 4  # several requests a variant, interleaved on the list
+        for_each = {}
+        sender = Sender(p)
+        try:
+            summary = sender.run(sender.plan())
+        finally:
+            sender.close()
+    assert summary.sent == 30 and summary.failed == 0 and summary.uncertain == 0
+    bodies = [b for rec in recorders for b in rec.bodies]
+    assert all(r.status_code == 202 for rec in recorders for r in rec.responses)
+    for body in bodies:
+        html = body["content"][1]["value"]
+        kinds = {p["to"][0]["email"][0] for p in body["personalizations"]}
+        assert len(kinds) == 1, kinds  # one variant per request
+        got = _got(html)[1]
+        for_each.setdefault(kinds.pop(), set()).add(frozenset(got))
+        assert len(body["personalizations"]) <= 4
+    assert {k: {tuple(sorted(s)) for s in v} for k, v in for_each.items()} == {
+        "p": {(1, 2, 4, 8)}, "s": {(1, 4, 7, 8)}, "g": {(1, 4, 8)}}
+    assert sum(len(b["personalizations"]) for b in bodies) == 30
