@@ -364,3 +364,64 @@ def test_sendgrid_requests_are_grouped_by_variant_and_pass_the_contract(folder: 
     assert {k: {tuple(sorted(s)) for s in v} for k, v in for_each.items()} == {
         "p": {(1, 2, 4, 8)}, "s": {(1, 4, 7, 8)}, "g": {(1, 4, 8)}}
     assert sum(len(b["personalizations"]) for b in bodies) == 30
+
+
+# --- killed mid-send: resumed, each reader gets their own variant, once -----------------------
+
+
+@pytest.mark.slow
+def test_a_send_killed_again_and_again_gives_each_reader_their_own_variant_once(folder: Path, database_url):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers.sinks import wait_until
+
+    kinds = ["parents", "staff", "schools;north", ""]
+    expected_of = {"parents": (True, {1, 2, 4, 8}), "staff": (False, {1, 4, 7, 8}),
+                   "schools;north": (True, {1, 3, 4, 8}), "": (True, {1, 4, 8})}
+    n = 2400
+    tag_of = {f"r{i:05}@example.org": kinds[(i * 7) % 4] for i in range(n)}
+    (folder / "subscribers.csv").write_text("email,name,tags,School Year,District\n" + "".join(
+        f"{e},R,{t},,\n" for e, t in tag_of.items()), encoding="utf-8")
+    env = {**os.environ, "NEWSLETTER_SECRET": "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA"}
+    if database_url:
+        env["NEWSLETTER_DATABASE_URL"] = database_url
+    outbox = folder / "outbox" / "aud"
+    args = [sys.executable, "-m", "newsletter_mailer", "send", "issues/aud.yaml", "--list", "subscribers.csv", "--yes"]
+
+    def files() -> int:
+        try:
+            return sum(1 for _ in os.scandir(outbox))
+        except FileNotFoundError:
+            return 0
+
+    kills = 0
+    for target in (300, 900, 1500):
+        proc = subprocess.Popen(args, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_until(lambda: files() >= target or proc.poll() is not None, 120, poll=0.005)
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate(timeout=60)
+    last = subprocess.run(args, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
+    assert last.returncode == 0, last.stdout + last.stderr
+    assert kills >= 2
+    got: dict[str, tuple[bool, set[int]]] = {}
+    for path in outbox.glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        addr = msg["To"].addresses[0].addr_spec
+        assert addr not in got, f"{addr} mailed twice"
+        got[addr] = _got(msg.get_body(("plain",)).get_content())
+    ledger = State(folder / ".newsletter", database_url).ledger()
+    try:
+        rows = {r.email: r.status for r in ledger.rows("aud")}
+        variants = ledger.variants("aud")
+    finally:
+        ledger.close()
+    assert set(rows) == set(tag_of)
+    sent = {e for e, s in rows.items() if s == "sent"}
+    assert sent <= set(got) and set(got) - sent <= {e for e, s in rows.items() if s == "uncertain"}
+    for addr, sections in got.items():
+        assert sections == expected_of[tag_of[addr]], addr
+    assert sum(c["sent"] + c["uncertain"] for c in variants.values()) == n and len(variants) == 4
