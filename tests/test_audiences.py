@@ -425,3 +425,12 @@ def test_a_send_killed_again_and_again_gives_each_reader_their_own_variant_once(
     for addr, sections in got.items():
         assert sections == expected_of[tag_of[addr]], addr
     assert sum(c["sent"] + c["uncertain"] for c in variants.values()) == n and len(variants) == 4
+
+
+def test_report_counts_per_variant(folder: Path):
+    assert runner.invoke(app, ["send", "issues/aud.yaml", "--list", "subscribers.csv", "--yes"]).exit_code == 0
+    r = runner.invoke(app, ["report", "issues/aud.yaml", "--out", "report.html"])
+    assert r.exit_code == 0, r.output
+    assert "Variants (ledger)" in r.output and "not staff, not practitioners" in r.output
+    page = (folder / "report.html").read_text(encoding="utf-8")
+    assert "Variants (ledger)" in page and "staff or (parents + district: Penrith)" in page
