@@ -140,6 +140,10 @@ def test_the_web_copy_shows_every_section_but_web_false(folder: Path):
     assert r.exit_code == 0, r.output
     web = (folder / "build" / "web.html").read_text(encoding="utf-8")
     assert all(h in web for h in HEADINGS[:-1]) and "Members only" not in web
+    r = runner.invoke(app, ["publish", "--out", "site"])
+    assert r.exit_code == 0, r.output
+    page = (folder / "site" / "aud" / "index.html").read_text(encoding="utf-8")
+    assert all(h in page for h in HEADINGS[:-1]) and "Members only" not in page
 
 
 def test_a_field_the_list_lacks_is_an_error_at_its_line(folder: Path):
