@@ -83,6 +83,13 @@ class Prepared:
     editions: Editions | None = None        # the issue composed once per variant (for: on sections)
     provider_for: Callable[[Composed], Provider] | None = None  # another variant's provider, same settings
 
+    def variants(self) -> Editions:
+        """The issue per variant, of `composed` as it is now (one replaced since is composed anew)."""
+        e = self.editions
+        if e is None or e.full is not self.composed:
+            e = self.editions = Editions(self.composed, e.settings_dir if e is not None else None)
+        return e
+
     def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
                   composed: Composed | None = None) -> Recipient:
         """One recipient's values (of `composed`, their variant; default the whole issue); the
@@ -343,7 +350,7 @@ class Sender:
         self.subscribers = (SubscriberList(o.list_path, tag=o.tag, suppress=suppress, allow_local_domains=local)
                             if o.list_path is not None else None)
         columns = self.subscribers.columns if self.subscribers is not None else frozenset()
-        self.editions = p.editions or Editions(p.composed, None)
+        self.editions = p.variants()
         if self.subscribers is not None:
             check_columns(self.editions.audiences.located(), columns, o.issue, o.list_path)
         missing = p.composed.filler().missing(columns)
@@ -710,7 +717,7 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None,
         except ValueError as exc:
             raise NewsletterError(str(exc), field="--to") from None
     name, fields, who_email, who_sub = "", {}, None, None
-    editions = p.editions or Editions(p.composed, None)
+    editions = p.variants()
     if p.options.list_path is not None:
         subs = SubscriberList(p.options.list_path)
         check_columns(editions.audiences.located(), subs.columns, p.options.issue, p.options.list_path)
