@@ -365,6 +365,7 @@ class Sender:
         self.states: dict[str, tuple[str, bool]] = {}
         self._lock: send_lock.SendLock | None = None
         self.summary: Summary | None = None  # the run's counts so far (run() sets it)
+        self._batch_id: str | None = None  # a scheduled send's batch, which every variant's provider joins
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -482,7 +483,7 @@ class Sender:
         size = pace.batch_size(provider.batch_size)
         providers = {id(p.composed): provider}  # one per variant: a request's (or message's) content is its own
         try:
-            batch_id = self._schedule() if p.when is not None else None
+            batch_id = self._batch_id = self._schedule() if p.when is not None else None
             for variant, batch in _chunks(self._recipients(plan), size):
                 pace.wait()
                 batch, left = self.audience.still_wanted(batch)
@@ -514,6 +515,8 @@ class Sender:
             assert self.p.provider_for is not None
             prov = providers[id(c)] = self.p.provider_for(c)
             prov.open()
+            if self._batch_id is not None:  # a scheduled send: every variant's requests join its batch
+                prov.join_schedule(self._batch_id, self.p.when.unix)
         return prov
 
     def _schedule(self) -> str:
