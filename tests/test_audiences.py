@@ -438,3 +438,22 @@ def test_report_counts_per_variant(folder: Path):
     assert "Variants (ledger)" in r.output and "not staff, not practitioners" in r.output
     page = (folder / "report.html").read_text(encoding="utf-8")
     assert "Variants (ledger)" in page and "staff or (parents + district: Penrith)" in page
+
+
+def test_the_json_schema_stays_valid_and_accepts_the_example():
+    import jsonschema
+    import yaml
+
+    from newsletter_mailer.schema import json_schema
+    from tests.conftest import EXAMPLE_ISSUE
+
+    schema = json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    data = yaml.safe_load(ISSUE.replace("2020-09-01", "'2020-09-01'"))
+    assert not list(validator.iter_errors(data))
+    example = yaml.safe_load(EXAMPLE_ISSUE.read_text(encoding="utf-8"))
+    example["date"] = str(example["date"])
+    assert not list(validator.iter_errors(example))
+    bad = dict(data, sections=[dict(data["sections"][1], **{"for": {"tag": ["x"]}})])
+    assert list(validator.iter_errors(bad))  # an unknown key in for: is refused by editors too

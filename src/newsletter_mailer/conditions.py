@@ -139,11 +139,10 @@ def check_columns(located: list[tuple[tuple, For]], columns: frozenset[str], iss
     for loc, c in located:
         for x in walk(c):
             if x.field is not None and x.field not in have and x.field not in RESERVED:
-                from newsletter_mailer.media import _line_of  # the error path only: the file read again
-                from newsletter_mailer.sourcefile import field_path
+                from newsletter_mailer.sourcefile import field_path, line_in_file  # the error path only
 
                 shown = ", ".join(sorted(columns)) or "none"
                 raise NewsletterError(f"field '{x.field}' is not a column of {list_path} (its merge columns: "
-                                      f"{shown})", path=issue_path, line=_line_of(issue_path, loc),
+                                      f"{shown})", path=issue_path, line=line_in_file(issue_path, loc),
                                       field=field_path(loc),
                                       hint="add the column to the list, or correct the field's name")
