@@ -145,11 +145,11 @@ class Editions:
         self._composed: dict[Variant, Composed] = {}
 
     def composed(self, v: Variant) -> Composed:
-        if v == self.audiences._all:
-            return self.full
+        """The variant's email (per reader in a send: one look-up once it is made)."""
         c = self._composed.get(v)
         if c is None:
             full = self.full
-            c = self._composed[v] = compose_issue(self.audiences.project(v), full.source, full.settings,
-                                                  self.settings_dir, web_html=full.web_html, variant=v.name)
+            c = self._composed[v] = full if v == self.audiences._all else compose_issue(
+                self.audiences.project(v), full.source, full.settings, self.settings_dir, web_html=full.web_html,
+                variant=v.name)
         return c
