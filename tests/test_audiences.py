@@ -275,6 +275,17 @@ def test_preview_switches_between_every_variant_without_horizontal_scroll(folder
     for width in (375, 1280):
         m = layout_metrics(page_file, width)
         assert m["scroll_width"] <= m["client_width"], (width, m)
+    # the switch is usable by keyboard and screen readers: axe finds nothing in the page's own markup
+    from tests.test_web_axe import WCAG_A_AA, _axe
+
+    with open_page(page_file, 1280, java_script_enabled=True, bypass_csp=True) as page:
+        page.keyboard.press("Tab")
+        page.keyboard.press("ArrowRight")  # the radio group: the next variant
+        assert page.eval_on_selector("#pick-2", "e => e.checked")
+        page.evaluate(_axe())
+        result = page.evaluate("(tags) => axe.run(document, {runOnly: {type: 'tag', values: tags}, "
+                               "exclude: [['iframe']]})", WCAG_A_AA)
+    assert result["passes"] and not result["violations"], [v["id"] for v in result["violations"]]
 
 
 def test_an_empty_variant_is_an_error_and_a_section_for_nobody_a_warning(folder: Path):
