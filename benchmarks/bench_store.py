@@ -28,7 +28,7 @@ o = Options(issue=Path(sys.argv[1]), list_path=Path(sys.argv[2]), config=Path(sy
 sender = Sender(prepare(o))
 plan = sender.plan()
 n = left = 0
-for batch in _chunks(sender._recipients(plan), sender.p.provider.batch_size):
+for _, batch in _chunks(sender._recipients(plan), sender.p.provider.batch_size):
     batch, gone = sender.audience.still_wanted(batch)
     n += len(batch)
     left += gone

@@ -317,3 +317,17 @@ def test_batch_scheduled_send_cancel_and_sandbox_meet_sendgrids_contract(prism_u
     provider.use_sandbox()
     assert all(o.ok for o in provider.send(batch))
     assert posted[1]["mail_settings"] == {"sandbox_mode": {"enable": True}}
+
+
+def test_a_scheduled_send_with_variants_holds_every_variants_requests_in_one_batch(nl, fake):
+    """for: on a section makes a provider per variant: each joins the send's one batch."""
+    issue = nl / "issues" / "mini.yaml"
+    issue.write_text(issue.read_text(encoding="utf-8").replace(
+        "  - heading: Second\n", "  - heading: Second\n    for: {tags: [parents]}\n"), encoding="utf-8")
+    (nl / "subscribers.csv").write_text("email,name,tags\n" + "".join(
+        f"r{i}@example.org,R,{'parents' if i % 2 else ''}\n" for i in range(10)), encoding="utf-8")
+    summary = run_send(options(nl, fake, at="2026-10-26 09:00", tz="Europe/London", now=lambda: NOW))
+    assert summary.sent == 10 and len(fake.batches) == 1 and len(fake.mail) == 2
+    send_at = int(datetime(2026, 10, 26, 9, 0, tzinfo=UTC).timestamp())
+    assert [(b["batch_id"], b["send_at"]) for b in fake.mail] == [(fake.batches[0], send_at)] * 2
+    assert sorted(len(b["personalizations"]) for b in fake.mail) == [5, 5]

@@ -46,6 +46,28 @@ def edit(old: str, new: str) -> str:
 
 # (id, YAML text, field named, line named, words the message must hold)
 BAD = [
+    # --- for: (who a section or the intro is for)
+    ("for-unknown-key", edit("    body: Some text.", "    body: Some text.\n    for: {tag: [parents]}"),
+     "sections[0].for.tag", 9, "is not a known key"),
+    ("for-empty-tags", edit("    body: Some text.", "    body: Some text.\n    for: {tags: []}"),
+     "sections[0].for.tags", 9, "must not be empty"),
+    ("for-field-alone", edit("    body: Some text.", "    body: Some text.\n    for: {field: district}"),
+     "sections[0].for", 9, "needs one of in: (a list of values) or equals:"),
+    ("for-in-alone", edit("    body: Some text.", "    body: Some text.\n    for:\n      in: [a]"),
+     "sections[0].for", 10, "need a field"),
+    ("for-empty", edit("    body: Some text.", "    body: Some text.\n    for: {}"),
+     "sections[0].for", 9, "say who it is for"),
+    ("for-tag-field", edit("    body: Some text.", "    body: Some text.\n    for: {field: tags, equals: a}"),
+     "sections[0].for.field", 9, "use tags:"),
+    ("for-any-empty", edit("    body: Some text.", "    body: Some text.\n    for:\n      any: []"),
+     "sections[0].for.any", 10, "must not be empty"),
+    ("for-nested-unknown", edit("    body: Some text.",
+                                "    body: Some text.\n    for:\n      all:\n        - tags: [a]\n        - fild: x"),
+     "sections[0].for.all[1].fild", 12, "is not a known key"),
+    ("intro-for-empty-tags", edit("intro: Some *intro*.", "intro: Some *intro*.\nintro_for: {tags_all: []}"),
+     "intro_for.tags_all", 6, "must not be empty"),
+    ("web-not-bool", edit("    body: Some text.", "    body: Some text.\n    web: maybe"),
+     "sections[0].web", 9, "valid boolean"),
     # --- YAML itself
     ("yaml-syntax", edit("title: The Title", "title: [unclosed"), None, 5,
      "YAML syntax error: expected ',' or ']', but got ':', while parsing a flow sequence that starts on line 4"),
@@ -223,7 +245,8 @@ def test_table_covers_every_model_field():
 
     named = " ".join(str(b[2]) + " " + b[1] for b in BAD)
     for model in (Issue, Section, Image, Link):
-        for key in model.model_fields:
+        for key, info in model.model_fields.items():
+            key = info.alias or key
             assert key in named, f"{model.__name__}.{key} has no bad example"
 
 

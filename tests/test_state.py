@@ -72,9 +72,9 @@ def test_a_send_against_an_uninitialised_database_stops_and_init_creates_the_sch
     assert query(url, "SELECT to_regclass('deliveries')") == [(None,)]  # never migrated silently
     first = cli("state", "init", env={URL_ENV: url})
     assert first.exit_code == 0, first.output
-    assert "ledger: v0 → v2" in first.output and "audience: v0 → v2" in first.output
+    assert "ledger: v0 → v3" in first.output and "audience: v0 → v2" in first.output
     again = cli("state", "init", env={URL_ENV: url})
-    assert "ledger: v2, up to date" in again.output
+    assert "ledger: v3, up to date" in again.output
     assert cli("status", "issues/2020-09-cscp.yaml", env={URL_ENV: url}).exit_code == 0
 
 

@@ -58,8 +58,9 @@ def _report(work: Path) -> Path:
     (nl / "issues").mkdir(parents=True)
     shutil.copy(ROOT / "newsletter.toml", nl / "newsletter.toml")
     shutil.copy(ROOT / "issues" / "2020-09-cscp.yaml", nl / "issues")
-    (nl / "list.csv").write_text("email,name\n" + "".join(f"reader{i}@example.org,Reader {i}\n" for i in range(400)),
-                                 encoding="utf-8")
+    tags = ("parents", "practitioners", "schools", "parents;practitioners")  # the example's variants
+    (nl / "list.csv").write_text("email,name,tags\n" + "".join(f"reader{i}@example.org,Reader {i},{tags[i % 7 % 4]}\n"
+                                                               for i in range(400)), encoding="utf-8")
     args = ["--config", str(nl / "newsletter.toml"), "--state", str(nl / "state")]
     import secrets
 

@@ -43,6 +43,7 @@ class Composed:
     issue: Issue = field(compare=False)  # as written: the reader checks name its fields
     source: Path | None = field(default=None, compare=False)  # the issue file: its local images sit beside it
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    variant: str | None = field(default=None, compare=False)  # whose sections (variants.py); None: the whole issue
 
     @property
     def web_url(self) -> str:
@@ -138,14 +139,26 @@ class _Rendering:
         return self.split(rendered).fill([htmlmod.escape(v) for v in defaults])
 
 
+def for_web(issue: Issue) -> Issue:
+    """The issue as its public web copy shows it: every section but those marked web: false."""
+    if all(s.web for s in issue.sections):
+        return issue
+    return issue.model_copy(update={"sections": [s for s in issue.sections if s.web]})
+
+
 def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_dir: Path | None,
-                  t: dict[str, float] | None = None) -> Composed:
+                  t: dict[str, float] | None = None, *, web_html: str | None = None,
+                  variant: str | None = None) -> Composed:
+    """web_html given (a variant of an issue whose web copy is made): the web template is not rendered."""
     t = {} if t is None else t
     t0 = time.perf_counter()
     r = _Rendering.start(issue, issue_path, settings, settings_dir)
     unsub = r.table.token(UNSUBSCRIBE)
     mjml_email = r.render(render.EMAIL_TEMPLATE, unsubscribe_url=unsub)
-    web_html = r.render(render.WEB_TEMPLATE)
+    if web_html is None:
+        web = for_web(issue)
+        web_html = (r.web_page(r.render(render.WEB_TEMPLATE), r.defaults()) if web is issue else
+                    web_copy(web, issue_path, settings, settings_dir).page)
     text = r.render(render.TEXT_TEMPLATE, unsubscribe_url=unsub)
     t["render"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -162,11 +175,12 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
         preheader=r.split(r.view.context["preheader"]),
         html=r.split(inlined),
         text=r.split(re.sub(r"\n{3,}", "\n\n", text.strip()) + "\n"),
-        web_html=r.web_page(web_html, r.defaults()),
+        web_html=web_html,
         placeholders=tuple(r.table.placeholder(i) for i in range(len(fields))),
         timings=t,
         issue=issue,
         source=issue_path,
+        variant=variant,
     )
     t["split"] = time.perf_counter() - t0
     return composed
@@ -183,7 +197,7 @@ def web_copy(issue: Issue, issue_path: Path, settings: Settings, settings_dir: P
              archive_url: str | None = None, feed_url: str | None = None,
              local_image: Callable[[str], str] | None = None) -> WebCopy:
     """The web copy alone (no email, text or MJML), with the links build_view is given."""
-    r = _Rendering.start(issue, issue_path, settings, settings_dir, archive_url=archive_url,
+    r = _Rendering.start(for_web(issue), issue_path, settings, settings_dir, archive_url=archive_url,
                          feed_url=feed_url, local_image=local_image)
     page = r.render(render.WEB_TEMPLATE)
     values = r.defaults()

@@ -92,36 +92,39 @@ class Ledger:
             "SELECT email, status, permanent FROM deliveries WHERE issue=?", (issue,))}
 
     def begin(self, issue: str, emails: Iterable[str], provider: str,
-              message_ids: Iterable[str | None] | None = None, batch_id: str | None = None) -> None:
+              message_ids: Iterable[str | None] | None = None, batch_id: str | None = None,
+              variant: str | None = None) -> None:
         """Written and committed before the attempt: a crash from here on leaves them uncertain.
         message_ids (when the provider chooses them before sending) let an uncertain row be
         found in the server's log by Message-ID, not only by address; batch_id (a scheduled
-        send) lets `cancel` stop even a request whose answer never came."""
+        send) lets `cancel` stop even a request whose answer never came; variant names the sections
+        the batch's readers get (variants.py)."""
         now = _now()
         emails = list(emails)
         ids = list(message_ids) if message_ids is not None else [None] * len(emails)
         if self.db.postgres_backend:
-            self._begin_pg(issue, emails, ids, provider, now, batch_id)
+            self._begin_pg(issue, emails, ids, provider, now, batch_id, variant)
             return
         self._tx("INSERT INTO deliveries (issue, email, status, provider, message_id, attempts, updated_at, "
-                 "batch_id) VALUES (?,?,'sending',?,?,1,?,?) ON CONFLICT (issue, email) DO UPDATE SET "
+                 "batch_id, variant) VALUES (?,?,'sending',?,?,1,?,?,?) ON CONFLICT (issue, email) DO UPDATE SET "
                  "status='sending', provider=excluded.provider, message_id=excluded.message_id, "
-                 "attempts=deliveries.attempts+1, reason=NULL, updated_at=excluded.updated_at, batch_id=excluded.batch_id",
-                 ((issue, key(e), provider, m, now, batch_id) for e, m in zip(emails, ids, strict=True)))
+                 "attempts=deliveries.attempts+1, reason=NULL, updated_at=excluded.updated_at, "
+                 "batch_id=excluded.batch_id, variant=excluded.variant",
+                 ((issue, key(e), provider, m, now, batch_id, variant) for e, m in zip(emails, ids, strict=True)))
 
     def _begin_pg(self, issue: str, emails: list[str], ids: list[str | None], provider: str, now: str,
-                  batch_id: str | None) -> None:
+                  batch_id: str | None, variant: str | None) -> None:
         """`begin` as one statement for the batch (a row a statement costs a round trip's worth
         each on PostgreSQL); an address twice in a batch (a plan sends it once) is one row, its last id."""
         last = dict(zip((key(e) for e in emails), ids, strict=True))
         with self.db.transaction():
             self.db.execute(
-                "INSERT INTO deliveries (issue, email, status, provider, message_id, attempts, updated_at, batch_id) "
-                "SELECT ?, u.email, 'sending', ?, u.message_id, 1, ?, ? FROM unnest(?::text[], ?::text[]) "
+                "INSERT INTO deliveries (issue, email, status, provider, message_id, attempts, updated_at, batch_id, "
+                "variant) SELECT ?, u.email, 'sending', ?, u.message_id, 1, ?, ?, ? FROM unnest(?::text[], ?::text[]) "
                 "AS u(email, message_id) ON CONFLICT (issue, email) DO UPDATE SET status='sending', "
                 "provider=excluded.provider, message_id=excluded.message_id, attempts=deliveries.attempts+1, "
-                "reason=NULL, updated_at=excluded.updated_at, batch_id=excluded.batch_id",
-                (issue, provider, now, batch_id, list(last), list(last.values())))
+                "reason=NULL, updated_at=excluded.updated_at, batch_id=excluded.batch_id, variant=excluded.variant",
+                (issue, provider, now, batch_id, variant, list(last), list(last.values())))
 
     def finish(self, issue: str, results: Iterable, *, scheduled: bool = False) -> None:
         """Record each provider Outcome: sent (with the provider's id; 'scheduled' when the provider
@@ -161,6 +164,18 @@ class Ledger:
                 "SELECT status, count(*) FROM deliveries WHERE issue=? GROUP BY status", (issue,)):
             out[status] = n
         out["uncertain"] += out.pop("sending")
+        return out
+
+    def variants(self, issue: str) -> dict[str, dict[str, int]]:
+        """Rows per variant and status (an issue with for: conditions; {} for one without)."""
+        out: dict[str, dict[str, int]] = {}
+        for variant, status, n in self.db.execute(
+                "SELECT variant, status, count(*) FROM deliveries WHERE issue=? AND variant IS NOT NULL "
+                "GROUP BY variant, status ORDER BY variant", (issue,)):
+            counts = out.setdefault(variant, dict.fromkeys(STATUSES, 0))
+            counts[status] = n
+        for counts in out.values():
+            counts["uncertain"] += counts.pop("sending")
         return out
 
     def rows(self, issue: str, status: str | None = None) -> Iterator[Row]:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from newsletter_mailer import files
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.schema import Issue
-from newsletter_mailer.sourcefile import field_path
+from newsletter_mailer.sourcefile import field_path, line_in_file
 
 
 def is_local(src: str) -> bool:
@@ -94,7 +94,7 @@ def check_local_images(issue: Issue, issue_path: Path) -> None:
         outside = inside(issue_path, Path(rel)) is None
         if not outside and file.is_file():
             continue
-        where = dict(line=_line_of(issue_path, loc), field=field_path(loc))  # the error path only
+        where = dict(line=line_in_file(issue_path, loc), field=field_path(loc))  # the error path only
         if outside:
             raise _outside(file, issue_path, **where)
         what = "is a folder, not an image file" if file.is_dir() else "image file not found"
@@ -105,13 +105,3 @@ def check_local_images(issue: Issue, issue_path: Path) -> None:
 def _outside(file: Path, issue_path: Path, **where) -> NewsletterError:
     return NewsletterError(f"the image leads outside the issue's folder (a link?): {file}", path=issue_path,
                            hint=f"copy the image itself into {issue_path.parent} instead of linking to it", **where)
-
-
-def _line_of(issue_path: Path, loc: tuple) -> int | None:
-    """Only on the error path: parse the file again to find the line of the field."""
-    try:
-        from newsletter_mailer.sourcefile import YamlDoc, read_text
-
-        return YamlDoc(issue_path, read_text(issue_path)).line_of(loc)
-    except NewsletterError:
-        return None

@@ -9,7 +9,7 @@ from newsletter_mailer import files, media
 from newsletter_mailer.checks import Check
 from newsletter_mailer.compose import Composed
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.preview import preview_page
+from newsletter_mailer.preview import preview_page, previewed
 
 
 def write_atomic(path: Path, data: str | bytes, *, root: Path | None = None) -> bool:
@@ -32,7 +32,8 @@ def write_atomic(path: Path, data: str | bytes, *, root: Path | None = None) -> 
 _LINKED = (errno.ELOOP, errno.ENOTDIR)
 
 
-def write_build(c: Composed, checks: list[Check], out_dir: Path, settings_dir: Path | None) -> dict[str, Path]:
+def write_build(c: Composed, checks: list[Check], out_dir: Path, settings_dir: Path | None,
+                editions=None, shown=(), readers=None) -> dict[str, Path]:
     """The files of build/<slug>/; email.html keeps each image's published address, the pages
     opened from here show local images from their files."""
     def local(html: str) -> str:
@@ -42,7 +43,7 @@ def write_build(c: Composed, checks: list[Check], out_dir: Path, settings_dir: P
         "email.html": c.email_html_with_placeholders(),
         "email.txt": c.text_with_placeholders(),
         "web.html": local(c.web_html),
-        "preview.html": local(preview_page(c, checks, settings_dir)),
+        "preview.html": local(preview_page(c, checks, settings_dir, variants=previewed(editions, shown, readers))),
     }
     paths = {}
     for name, content in contents.items():

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
+from newsletter_mailer.conditions import For
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.markdown_html import check_markdown_links
 from newsletter_mailer.validators import (HeaderLine, OneLine, StrictModel, content, header_safe, http_url, link_url,
@@ -105,6 +106,9 @@ class Section(StrictModel):
                     "best for long text), image-left or image-right (beside the text on a wide screen, "
                     "above it on a phone); text-only (the default without an image)")
     button: Button | None = Field(None, description="a call to action after the links")
+    for_: For | None = Field(None, alias="for", description="who gets the section in their email (the "
+                             "readers' tags or fields; default everyone): see the issue format's Audiences")
+    web: bool = Field(True, description="false: left out of the web copy (which anyone can read)")
 
     @field_validator("layout", mode="after")
     @classmethod
@@ -133,6 +137,8 @@ class Issue(StrictModel):
     date: IssueDate = Field(description="YYYY-MM-DD")
     title: OneLine | None = Field(None, description="defaults to the newsletter's name")
     intro: OptionalMarkdown | None = None
+    intro_for: For | None = Field(None, description="who gets the intro in their email (default everyone), "
+                                                    "like a section's for:")
     sections: list[Section] = Field(min_length=1)
     draft: bool = Field(False, description="left out of `newsletter publish` unless --drafts")
     hero: Image | None = Field(None, description="a full-width image under the header")

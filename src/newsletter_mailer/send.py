@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,6 +20,8 @@ from typing import Callable, ContextManager, Iterator, Mapping
 
 from newsletter_mailer import tokens, unsubscribe
 from newsletter_mailer.checks import failures, run_checks
+from newsletter_mailer.checks.variants import variant_checks
+from newsletter_mailer.conditions import check_columns
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
 from newsletter_mailer.state import send_lock
@@ -39,6 +42,7 @@ from newsletter_mailer.dkim_signing import signer_for
 from newsletter_mailer.settings import Settings, load_settings
 from newsletter_mailer.subscribers import Skips, Subscriber, SubscriberList, read_suppressions
 from newsletter_mailer.validators import header_problem
+from newsletter_mailer.variants import Editions, Variant
 
 TEST_PREFIX = "[TEST] "
 
@@ -78,15 +82,26 @@ class Prepared:
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
     warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
+    editions: Editions | None = None        # the issue composed once per variant (for: on sections)
+    provider_for: Callable[[Composed], Provider] | None = None  # another variant's provider, same settings
 
-    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None) -> Recipient:
-        """One recipient's values; the unsubscribe link and token are `link_for`'s when given (a test
-        mail personalised as a subscriber must never carry that subscriber's way out)."""
+    def variants(self) -> Editions:
+        """The issue per variant, of `composed` as it is now (one replaced since is composed anew)."""
+        e = self.editions
+        if e is None or e.full is not self.composed:
+            e = self.editions = Editions(self.composed, e.settings_dir if e is not None else None)
+        return e
+
+    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
+                  composed: Composed | None = None) -> Recipient:
+        """One recipient's values (of `composed`, their variant; default the whole issue); the
+        unsubscribe link and token are `link_for`'s when given (a test mail personalised as a
+        subscriber must never carry that subscriber's way out)."""
         msgid = self.new_message_id() if self.new_message_id is not None else None
         owner = link_for or email
         token = self.links.token(owner) if self.links.token is not None else None
-        return make_recipient(self.composed.filler(), self.links.url(owner, token), email, name, fields, msgid,
-                              token)
+        return make_recipient((composed or self.composed).filler(), self.links.url(owner, token), email, name,
+                              fields, msgid, token)
 
 
 def state_for(options: Options, settings: Settings, settings_dir: Path) -> State:
@@ -103,16 +118,23 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     """Settings, issue, checks, provider configuration and unsubscribe secret: all or nothing."""
     settings, settings_dir = load_settings(options.config, options.issue)
     composed = compose(options.issue, settings, settings_dir)
-    checks = run_checks(composed)
+    checks = run_checks(composed, variants=False)  # the variants are checked against the list (Sender.plan)
     failed = failures(checks)
     if failed:  # exit 1 as `check` gives for it; a setting's problem names newsletter.toml
         raise NewsletterError(f"check failed: {failed[0].message}",
                               path=settings.file if failed[0].in_settings else options.issue,
                               hint=f"`newsletter check {options.issue}` shows every check", exit_code=1)
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
-    ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
+    outbox = outbox_for(options, settings_dir)
+    ctx = send_context(composed, outbox=outbox, subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(options.provider or settings.delivery.provider, ctx)
     ctx.sign, dkim_note = signer_for(settings.delivery.dkim, provider.name, options.env)  # the key checked first
+
+    def provider_for(c: Composed) -> Provider:
+        """A variant's provider: the same kind, settings and DKIM signer, its own content."""
+        vctx = send_context(c, outbox=outbox, subject_prefix=subject_prefix, env=options.env)
+        vctx.sign = ctx.sign
+        return get_provider(provider.name, vctx)
     when = _when(options, settings, provider)
     if options.dry_run and provider.name == "sendgrid":
         provider.open()  # its key checked as the send would (no network): a dry run stops where a send would
@@ -123,7 +145,8 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
         notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings)
+    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings,
+                    Editions(composed, settings_dir), provider_for)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:
@@ -248,6 +271,7 @@ class Plan:
     skips: object = None
     interrupted: list[str] = field(default_factory=list)
     signups: int = 0   # confirmed sign-ups from the audience store, not in the CSV, to send
+    variants: dict[str, int] = field(default_factory=dict)  # readers to send, per variant name
     cancelled: int = 0  # whose scheduled send was cancelled: sent again only with --resend-cancelled
 
 
@@ -334,6 +358,9 @@ class Sender:
         self.subscribers = (SubscriberList(o.list_path, tag=o.tag, suppress=suppress, allow_local_domains=local)
                             if o.list_path is not None else None)
         columns = self.subscribers.columns if self.subscribers is not None else frozenset()
+        self.editions = p.variants()
+        if self.subscribers is not None:
+            check_columns(self.editions.audiences.located(), columns, o.issue, o.list_path)
         missing = p.composed.filler().missing(columns)
         if missing:
             self.audience.close()
@@ -346,6 +373,7 @@ class Sender:
         self.states: dict[str, tuple[str, bool]] = {}
         self._lock: send_lock.SendLock | None = None
         self.summary: Summary | None = None  # the run's counts so far (run() sets it)
+        self._batch_id: str | None = None  # a scheduled send's batch, which every variant's provider joins
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -365,11 +393,14 @@ class Sender:
                 plan.interrupted = self.ledger.mark_in_flight_uncertain(self.slug)
             self.states = self.ledger.states(self.slug)
         o = self.p.options
-        subject = self.p.composed.subject
-        check_subject = bool(subject.slots)
-        filler = self.p.composed.filler()
+        variant_of, composed = self.editions.audiences.of, self.editions.composed
+        seen: Counter[Variant] = Counter()
         for sub in self._candidates():
-            if check_subject or filler.links:
+            variant = variant_of(sub)
+            seen[variant] += 1
+            c = composed(variant)  # composed once per variant, on its first reader
+            subject, filler = c.subject, c.filler()
+            if subject.slots or filler.links:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
                 problem = next(filter(None, (header_problem(values[i]) for i in subject.slots)), None)
                 if problem:
@@ -383,6 +414,7 @@ class Sender:
             if d == "send":
                 plan.to_send += 1
                 plan.signups += not sub.line
+                plan.variants[variant.name] = plan.variants.get(variant.name, 0) + 1
             elif d == "sent":
                 plan.already_sent += 1
             elif d == "held":
@@ -392,6 +424,7 @@ class Sender:
             else:
                 plan.failed_before.append(sub.email)
         plan.skips = self.subscribers.skips if self.subscribers is not None else None
+        self._check_variants(seen)
         if o.strict:
             _refuse_invalid_rows(plan, o.list_path)
         if plan.cancelled:
@@ -399,6 +432,16 @@ class Sender:
                                   "a send to them again must be on purpose", path=o.issue,
                                   hint="add --resend-cancelled to send to them too")
         return plan
+
+    def _check_variants(self, seen: Counter[Variant]) -> None:
+        """An empty variant stops the send (as `check` fails it); a section nobody gets is a warning."""
+        o = self.p.options
+        checks = variant_checks(self.editions.audiences, seen, o.list_path.name if o.list_path else "the list")
+        failed = failures(checks)
+        if failed:
+            raise NewsletterError(f"check failed: {failed[0].message}", path=o.issue, exit_code=1,
+                                  hint=f"`newsletter check {o.issue} --list …` shows every check")
+        self.p.warnings += [k.message for k in checks if k.level == "warning"]
 
     def _candidates(self) -> Iterator[Subscriber]:
         """One pass: the CSV's subscribers the store has not suppressed (those are counted in the
@@ -415,17 +458,20 @@ class Sender:
             claimed = self.subscribers.claimed
         yield from self.audience.signed_up(claimed, self.p.options.tag, self.suppress)
 
-    def _recipients(self, plan: Plan) -> Iterator[Recipient]:
-        """The sending pass over the list: the subscribers the plan counted as to send."""
+    def _recipients(self, plan: Plan) -> Iterator[tuple[Variant, Recipient]]:
+        """The sending pass over the list: the subscribers the plan counted as to send, each with
+        their variant (decided again from the same row: the same one the plan saw)."""
         o = self.p.options
         invalid = {key(email) for _, email, _ in plan.header_invalid}
-        make, unsafe_link = self.p.recipient, self.p.composed.filler().unsafe_link
+        make, variant_of, composed = self.p.recipient, self.editions.audiences.of, self.editions.composed
         for sub in self._candidates():
             k = key(sub.email)
             if k not in invalid and _decide(self.states.get(k), o) == "send":
-                r = make(sub.email, sub.name, sub.fields)
-                if unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
-                    yield r
+                v = variant_of(sub)
+                c = composed(v)
+                r = make(sub.email, sub.name, sub.fields, composed=c)
+                if c.filler().unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
+                    yield v, r
 
     def run(self, plan: Plan, progress: Callable[[int], None] | None = None,
             in_flight: Callable[[], ContextManager[None]] = nullcontext) -> Summary:
@@ -443,19 +489,23 @@ class Sender:
         provider.open()
         pace = _Pace(delivery.rate)
         size = pace.batch_size(provider.batch_size)
-        pooled = getattr(provider, "pool_size", 1) > 1  # the pool's threads close its connections
+        providers = {id(p.composed): provider}  # one per variant: a request's (or message's) content is its own
+        # Several connections (send_pool.py) carry one content: an issue with variants goes one batch at a time.
+        pooled = getattr(provider, "pool_size", 1) > 1 and not self.editions.audiences.conditional
         try:
-            batch_id = self._schedule() if p.when is not None else None
+            batch_id = self._batch_id = self._schedule() if p.when is not None else None
             if pooled:
                 self._run_pooled(plan, summary, pace, size, progress, in_flight)
                 return summary
-            for batch in _chunks(self._recipients(plan), size):
+            for variant, batch in _chunks(self._recipients(plan), size):
                 pace.wait()
                 batch, left = self.audience.still_wanted(batch)
                 summary.unsubscribed_during += left
                 if batch:
+                    prov = self._provider(providers, variant)
                     with in_flight():
-                        deliver_batch(self.ledger, self.slug, provider, batch, summary, batch_id)
+                        deliver_batch(self.ledger, self.slug, prov, batch, summary, batch_id,
+                                      variant.name if self.editions.audiences.conditional else None)
                 pace.done(len(batch))
                 if progress:
                     progress(len(batch) + left)
@@ -467,7 +517,8 @@ class Sender:
             raise DeliveryStopped(_database_lost(exc, self.url, p.options.issue), summary) from None
         finally:
             if not pooled:
-                provider.close()
+                for prov in providers.values():
+                    prov.close()
         return summary
 
     def _run_pooled(self, plan: Plan, summary: Summary, pace: _Pace, size: int,
@@ -489,11 +540,24 @@ class Sender:
                     return batch
             return None
 
-        deliver_pooled(self.p.provider, self.ledger, self.slug, _chunks(self._recipients(plan), size), summary,
+        batches = (batch for _, batch in _chunks(self._recipients(plan), size))
+        deliver_pooled(self.p.provider, self.ledger, self.slug, batches, summary,
                        next_batch=next_batch, progress=progress, in_flight=in_flight,
                        deliver_one=lambda ledger, provider, batch, part: deliver_batch(
                            ledger, self.slug, provider, batch, part),
                        check=lambda: _too_many_failures(summary, issue) if summary.in_a_row >= budget else None)
+
+    def _provider(self, providers: dict[int, Provider], variant: Variant) -> Provider:
+        """The variant's provider, made and opened on its first batch (the same kind and settings)."""
+        c = self.editions.composed(variant)
+        prov = providers.get(id(c))
+        if prov is None:
+            assert self.p.provider_for is not None
+            prov = providers[id(c)] = self.p.provider_for(c)
+            prov.open()
+            if self._batch_id is not None:  # a scheduled send: every variant's requests join its batch
+                prov.join_schedule(self._batch_id, self.p.when.unix)
+        return prov
 
     def _schedule(self) -> str:
         """One batch id for this scheduled send, in the ledger before any request carries it."""
@@ -566,11 +630,11 @@ class DeliveryStopped(NewsletterError):
 
 
 def deliver_batch(ledger: Ledger, slug: str, provider: Provider, batch: list[Recipient],
-                  summary: Summary, batch_id: str | None = None) -> None:
-    """One batch: ledger 'sending' (committed) → provider.send → ledger result, counted in summary.
-    With a batch_id (a scheduled send) the accepted ones are recorded 'scheduled'."""
+                  summary: Summary, batch_id: str | None = None, variant: str | None = None) -> None:
+    """One batch (of one variant): ledger 'sending' (committed) → provider.send → ledger result,
+    counted in summary. With a batch_id (a scheduled send) the accepted ones are recorded 'scheduled'."""
     emails = [r.email for r in batch]
-    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch], batch_id)
+    ledger.begin(slug, emails, provider.name, [r.message_id for r in batch], batch_id, variant)
     try:
         outcomes = provider.send(batch)
     except NewsletterError as exc:
@@ -609,15 +673,19 @@ def _database_lost(exc: BaseException, url: str | None, issue: Path) -> Newslett
                            "once the database is back (nobody is sent the issue twice)", path=issue, exit_code=1)
 
 
-def _chunks(items: Iterator[Recipient], size: int) -> Iterator[list[Recipient]]:
-    batch: list[Recipient] = []
-    for item in items:
+def _chunks(items: Iterator[tuple[Variant, Recipient]], size: int) -> Iterator[tuple[Variant, list[Recipient]]]:
+    """Batches of one variant each (a provider's request shares one content); one pass over the
+    list, with at most one batch a variant waiting."""
+    waiting: dict[Variant, list[Recipient]] = {}
+    for variant, item in items:
+        batch = waiting.setdefault(variant, [])
         batch.append(item)
         if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+            yield variant, batch
+            waiting[variant] = []
+    for variant, batch in waiting.items():
+        if batch:
+            yield variant, batch
 
 
 class _Pace:
@@ -653,6 +721,7 @@ class IssueStatus:
     schedules: list[tuple[str, int, int, str | None]] = field(default_factory=list)  # Ledger.schedules
     zone: str | None = None     # the settings' timezone, for showing scheduled times
     readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
+    variants: dict[str, dict[str, int]] = field(default_factory=dict)  # counts per variant (for: conditions)
 
 
 def ledger_of(options: Options) -> tuple[Settings, str, State]:
@@ -670,12 +739,13 @@ def issue_status(options: Options) -> IssueStatus:
         return IssueStatus(slug, state)
     try:
         counts, rows, schedules = ledger.counts(slug), list(ledger.rows(slug)), ledger.schedules(slug)
+        variants = ledger.variants(slug)
     finally:
         ledger.close()
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
     return IssueStatus(slug, state, counts, rows, per_request, schedules, settings.timezone,
-                       _readers(state, slug))
+                       _readers(state, slug), variants)
 
 
 def _readers(state: State, slug: str) -> dict[str, int]:
@@ -690,8 +760,11 @@ def _readers(state: State, slug: str) -> dict[str, int]:
         store.close()
 
 
-def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[list[Recipient], str]:
-    """Recipients for test-send: each --to (or test_recipient), personalised as one subscriber."""
+def test_recipients(p: Prepared, to: list[str], as_email: str | None,
+                    variant: str | None = None) -> tuple[list[Recipient], str, Provider]:
+    """Recipients for test-send: each --to (or test_recipient), personalised as one subscriber, and
+    the provider of the email they get: --variant's, else that subscriber's variant (for: on
+    sections), else the whole issue."""
     from newsletter_mailer.addresses import normalise
 
     settings = p.composed.settings
@@ -704,13 +777,15 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[l
             addrs.append(normalise(t))
         except ValueError as exc:
             raise NewsletterError(str(exc), field="--to") from None
-    name, fields, who_email = "", {}, None
+    name, fields, who_email, who_sub = "", {}, None, None
+    editions = p.variants()
     if p.options.list_path is not None:
         subs = SubscriberList(p.options.list_path)
+        check_columns(editions.audiences.located(), subs.columns, p.options.issue, p.options.list_path)
         wanted = as_email.lower() if as_email else None
         for sub in subs:
             if wanted is None or sub.email.lower() == wanted:
-                name, fields, who_email = sub.name, sub.fields, sub.email
+                name, fields, who_email, who_sub = sub.name, sub.fields, sub.email, sub
                 break
         else:
             if wanted:
@@ -718,11 +793,18 @@ def test_recipients(p: Prepared, to: list[str], as_email: str | None) -> tuple[l
                                       field="--as")
     elif as_email:
         who_email = as_email
-    missing = p.composed.filler().missing(frozenset(fields))
+    audiences = editions.audiences
+    chosen = (audiences.find(variant, audiences.possible()) if variant is not None else
+              audiences.of(who_sub) if who_sub is not None else None)
+    composed = editions.composed(chosen) if chosen is not None else p.composed
+    missing = composed.filler().missing(frozenset(fields))
     recipients = []
     for a in addrs:
-        r = p.recipient(who_email or a, name, fields, link_for=a)
+        r = p.recipient(who_email or a, name, fields, link_for=a, composed=composed)
         r.email, r.name = a, ""  # addressed to the tester, personalised as the subscriber, the tester's link
         recipients.append(r)
     who = who_email or ("the defaults" if not missing else "the defaults (no value for " + ", ".join(missing) + ")")
-    return recipients, who
+    if chosen is not None and audiences.conditional:
+        who += f", variant {chosen.name}"
+    provider = p.provider if composed is p.composed or p.provider_for is None else p.provider_for(composed)
+    return recipients, who, provider

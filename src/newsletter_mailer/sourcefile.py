@@ -264,6 +264,14 @@ def _problem(err: dict[str, Any], path: Path, line_of, schema: str,
     return NewsletterError(_describe(err, schema), path=path, line=line, field=field_path(loc) or None, more=more)
 
 
+def line_in_file(path: Path, loc: tuple[Any, ...]) -> int | None:
+    """Only on an error path: the file parsed again to find a field's line (None if it cannot be)."""
+    try:
+        return YamlDoc(path, read_text(path)).line_of(loc)
+    except NewsletterError:
+        return None
+
+
 def load_yaml_model(path: Path, model: type[BaseModel], context: dict | None = None):
     """Load a YAML file into a pydantic model, or raise one NewsletterError."""
     doc = YamlDoc(path, read_text(path))

@@ -110,8 +110,9 @@ class Builder:
         from newsletter_mailer.checks import run_checks, summary
         from newsletter_mailer.compose import compose_issue, load_issue
         from newsletter_mailer.output import write_build
-        from newsletter_mailer.preview import preview_page
+        from newsletter_mailer.preview import preview_page, previewed
         from newsletter_mailer.settings import load_settings
+        from newsletter_mailer.variants import Editions
 
         self.settings, self.settings_dir = load_settings(self.config, self.issue)
         issue = load_issue(self.issue)
@@ -119,9 +120,12 @@ class Builder:
         self.images = {media.relative_url(rel): rel for rel, _ in media.image_files(issue, self.issue)}
         c = compose_issue(issue, self.issue, self.settings, self.settings_dir)
         self.checks = run_checks(c)
+        editions = Editions(c, self.settings_dir)  # each variant (for: on sections) some reader could get
+        shown = editions.audiences.possible()
         out_dir = self.out if self.out is not None else Path("build") / c.slug
-        paths = write_build(c, self.checks, out_dir, self.settings_dir)
-        page = preview_page(c, self.checks, self.settings_dir, extra_head=RELOAD_SCRIPT)
+        paths = write_build(c, self.checks, out_dir, self.settings_dir, editions, shown)
+        page = preview_page(c, self.checks, self.settings_dir, extra_head=RELOAD_SCRIPT,
+                            variants=previewed(editions, shown, None))
         # Local images are not online yet: the preview shows the files themselves.
         for url_path in self.images:
             page = page.replace(self.settings.web_url(c.slug) + url_path, MEDIA_PREFIX + url_path)

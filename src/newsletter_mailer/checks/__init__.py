@@ -7,6 +7,7 @@ warnings_as_errors in newsletter.toml raises warnings (all, or the named familie
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from html import escape
 from html.parser import HTMLParser
@@ -14,11 +15,13 @@ from html.parser import HTMLParser
 from newsletter_mailer import media
 from newsletter_mailer.checks import reader as reader_checks
 from newsletter_mailer.checks.result import Check
+from newsletter_mailer.checks.variants import variant_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed
 from newsletter_mailer.checks.contrast import contrast_checks
 from newsletter_mailer.mergefields import fill_url_placeholders, url_placeholders
 from newsletter_mailer.sourcefile import field_path
 from newsletter_mailer.settings import placeholder_host
+from newsletter_mailer.variants import Audiences, Variant
 
 GMAIL_CLIP = 102 * 1024
 SIZE_WARN = 90 * 1024
@@ -59,13 +62,18 @@ class _Scan(HTMLParser):
             self.imports += 1
 
 
-def run_checks(c: Composed) -> list[Check]:
+def run_checks(c: Composed, readers: Counter[Variant] | None = None, list_name: str | None = None, *,
+               variants: bool = True) -> list[Check]:
+    """readers: how many on list_name get each variant (compose/check --list); variants=False leaves
+    the variant checks to the caller (a send checks the variants its list's readers get)."""
     subject, preheader, html, text = c.sample()
     out = _size_and_markup(html) + _unsubscribe_and_address(c, html, text) + _inbox(subject, preheader)
     out += _placeholder_addresses(c.settings) + _return_path_alignment(c.settings)
     out += contrast_checks(c.settings.brand) + reader_checks.heading_order_checks(html)
     out += (reader_checks.link_text_checks(c.issue) + reader_checks.alt_text_checks(c.issue)
             + reader_checks.section_checks(c.issue) + _local_images(c))
+    if variants:
+        out += variant_checks(Audiences(c.issue), readers, list_name)
     return _raised(out, c.settings.checks.warnings_as_errors)
 
 

@@ -12,6 +12,25 @@ from newsletter_mailer.cli import app
 from newsletter_mailer.cli.common import ConfigOpt, IssueArg, reporting
 
 
+ReadersOpt = Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV: each variant (for: on sections) checked against its readers, and counted")]
+
+
+def _variants(c, list_path: Path | None, issue: Path, settings_dir: Path | None):
+    """(editions, readers per variant or None, the variants to preview) of the composed issue."""
+    from newsletter_mailer.conditions import check_columns
+    from newsletter_mailer.subscribers import SubscriberList
+    from newsletter_mailer.variants import Editions, ordered
+
+    editions = Editions(c, settings_dir)
+    audiences = editions.audiences
+    if list_path is None:
+        return editions, None, audiences.possible()
+    subs = SubscriberList(list_path, allow_local_domains=c.settings.delivery.allow_local_domains)
+    check_columns(audiences.located(), subs.columns, issue, list_path)
+    readers = audiences.of_list(subs)
+    return editions, readers, ordered(readers)
+
+
 def _echo_checks(checks) -> None:
     marks = {"ok": "  ok  ", "warning": "  warn", "error": "  ERROR"}
     for c in checks:
@@ -26,6 +45,7 @@ def compose(
     config: ConfigOpt = None,
     watch: Annotated[bool, typer.Option("--watch", help="serve the preview on 127.0.0.1 and rebuild it on every save")] = False,
     port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, show_default=False, help="port of --watch (default 8000; 0 picks a free one)")] = 8000,
+    list_: ReadersOpt = None,
 ) -> None:
     """Compose an issue: email.html, email.txt, web.html and preview.html, plus the checks."""
     if watch:
@@ -42,11 +62,16 @@ def compose(
     with reporting():
         settings, settings_dir = load_settings(config, issue)
         c = compose_issue(issue, settings, settings_dir)
-        checks = run_checks(c)
+        editions, readers, shown = _variants(c, list_, issue, settings_dir)
+        checks = run_checks(c, readers, list_.name if list_ else None)
         out_dir = out if out is not None else Path("build") / c.slug
-        paths = write_build(c, checks, out_dir, settings_dir)
+        paths = write_build(c, checks, out_dir, settings_dir, editions, shown, readers)
     for name, path in paths.items():
         typer.echo(f"wrote {path}")
+    if editions.audiences.conditional:
+        for v in shown:
+            typer.echo(f"variant {v.name}: " + (f"{readers[v]} reader(s)" if readers is not None else
+                                               "sections " + (", ".join(str(i + 1) for i in v.sections) or "none")))
     _echo_checks(checks)
     if open_:
         import webbrowser
@@ -58,7 +83,7 @@ def compose(
 
 
 @app.command()
-def check(issue: IssueArg, config: ConfigOpt = None) -> None:
+def check(issue: IssueArg, config: ConfigOpt = None, list_: ReadersOpt = None) -> None:
     """Validate and check an issue without writing anything; non-zero exit on errors."""
     from newsletter_mailer.checks import failures, run_checks
     from newsletter_mailer.compose import compose as compose_issue
@@ -67,7 +92,9 @@ def check(issue: IssueArg, config: ConfigOpt = None) -> None:
     with reporting():
         settings, settings_dir, st = settings_and_state(config, None, issue=issue)
         st.list_ids(settings, record=False)  # a changed list id: refused
-        checks = run_checks(compose_issue(issue, settings, settings_dir))
+        c = compose_issue(issue, settings, settings_dir)
+        _, readers, _ = _variants(c, list_, issue, settings_dir)
+        checks = run_checks(c, readers, list_.name if list_ else None)
     _echo_checks(checks)
     if failures(checks):
         typer.echo(f"error: {issue}: {len(failures(checks))} check(s) failed", err=True)

@@ -132,6 +132,9 @@ def _echo_plan(prepared, plan) -> None:
                " from the audience store)") if plan.signups else ""
     typer.echo(f"recipients: {plan.to_send} to send{signups}"
                + (f", {plan.already_sent} already sent" if plan.already_sent else ""))
+    if prepared.editions is not None and prepared.editions.audiences.conditional:
+        for name, n in plan.variants.items():
+            typer.echo(f"  variant {name}: {n}")
     if plan.interrupted:
         typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
     lines = (plan.skips.summary_lines() if plan.skips is not None else []) + plan.unsafe_links.summary_lines()
@@ -199,7 +202,8 @@ def test_send(
     issue: IssueArg,
     to: Annotated[Optional[list[str]], typer.Option("--to", metavar="ADDR", help="address to send to; its unsubscribe link is its own (repeatable; default test_recipient)")] = None,
     list_: Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV to personalise from (optional: its first subscriber, or --as; default the merge fields' defaults)")] = None,
-    as_: Annotated[Optional[str], typer.Option("--as", metavar="ADDR", help="personalise as this subscriber of --list")] = None,
+    as_: Annotated[Optional[str], typer.Option("--as", metavar="ADDR", help="personalise as this subscriber of --list (and send the variant they get)")] = None,
+    variant: Annotated[Optional[str], typer.Option("--variant", metavar="NAME", help="the variant to send (for: on sections), by the name compose shows")] = None,
     provider: ProviderOpt = None,
     outbox: OutboxOpt = None,
     state: StateOpt = None,
@@ -215,8 +219,7 @@ def test_send(
     opts = Options(issue=issue, list_path=list_, provider=provider, outbox=outbox, state=state, config=config)
     with reporting():
         prepared = prepare(opts, subject_prefix=TEST_PREFIX)
-        recipients, who = test_recipients(prepared, to or [], as_)
-        p = prepared.provider
+        recipients, who, p = test_recipients(prepared, to or [], as_, variant)
         if sandbox:
             if p.name != "sendgrid":
                 raise NewsletterError(f"--sandbox is SendGrid's sandbox mode: {p.label} has none", field="--sandbox",
@@ -255,6 +258,8 @@ def status(
         return
     typer.echo(f"{st.slug}: " + ", ".join(f"{k} {v}" for k, v in st.counts.items()
                                           if v or k not in ("scheduled", "cancelled")))
+    for name, counts in st.variants.items():
+        typer.echo(f"  variant {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
     if st.readers:
         r = st.readers
         typer.echo(f"readers: unsubscribed {r['unsubscribed']}, bounced {r['bounced']} "

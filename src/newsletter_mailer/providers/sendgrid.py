@@ -253,8 +253,12 @@ class SendGridProvider:
         """A new batch id; from now on every request carries it and send_at (Unix seconds, UTC)."""
         self.open()
         batch_id = Api(self.post, self._key).create_batch()
-        self.base["batch_id"], self.base["send_at"] = batch_id, send_at
+        self.join_schedule(batch_id, send_at)
         return batch_id
+
+    def join_schedule(self, batch_id: str, send_at: int) -> None:
+        """Carry a batch id made by schedule() (another variant's provider, same send) and send_at."""
+        self.base["batch_id"], self.base["send_at"] = batch_id, send_at
 
     def use_sandbox(self) -> None:
         """SendGrid checks the whole request (key, sender, payload) and delivers nothing."""

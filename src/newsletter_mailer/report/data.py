@@ -36,6 +36,7 @@ class Delivery:
     first_sent: dt.datetime | None = None
     last_sent: dt.datetime | None = None
     providers: tuple[str, ...] = ()
+    variants: dict[str, dict[str, int]] = field(default_factory=dict)  # for: on sections: counts per variant
 
     @property
     def sent(self) -> int:
@@ -91,6 +92,7 @@ def delivery(ledger: Ledger, slug: str) -> Delivery:
     d.providers = tuple(p for (p,) in ledger.db.execute(
         "SELECT DISTINCT provider FROM deliveries WHERE issue=? AND provider IS NOT NULL ORDER BY provider",
         (slug,)))
+    d.variants = {one_line(v): counts for v, counts in ledger.variants(slug).items()}
     return d
 
 

@@ -62,6 +62,9 @@ def headline(report: IssueReport) -> list[tuple[str, list[Line]]]:
                Line("complaints", str(f.complaints), pct(complaint) + (" — over" if over else " — under")
                     + " Gmail's 0.3% limit")]
     sections = [("Delivery (ledger)", delivery), ("Readers (audience store)", readers)]
+    if d.variants:  # an issue with for: on sections: who got which sections
+        sections.insert(1, ("Variants (ledger)", [Line(name, ", ".join(f"{s} {n}" for s, n in counts.items() if n))
+                                                  for name, counts in d.variants.items()]))
     if report.sendgrid is not None:
         sections += _sendgrid(report)
     return sections

@@ -132,8 +132,12 @@ CREATE TABLE IF NOT EXISTS senders (
 ) WITHOUT ROWID
 """
 
+# v3: the variant each reader was sent (the sections their for: conditions gave them); NULL for
+# an issue without conditions and for rows written before.
+LEDGER_V3 = "ALTER TABLE deliveries ADD COLUMN variant TEXT"
+
 # component -> its migrations in order; migration i (from 0) takes the schema to version i + 1.
-MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2), "audience": (AUDIENCE_V1, AUDIENCE_V2)}
+MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGER_V3), "audience": (AUDIENCE_V1, AUDIENCE_V2)}
 # The tables of each component, in the order `state copy` fills them.
 TABLES = {"ledger": ("deliveries", "schedules"),
           "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",
