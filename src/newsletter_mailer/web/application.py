@@ -68,6 +68,7 @@ class Site:
     deliver: confirm_mail.Deliver
     clock: Callable[[], float] = time.time  # the sign-up limits' and links' time (tests inject one)
     list_ids: tuple[str, ...] = ()  # State.list_ids: the stable id first
+    welcome: tuple[str, ...] = ()   # the `start: confirmed` sequences a confirmed reader starts
 
     @property
     def list_id(self) -> tokens.ListIds:
@@ -160,6 +161,18 @@ def _record(site: Site, change: Change) -> None:
         audience.record([change])
 
 
+def _confirmed(site: Site, change: Change) -> None:
+    """The confirmation committed with the reader's start in each `start: confirmed` sequence."""
+    from newsletter_mailer.sequences.members import enrol
+
+    with site.stores.audience() as audience, audience.transaction():
+        audience.apply(change)
+        entry = audience.status(change.email)
+        if entry is not None and entry.status == "subscribed":
+            for name in site.welcome:
+                enrol(audience, name, [change.email], int(site.clock()))
+
+
 @guarded
 async def subscribe_form(request: Request) -> Response:
     return page(request, "web/subscribe.html.j2", title=f"Subscribe to {request.app.state.site.settings.name}",
@@ -234,7 +247,7 @@ async def confirm(request: Request) -> Response:
     if found is None:
         return invalid(request)
     await body(request)
-    await run_in_threadpool(_record, site, Change(found[0], "subscribed", "form", name=found[1]))
+    await run_in_threadpool(_confirmed, site, Change(found[0], "subscribed", "form", name=found[1]))
     return message(request, "You are subscribed",
                    f"Thank you: {site.settings.name} will come to {mask(found[0])}. "
                    "Every issue has a link to unsubscribe.")
@@ -308,8 +321,12 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     if note:
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
+    from newsletter_mailer.sequences import model as sequences  # a broken sequence file stops start-up
+
+    welcome = tuple(s.name for s in sequences.load_all(settings_dir) if s.start == "confirmed")
     site = Site(settings, _templates(settings_dir), state.stores(), secret,
-                deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids=list_ids)
+                deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids=list_ids,
+                welcome=welcome)
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
                     middleware=[Middleware(SecureEveryResponse),
                                 Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.web.trusted_proxies)],
