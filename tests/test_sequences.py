@@ -75,6 +75,8 @@ def received(folder: Path) -> Counter:
     """(step slug, address) -> messages in the outbox."""
     out: Counter = Counter()
     for path in (folder / "outbox").glob("*/*.eml"):
+        if path.parent.name == "_confirm":  # the sign-ups' confirmation mails
+            continue
         out[(path.parent.name, path.name.rsplit("-", 1)[0])] += 1
     return out
 

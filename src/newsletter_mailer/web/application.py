@@ -12,6 +12,7 @@ environment (NEWSLETTER_CONFIG, NEWSLETTER_STATE, NEWSLETTER_OUTBOX) for uvicorn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -69,6 +70,8 @@ class Site:
     clock: Callable[[], float] = time.time  # the sign-up limits' and links' time (tests inject one)
     list_ids: tuple[str, ...] = ()  # State.list_ids: the stable id first
     welcome: tuple[str, ...] = ()   # the `start: confirmed` sequences a confirmed reader starts
+    sequences: Any = None           # serve --sequences: the sequences Runner run every minute
+    sequence_wait: Any = None       # between two runs (default a minute; tests step it)
 
     @property
     def list_id(self) -> tokens.ListIds:
@@ -311,7 +314,8 @@ def _templates(settings_dir: Path) -> jinja2.Environment:
 
 
 def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[str, str],
-               deliver_confirmation: confirm_mail.Deliver | None = None) -> Starlette:
+               deliver_confirmation: confirm_mail.Deliver | None = None, *, sequences: bool = False,
+               clock: Callable[[], float] = time.time) -> Starlette:
     """The app for one newsletter; confirmations go to deliver_confirmation (default: through
     delivery.provider, checked now so a missing credential stops start-up)."""
     settings, settings_dir = load_settings(config_path)
@@ -326,7 +330,11 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     welcome = tuple(s.name for s in sequences.load_all(settings_dir) if s.start == "confirmed")
     site = Site(settings, _templates(settings_dir), state.stores(), secret,
                 deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids=list_ids,
-                welcome=welcome)
+                welcome=welcome, clock=clock)
+    if sequences:  # serve --sequences: the runner's outbox is the confirmations' (NEWSLETTER_OUTBOX)
+        from newsletter_mailer.sequences.run import Runner
+
+        site.sequences = Runner(settings, settings_dir, state, env, outbox=outbox, clock=clock)
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
                     middleware=[Middleware(SecureEveryResponse),
                                 Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.web.trusted_proxies)],
@@ -342,9 +350,18 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
 async def _lifespan(site: Site, app: Starlette) -> AsyncIterator[None]:
     """The store's pool opens when a worker starts serving and closes when it stops."""
     site.stores.open()
+    task = None
+    if site.sequences is not None:
+        from newsletter_mailer.sequences.loop import every_minute, loop
+
+        task = asyncio.create_task(loop(site.sequences, site.sequence_wait or every_minute))
     try:
         yield
     finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         site.stores.close()
 
 
@@ -352,7 +369,8 @@ async def _lifespan(site: Site, app: Starlette) -> AsyncIterator[None]:
 def _from_environment() -> Starlette:
     config = os.environ.get("NEWSLETTER_CONFIG")
     state = os.environ.get("NEWSLETTER_STATE")
-    return create_app(Path(config) if config else None, Path(state) if state else None, os.environ)
+    return create_app(Path(config) if config else None, Path(state) if state else None, os.environ,
+                      sequences=os.environ.get("NEWSLETTER_SEQUENCES") == "1")
 
 
 def __getattr__(name: str) -> Any:
