@@ -54,8 +54,8 @@ def runner(folder: Path, url: str | None, clock: Clock, **kw) -> Runner:
                   clock=clock, **kw)
 
 
-def enrol(folder: Path, url: str | None, emails, at: int, name: str = "welcome") -> None:
-    store = State(folder / "state", url).audience()
+def enrol(folder: Path, url: str | None, emails, at: int, name: str = "welcome", state: str = "state") -> None:
+    store = State(folder / state, url).audience()
     try:
         with store.transaction():
             members.enrol(store, name, emails, at)

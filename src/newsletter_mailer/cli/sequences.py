@@ -20,6 +20,7 @@ NamesArg = Annotated[Optional[list[str]], typer.Argument(metavar="NAME", help="s
 def run(
     names: NamesArg = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="say what is due, send nothing, change nothing")] = False,
+    resend_uncertain: Annotated[bool, typer.Option("--resend-uncertain", help="send again the steps whose delivery is unknown (a run was killed mid-attempt); check the server's log first")] = False,
     provider: ProviderOpt = None,
     outbox: OutboxOpt = None,
     config: ConfigOpt = None,
@@ -33,7 +34,8 @@ def run(
 
     with reporting():
         settings, settings_dir, st = settings_and_state(config, state)
-        report = Runner(settings, settings_dir, st, os.environ, provider, outbox, dry_run).run(names or None)
+        report = Runner(settings, settings_dir, st, os.environ, provider, outbox, dry_run,
+                        resend_uncertain).run(names or None)
     for step in report.steps:
         if dry_run:
             typer.echo(f"{step.sequence} / {step.step}: would send {step.would_send}"

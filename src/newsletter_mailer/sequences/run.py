@@ -61,6 +61,7 @@ class Runner:
     provider: str | None = None
     outbox: Path | None = None
     dry_run: bool = False
+    resend_uncertain: bool = False   # the operator checked the server's log: send those again
     clock: Callable[[], float] = time.time
 
     def run(self, names: list[str] | None = None) -> RunReport:
@@ -114,6 +115,25 @@ class Runner:
               result: StepRun) -> None:
         from newsletter_mailer.send import Options, Plan, Summary, deliver_batch, prepare
 
+        key = seq.ledger_key(step)
+        if ledger is not None and not self.dry_run:
+            ledger.mark_in_flight_uncertain(key)
+        states = ledger.states_among(key, [m.email for m in group]) if ledger is not None else {}
+        to_send, done = [], []
+        for m in group:
+            status, permanent = states.get(m.email, (None, False))
+            if status is None or (status == "failed" and not permanent) or (
+                    status == "uncertain" and self.resend_uncertain):
+                to_send.append(m)
+            elif status in ("sent", "scheduled"):
+                done.append(m.email)
+            else:
+                result.held += 1
+        if not self.dry_run:
+            result.moved_on = len(done)
+            members.passed(store, seq.name, step.slug, done, now)
+        if not to_send:  # only held back or moved on: nothing to compose
+            return
         when = datetime.fromtimestamp(now, timezone.utc)
         p = prepare(Options(issue=step.path, config=self.settings.file, state=self.state.folder,
                             provider=self.provider, outbox=self.outbox, env=dict(self.env), dry_run=self.dry_run,
@@ -123,24 +143,9 @@ class Runner:
             raise NewsletterError(f"merge field {{{{ {missing[0]} }}}} has no default: a sequence's readers "
                                   "have only an address and a name", path=step.path, field=missing[0],
                                   hint=f'write {{{{ {missing[0]} | default("…") }}}}')
-        key = seq.ledger_key(step)
-        if ledger is not None and not self.dry_run:
-            ledger.mark_in_flight_uncertain(key)
-        states = ledger.states_among(key, [m.email for m in group]) if ledger is not None else {}
-        to_send, done = [], []
-        for m in group:
-            status, permanent = states.get(m.email, (None, False))
-            if status is None or (status == "failed" and not permanent):
-                to_send.append(m)
-            elif status in ("sent", "scheduled"):
-                done.append(m.email)
-            else:
-                result.held += 1
         if self.dry_run:
             result.would_send = len(to_send)
             return
-        result.moved_on = len(done)
-        members.passed(store, seq.name, step.slug, done, now)
         provider = p.provider
         summary = Summary(plan=Plan(), provider=provider.name)
         provider.open()
