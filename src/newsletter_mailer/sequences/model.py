@@ -97,18 +97,18 @@ def load(path: Path, settings_dir: Path) -> Sequence:
         file = Path(step.issue)
         file = file if file.is_absolute() else settings_dir / file
         if not file.is_file():
-            raise NewsletterError(f"steps[{i}].issue: {step.issue} is not a file", path=path, line=line,
+            raise NewsletterError(f"{step.issue} is not a file", path=path, line=line,
                                   field=f"steps[{i}].issue", hint="paths are relative to newsletter.toml's folder")
         try:
             slug = slug_of(file)
         except NewsletterError as exc:
             raise NewsletterError(exc.message, path=path, line=line, field=f"steps[{i}].issue") from None
         if slug in seen:
-            raise NewsletterError(f"steps[{i}].issue: {slug} is already step {seen[slug] + 1}: each step is "
+            raise NewsletterError(f"{slug} is already step {seen[slug] + 1}: each step is "
                                   "keyed by its file name", path=path, line=line, field=f"steps[{i}].issue")
         seen[slug] = i
         if steps and step.after < steps[-1].after:
-            raise NewsletterError(f"steps[{i}].after is earlier than the step before it", path=path,
+            raise NewsletterError("after is earlier than the step before it", path=path,
                                   line=doc.line_of(("steps", i, "after")), field=f"steps[{i}].after",
                                   hint="list the steps in the order they are sent")
         steps.append(StepInfo(slug, file, step.after, line))
