@@ -99,7 +99,7 @@ def test_each_step_at_its_time_once(tmp_path, database_url):
     assert got == Counter({(s, e): 1 for s, _ in STEPS for e in ("a@example.org", "b@example.org")})
     ledger = State(folder / "state", database_url).ledger()
     try:
-        assert ledger.counts("sequence.welcome.2-how-to-help")["sent"] == 2
+        assert ledger.counts("sequence:welcome:2-how-to-help")["sent"] == 2
     finally:
         ledger.close()
 
@@ -198,3 +198,14 @@ def test_a_sent_row_without_the_reader_moved_on_is_not_sent_again(tmp_path, data
     report = runner(folder, database_url, clock).run()
     assert [(s.sent, s.moved_on) for s in report.steps] == [(0, 1)]
     assert sum(received(folder).values()) == 1
+
+
+def test_report_lists_the_steps_beside_the_issues(tmp_path, database_url):
+    from newsletter_mailer.report.numbers import archive
+
+    folder, clock = newsletter(tmp_path / "nl"), Clock()
+    enrol(folder, database_url, ["a@example.org", "b@example.org"], T0)
+    runner(folder, database_url, clock).run()
+    record(folder, database_url, Change("b@example.org", "unsubscribed", "link", issue="1-hello"))  # its link
+    [row] = archive(folder, State(folder / "state", database_url))
+    assert row.slug == "sequence:welcome:1-hello" and row.delivery.sent == 2 and row.feedback.unsubscribes == 1

@@ -63,7 +63,7 @@ def test_sigkill_mid_run_then_a_rerun_sends_nothing_twice(tmp_path, database_url
     assert not {e: c for e, c in counts.items() if c > 1}, "a reader got step 1 twice"
     ledger = State(folder / ".newsletter", database_url).ledger()
     try:
-        rows = {r.email: r.status for r in ledger.rows("sequence.welcome.1-hello")}
+        rows = {r.email: r.status for r in ledger.rows("sequence:welcome:1-hello")}
     finally:
         ledger.close()
     uncertain = {e for e, s in rows.items() if s == "uncertain"}
@@ -90,6 +90,6 @@ def test_runners_started_together_send_each_step_once(tmp_path, database_url):
     assert got == Counter({("1-hello", e): 1 for e in everyone})   # each reader, each step: once
     ledger = State(folder / ".newsletter", database_url).ledger()
     try:
-        assert ledger.counts("sequence.welcome.1-hello")["sent"] == len(everyone)
+        assert ledger.counts("sequence:welcome:1-hello")["sent"] == len(everyone)
     finally:
         ledger.close()

@@ -78,7 +78,7 @@ class Sequence:
 
     def ledger_key(self, step: StepInfo) -> str:
         """The step's rows in the ledger: apart from the issue sent on its own, and from other sequences."""
-        return f"sequence.{self.name}.{step.slug}"
+        return f"sequence:{self.name}:{step.slug}"
 
     def lock_key(self) -> str:
         return f"sequence.{self.name}"
