@@ -209,3 +209,27 @@ def test_report_lists_the_steps_beside_the_issues(tmp_path, database_url):
     record(folder, database_url, Change("b@example.org", "unsubscribed", "link", issue="1-hello"))  # its link
     [row] = archive(folder, State(folder / "state", database_url))
     assert row.slug == "sequence:welcome:1-hello" and row.delivery.sent == 2 and row.feedback.unsubscribes == 1
+
+
+def test_hostile_names_among_good_readers_never_reach_a_header(tmp_path, database_url):
+    """Names come from strangers (the sign-up form): the ones that cannot go into a header are
+    left out (the default greets them), the readers still get their step, the others as typed."""
+    import email
+    import email.policy
+
+    folder, clock = newsletter(tmp_path / "nl"), Clock()
+    names = {"good1@example.org": "Ann", "crlf@example.org": "Eve\r\nBcc: victim@example.org",
+             "word@example.org": "=?utf-8?q?=0D=0ABcc:_victim@example.org?=", "good2@example.org": "Bob Ø",
+             "long@example.org": "x" * 5000, "esc@example.org": "a\x1b[31mb", "good3@example.org": "<b>Cy</b>"}
+    record(folder, database_url, *(Change(e, "subscribed", "form", name=n) for e, n in names.items()))
+    enrol(folder, database_url, list(names), T0)
+    [step] = runner(folder, database_url, clock).run().steps
+    assert step.sent == len(names)
+    subjects = {}
+    for path in (folder / "outbox" / "1-hello").glob("*.eml"):
+        mail = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert mail["Bcc"] is None and "victim" not in str(mail["Subject"])
+        subjects[str(mail["To"]).split("<")[-1].rstrip(">")] = str(mail["Subject"])
+    assert subjects["good1@example.org"] == "Step 1-hello Ann"
+    assert subjects["good2@example.org"] == "Step 1-hello Bob Ø"
+    assert subjects["crlf@example.org"] == subjects["word@example.org"] == "Step 1-hello friend"

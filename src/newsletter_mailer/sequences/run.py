@@ -24,6 +24,7 @@ from newsletter_mailer.sequences.model import Sequence, StepInfo
 from newsletter_mailer.settings import Settings
 from newsletter_mailer.state.handle import State
 from newsletter_mailer.state.send_lock import Busy
+from newsletter_mailer.validators import header_problem
 
 
 @dataclass
@@ -99,8 +100,6 @@ class Runner:
                     report.steps.append(result)
                     try:
                         self._step(seq, step, groups[step.slug], store, ledger, now, result)
-                    except Busy:
-                        raise
                     except NewsletterError as exc:
                         report.errors.append(NewsletterError(
                             f"sequence {seq.name}, step {step.slug}: {exc.message}; not sent to anyone this run",
@@ -155,7 +154,7 @@ class Runner:
                 chunk = to_send[start:start + size]
                 gone = store.suppressed_among([m.email for m in chunk])  # left since the query
                 result.left += sum(m.email in gone for m in chunk)
-                batch = [p.recipient(m.email, _printable(m.name), {}) for m in chunk if m.email not in gone]
+                batch = [_recipient(p, m) for m in chunk if m.email not in gone]
                 if not batch:
                     continue
                 try:
@@ -169,5 +168,9 @@ class Runner:
             result.sent, result.failed, result.uncertain = summary.sent, summary.failed, summary.uncertain
 
 
-def _printable(name: str | None) -> str:
-    return name if name and name.isprintable() else ""
+def _recipient(p, m: members.Member):
+    """The reader's message values. The name was typed by a stranger (the sign-up form): one that
+    could not go into a header, or would make a link unsafe, is left out (the defaults fill it)."""
+    name = m.name if m.name and header_problem(m.name) is None else ""
+    r = p.recipient(m.email, name, {})
+    return r if not name or p.composed.filler().unsafe_link(r.values) is None else p.recipient(m.email, "", {})
