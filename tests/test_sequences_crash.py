@@ -93,3 +93,23 @@ def test_runners_started_together_send_each_step_once(tmp_path, database_url):
         assert ledger.counts("sequence:welcome:1-hello")["sent"] == len(everyone)
     finally:
         ledger.close()
+
+
+def test_sendgrid_steps_meet_the_contract(tmp_path):
+    """A step through SendGrid's Mail Send, as Prism checks it against SendGrid's OpenAPI contract."""
+    from tests.helpers.prism import prism_server
+    from tests.test_sequences import T0, Clock, runner
+
+    folder = newsletter(tmp_path / "nl")
+    enrol(folder, None, ["a@example.org", "b@example.org", "c@example.org"], T0)
+    with prism_server() as url:
+        run = runner(folder, None, Clock(), provider="sendgrid")
+        run.env = {**run.env, "SENDGRID_API_KEY": "SG.test", "SENDGRID_API_HOST": url}
+        report = run.run()
+    assert not report.errors, [e.format() for e in report.errors]
+    assert [(s.step, s.sent) for s in report.steps] == [("1-hello", 3)]
+    ledger = State(folder / "state").ledger()
+    try:
+        assert ledger.counts("sequence:welcome:1-hello")["sent"] == 3
+    finally:
+        ledger.close()
