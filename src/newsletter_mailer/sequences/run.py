@@ -1,8 +1,8 @@
 """`newsletter sequences run`: every due, not-yet-sent step to every reader of each sequence, once.
 
-One sequence at a time under its send lock (a second runner — cron beside `serve --sequences`,
-another host on PostgreSQL — skips it this time). Its due readers come from one query
-(members.due); each reader gets at most their next step in a run. A step is prepared like a
+One query finds who is due (members.due); with nobody due that is all a run does (it runs every
+minute). Else the sequence's send lock is taken (a second runner — cron beside `serve
+--sequences`, another host on PostgreSQL — skips it this time) and the query asked again under it; each reader gets at most their next step in a run. A step is prepared like a
 send (compose, checks, provider, unsubscribe links: send.prepare), and goes out through the
 ledger like one (deliver_batch: 'sending' committed first; after a kill those rows are
 'uncertain' and held back, never sent twice). A reader passes a step once the ledger says it
@@ -81,12 +81,13 @@ class Runner:
 
     def run_one(self, seq: Sequence, report: RunReport) -> None:
         now = int(self.clock())
-        lock = None if self.dry_run else self.state.send_lock(seq.lock_key())
-        store = ledger = None
+        store = ledger = lock = None
         try:
             store = self.state.audience(create=not self.dry_run)
-            if store is None:
-                return
+            if store is None or not any(True for _ in members.due(store, seq, now)):
+                return  # the every-minute case: one query, no lock taken, nothing written
+            if not self.dry_run:  # then the lock, and who is due asked again under it
+                lock = self.state.send_lock(seq.lock_key())
             due = list(members.due(store, seq, now))
             if not due:
                 return
@@ -102,7 +103,7 @@ class Runner:
                         self._step(seq, step, groups[step.slug], store, ledger, now, result)
                     except NewsletterError as exc:
                         report.errors.append(NewsletterError(
-                            f"sequence {seq.name}, step {step.slug}: {exc.message}; not sent to anyone this run",
+                            f"sequence {seq.name}, step {step.slug}: {exc.message}; the step stops here for this run",
                             path=exc.path, line=exc.line, field=exc.field, hint=exc.hint,
                             exit_code=max(exc.exit_code, 1)))
         finally:
