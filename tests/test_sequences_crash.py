@@ -74,6 +74,7 @@ def test_sigkill_mid_run_then_a_rerun_sends_nothing_twice(tmp_path, database_url
     assert status.returncode == 0, status.stderr
     line = next(ln for ln in status.stdout.splitlines() if "1-hello" in ln).split()
     assert int(line[4]) == len(uncertain) and int(line[2]) == len(everyone) - len(uncertain)  # uncertain, sent
+    assert int(line[1]) == 0                                   # the uncertain one is held, not "due"
 
 
 @pytest.mark.slow

@@ -13,6 +13,18 @@ def step_counts(state: State, seq: Sequence, now: int) -> dict[str, dict[str, in
     """{step slug: {column: readers}}: sent/failed/uncertain from the ledger (as a send's status
     counts them), due/waiting/left from each reader's next step (left: suppressed in the store)."""
     out = {s.slug: dict.fromkeys(COLUMNS, 0) for s in seq.steps}
+    tried: dict[str, dict[str, tuple[str, bool]]] = {}  # a step's ledger rows: held ones are not "due"
+    ledger = state.ledger(create=False)
+    if ledger is not None:
+        try:
+            for step in seq.steps:
+                counts = ledger.counts(seq.ledger_key(step))
+                out[step.slug].update(sent=counts["sent"] + counts["scheduled"], failed=counts["failed"],
+                                      uncertain=counts["uncertain"])
+                if counts["uncertain"] or counts["failed"]:
+                    tried[step.slug] = ledger.states(seq.ledger_key(step))
+        finally:
+            ledger.close()
     store = state.audience(create=False)
     if store is not None:
         try:
@@ -21,6 +33,9 @@ def step_counts(state: State, seq: Sequence, now: int) -> dict[str, dict[str, in
                 if step is None:
                     continue
                 c = out[step.slug]
+                row = tried.get(step.slug, {}).get(m.email)
+                if row is not None and (row[0] in ("uncertain", "sending") or row[1]):
+                    continue  # counted in its ledger column: held back, not waiting or due
                 if m.left:
                     c["left"] += 1
                 elif m.started_at + step.after <= now and (m.last_at is None or m.last_at + seq.min_gap <= now):
@@ -29,13 +44,4 @@ def step_counts(state: State, seq: Sequence, now: int) -> dict[str, dict[str, in
                     c["waiting"] += 1
         finally:
             store.close()
-    ledger = state.ledger(create=False)
-    if ledger is not None:
-        try:
-            for step in seq.steps:
-                counts = ledger.counts(seq.ledger_key(step))
-                out[step.slug].update(sent=counts["sent"] + counts["scheduled"], failed=counts["failed"],
-                                      uncertain=counts["uncertain"])
-        finally:
-            ledger.close()
     return out
