@@ -233,3 +233,17 @@ def test_hostile_names_among_good_readers_never_reach_a_header(tmp_path, databas
     assert subjects["good1@example.org"] == "Step 1-hello Ann"
     assert subjects["good2@example.org"] == "Step 1-hello Bob Ø"
     assert subjects["crlf@example.org"] == subjects["word@example.org"] == "Step 1-hello friend"
+
+
+def test_a_second_runner_skips_a_sequence_another_is_sending(tmp_path, database_url):
+    """The sequence's send lock: held elsewhere (cron beside serve, another host), the run skips it."""
+    folder, clock = newsletter(tmp_path / "nl"), Clock()
+    enrol(folder, database_url, ["a@example.org"], T0)
+    held = State(folder / "state", database_url).send_lock("sequence.welcome")
+    try:
+        report = runner(folder, database_url, clock).run()
+        assert report.steps == [] and len(report.busy) == 1 and "is being sent from" in report.busy[0]
+        assert report.exit_code == 0 and not received(folder)
+    finally:
+        held.release()
+    assert runner(folder, database_url, clock).run().steps[0].sent == 1
