@@ -206,6 +206,34 @@ sections:
     # layout: image-top    # the default with an image; or image-left, image-right
 """
 
+SEQUENCE = """\
+# The welcome sequence: what a reader gets after confirming a sign-up, step by step, each once.
+# `newsletter check sequences/welcome.yaml` checks every step; `newsletter sequences run` (cron,
+# every minute) or `newsletter serve --sequences` sends them. Restart serve after editing this file.
+start: confirmed          # confirmed (a sign-up confirmed) | imported (audience import --start-sequence) | manual
+# min_gap: 1d             # at least this long between two steps to one reader
+steps:
+  - issue: sequences/welcome/1-hello.yaml     # after: 0 — right after the start
+  # - issue: sequences/welcome/2-how-to-help.yaml
+  #   after: 3d
+"""
+
+WELCOME = """\
+# Step 1 of the welcome sequence (sequences/welcome.yaml): an issue like any other.
+# Readers in a sequence have an address and a name: give every merge field a default.
+subject: "Welcome to {name}"
+preheader: "Thank you for signing up: what comes next"
+date: {date}
+draft: true              # not a public issue: `newsletter publish` leaves it out
+intro: |
+  Hello {{{{ name | default("there") }}}}, thank you for confirming your subscription to {name}.
+
+sections:
+  - heading: "What comes next"
+    body: |
+      An issue arrives every month, with a few short stories and links to read more.
+"""
+
 SUBSCRIBERS = """\
 email,name,status,tags
 reader@example.org,Example Reader,subscribed,
@@ -305,6 +333,11 @@ def initialise(directory: Path, today: dt.date | None = None) -> InitReport:
     _create(issue, ISSUE.format(name="My Newsletter", date=today.isoformat(),
                                 path=f"issues/{issue.name}"), result)
     result.issue = issue
+    _folder(directory / "sequences", result)
+    _create(directory / "sequences" / "welcome.yaml", SEQUENCE, result)
+    _folder(directory / "sequences" / "welcome", result)
+    _create(directory / "sequences" / "welcome" / "1-hello.yaml",
+            WELCOME.format(name="My Newsletter", date=today.isoformat()), result)
     _create(directory / "subscribers.csv", SUBSCRIBERS, result, files.PRIVATE)  # it will hold addresses
     _folder(directory / "templates", result)
     _create(directory / "templates" / "README.md", TEMPLATES_README.format(builtin=builtin_templates()), result)

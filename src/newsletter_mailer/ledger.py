@@ -12,6 +12,7 @@ one `schedules` row per batch with its time; `cancel` turns them 'cancelled'.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable, Iterator
@@ -90,6 +91,12 @@ class Ledger:
         """email key -> (status, permanent) for every recipient of the issue that has a row."""
         return {e: (s, bool(p)) for e, s, p in self.db.execute(
             "SELECT email, status, permanent FROM deliveries WHERE issue=?", (issue,))}
+
+    def states_among(self, issue: str, emails: Iterable[str]) -> dict[str, tuple[str, bool]]:
+        """`states` for some recipients only (a sequence step's due readers): one query."""
+        return {e: (s, bool(p)) for e, s, p in self.db.execute(
+            f"SELECT email, status, permanent FROM deliveries WHERE issue=? AND email IN ({self.db.json_values()})",
+            (issue, json.dumps([key(e) for e in emails])))}
 
     def begin(self, issue: str, emails: Iterable[str], provider: str,
               message_ids: Iterable[str | None] | None = None, batch_id: str | None = None,

@@ -18,13 +18,16 @@ unsubscribed > subscribed > pending). Rows without a valid address are skipped, 
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from newsletter_mailer import addresses
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.csvcells import restore
 from newsletter_mailer.errors import NewsletterError, unreadable
+from newsletter_mailer.ledger import key
 from newsletter_mailer.subscribers import EMAIL_COLUMNS
 
 _EMAIL = EMAIL_COLUMNS  # the one table of address headers, shared with `send --list`
@@ -46,6 +49,7 @@ class Imported:
     changes: list[Change] = field(default_factory=list)
     skipped: list[tuple[int, str]] = field(default_factory=list)
     applied: list[Change] = field(default_factory=list)  # the changes that changed a status in the store
+    started: int = 0  # readers started in a sequence (--start-sequence)
 
     def counts(self, changes: list[Change] | None = None) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -136,11 +140,19 @@ def _read(path: Path, reader, status: str | None = None) -> Imported:
     return out
 
 
-def import_export(audience: Audience, path: Path, status: str | None = None) -> Imported:
+def import_export(audience: Audience, path: Path, status: str | None = None,
+                  start: Callable[[Audience, list[str]], int] | None = None) -> Imported:
     """Read the export and record it in one transaction (all or nothing), noting which changes
-    applied: an import never lifts an unsubscribe, so rows read are not changes made."""
+    applied: an import never lifts an unsubscribe, so rows read are not changes made. `start`
+    (--start-sequence) enrols the rows now subscribed in a sequence, in the same transaction."""
     imported = read_export(path, status)
     with audience.transaction():
         audience.lock(c.email for c in imported.changes)
         imported.applied = [c for c in imported.changes if audience.apply(c)]
+        if start is not None:
+            wanted = [c.email for c in imported.changes if c.status == "subscribed"]
+            now = {e for e, s in audience.db.execute(
+                f"SELECT email, status FROM audience WHERE email IN ({audience.db.json_values()})",
+                (json.dumps([key(e) for e in wanted]),)) if s == "subscribed"}
+            imported.started = start(audience, [e for e in wanted if key(e) in now])
     return imported

@@ -28,7 +28,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-_COMMANDS = ("compose", "send", "report", "serve", "audience", "inbox", "state", "secret", "site", "dkim", "doctor")  # command modules, in the order --help lists them
+_COMMANDS = ("compose", "send", "report", "serve", "audience", "sequences", "inbox", "state", "secret", "site", "dkim", "doctor")  # command modules, in the order --help lists them
 
 
 def _version(value: bool) -> None:

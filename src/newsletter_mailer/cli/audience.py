@@ -59,6 +59,7 @@ def list_(
     from newsletter_mailer.audience.store import STATUSES
     from newsletter_mailer.csvcells import write_rows
     from newsletter_mailer.errors import NewsletterError, one_line
+    from newsletter_mailer.sequences.members import positions as sequence_positions
 
     with reporting():
         if status is not None and status not in STATUSES:
@@ -67,13 +68,15 @@ def list_(
             raise NewsletterError(f"unknown format '{format_}'", field="--format", hint="use lines or csv")
         with _store(config, state) as store:
             entries = list(store.rows(status))
+            places = sequence_positions(store) if format_ == "csv" else {}
     if format_ == "lines":  # one status asked for: bare addresses; all of them: which is which, aligned
         width = max((len(e.email) for e in entries), default=0) if status is None else 0
         for e in entries:
             typer.echo(one_line(e.email if status is not None else f"{e.email:<{width}}  {e.status}"))
         return
-    write_rows(sys.stdout, [COLUMNS, *([one_line(str(getattr(e, c) or "")) for c in COLUMNS] for e in entries)],
-               "\n")  # spreadsheet-safe cells
+    write_rows(sys.stdout, [(*COLUMNS, "sequences"), *([*(one_line(str(getattr(e, c) or "")) for c in COLUMNS),
+                                                        places.get(e.email, "")] for e in entries)],
+               "\n")  # spreadsheet-safe cells; sequences: each one's last step passed
 
 
 @audience_app.command()
@@ -132,6 +135,7 @@ def export(
 def import_(
     csv_path: Annotated[Path, typer.Argument(metavar="CSV", help="listmonk's or Mailchimp's export, or a subscribers CSV with a status column", show_default=False)],
     status: Annotated[Optional[str], typer.Option("--status", metavar="STATUS", help="a plain list of addresses (no status column): what they all are, e.g. unsubscribed; never assumed")] = None,
+    start_sequence: Annotated[Optional[str], typer.Option("--start-sequence", metavar="NAME", help="start the subscribed readers in this sequence (its start: imported)")] = None,
     config: ConfigOpt = None,
     state: StateOpt = None,
 ) -> None:
@@ -140,13 +144,36 @@ def import_(
     from newsletter_mailer.errors import one_line
 
     with reporting():
+        start = _sequence_start(config, start_sequence) if start_sequence else None
         with _store(config, state) as store:
-            imported = import_export(store, csv_path, status)
+            imported = import_export(store, csv_path, status, start=start)
     typer.echo(_import_summary(imported))
+    if start_sequence:
+        typer.echo(f"started {imported.started} reader(s) in the sequence {start_sequence}")
     for line, why in imported.skipped[:50]:
         typer.echo(one_line(f"  skipped line {line}: {why}"))
     if len(imported.skipped) > 50:
         typer.echo(f"  … and {len(imported.skipped) - 50} more skipped")
+
+
+def _sequence_start(config: Optional[Path], name: str):
+    """--start-sequence NAME: the sequence checked first (start: imported), and what enrols the
+    subscribed readers of the import, in its transaction."""
+    import time
+
+    from newsletter_mailer.errors import NewsletterError
+    from newsletter_mailer.sequences import members, model
+    from newsletter_mailer.settings import load_settings
+
+    seq = model.find(name, load_settings(config)[1])
+    if seq.start != "imported":
+        raise NewsletterError(f"the sequence {seq.name} has start: {seq.start}, not imported", path=seq.path,
+                              field="start", hint="set start: imported to start readers from an import")
+    now = int(time.time())
+
+    def start(store, emails: list[str]) -> int:
+        return members.enrol(store, seq.name, emails, now)
+    return start
 
 
 def _import_summary(imported) -> str:

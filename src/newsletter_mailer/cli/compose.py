@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from newsletter_mailer.cli import app
-from newsletter_mailer.cli.common import ConfigOpt, IssueArg, reporting
+from newsletter_mailer.cli.common import ConfigOpt, IssueArg, reporting, show
 
 
 ReadersOpt = Annotated[Optional[Path], typer.Option("--list", metavar="CSV", help="subscribers CSV: each variant (for: on sections) checked against its readers, and counted")]
@@ -89,9 +89,13 @@ def check(issue: IssueArg, config: ConfigOpt = None, list_: ReadersOpt = None) -
     from newsletter_mailer.compose import compose as compose_issue
     from newsletter_mailer.cli.common import settings_and_state
 
+    from newsletter_mailer.sequences.model import is_sequence_file
+
     with reporting():
         settings, settings_dir, st = settings_and_state(config, None, issue=issue)
         st.list_ids(settings, record=False)  # a changed list id: refused
+        if is_sequence_file(issue):  # sequences/<name>.yaml: the file and every step
+            return _check_sequence(issue, settings, settings_dir)
         c = compose_issue(issue, settings, settings_dir)
         _, readers, _ = _variants(c, list_, issue, settings_dir)
         checks = run_checks(c, readers, list_.name if list_ else None)
@@ -99,6 +103,22 @@ def check(issue: IssueArg, config: ConfigOpt = None, list_: ReadersOpt = None) -
     if failures(checks):
         typer.echo(f"error: {issue}: {len(failures(checks))} check(s) failed", err=True)
         raise typer.Exit(1)
+
+
+def _check_sequence(path: Path, settings, settings_dir: Path) -> None:
+    from newsletter_mailer.checks import failures
+    from newsletter_mailer.sequences.check import check as check_sequence
+
+    seq, steps = check_sequence(path, settings, settings_dir)
+    failed = 0
+    for step, checks in steps:
+        typer.echo(f"{show(step)}:")
+        _echo_checks(checks)
+        failed += len(failures(checks))
+    if failed:
+        typer.echo(f"error: {path}: {failed} check(s) failed in its steps (see above)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{path}: {len(seq.steps)} step(s), start: {seq.start}: ok")
 
 
 @app.command()

@@ -16,6 +16,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", metavar="PORT", min=0, max=65535, show_default=False, help="port to listen on (default 8080)")] = 8080,
     config: ConfigOpt = None,
     state: StateOpt = None,
+    sequences: Annotated[bool, typer.Option("--sequences", help="also send the sequences' due steps every minute (as `newsletter sequences run`)")] = False,
 ) -> None:
     """Run the readers' web app: one-click unsubscribe and double opt-in sign-up."""
     import os
@@ -23,4 +24,4 @@ def serve(
     from newsletter_mailer.web.serve import run
 
     with reporting():
-        run(host, port, config, state, os.environ, echo=typer.echo)
+        run(host, port, config, state, os.environ, echo=typer.echo, sequences=sequences)

@@ -64,13 +64,19 @@ def archive(settings_dir: Path, state: State) -> list[IssueRow]:
     store = state.audience(create=False)
     try:
         dates = _issue_dates(settings_dir)
-        rows = [IssueRow(slug, dates.get(slug) or last.date(), last, delivery(ledger, slug), feedback(store, slug))
-                for slug, last in ledger_issues(ledger)]
+        rows = [IssueRow(slug, dates.get(slug) or last.date(), last, delivery(ledger, slug),
+                         feedback(store, _sealed_slug(slug))) for slug, last in ledger_issues(ledger)]
     finally:
         ledger.close()
         if store is not None:
             store.close()
     return sorted(rows, key=lambda r: (r.date, r.last_change), reverse=True)
+
+
+def _sealed_slug(ledger_key: str) -> str:
+    """A sequence step's rows (sequence:<name>:<step>, sequences/model.py) beside the issues; its
+    readers' links are sealed with the step's own slug, so their unsubscribes are found by it."""
+    return ledger_key.rsplit(":", 1)[1] if ledger_key.startswith("sequence:") else ledger_key
 
 
 def issue_report(issue: Path, settings: Settings, settings_dir: Path, state: State, env: Mapping[str, str],

@@ -136,12 +136,27 @@ CREATE TABLE IF NOT EXISTS senders (
 # an issue without conditions and for rows written before.
 LEDGER_V3 = "ALTER TABLE deliveries ADD COLUMN variant TEXT"
 
+# v3: readers in welcome sequences (sequences/): when each started, the steps they have passed
+# (by slug: a step added before them is never sent) and when the last one went. In the store,
+# beside the statuses, so that a run finds who is due, and not suppressed, in one query.
+AUDIENCE_V3 = """
+CREATE TABLE IF NOT EXISTS sequence_readers (
+    sequence    TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    started_at  INTEGER NOT NULL,
+    last_step   TEXT,
+    passed      TEXT NOT NULL DEFAULT '',
+    last_at     INTEGER,
+    PRIMARY KEY (sequence, email)
+) WITHOUT ROWID
+"""
+
 # component -> its migrations in order; migration i (from 0) takes the schema to version i + 1.
-MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGER_V3), "audience": (AUDIENCE_V1, AUDIENCE_V2)}
+MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGER_V3), "audience": (AUDIENCE_V1, AUDIENCE_V2, AUDIENCE_V3)}
 # The tables of each component, in the order `state copy` fills them.
 TABLES = {"ledger": ("deliveries", "schedules"),
           "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",
-                       "issue_events", "issue_clicks", "soft_bounces", "processed")}
+                       "issue_events", "issue_clicks", "soft_bounces", "processed", "sequence_readers")}
 VERSIONS = """
 CREATE TABLE IF NOT EXISTS schema_version (
     component   TEXT PRIMARY KEY,

@@ -47,9 +47,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class Busy(NewsletterError):
+    """Another process holds the lock (a sequence run skips that sequence this time)."""
+
+
 def busy(slug: str, host: str, started: str) -> NewsletterError:
     """The loser's one line: who holds the issue, since when; nothing was sent."""
-    return NewsletterError(f"{slug} is being sent from {host} since {started}", exit_code=1,
+    return Busy(f"{slug} is being sent from {host} since {started}", exit_code=1,
                            hint="nothing was sent by this command; run it again when that send has finished")
 
 

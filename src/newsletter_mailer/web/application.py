@@ -12,6 +12,7 @@ environment (NEWSLETTER_CONFIG, NEWSLETTER_STATE, NEWSLETTER_OUTBOX) for uvicorn
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -68,6 +69,9 @@ class Site:
     deliver: confirm_mail.Deliver
     clock: Callable[[], float] = time.time  # the sign-up limits' and links' time (tests inject one)
     list_ids: tuple[str, ...] = ()  # State.list_ids: the stable id first
+    welcome: tuple[str, ...] = ()   # the `start: confirmed` sequences a confirmed reader starts
+    sequences: Any = None           # serve --sequences: the sequences Runner run every minute
+    sequence_wait: Any = None       # between two runs (default a minute; tests step it)
 
     @property
     def list_id(self) -> tokens.ListIds:
@@ -163,6 +167,18 @@ def _record(site: Site, change: Change) -> None:
         audience.record([change])
 
 
+def _confirmed(site: Site, change: Change) -> None:
+    """The confirmation committed with the reader's start in each `start: confirmed` sequence."""
+    from newsletter_mailer.sequences.members import enrol
+
+    with site.stores.audience() as audience, audience.transaction():
+        audience.apply(change)
+        entry = audience.status(change.email)
+        if entry is not None and entry.status == "subscribed":
+            for name in site.welcome:
+                enrol(audience, name, [change.email], int(site.clock()))
+
+
 @guarded
 async def subscribe_form(request: Request) -> Response:
     return page(request, "web/subscribe.html.j2", title=f"Subscribe to {request.app.state.site.settings.name}",
@@ -237,7 +253,7 @@ async def confirm(request: Request) -> Response:
     if found is None:
         return invalid(request)
     await body(request)
-    await run_in_threadpool(_record, site, Change(found[0], "subscribed", "form", name=found[1]))
+    await run_in_threadpool(_confirmed, site, Change(found[0], "subscribed", "form", name=found[1]))
     return message(request, "You are subscribed",
                    f"Thank you: {site.settings.name} will come to {mask(found[0])}. "
                    "Every issue has a link to unsubscribe.")
@@ -301,7 +317,8 @@ def _templates(settings_dir: Path) -> jinja2.Environment:
 
 
 def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[str, str],
-               deliver_confirmation: confirm_mail.Deliver | None = None) -> Starlette:
+               deliver_confirmation: confirm_mail.Deliver | None = None, *, sequences: bool = False,
+               clock: Callable[[], float] = time.time) -> Starlette:
     """The app for one newsletter; confirmations go to deliver_confirmation (default: through
     delivery.provider, checked now so a missing credential stops start-up)."""
     settings, settings_dir = load_settings(config_path)
@@ -311,8 +328,16 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
     if note:
         log.warning("%s", note)
     outbox = Path(env["NEWSLETTER_OUTBOX"]) if env.get("NEWSLETTER_OUTBOX") else settings_dir / "outbox"
+    from newsletter_mailer.sequences import model as sequences  # a broken sequence file stops start-up
+
+    welcome = tuple(s.name for s in sequences.load_all(settings_dir) if s.start == "confirmed")
     site = Site(settings, _templates(settings_dir), state.stores(), secret,
-                deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids=list_ids)
+                deliver_confirmation or confirm_delivery.configured(settings, env, outbox), list_ids=list_ids,
+                welcome=welcome, clock=clock)
+    if sequences:  # serve --sequences: the runner's outbox is the confirmations' (NEWSLETTER_OUTBOX)
+        from newsletter_mailer.sequences.run import Runner
+
+        site.sequences = Runner(settings, settings_dir, state, env, outbox=outbox, clock=clock)
     app = Starlette(routes=ROUTES, exception_handlers={HTTPException: http_error, Exception: crash},
                     middleware=[Middleware(SecureEveryResponse),
                                 Middleware(ProxyHeadersMiddleware, trusted_hosts=settings.web.trusted_proxies)],
@@ -328,9 +353,18 @@ def create_app(config_path: Path | None, state_dir: Path | None, env: Mapping[st
 async def _lifespan(site: Site, app: Starlette) -> AsyncIterator[None]:
     """The store's pool opens when a worker starts serving and closes when it stops."""
     site.stores.open()
+    task = None
+    if site.sequences is not None:
+        from newsletter_mailer.sequences.loop import every_minute, loop
+
+        task = asyncio.create_task(loop(site.sequences, site.sequence_wait or every_minute))
     try:
         yield
     finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         site.stores.close()
 
 
@@ -338,7 +372,8 @@ async def _lifespan(site: Site, app: Starlette) -> AsyncIterator[None]:
 def _from_environment() -> Starlette:
     config = os.environ.get("NEWSLETTER_CONFIG")
     state = os.environ.get("NEWSLETTER_STATE")
-    return create_app(Path(config) if config else None, Path(state) if state else None, os.environ)
+    return create_app(Path(config) if config else None, Path(state) if state else None, os.environ,
+                      sequences=os.environ.get("NEWSLETTER_SEQUENCES") == "1")
 
 
 def __getattr__(name: str) -> Any:

@@ -80,13 +80,15 @@ def _exposure(address: str, base: str | None) -> list[str]:
 
 
 def run(host: str, port: int, config: Path | None, state: Path | None, env: Mapping[str, str],
-        echo: Callable[[str], None] = print) -> None:
+        echo: Callable[[str], None] = print, sequences: bool = False) -> None:
     _require_secret(config, state, env)
-    app = create_app(config, state, env)
+    app = create_app(config, state, env, sequences=sequences)
     sock = bind(host, port)
     where = "%s:%d" % sock.getsockname()[:2]
     base = app.state.site.settings.web.base
     echo(f"listening on http://{where} (Ctrl-C stops it)")
+    if sequences:
+        echo("sending the sequences' due steps every minute (sequences/)")
     for line in _exposure(sock.getsockname()[0], base):
         echo(line)
     server_config = uvicorn.Config(
