@@ -53,6 +53,10 @@ def a_state(folder) -> None:
         sendgrid_store.count(store, "mini", "click", "https://example.org/x")
     store.soft_bounces([("f@example.org", "mini", "452 4.2.2 mailbox full")], limit=3)
     store.mark_processed(["digest-1"])
+    from newsletter_mailer.audience import clicks  # [tracking]: links, counts, a keyed hash, a reader's click
+
+    clicks.store_links(store.db, "mini", ["https://example.org/x"])
+    clicks.record(store.db, "mini", 1, "hash-1", scanner=False, now=1_700_000_000, email="u@example.org")
     store.close()
 
 
@@ -72,7 +76,7 @@ def test_a_send_against_an_uninitialised_database_stops_and_init_creates_the_sch
     assert query(url, "SELECT to_regclass('deliveries')") == [(None,)]  # never migrated silently
     first = cli("state", "init", env={URL_ENV: url})
     assert first.exit_code == 0, first.output
-    assert "ledger: v0 → v2" in first.output and "audience: v0 → v2" in first.output
+    assert "ledger: v0 → v2" in first.output and "audience: v0 → v3" in first.output
     again = cli("state", "init", env={URL_ENV: url})
     assert "ledger: v2, up to date" in again.output
     assert cli("status", "issues/2020-09-cscp.yaml", env={URL_ENV: url}).exit_code == 0
@@ -85,7 +89,8 @@ def test_copy_moves_every_table_and_verifies_the_counts(nl, pg_cluster):
     assert result.exit_code == 0, result.output
     expected = {"deliveries": 3, "schedules": 1, "audience": 2, "history": 2, "rate": 1, "blocks": 1,
                 "sendgrid_sync": 1, "sendgrid_events": 1, "issue_events": 1, "issue_clicks": 1,
-                "soft_bounces": 1, "processed": 1}
+                "soft_bounces": 1, "processed": 1, "tracked_links": 1, "link_counts": 2, "click_seen": 1,
+                "reader_clicks": 1}
     for table, n in expected.items():
         assert f"{table}: {n} row(s), verified" in result.output
         assert query(url, f"SELECT count(*) FROM {table}") == [(n,)]
@@ -127,7 +132,7 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port_never_the_pass
 
 def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_cluster):
     """Versioned migrations: a database at audience v1 (before the inbox's tables) is refused by a
-    send-side command until `state init` takes it to v2, keeping its rows."""
+    send-side command until `state init` takes it to the latest, keeping its rows."""
     from newsletter_mailer.state import migrations
     from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.state.db import Database
@@ -146,7 +151,7 @@ def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_
     with pytest.raises(NewsletterError, match="state init"):
         State(nl, url).audience()
     result = cli("state", "init", env={URL_ENV: url})
-    assert result.exit_code == 0 and "audience: v1 → v2" in result.output, result.output
+    assert result.exit_code == 0 and "audience: v1 → v3" in result.output, result.output
     store = State(nl, url).audience()
     try:
         assert store.status("ann@example.org").status == "unsubscribed"

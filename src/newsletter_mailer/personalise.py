@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 
 from newsletter_mailer.mergefields import Field
 from newsletter_mailer.providers.base import Recipient
+from newsletter_mailer.tracked_links import READER_FIELD
 from newsletter_mailer.validators import link_problem
 
 # Fields every recipient has, whatever the list's columns.
@@ -55,14 +56,19 @@ class Filler:
         self.web_url = web_url
         # Fields whose value decides where a link goes: only these are checked per recipient.
         self.links = tuple(i for i, f in enumerate(self.fields) if f.url and f.name not in OWN_FIELDS)
+        # [tracking] clicks: each tracked link's per-send prefix (tracked_links.constants), set by send.
+        self.constants: Mapping[str, str] = {}
 
     def missing(self, columns: frozenset[str]) -> list[str]:
         """Fields the list cannot fill and that have no default: an error before sending."""
         return sorted({f.name for f in self.fields
                        if f.default is None and f.name not in BUILTIN_FIELDS and f.name not in columns})
 
-    def values(self, email: str, name: str, extra: Mapping[str, str], unsubscribe_url: str) -> list[str]:
+    def values(self, email: str, name: str, extra: Mapping[str, str], unsubscribe_url: str,
+               tracked: str = "") -> list[str]:
+        """tracked: the reader's sealed half of every tracked link (tracked_links.py), when clicks are counted."""
         out = []
+        constants = self.constants
         for f in self.fields:
             n = f.name
             if n == "email":
@@ -73,6 +79,10 @@ class Filler:
                 v = unsubscribe_url
             elif n == "web_url":
                 v = self.web_url
+            elif n == READER_FIELD:
+                v = tracked
+            elif n in constants:
+                v = constants[n]
             else:
                 v = extra.get(n, "")
             out.append(v if v else (f.default or ""))
@@ -92,6 +102,7 @@ class Filler:
 
 
 def make_recipient(filler: Filler, unsubscribe_url: str, email: str, name: str, fields: Mapping[str, str],
-                   message_id: str | None = None, token: str | None = None) -> Recipient:
-    """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL."""
-    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url), message_id, token)
+                   message_id: str | None = None, token: str | None = None, tracked: str = "") -> Recipient:
+    """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL
+    (and the reader's half of the tracked links)."""
+    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url, tracked), message_id, token)

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, Mapping
 
-from newsletter_mailer import tokens, unsubscribe
+from newsletter_mailer import tokens, tracked_links, unsubscribe
+from newsletter_mailer.audience import clicks
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
 from newsletter_mailer.errors import NewsletterError, unreadable
@@ -76,6 +77,7 @@ class Prepared:
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
     warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
+    track: Callable[[str], str] | None = None  # [tracking]: the reader's half of every tracked link (one seal)
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None) -> Recipient:
         """One recipient's values; the unsubscribe link and token are `link_for`'s when given (a test
@@ -83,8 +85,9 @@ class Prepared:
         msgid = self.new_message_id() if self.new_message_id is not None else None
         owner = link_for or email
         token = self.links.token(owner) if self.links.token is not None else None
+        tracked = self.track(owner) if self.track is not None else ""
         return make_recipient(self.composed.filler(), self.links.url(owner, token), email, name, fields, msgid,
-                              token)
+                              token, tracked)
 
 
 def state_for(options: Options, settings: Settings, settings_dir: Path) -> State:
@@ -118,7 +121,29 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
         notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings)
+    track = _tracking(options, composed, provider.name, state)
+    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings, track)
+
+
+def _tracking(options: Options, composed: Composed, provider_name: str, state: State) -> Callable[[str], str] | None:
+    """[tracking] clicks/opens: each link's per-send prefix set on the filler once (tracked_links.py),
+    and the seal that makes a reader's half. Our counting and SendGrid's would wrap each other's links."""
+    settings = composed.settings
+    t = settings.tracking
+    if not (t.clicks or t.opens):
+        return None
+    if provider_name == "sendgrid" and (settings.delivery.sendgrid.tracking.click or
+                                        settings.delivery.sendgrid.tracking.open):
+        raise NewsletterError("[tracking] and SendGrid's own tracking are both on: links would be wrapped twice",
+                              path=settings.file, field="delivery.sendgrid.tracking",
+                              hint="turn one of them off in newsletter.toml")
+    secret, _ = state.secret(options.env, create=not options.dry_run)
+    list_id = state.list_ids(settings, record=not options.dry_run)[0]
+    slug = composed.slug
+    composed.filler().constants = tracked_links.constants(secret, list_id, slug, composed.tracked_links,
+                                                          settings.web.base or "", t.opens)
+    make = tokens.make_click_reader
+    return lambda email: make(secret, list_id, slug, email)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:
@@ -432,6 +457,8 @@ class Sender:
             summary.would_send = plan.to_send
             return summary
         assert self.ledger is not None
+        if p.track is not None:  # before the first message: a click redirects only to a stored URL
+            clicks.store_links(self.audience.store.db, self.slug, p.composed.tracked_links)
         delivery = p.composed.settings.delivery
         provider = p.provider
         provider.open()
