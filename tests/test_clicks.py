@@ -265,3 +265,25 @@ def test_a_click_while_the_send_runs_is_counted(tmp_path, database_url, monkeypa
         assert counts(folder, database_url)[f"{server.url}/style.css?n=1"] == (1, 1, 0)
     finally:
         stop(server)
+
+
+def test_the_report_shows_each_link_in_issue_order_and_the_click_rate(sent):
+    server, folder, url, messages = sent
+    with httpx.Client() as c:
+        for reader, links in ((READERS[0], [0, 0, 2]), (READERS[1], [0])):
+            for i in links:
+                c.get(tracked(server, messages[reader])[i])
+    common = ["--config", str(folder / "newsletter.toml"), "--state", str(folder / "state")]
+    r = runner.invoke(app, ["report", str(folder / "issues" / "clicks.yaml"), "--out", str(folder / "r.html"),
+                            *common], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if "style.css?n=" in line or "clicked a link" in line]
+    assert [re.sub(r"\s+", " ", line.strip(" │|")) for line in lines] == [
+        "readers who clicked a link │ 2 │ 66.67%",
+        f"{server.url}/style.css?n=1 │ 3 (2 unique) │ 66.67%",
+        f"{server.url}/style.css?n=2&b=3 │ 0 (0 unique) │ 0.00%",
+        f"{server.url}/style.css?n=3 │ 1 (1 unique) │ 33.33%"]
+    page = (folder / "r.html").read_text(encoding="utf-8")
+    assert "Clicks per link" in page and "clicks (% of sent)" in page
+    archive = runner.invoke(app, ["report", "--out", str(folder / "a.html"), *common], env={"COLUMNS": "200"})
+    assert archive.exit_code == 0 and "clicks" in archive.output and "66.67%" in archive.output, archive.output

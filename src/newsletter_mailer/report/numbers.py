@@ -46,6 +46,10 @@ class IssueRow:
         f, sent = self.feedback, self.sent
         return (rate(f.unsubscribes, sent), rate(f.hard_bounces + f.soft_bounces, sent), rate(f.complaints, sent))
 
+    def click_rate(self) -> float | None:
+        """Readers who clicked a tracked link ([tracking] clicks), as a fraction of those sent."""
+        return rate(self.feedback.clickers, self.sent)
+
 
 @dataclass
 class IssueReport:
@@ -108,12 +112,14 @@ def funnel_stages(report: IssueReport) -> list[tuple[str, int]]:
         stages += [("delivered", sg.totals["delivered"]),
                    ("opened" if unique else "opens (events)", sg.totals["unique_opens" if unique else "opens"]),
                    ("clicked" if unique else "clicks (events)", sg.totals["unique_clicks" if unique else "clicks"])]
+    elif report.row.feedback.clickers is not None:  # [tracking] clicks through newsletter serve
+        stages.append(("clicked", report.row.feedback.clickers))
     return stages
 
 
 def trend_figure(rows: list[IssueRow]) -> Figure | None:
     """Rows oldest first."""
-    return report_charts.trend([(r.slug, r.date, r.sent, *r.rates()) for r in rows])
+    return report_charts.trend([(r.slug, r.date, r.sent, *r.rates(), r.click_rate()) for r in rows])
 
 
 def _figures(report: IssueReport) -> list[Figure]:
