@@ -14,13 +14,15 @@ from typing import Mapping, Sequence
 
 from newsletter_mailer.mergefields import Field
 from newsletter_mailer.providers.base import Recipient
-from newsletter_mailer.tracked_links import READER_FIELD
 from newsletter_mailer.validators import link_problem
 
 # Fields every recipient has, whatever the list's columns.
 BUILTIN_FIELDS = frozenset({"email", "name", "unsubscribe_url", "web_url"})
 # Of those, the ones whose values this project makes (never a reader's data).
 OWN_FIELDS = frozenset({"unsubscribe_url", "web_url"})
+# [tracking]: the reader's half of every tracked link (tracked_links.py), one value a message.
+READER_FIELD = "tracked_reader"
+LINK_FIELD = "tracked_link_"  # + the link's id: its value is fixed per send, never a reader's column
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,10 @@ class Filler:
         self.web_url = web_url
         # Fields whose value decides where a link goes: only these are checked per recipient.
         self.links = tuple(i for i, f in enumerate(self.fields) if f.url and f.name not in OWN_FIELDS)
-        # [tracking] clicks: each tracked link's per-send prefix (tracked_links.constants), set by send.
-        self.constants: Mapping[str, str] = {}
+        # A tracked link's field is its default (the link as written; tracked_links.bake writes the
+        # tracked form into the parts at send time): copied, not looked at per recipient.
+        self._fixed = [f.default or "" for f in self.fields]
+        self._live = tuple((i, f) for i, f in enumerate(self.fields) if not f.name.startswith(LINK_FIELD))
 
     def missing(self, columns: frozenset[str]) -> list[str]:
         """Fields the list cannot fill and that have no default: an error before sending."""
@@ -67,9 +71,8 @@ class Filler:
     def values(self, email: str, name: str, extra: Mapping[str, str], unsubscribe_url: str,
                tracked: str = "") -> list[str]:
         """tracked: the reader's sealed half of every tracked link (tracked_links.py), when clicks are counted."""
-        out = []
-        constants = self.constants
-        for f in self.fields:
+        out = self._fixed.copy()
+        for i, f in self._live:
             n = f.name
             if n == "email":
                 v = email
@@ -81,11 +84,9 @@ class Filler:
                 v = self.web_url
             elif n == READER_FIELD:
                 v = tracked
-            elif n in constants:
-                v = constants[n]
             else:
                 v = extra.get(n, "")
-            out.append(v if v else (f.default or ""))
+            out[i] = v if v else (f.default or "")
         for i in self.links:  # not a link (javascript:, data:, //host): the default, else nothing
             if link_problem(out[i]):
                 out[i] = self.fields[i].default or ""

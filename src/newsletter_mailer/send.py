@@ -111,27 +111,30 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
                               path=settings.file if failed[0].in_settings else options.issue,
                               hint=f"`newsletter check {options.issue}` shows every check", exit_code=1)
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
-    ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
-    provider = get_provider(options.provider or settings.delivery.provider, ctx)
-    when = _when(options, settings, provider)
     state = state_for(options, settings, settings_dir)
+    provider_name = options.provider or settings.delivery.provider
+    composed, track = _tracking(options, composed, provider_name, state) if not subject_prefix else (composed, None)
+    ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
+    provider = get_provider(provider_name, ctx)
+    when = _when(options, settings, provider)
     notes: list[str] = []
     links = _unsubscribe_source(options, settings, provider.name, state, notes, composed.slug)
     if provider.name == "sendgrid" and settings.delivery.return_path:
         notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    track = _tracking(options, composed, provider.name, state)
     return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings, track)
 
 
-def _tracking(options: Options, composed: Composed, provider_name: str, state: State) -> Callable[[str], str] | None:
-    """[tracking] clicks/opens: each link's per-send prefix set on the filler once (tracked_links.py),
-    and the seal that makes a reader's half. Our counting and SendGrid's would wrap each other's links."""
+def _tracking(options: Options, composed: Composed, provider_name: str, state: State
+              ) -> tuple[Composed, Callable[[str], str] | None]:
+    """[tracking] clicks/opens: each link's per-send half written into the issue once (tracked_links.bake),
+    and the seal that makes a reader's half. Our counting and SendGrid's would wrap each other's links.
+    A test send (subject prefix) is not tracked: its links are the issue's own."""
     settings = composed.settings
     t = settings.tracking
     if not (t.clicks or t.opens):
-        return None
+        return composed, None
     if provider_name == "sendgrid" and (settings.delivery.sendgrid.tracking.click or
                                         settings.delivery.sendgrid.tracking.open):
         raise NewsletterError("[tracking] and SendGrid's own tracking are both on: links would be wrapped twice",
@@ -140,10 +143,10 @@ def _tracking(options: Options, composed: Composed, provider_name: str, state: S
     secret, _ = state.secret(options.env, create=not options.dry_run)
     list_id = state.list_ids(settings, record=not options.dry_run)[0]
     slug = composed.slug
-    composed.filler().constants = tracked_links.constants(secret, list_id, slug, composed.tracked_links,
-                                                          settings.web.base or "", t.opens)
+    baked = tracked_links.bake(composed, tracked_links.constants(secret, list_id, slug, composed.tracked_links,
+                                                                 settings.web.base or "", t.opens))
     make = tokens.make_click_reader
-    return lambda email: make(secret, list_id, slug, email)
+    return baked, lambda email: make(secret, list_id, slug, email)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:

@@ -3,23 +3,26 @@
 The email's HTML and text are rewritten once: every http(s) link (not the unsubscribe, web-copy or
 `mailto:` links, nor one of the app's own pages or one that holds a merge field) gets an id, 1, 2, …
 in the order the links first appear, and its address becomes `{{ tracked_link_<id> }}{{ tracked_reader }}`.
-At send time the first is the same for every reader (`<base_url>/c/<link code>.`) and the second is
-the reader's sealed token (tokens.py): compose once stays the rule, a message's links cost one seal.
-Their defaults are the link itself, so previews and email.html show the links as written.
+At send time the first, the same for every reader (`<base_url>/c/<link code>.`), is baked into the
+literal parts once (`bake`), and the second is the reader's sealed token (tokens.py), one merge value
+used by every link: compose once stays the rule, and a message's links cost one seal. The defaults
+are the link itself and nothing, so previews, test sends and email.html show the links as written.
 """
 
 from __future__ import annotations
 
 import html
 import re
-from dataclasses import dataclass
-from typing import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from newsletter_mailer import tokens
 from newsletter_mailer.mergefields import FieldTable
+from newsletter_mailer.personalise import LINK_FIELD, READER_FIELD, Template
 
-LINK_FIELD = "tracked_link_"
-READER_FIELD = "tracked_reader"
+if TYPE_CHECKING:  # pragma: no cover
+    from newsletter_mailer.compose import Composed
+
 APP_PAGES = ("u/", "c/", "o/", "subscribe", "confirm/")  # the app's own pages (web/application.py): never tracked
 OPEN_LINK = 0  # the open pixel counts as link 0: its own totals, never a reader's click on a link
 _BLANK = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"  # preview pixel
@@ -78,6 +81,21 @@ def constants(secret: tokens.Secrets, list_id: str, issue: str, links: Sequence[
     return out
 
 
-def is_tracking_field(name: str) -> bool:
-    return name == READER_FIELD or name.startswith(LINK_FIELD)
+def bake(composed: Composed, constants: Mapping[str, str]) -> Composed:
+    """The composed issue with each link field's per-send value written into the HTML and text once:
+    per reader only the reader's token is left to fill (benchmarks/RESULTS.md: tracked vs untracked)."""
+    values = {i: constants[f.name] for i, f in enumerate(composed.fields) if f.name in constants}
+    return replace(composed, html=_bake(composed.html, {i: html.escape(v) for i, v in values.items()}),
+                   text=_bake(composed.text, values))
+
+
+def _bake(t: Template, values: Mapping[int, str]) -> Template:
+    parts, slots = [t.parts[0]], []
+    for k, slot in enumerate(t.slots, 1):
+        if slot in values:
+            parts[-1] += values[slot] + t.parts[k]
+        else:
+            slots.append(slot)
+            parts.append(t.parts[k])
+    return Template(tuple(parts), tuple(slots))
 
