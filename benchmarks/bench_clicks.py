@@ -3,7 +3,8 @@ before its 302 (one new reader a click: a keyed-hash row, the link's counts, the
 bench_web.py's keep-alive client (8 connections) against `uvicorn newsletter_mailer.web:app`, one
 process, beside the same server answering GET /style.css. Then the per-message cost of tracked links:
 one complete message as bytes (Prepared.recipient + MessageTemplate.build) of the example issue with
-`[tracking] clicks = true` (its 14 links through /c/: one seal a message) against the same without.
+`[tracking] clicks = true` (its 20 links through /c/: one seal a message) against the same without,
+and the whole `newsletter send --provider outbox` process, tracked against untracked.
 
 python benchmarks/bench_clicks.py [--quick] [--json FILE]
 """
@@ -146,10 +147,43 @@ def message_rows(n: int, repeat: int) -> list[Row]:
                 met=ratio <= 1.2, note="one seal a message for every link; the per-link halves are fixed per send")]
 
 
+def outbox_rows(n: int, repeat: int) -> list[Row]:
+    """`newsletter send --provider outbox` to n, whole process, in memory when /dev/shm allows, tracked and not."""
+    import shutil
+
+    from _common import run_process, write_subscribers
+
+    where = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    times: dict[bool, list[float]] = {False: [], True: []}
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        tmp = Path(tmp)
+        subs = write_subscribers(tmp / "subscribers.csv", n)
+        for tracking in (False, True):
+            (tmp / str(tracking)).mkdir()
+            _settings(tmp / str(tracking), tracking)
+        for rep in range(repeat + 1):  # the first round warms up
+            for tracking in ((False, True) if rep % 2 else (True, False)):
+                folder = tmp / str(tracking)
+                cmd = [python(), "-m", "newsletter_mailer", "send", str(EXAMPLE_ISSUE), "--list", str(subs),
+                       "--provider", "outbox", "--outbox", str(folder / "outbox"), "--state", str(folder / "state"),
+                       "--config", str(folder / "newsletter.toml"), "--yes"]
+                took = run_process(cmd, env=child_env(NEWSLETTER_SECRET=SECRET))
+                assert len(list((folder / "outbox" / EXAMPLE_ISSUE.stem).iterdir())) == n
+                shutil.rmtree(folder / "outbox")
+                shutil.rmtree(folder / "state")
+                if rep:
+                    times[tracking].append(took)
+    ours, floor = median(times[True]), median(times[False])
+    return [Row(f"outbox: `newsletter send` to {n:,} with [tracking] clicks, whole process, in memory", ours, "s",
+                floor=floor, floor_label="the same send untracked", goal="≤ 1.2×", met=ours / floor <= 1.2,
+                note=f"{(ours - floor) / n * 1e6:.1f} µs more a message: its seal, the links stored once")]
+
+
 def main() -> None:
     args = cli(__doc__.splitlines()[0])
     n, repeat = (1000, 3) if args.quick else (5000, 3)
-    rows = message_rows(2000 if args.quick else 10000, 5) + redirect_rows(n, repeat)
+    rows = (message_rows(2000 if args.quick else 10000, 5) + outbox_rows(2000 if args.quick else 10000, 3)
+            + redirect_rows(n, repeat))
     report(rows, args)
 
 

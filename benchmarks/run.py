@@ -28,7 +28,7 @@ sys.path.insert(0, str(BENCH))
 
 from _common import child_env, fmt, python  # noqa: E402
 
-ORDER = ("startup", "compose", "recipient", "outbox", "smtp", "subscribers", "sendgrid", "sync", "web", "store", "inbox", "state")
+ORDER = ("startup", "compose", "recipient", "outbox", "smtp", "subscribers", "sendgrid", "sync", "web", "clicks", "store", "inbox", "state")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
