@@ -41,6 +41,9 @@ def a_state(folder) -> None:
     ledger.begin("mini", ["a@example.org", "b@example.org", "c@example.org"], "smtp")
     ledger.finish("mini", [Outcome("a@example.org", True, "<1@x>"), Outcome("b@example.org", False, error="550")])
     ledger.add_schedule("mini", "batch-1", 1_900_000_000, "Europe/London")
+    from newsletter_mailer import ab_test  # a subject test and a reader's variant
+
+    ab_test.start(ledger.db, "mini", ab_test.Request("Other", 0.2), {"a@example.org": "B"}, 1_900_000_000)
     ledger.close()
     store = State(folder).audience()
     store.record([Change("u@example.org", "unsubscribed", "one-click", issue="mini"),
@@ -76,9 +79,9 @@ def test_a_send_against_an_uninitialised_database_stops_and_init_creates_the_sch
     assert query(url, "SELECT to_regclass('deliveries')") == [(None,)]  # never migrated silently
     first = cli("state", "init", env={URL_ENV: url})
     assert first.exit_code == 0, first.output
-    assert "ledger: v0 → v2" in first.output and "audience: v0 → v3" in first.output
+    assert "ledger: v0 → v3" in first.output and "audience: v0 → v3" in first.output
     again = cli("state", "init", env={URL_ENV: url})
-    assert "ledger: v2, up to date" in again.output
+    assert "ledger: v3, up to date" in again.output
     assert cli("status", "issues/2020-09-cscp.yaml", env={URL_ENV: url}).exit_code == 0
 
 
@@ -90,7 +93,7 @@ def test_copy_moves_every_table_and_verifies_the_counts(nl, pg_cluster):
     expected = {"deliveries": 3, "schedules": 1, "audience": 2, "history": 2, "rate": 1, "blocks": 1,
                 "sendgrid_sync": 1, "sendgrid_events": 1, "issue_events": 1, "issue_clicks": 1,
                 "soft_bounces": 1, "processed": 1, "tracked_links": 1, "link_counts": 2, "click_seen": 1,
-                "reader_clicks": 1}
+                "reader_clicks": 1, "ab_tests": 1, "ab_variants": 1}
     for table, n in expected.items():
         assert f"{table}: {n} row(s), verified" in result.output
         assert query(url, f"SELECT count(*) FROM {table}") == [(n,)]

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, Mapping
 
-from newsletter_mailer import tokens, tracked_links, unsubscribe
+from newsletter_mailer import ab_test, tokens, tracked_links, unsubscribe
 from newsletter_mailer.audience import clicks
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.compose import UNSUBSCRIBE, Composed, compose
@@ -40,6 +40,7 @@ from newsletter_mailer.subscribers import Skips, Subscriber, SubscriberList, rea
 from newsletter_mailer.validators import header_problem
 
 TEST_PREFIX = "[TEST] "
+AB_FIELD = "ab_subject"  # a subject test's per-reader subject (ab_test.py): the last field
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Options:
     tz: str | None = None       # the zone --at is written in (default: settings' timezone, else the machine's)
     resend_cancelled: bool = False  # send again to those whose scheduled send was cancelled
     strict: bool = False        # an invalid row of --list stops the send (else it is skipped and listed)
+    ab: ab_test.Request | None = None  # send --ab-subject/--sample/--wait or --finish-ab: a subject test
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
 
@@ -77,15 +79,26 @@ class Prepared:
     new_message_id: Callable[[], str] | None = None  # MIME providers: the id is chosen before the attempt
     when: When | None = None    # a scheduled send: the provider holds the mail until then
     warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
-    track: Callable[[str], str] | None = None  # [tracking]: the reader's half of every tracked link (one seal)
+    track: Callable[..., str] | None = None  # [tracking]: the reader's half of every tracked link (one seal)
+    ab_subject: Template | None = None  # a subject test: the issue's own subject (A); B's text is ab_b
+    ab_b: str = ""
 
-    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None) -> Recipient:
+    def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
+                  variant: str | None = None) -> Recipient:
+        """recipient() of a subject test's reader: the subject of its variant in the message's subject slot."""
+        r = self._recipient(email, name, fields, link_for, variant)
+        if self.ab_subject is not None:
+            r.values[-1] = self.ab_b if variant == "B" else self.ab_subject.fill(r.values)
+        return r
+
+    def _recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
+                   variant: str | None = None) -> Recipient:
         """One recipient's values; the unsubscribe link and token are `link_for`'s when given (a test
         mail personalised as a subscriber must never carry that subscriber's way out)."""
         msgid = self.new_message_id() if self.new_message_id is not None else None
         owner = link_for or email
         token = self.links.token(owner) if self.links.token is not None else None
-        tracked = self.track(owner) if self.track is not None else ""
+        tracked = self.track(owner, variant) if self.track is not None else ""
         return make_recipient(self.composed.filler(), self.links.url(owner, token), email, name, fields, msgid,
                               token, tracked)
 
@@ -114,6 +127,9 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     state = state_for(options, settings, settings_dir)
     provider_name = options.provider or settings.delivery.provider
     composed, track = _tracking(options, composed, provider_name, state) if not subject_prefix else (composed, None)
+    ab_subject, ab_b = None, ""
+    if options.ab is not None and not subject_prefix:
+        composed, ab_subject, ab_b = _subject_test(options, composed, provider_name)
     ctx = send_context(composed, outbox=outbox_for(options, settings_dir), subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(provider_name, ctx)
     when = _when(options, settings, provider)
@@ -123,7 +139,28 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
         notes.append("delivery.return_path (and verp) ignored: SendGrid sends with its own return path "
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
-    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings, track)
+    return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings, track, ab_subject, ab_b)
+
+
+def _subject_test(options: Options, composed: Composed, provider_name: str) -> tuple[Composed, Template, str]:
+    """The composed issue with its subject as one more per-reader slot (A's filled, or B's text), the
+    issue's own subject, and B's. The winner is chosen by clicks, so [tracking] clicks is needed."""
+    from newsletter_mailer.mergefields import Field
+
+    settings = composed.settings
+    if not settings.tracking.clicks:
+        raise NewsletterError("a subject test picks its winner by clicks: set [tracking] clicks = true",
+                              path=settings.file, field="tracking.clicks", hint="see docs/clicks.md")
+    if provider_name == "sendgrid":
+        raise NewsletterError("subject tests send through the outbox or SMTP for now, not SendGrid",
+                              field="--ab-subject", hint="use --provider smtp, or send without the test")
+    b = options.ab.subject_b or ""
+    if b and (header_problem(b) or "{{" in b or "}}" in b):
+        raise NewsletterError(f"--ab-subject {header_problem(b) or 'may not hold merge fields'}", field="--ab-subject",
+                              hint="one line of plain text")
+    n = len(composed.fields)
+    with_slot = replace(composed, fields=composed.fields + (Field(AB_FIELD, ""),), subject=Template(("", ""), (n,)))
+    return with_slot, composed.subject, b
 
 
 def _tracking(options: Options, composed: Composed, provider_name: str, state: State
@@ -146,7 +183,7 @@ def _tracking(options: Options, composed: Composed, provider_name: str, state: S
     baked = tracked_links.bake(composed, tracked_links.constants(secret, list_id, slug, composed.tracked_links,
                                                                  settings.web.base or "", t.opens))
     make = tokens.make_click_reader
-    return baked, lambda email: make(secret, list_id, slug, email)
+    return baked, lambda email, variant=None: make(secret, list_id, slug, email, variant)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:
@@ -185,6 +222,11 @@ def same_send(o: Options) -> list[str]:
             args += [flag, str(value)]
     for path in o.suppress:
         args += ["--suppress", str(path)]
+    if o.ab is not None:  # a subject test resumes as itself
+        if o.ab.subject_b:
+            args += ["--ab-subject", o.ab.subject_b, "--sample", f"{o.ab.share:.6g}"]
+        if o.ab.finish:
+            args += ["--finish-ab"]
     args += [flag for flag, on in (("--resend-uncertain", o.resend_uncertain), ("--retry-failed", o.retry_failed),
                                    ("--resend-cancelled", o.resend_cancelled), ("--no-sync", not o.sync),
                                    ("--strict", o.strict)) if on]
@@ -272,6 +314,8 @@ class Plan:
     interrupted: list[str] = field(default_factory=list)
     signups: int = 0   # confirmed sign-ups from the audience store, not in the CSV, to send
     cancelled: int = 0  # whose scheduled send was cancelled: sent again only with --resend-cancelled
+    ab_later: int = 0   # a subject test's first run: the readers left for its finish
+    ab_lines: list[str] = field(default_factory=list)  # what the subject test is doing, said before the send
 
 
 def _decide(state: tuple[str, bool] | None, o: Options) -> str:
@@ -368,6 +412,68 @@ class Sender:
         self.states: dict[str, tuple[str, bool]] = {}
         self._lock: send_lock.SendLock | None = None
         self.summary: Summary | None = None  # the run's counts so far (run() sets it)
+        self.ab_mode: str | None = None  # a subject test: "draw" (new), "sample" (its first run), "finish"
+        self.ab: ab_test.Test | None = None
+        self.variants: dict[str, str] = {}
+
+    def _subject_test(self) -> None:
+        """Which part of a subject test this run is, from the request and the ledger; the winner
+        chosen (once, recorded) when the finish is asked for or the wait is over."""
+        o, slug = self.p.options, self.slug
+        test = ab_test.load(self.ledger.db, slug) if self.ledger is not None else None
+        req = o.ab
+        if test is None:
+            if req is None:
+                return
+            if req.finish:
+                raise NewsletterError(f"no subject test of {slug} to finish", path=o.issue,
+                                      hint="start one with --ab-subject \"Other subject\" --sample 20%")
+            self.ab_mode = "draw"
+            return
+        if req is None:
+            raise NewsletterError(f"a subject test of {slug} is under way: finish it with --finish-ab", path=o.issue,
+                                  hint=f"newsletter send {o.issue} --finish-ab (with this command's --list)")
+        if req.subject_b and req.subject_b != test.subject_b:
+            raise NewsletterError(f"a subject test of {slug} with another subject is under way ('{test.subject_b}')",
+                                  field="--ab-subject", hint="finish it with --finish-ab")
+        self.ab, self.variants = test, ab_test.variants(self.ledger.db, slug)
+        self.p.ab_b = test.subject_b
+        now = int(o.now().timestamp())
+        if test.winner is None and (req.finish or (test.wait_until is not None and now >= test.wait_until)):
+            clicked = clicks.variant_clickers(self.audience.store.db, slug) if self.audience.store else {"A": 0, "B": 0}
+            sent = ab_test.sample_results(self.ledger.db, slug)
+            winner, verdict = ab_test.decide(clicked["A"], sent["A"], clicked["B"], sent["B"])
+            self.ab = (ab_test.choose(self.ledger.db, slug, winner, verdict) if not o.dry_run
+                       else replace(test, winner=winner, verdict=verdict))
+        self.ab_mode = "finish" if self.ab.winner is not None else "sample"
+
+    def _draw(self, eligible: list[str], plan: Plan) -> None:
+        """A new test: the sample drawn and recorded (before anything is sent), the rest left for the finish."""
+        o = self.p.options
+        draw = ab_test.split(eligible, o.ab.share, ab_test.new_seed())
+        if not o.dry_run:
+            self.ab = ab_test.start(self.ledger.db, self.slug, o.ab, draw, int(o.now().timestamp()))
+        else:
+            self.ab = ab_test.Test(self.slug, o.ab.subject_b or "", o.ab.share, None, None, None)
+        self.variants, self.ab_mode = draw, "sample"
+        plan.to_send -= len(eligible) - len(draw)
+        plan.ab_later = len(eligible) - len(draw)
+        self.p.ab_b = self.ab.subject_b
+
+    def _say_test(self, plan: Plan) -> None:
+        if self.ab is None:
+            return
+        t, half = self.ab, sum(v == "A" for v in self.variants.values())
+        plan.ab_lines.append(f"subject test: A (the issue's) to {half}, B '{t.subject_b}' to "
+                             f"{len(self.variants) - half} of a {t.share:.0%} sample")
+        if self.ab_mode == "finish":
+            plan.ab_lines.append(f"winner: {t.winner}: {t.verdict}")
+            plan.ab_lines.append(f"sending {'B' if t.winner == 'B' else 'A'}'s subject to everyone else")
+        else:
+            when = (datetime.fromtimestamp(t.wait_until, timezone.utc).isoformat(timespec="minutes")
+                    if t.wait_until else None)
+            plan.ab_lines.append(f"{plan.ab_later} wait for the finish: newsletter send {self.p.options.issue} "
+                                 "--finish-ab" + (f" (or this command again after {when})" if when else ""))
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -387,7 +493,9 @@ class Sender:
                 plan.interrupted = self.ledger.mark_in_flight_uncertain(self.slug)
             self.states = self.ledger.states(self.slug)
         o = self.p.options
-        subject = self.p.composed.subject
+        self._subject_test()
+        eligible: list[str] | None = [] if self.ab_mode == "draw" else None
+        subject = self.p.ab_subject or self.p.composed.subject
         check_subject = bool(subject.slots)
         filler = self.p.composed.filler()
         for sub in self._candidates():
@@ -402,6 +510,12 @@ class Sender:
                     plan.unsafe_links.add(f"unsafe link value in column {column}", sub.line)
                     continue
             d = _decide(self.states.get(key(sub.email)), o)
+            if d == "send" and self.ab_mode is not None and self.ab_mode != "finish":
+                if eligible is not None:  # a new test: drawn from everyone who would be sent
+                    eligible.append(key(sub.email))
+                elif key(sub.email) not in self.variants:  # the sample's run: the rest wait for the finish
+                    plan.ab_later += 1
+                    continue
             if d == "send":
                 plan.to_send += 1
                 plan.signups += not sub.line
@@ -413,6 +527,9 @@ class Sender:
                 plan.cancelled += 1
             else:
                 plan.failed_before.append(sub.email)
+        if eligible is not None:
+            self._draw(eligible, plan)
+        self._say_test(plan)
         plan.skips = self.subscribers.skips if self.subscribers is not None else None
         if o.strict:
             _refuse_invalid_rows(plan, o.list_path)
@@ -442,10 +559,14 @@ class Sender:
         o = self.p.options
         invalid = {key(email) for _, email, _ in plan.header_invalid}
         make, unsafe_link = self.p.recipient, self.p.composed.filler().unsafe_link
+        variants, finish = self.variants, self.ab_mode == "finish"
         for sub in self._candidates():
             k = key(sub.email)
             if k not in invalid and _decide(self.states.get(k), o) == "send":
-                r = make(sub.email, sub.name, sub.fields)
+                variant = variants.get(k) or (self.ab.winner if finish else None)
+                if self.ab_mode is not None and variant is None:
+                    continue  # the sample's run: the rest wait for the finish
+                r = make(sub.email, sub.name, sub.fields, variant=variant)
                 if unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
                     yield r
 

@@ -170,20 +170,22 @@ def check_link_code(secret: Secrets, list_id: ListIds, issue: str, code: str, ur
                for key in _all(secret) for lid in _all(list_id))
 
 
-def make_click_reader(secret: Secrets, list_id: ListIds, issue: str, email: str) -> str:
-    """The per-message half of a tracked link: (issue, address) sealed, one seal a message."""
-    return _seal(secret, list_id, CLICK, issue.replace("\0", "").encode("utf-8") + b"\0"
-                 + email.lower().encode("utf-8"))
+def make_click_reader(secret: Secrets, list_id: ListIds, issue: str, email: str, variant: str | None = None) -> str:
+    """The per-message half of a tracked link: (issue, address[, subject test variant]) sealed, one
+    seal a message."""
+    data = issue.replace("\0", "").encode("utf-8") + b"\0" + email.lower().encode("utf-8")
+    return _seal(secret, list_id, CLICK, data + (b"\0" + variant.encode("ascii") if variant else b""))
 
 
-def read_click_reader(secret: Secrets, list_id: ListIds, token: str) -> tuple[str, str] | None:
-    """(issue, address) the reader half was sealed with, or None."""
+def read_click_reader(secret: Secrets, list_id: ListIds, token: str) -> tuple[str, str, str | None] | None:
+    """(issue, address, variant or None) the reader half was sealed with, or None."""
     data = _open(secret, list_id, CLICK, token)
     try:
-        issue, sep, email = (data or b"").decode("utf-8").partition("\0")
+        issue, sep, rest = (data or b"").decode("utf-8").partition("\0")
     except UnicodeDecodeError:
         return None
-    return (issue, email) if sep and issue and email else None
+    email, _, variant = rest.partition("\0")
+    return (issue, email, variant or None) if sep and issue and email else None
 
 
 def reader_key(secret: Secrets, issue: str, email: str) -> str:

@@ -20,6 +20,7 @@ from newsletter_mailer.state.db import Database
 
 BURST_SECONDS = 5
 ANY_LINK = -1  # link_counts row of the issue's readers who clicked any link: the click rate
+VARIANT_LINK = {"A": -2, "B": -3}  # the same per subject-test variant (ab_test.py)
 DAY = 86_400
 
 
@@ -52,7 +53,7 @@ def urls(db: Database, issue: str, link: int) -> list[str]:
 
 
 def record(db: Database, issue: str, link: int, reader: str, *, scanner: bool, now: int,
-           email: str | None = None) -> str:
+           email: str | None = None, variant: str | None = None) -> str:
     """One fetch of a tracked link (or the pixel, link 0), committed: 'scanner' or 'reader' (how it
     was counted, after the burst rule). email is kept only when given ([tracking] per_reader)."""
     with db.transaction():
@@ -74,18 +75,18 @@ def record(db: Database, issue: str, link: int, reader: str, *, scanner: bool, n
         if unique and link > 0 and db.execute(
                 "SELECT 1 FROM click_seen WHERE issue=? AND reader=? AND link > 0 AND link <> ? AND kind='reader'",
                 (issue, reader, link)).fetchone() is None:
-            _count_any(db, issue, +1)
+            _count_any(db, issue, +1, variant)
         db.execute("UPDATE link_counts SET clicks=clicks+1, uniques=uniques+? WHERE issue=? AND link=?",
                    (unique, issue, link))
         if email is not None:
             db.execute("INSERT INTO reader_clicks (email, issue, link, at) VALUES (?,?,?,?)",
                        (email, issue, link, now))
-        if link > 0 and _burst(db, issue, reader, now, email):
+        if link > 0 and _burst(db, issue, reader, now, email, variant):
             return "scanner"
     return "reader"
 
 
-def _burst(db: Database, issue: str, reader: str, now: int, email: str | None) -> bool:
+def _burst(db: Database, issue: str, reader: str, now: int, email: str | None, variant: str | None) -> bool:
     """Every link of the message (two or more) fetched within BURST_SECONDS: a scanner, moved apart."""
     total = db.execute("SELECT count(DISTINCT link) FROM tracked_links WHERE issue=? AND link > 0",
                        (issue,)).fetchone()[0]
@@ -99,17 +100,19 @@ def _burst(db: Database, issue: str, reader: str, now: int, email: str | None) -
                (issue, reader, now - BURST_SECONDS))
     db.executemany("UPDATE link_counts SET clicks=clicks-1, uniques=uniques-1, scanners=scanners+1 "
                    "WHERE issue=? AND link=?", [(issue, link) for link in recent])
-    _count_any(db, issue, -1)
+    _count_any(db, issue, -1, variant)
     if email is not None:
         db.execute("DELETE FROM reader_clicks WHERE email=? AND issue=? AND link > 0 AND at >= ?",
                    (email, issue, now - BURST_SECONDS))
     return True
 
 
-def _count_any(db: Database, issue: str, step: int) -> None:
-    db.execute("INSERT INTO link_counts (issue, link, clicks, uniques, scanners) VALUES (?,?,0,0,0) "
-               "ON CONFLICT (issue, link) DO NOTHING", (issue, ANY_LINK))
-    db.execute("UPDATE link_counts SET uniques=uniques+? WHERE issue=? AND link=?", (step, issue, ANY_LINK))
+def _count_any(db: Database, issue: str, step: int, variant: str | None) -> None:
+    for row in (ANY_LINK, VARIANT_LINK.get(variant or "")):
+        if row is not None:
+            db.execute("INSERT INTO link_counts (issue, link, clicks, uniques, scanners) VALUES (?,?,0,0,0) "
+                       "ON CONFLICT (issue, link) DO NOTHING", (issue, row))
+            db.execute("UPDATE link_counts SET uniques=uniques+? WHERE issue=? AND link=?", (step, issue, row))
 
 
 def forget_old(db: Database, keep_days: int, now: int) -> int:
@@ -134,6 +137,13 @@ def readers_clicking(db: Database, issue: str) -> int:
     """Readers who clicked any of the issue's links (counted at the time, so kept past keep_days)."""
     row = db.execute("SELECT uniques FROM link_counts WHERE issue=? AND link=?", (issue, ANY_LINK)).fetchone()
     return row[0] if row else 0
+
+
+def variant_clickers(db: Database, issue: str) -> dict[str, int]:
+    """Readers who clicked any link, per subject-test variant: {'A': n, 'B': n}."""
+    found = dict(db.execute("SELECT link, uniques FROM link_counts WHERE issue=? AND link IN (?,?)",
+                            (issue, VARIANT_LINK["A"], VARIANT_LINK["B"])))
+    return {v: found.get(link, 0) for v, link in VARIANT_LINK.items()}
 
 
 def history(db: Database) -> dict[str, list[str]]:

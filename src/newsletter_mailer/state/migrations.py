@@ -169,10 +169,30 @@ CREATE TABLE IF NOT EXISTS senders (
 ) WITHOUT ROWID
 """
 
+# v3: subject tests (ab_test.py) — the test of an issue (its other subject, the sample's share, when
+# its wait ends, the winner once chosen) and each sampled reader's variant.
+LEDGER_V3 = """
+CREATE TABLE IF NOT EXISTS ab_tests (
+    issue       TEXT PRIMARY KEY,
+    subject_b   TEXT NOT NULL,
+    share       REAL NOT NULL,
+    wait_until  INTEGER,
+    winner      TEXT,
+    verdict     TEXT,
+    started_at  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ab_variants (
+    issue       TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    variant     TEXT NOT NULL CHECK (variant IN ('A', 'B')),
+    PRIMARY KEY (issue, email)
+) WITHOUT ROWID
+"""
+
 # component -> its migrations in order; migration i (from 0) takes the schema to version i + 1.
-MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2), "audience": (AUDIENCE_V1, AUDIENCE_V2, AUDIENCE_V3)}
+MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGER_V3), "audience": (AUDIENCE_V1, AUDIENCE_V2, AUDIENCE_V3)}
 # The tables of each component, in the order `state copy` fills them.
-TABLES = {"ledger": ("deliveries", "schedules"),
+TABLES = {"ledger": ("deliveries", "schedules", "ab_tests", "ab_variants"),
           "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",
                        "issue_events", "issue_clicks", "soft_bounces", "processed", "tracked_links",
                        "link_counts", "click_seen", "reader_clicks")}

@@ -38,18 +38,19 @@ def is_scanner(request: Request) -> bool:
     return request.method == "HEAD" or bool(SCANNERS.search(request.headers.get("user-agent", "").lower()))
 
 
-def _opened(request: Request, pixel: bool) -> tuple[str, str, str, int] | None:
-    """(issue, address, link code, link id) from the path's token, or None for anything that does not open."""
+def _opened(request: Request, pixel: bool) -> tuple[str, str, str, int, str | None] | None:
+    """(issue, address, link code, link id, variant) from the path's token, or None for anything that does not open."""
     site = request.app.state.site
     code, dot, reader = request.path_params["token"].partition(".")
     link = tokens.read_link_id(code) if dot else None
     if link is None or (link == OPEN_LINK) != pixel:
         return None
     found = tokens.read_click_reader(site.secret, site.list_id, reader)
-    return (found[0], found[1], code, link) if found else None
+    return (found[0], found[1], code, link, found[2]) if found else None
 
 
-def _follow(site, issue: str, email: str, code: str, link: int, scanner: bool, now: int) -> str | None:
+def _follow(site, issue: str, email: str, code: str, link: int, variant: str | None, scanner: bool,
+            now: int) -> str | None:
     """The stored URL the code was made for (None: no redirect), the fetch counted, in the thread pool."""
     t = site.settings.tracking
     with site.stores.audience() as audience:
@@ -64,7 +65,7 @@ def _follow(site, issue: str, email: str, code: str, link: int, scanner: bool, n
         if link == OPEN_LINK and not tokens.check_link_code(site.secret, site.list_id, issue, code, ""):
             return None
         clicks.record(db, issue, link, tokens.reader_key(site.secret, issue, email), scanner=scanner, now=now,
-                      email=email if t.per_reader else None)
+                      email=email if t.per_reader else None, variant=variant if variant in ("A", "B") else None)
         if now >= site.clicks_pruned + PRUNE_SECONDS:
             clicks.forget_old(db, t.keep_days, now)
             site.clicks_pruned = now
