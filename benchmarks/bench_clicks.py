@@ -118,9 +118,11 @@ def redirect_rows(n: int, repeat: int) -> list[Row]:
 
 
 def message_rows(n: int, repeat: int) -> list[Row]:
+    """Tracked and untracked timed in turn, round after round, and the fastest round of each kept:
+    on a shared machine the load moves between rounds, not within one."""
     from newsletter_mailer.send import Options, prepare
 
-    out = {}
+    builds, links = {}, 0
     with tempfile.TemporaryDirectory() as tmp:
         for tracking in (False, True):
             folder = Path(tmp) / str(tracking)
@@ -130,21 +132,26 @@ def message_rows(n: int, repeat: int) -> list[Row]:
             issue.write_text(EXAMPLE_ISSUE.read_text(encoding="utf-8"), encoding="utf-8")
             p = prepare(Options(issue=issue, config=folder / "newsletter.toml", state=folder / "state",
                                 outbox=folder / "outbox", provider="outbox", env={"NEWSLETTER_SECRET": SECRET}))
-            messages = p.provider.ctx.messages
             people = [(f"reader.{i}@example{i % 50}.org", f"Reader {i}", {}) for i in range(n)]
 
-            def build() -> None:
+            def build(p=p, messages=p.provider.ctx.messages) -> None:
                 for email, name, fields in people:
                     r = p.recipient(email, name, fields)
                     messages.build(r.email, r.name, r.values)
 
             build()
-            out[tracking] = median(timed(build, repeat)) / n * 1e6
-            links = len(p.composed.tracked_links)
+            builds[tracking] = build
+            links = max(links, len(p.composed.tracked_links))
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(repeat):
+            for tracking in (False, True):
+                times[tracking] += timed(builds[tracking], 1)
+    out = {t: min(v) / n * 1e6 for t, v in times.items()}
     ratio = out[True] / out[False]
     return [Row(f"one complete message as bytes with [tracking] clicks (example issue, {links} links through /c/)",
                 out[True], "µs", floor=out[False], floor_label="the same message untracked", goal="≤ 1.2×",
-                met=ratio <= 1.2, note="one seal a message for every link; the per-link halves are fixed per send")]
+                met=ratio <= 1.2, note=f"fastest of {repeat} interleaved rounds of {n:,}; one seal a message for "
+                                       "every link, the per-link halves written in once per send")]
 
 
 def outbox_rows(n: int, repeat: int) -> list[Row]:
@@ -182,7 +189,7 @@ def outbox_rows(n: int, repeat: int) -> list[Row]:
 def main() -> None:
     args = cli(__doc__.splitlines()[0])
     n, repeat = (1000, 3) if args.quick else (5000, 3)
-    rows = (message_rows(2000 if args.quick else 10000, 5) + outbox_rows(2000 if args.quick else 10000, 3)
+    rows = (message_rows(2000 if args.quick else 10000, 9) + outbox_rows(2000 if args.quick else 10000, 3)
             + redirect_rows(n, repeat))
     report(rows, args)
 

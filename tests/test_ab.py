@@ -187,3 +187,12 @@ def test_a_subject_test_on_10000_readers_with_kills_in_both_phases(newsletter, m
     assert rest == {"Other subject": N - 2000}
     again = send(folder, "--finish-ab")
     assert again.exit_code == 0 and "nothing to send" in again.output
+    common = ["--config", str(folder / "newsletter.toml"), "--state", str(folder / "state")]
+    status = runner.invoke(app, ["status", str(folder / "issues" / "ab.yaml"), *common])
+    assert "subject test: A (the issue's subject): sent 1000, clicked 400" in status.output, status.output
+    assert "subject test: B 'Other subject': sent 1000, clicked 90" in status.output
+    assert "subject test: winner B: A: 40 of 1000 clicked (4.0%), B: 90 of 1000 (9.0%)" in status.output
+    report = runner.invoke(app, ["report", str(folder / "issues" / "ab.yaml"), "--out", str(folder / "r.html"),
+                                 *common], env={"COLUMNS": "250"})
+    assert report.exit_code == 0 and "Subject test" in report.output and "B 'Other subject'" in report.output
+    assert "40.00% clicked" in report.output and "9.00% clicked" in report.output, report.output

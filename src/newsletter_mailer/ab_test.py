@@ -148,3 +148,17 @@ def choose(db: Database, issue: str, winner: str, verdict: str) -> Test:
 
 def new_seed() -> bytes:
     return os.urandom(16)
+
+
+def summary(ledger_db: Database, store_db: Database | None, issue: str) -> list[tuple[str, int, int]] | None:
+    """Each variant's (label, sampled readers sent, readers who clicked), or None without a test: for
+    `status` and `report`."""
+    from newsletter_mailer.audience import clicks
+
+    test = load(ledger_db, issue)
+    if test is None:
+        return None
+    sent = sample_results(ledger_db, issue)
+    clicked = clicks.variant_clickers(store_db, issue) if store_db is not None else {"A": 0, "B": 0}
+    return [("A (the issue's subject)", sent["A"], clicked["A"]), (f"B '{test.subject_b}'", sent["B"], clicked["B"]),
+            ("winner", 0, 0) if test.winner is None else (f"winner {test.winner}: {test.verdict}", 0, 0)]

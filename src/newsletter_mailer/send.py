@@ -750,6 +750,7 @@ class IssueStatus:
     schedules: list[tuple[str, int, int, str | None]] = field(default_factory=list)  # Ledger.schedules
     zone: str | None = None     # the settings' timezone, for showing scheduled times
     readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
+    ab: list[tuple[str, int, int]] | None = None  # a subject test: ab_test.summary
 
 
 def ledger_of(options: Options) -> tuple[Settings, str, State]:
@@ -767,12 +768,18 @@ def issue_status(options: Options) -> IssueStatus:
         return IssueStatus(slug, state)
     try:
         counts, rows, schedules = ledger.counts(slug), list(ledger.rows(slug)), ledger.schedules(slug)
+        store = state.audience(create=False)
+        try:
+            ab = ab_test.summary(ledger.db, store.db if store is not None else None, slug)
+        finally:
+            if store is not None:
+                store.close()
     finally:
         ledger.close()
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
     return IssueStatus(slug, state, counts, rows, per_request, schedules, settings.timezone,
-                       _readers(state, slug))
+                       _readers(state, slug), ab)
 
 
 def _readers(state: State, slug: str) -> dict[str, int]:

@@ -284,6 +284,13 @@ def status(
         typer.echo(f"readers: unsubscribed {r['unsubscribed']}, bounced {r['bounced']} "
                    f"(+{r['soft_bounces']} soft), complained {r['complained']}")
     _echo_schedules(st)
+    for label, sent, clicked in st.ab or ():  # a subject test: both variants, then the choice
+        if label == "winner":
+            typer.echo("subject test: no winner yet (newsletter send … --finish-ab)")
+        elif label.startswith("winner"):
+            typer.echo(f"subject test: {label}")
+        else:
+            typer.echo(f"subject test: {label}: sent {sent}, clicked {clicked}")
     if st.counts["uncertain"]:
         unit = "".join(f" ({p.label}: per request of up to {p.batch_size} recipients)" for p in st.per_request)
         typer.echo("uncertain: the attempt was interrupted, so delivery is unknown" + (unit or " (per message)")

@@ -58,6 +58,7 @@ class IssueReport:
     sendgrid: SendGridNumbers | None
     trend: list[IssueRow]
     figures: list[Figure] = field(default_factory=list)
+    ab: list[tuple[str, int, int]] | None = None  # a subject test's variants (ab_test.summary)
 
 
 def archive(settings_dir: Path, state: State) -> list[IssueRow]:
@@ -98,9 +99,21 @@ def issue_report(issue: Path, settings: Settings, settings_dir: Path, state: Sta
             if store is not None:
                 store.close()
     trend = [r for r in reversed(rows) if (r.date, r.last_change) <= (row.date, row.last_change)][-TREND_ISSUES:]
-    report = IssueReport(row, parsed.subject, sg, trend)
+    report = IssueReport(row, parsed.subject, sg, trend, ab=_subject_test(state, slug))
     report.figures = _figures(report)
     return report
+
+
+def _subject_test(state: State, slug: str) -> list[tuple[str, int, int]] | None:
+    from newsletter_mailer import ab_test
+
+    ledger, store = state.ledger(create=False), state.audience(create=False)
+    try:
+        return ab_test.summary(ledger.db, store.db if store is not None else None, slug) if ledger else None
+    finally:
+        for db in (ledger, store):
+            if db is not None:
+                db.close()
 
 
 def funnel_stages(report: IssueReport) -> list[tuple[str, int]]:

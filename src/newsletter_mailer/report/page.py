@@ -63,6 +63,10 @@ def headline(report: IssueReport) -> list[tuple[str, list[Line]]]:
                     + " Gmail's 0.3% limit")]
     sections = [("Delivery (ledger)", delivery), ("Readers (audience store)", readers)]
     sections += _tracked(report)
+    if report.ab:  # a subject test: both variants, then the choice
+        sections.append(("Subject test", [Line(label, str(n), f"{pct(rate(k, n))} clicked") if not label.startswith(
+            "winner") else Line(one_line(label if label != "winner" else "winner: not chosen yet"), "")
+            for label, n, k in report.ab]))
     if report.sendgrid is not None:
         sections += _sendgrid(report)
     return sections
