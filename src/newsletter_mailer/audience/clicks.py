@@ -153,8 +153,3 @@ def history(db: Database) -> dict[str, list[str]]:
         out.setdefault(email, []).append(f"{issue}#{link}")
     return out
 
-
-def erase(db: Database, email: str) -> int:
-    """The address's click history gone (with the reader's other data)."""
-    with db.transaction():
-        return db.execute("DELETE FROM reader_clicks WHERE email=?", (email,)).rowcount
