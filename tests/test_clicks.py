@@ -42,9 +42,10 @@ sections:
 """
 
 
-def _tracking(per_reader: bool):
-    """The example settings without their footer links (every link leads to the test's server) and with [tracking]."""
-    extra = "per_reader = true\n" if per_reader else ""
+def _tracking(per_reader: bool | str):
+    """The example settings without their footer links (every link leads to the test's server) and with
+    [tracking]; per_reader "opens": the pixel too."""
+    extra = "opens = true\n" if per_reader == "opens" else "per_reader = true\n" if per_reader else ""
     return lambda text: re.sub(r"\[\[footer_links\]\]\nlabel = .*\nurl = .*\n", "", text) + \
         f"\n[tracking]\nclicks = true\n{extra}"
 
@@ -287,3 +288,29 @@ def test_the_report_shows_each_link_in_issue_order_and_the_click_rate(sent):
     assert "Clicks per link" in page and "clicks (% of sent)" in page
     archive = runner.invoke(app, ["report", "--out", str(folder / "a.html"), *common], env={"COLUMNS": "200"})
     assert archive.exit_code == 0 and "clicks" in archive.output and "66.67%" in archive.output, archive.output
+
+
+@pytest.mark.parametrize("sent", ["opens"], indirect=True)
+def test_the_open_pixel_counts_opens_apart_and_the_report_says_proxies_inflate_them(sent):
+    server, folder, url, messages = sent
+    pixels = [re.findall(re.escape(server.url) + r'/o/[^"]+', parts(m)[0]) for m in messages.values()]
+    assert all(len(p) == 1 for p in pixels)
+    with httpx.Client() as c:
+        first = c.get(pixels[0][0])
+        assert first.status_code == 200 and first.headers["content-type"] == "image/gif"
+        c.get(pixels[0][0])
+        c.get(pixels[1][0])
+        assert c.head(pixels[2][0]).status_code == 200  # a HEAD: counted apart
+        code, reader = pixels[0][0].rsplit("/", 1)[1].split(".")
+        assert c.get(f"{server.url}/c/{code}.{reader}").status_code == 404  # the pixel's code is no link
+        assert c.get(f"{server.url}/o/{code}.{reader[:-2]}xx").status_code == 404
+    store = State(folder / "state", url).audience()
+    try:
+        pixel = next(c for c in clicks.counts(store.db, "clicks") if c.link == 0)
+    finally:
+        store.close()
+    assert (pixel.clicks, pixel.uniques, pixel.scanners) == (3, 2, 1)
+    r = runner.invoke(app, ["report", str(folder / "issues" / "clicks.yaml"), "--out", str(folder / "r.html"),
+                            "--config", str(folder / "newsletter.toml"), "--state", str(folder / "state")],
+                      env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "Opens (pixel)" in r.output and "Apple Mail" in r.output, r.output
