@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import re
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -84,7 +85,8 @@ async def _fetch(request: Request, pixel: bool) -> Response:
         return invalid(request)
     if pixel:
         return Response(PIXEL, media_type="image/gif", headers=headers())
-    return Response(status_code=302, headers={**headers(), "Location": url, "Referrer-Policy": "no-referrer"})
+    location = url if url.isascii() else quote(url, safe=":/?#[]@!$&'()*+,;=%~")  # a header is ASCII
+    return Response(status_code=302, headers={**headers(), "Location": location, "Referrer-Policy": "no-referrer"})
 
 
 async def follow(request: Request) -> Response:
