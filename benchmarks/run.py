@@ -28,7 +28,7 @@ sys.path.insert(0, str(BENCH))
 
 from _common import child_env, fmt, python  # noqa: E402
 
-ORDER = ("startup", "compose", "recipient", "outbox", "smtp", "postfix", "dkim", "subscribers", "sendgrid", "sync", "web", "store", "inbox", "state", "variants", "sequences")
+ORDER = ("startup", "compose", "recipient", "outbox", "smtp", "postfix", "dkim", "subscribers", "sendgrid", "sync", "web", "clicks", "store", "inbox", "state", "variants", "sequences")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 

@@ -42,6 +42,9 @@ def a_state(folder) -> None:
     ledger.begin("mini", ["a@example.org", "b@example.org", "c@example.org"], "smtp")
     ledger.finish("mini", [Outcome("a@example.org", True, "<1@x>"), Outcome("b@example.org", False, error="550")])
     ledger.add_schedule("mini", "batch-1", 1_900_000_000, "Europe/London")
+    from newsletter_mailer import ab_test  # a subject test and a reader's variant
+
+    ab_test.start(ledger.db, "mini", ab_test.Request("Other", 0.2), {"a@example.org": "B"}, 1_900_000_000)
     ledger.close()
     store = State(folder).audience()
     store.record([Change("u@example.org", "unsubscribed", "one-click", issue="mini"),
@@ -56,6 +59,10 @@ def a_state(folder) -> None:
     store.mark_processed(["digest-1"])
     with store.transaction():
         members.enrol(store, "welcome", ["s@example.org"], 1_900_000_000)
+    from newsletter_mailer.audience import clicks  # [tracking]: links, counts, a keyed hash, a reader's click
+
+    clicks.store_links(store.db, "mini", ["https://example.org/x"])
+    clicks.record(store.db, "mini", 1, "hash-1", scanner=False, now=1_700_000_000, email="u@example.org")
     store.close()
 
 
@@ -75,9 +82,9 @@ def test_a_send_against_an_uninitialised_database_stops_and_init_creates_the_sch
     assert query(url, "SELECT to_regclass('deliveries')") == [(None,)]  # never migrated silently
     first = cli("state", "init", env={URL_ENV: url})
     assert first.exit_code == 0, first.output
-    assert "ledger: v0 → v3" in first.output and "audience: v0 → v3" in first.output
+    assert "ledger: v0 → v4" in first.output and "audience: v0 → v4" in first.output
     again = cli("state", "init", env={URL_ENV: url})
-    assert "ledger: v3, up to date" in again.output
+    assert "ledger: v4, up to date" in again.output
     assert cli("status", "issues/2020-09-cscp.yaml", env={URL_ENV: url}).exit_code == 0
 
 
@@ -88,7 +95,9 @@ def test_copy_moves_every_table_and_verifies_the_counts(nl, pg_cluster):
     assert result.exit_code == 0, result.output
     expected = {"deliveries": 3, "schedules": 1, "audience": 2, "history": 2, "rate": 1, "blocks": 1,
                 "sendgrid_sync": 1, "sendgrid_events": 1, "issue_events": 1, "issue_clicks": 1,
-                "soft_bounces": 1, "processed": 1, "sequence_readers": 1}
+                "soft_bounces": 1, "processed": 1, "sequence_readers": 1, "tracked_links": 1, "link_counts": 2,
+                "click_seen": 1,
+                "reader_clicks": 1, "ab_tests": 1, "ab_variants": 1}
     for table, n in expected.items():
         assert f"{table}: {n} row(s), verified" in result.output
         assert query(url, f"SELECT count(*) FROM {table}") == [(n,)]
@@ -130,7 +139,7 @@ def test_an_unreachable_database_is_one_line_naming_host_and_port_never_the_pass
 
 def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_cluster):
     """Versioned migrations: a database at audience v1 (before the inbox's tables) is refused by a
-    send-side command until `state init` takes it to the latest (v3), keeping its rows."""
+    send-side command until `state init` takes it to the latest, keeping its rows."""
     from newsletter_mailer.state import migrations
     from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.state.db import Database
@@ -149,7 +158,7 @@ def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_
     with pytest.raises(NewsletterError, match="state init"):
         State(nl, url).audience()
     result = cli("state", "init", env={URL_ENV: url})
-    assert result.exit_code == 0 and "audience: v1 → v3" in result.output, result.output
+    assert result.exit_code == 0 and "audience: v1 → v4" in result.output, result.output
     store = State(nl, url).audience()
     try:
         assert store.status("ann@example.org").status == "unsubscribed"

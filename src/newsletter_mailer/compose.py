@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from newsletter_mailer import render
+from newsletter_mailer import render, tracked_links
 from newsletter_mailer.inline import inline_css
 from newsletter_mailer.media import check_local_images
 from newsletter_mailer.mergefields import Field, FieldTable
@@ -44,6 +44,7 @@ class Composed:
     source: Path | None = field(default=None, compare=False)  # the issue file: its local images sit beside it
     timings: dict[str, float] = field(default_factory=dict, compare=False)
     variant: str | None = field(default=None, compare=False)  # whose sections (variants.py); None: the whole issue
+    tracked_links: tuple[str, ...] = ()  # [tracking] clicks: link id i + 1 is tracked_links[i] (tracked_links.py)
 
     @property
     def web_url(self) -> str:
@@ -168,6 +169,8 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
     inlined = inline_css(email_html)
     t["inline"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    tracked = _track(r, inlined, text)
+    inlined, text = tracked.html, tracked.text
     fields = tuple(r.table.fields)
     composed = Composed(
         slug=r.slug, settings=settings, fields=fields,
@@ -181,9 +184,21 @@ def compose_issue(issue: Issue, issue_path: Path, settings: Settings, settings_d
         issue=issue,
         source=issue_path,
         variant=variant,
+        tracked_links=tracked.links,
     )
     t["split"] = time.perf_counter() - t0
     return composed
+
+
+def _track(r: _Rendering, email_html: str, text: str) -> tracked_links.Rewritten:
+    """[tracking] clicks/opens: the email's links (not the web copy's) in per-reader slots."""
+    s = r.settings
+    if not (s.tracking.clicks or s.tracking.opens):
+        return tracked_links.Rewritten(email_html, text, ())
+    if not s.tracking.clicks:  # the pixel alone: no link rewritten
+        return tracked_links.rewrite(email_html, text, r.table, ("",), pixel=True)
+    own = [s.web_url(r.slug)] + [f"{s.web.base}/{page}" for page in tracked_links.APP_PAGES]
+    return tracked_links.rewrite(email_html, text, r.table, own, pixel=s.tracking.opens)
 
 
 @dataclass(frozen=True)

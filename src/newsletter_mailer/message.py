@@ -157,6 +157,7 @@ class MessageTemplate:
                 cur = b""
             cur += lits[i]
         self._plan = (tuple(parts), tuple(gaps), cur)
+        self._skeleton = [b""] + [piece for lit in parts for piece in (lit, b"")] + [cur]
         self._text_slots = tuple(sorted(set(self._text.slots)))
         self._html_slots = tuple(sorted(set(self._html.slots)))
         self._qp_cache: dict[str, bytes] = {}
@@ -223,12 +224,9 @@ class MessageTemplate:
                     cache_html[v] = b
             html_vals[i] = b
         sources = (heads, text_vals, html_vals)
-        parts, gaps, tail = self._plan
-        out = [head]
-        for lit, (source, key) in zip(parts, gaps):
-            out.append(lit)
-            out.append(sources[source][key])
-        out.append(tail)
+        out = self._skeleton.copy()  # [head, literal, gap, literal, gap, …, tail]: only the gaps are set
+        out[0] = head
+        out[2:-1:2] = [sources[source][key] for source, key in self._plan[1]]
         return msgid, b"".join(out)
 
 

@@ -20,6 +20,9 @@ from newsletter_mailer.validators import link_problem
 BUILTIN_FIELDS = frozenset({"email", "name", "unsubscribe_url", "web_url"})
 # Of those, the ones whose values this project makes (never a reader's data).
 OWN_FIELDS = frozenset({"unsubscribe_url", "web_url"})
+# [tracking]: the reader's half of every tracked link (tracked_links.py), one value a message.
+READER_FIELD = "tracked_reader"
+LINK_FIELD = "tracked_link_"  # + the link's id: its value is fixed per send, never a reader's column
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,21 @@ class Filler:
         self.web_url = web_url
         # Fields whose value decides where a link goes: only these are checked per recipient.
         self.links = tuple(i for i, f in enumerate(self.fields) if f.url and f.name not in OWN_FIELDS)
+        # A tracked link's field is its default (the link as written; tracked_links.bake writes the
+        # tracked form into the parts at send time): copied, not looked at per recipient.
+        self._fixed = [f.default or "" for f in self.fields]
+        self._live = tuple((i, f) for i, f in enumerate(self.fields) if not f.name.startswith(LINK_FIELD))
 
     def missing(self, columns: frozenset[str]) -> list[str]:
         """Fields the list cannot fill and that have no default: an error before sending."""
         return sorted({f.name for f in self.fields
                        if f.default is None and f.name not in BUILTIN_FIELDS and f.name not in columns})
 
-    def values(self, email: str, name: str, extra: Mapping[str, str], unsubscribe_url: str) -> list[str]:
-        out = []
-        for f in self.fields:
+    def values(self, email: str, name: str, extra: Mapping[str, str], unsubscribe_url: str,
+               tracked: str = "") -> list[str]:
+        """tracked: the reader's sealed half of every tracked link (tracked_links.py), when clicks are counted."""
+        out = self._fixed.copy()
+        for i, f in self._live:
             n = f.name
             if n == "email":
                 v = email
@@ -73,9 +82,11 @@ class Filler:
                 v = unsubscribe_url
             elif n == "web_url":
                 v = self.web_url
+            elif n == READER_FIELD:
+                v = tracked
             else:
                 v = extra.get(n, "")
-            out.append(v if v else (f.default or ""))
+            out[i] = v if v else (f.default or "")
         for i in self.links:  # not a link (javascript:, data:, //host): the default, else nothing
             if link_problem(out[i]):
                 out[i] = self.fields[i].default or ""
@@ -92,6 +103,7 @@ class Filler:
 
 
 def make_recipient(filler: Filler, unsubscribe_url: str, email: str, name: str, fields: Mapping[str, str],
-                   message_id: str | None = None, token: str | None = None) -> Recipient:
-    """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL."""
-    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url), message_id, token)
+                   message_id: str | None = None, token: str | None = None, tracked: str = "") -> Recipient:
+    """The per-recipient path: raw merge values in field order, with the personal unsubscribe URL
+    (and the reader's half of the tracked links)."""
+    return Recipient(email, name, filler.values(email, name, fields, unsubscribe_url, tracked), message_id, token)

@@ -13,12 +13,13 @@ import os
 import time
 from collections import Counter
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator, Mapping
 
-from newsletter_mailer import tokens, unsubscribe
+from newsletter_mailer import ab_test, tokens, tracked_links, unsubscribe
+from newsletter_mailer.audience import clicks
 from newsletter_mailer.checks import failures, run_checks
 from newsletter_mailer.checks.variants import variant_checks
 from newsletter_mailer.conditions import check_columns
@@ -45,6 +46,7 @@ from newsletter_mailer.validators import header_problem
 from newsletter_mailer.variants import Editions, Variant
 
 TEST_PREFIX = "[TEST] "
+AB_FIELD = "ab_subject"  # a subject test's per-reader subject (ab_test.py): the last field
 
 
 @dataclass
@@ -66,6 +68,7 @@ class Options:
     tz: str | None = None       # the zone --at is written in (default: settings' timezone, else the machine's)
     resend_cancelled: bool = False  # send again to those whose scheduled send was cancelled
     strict: bool = False        # an invalid row of --list stops the send (else it is skipped and listed)
+    ab: ab_test.Request | None = None  # send --ab-subject/--sample/--wait or --finish-ab: a subject test
     now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
 
 
@@ -84,6 +87,9 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
     editions: Editions | None = None        # the issue composed once per variant (for: on sections)
     provider_for: Callable[[Composed], Provider] | None = None  # another variant's provider, same settings
+    track: Callable[..., str] | None = None  # [tracking]: the reader's half of every tracked link (one seal)
+    ab_subject: Template | None = None  # a subject test: the issue's own subject (A); B's text is ab_b
+    ab_b: str = ""
 
     def variants(self) -> Editions:
         """The issue per variant, of `composed` as it is now (one replaced since is composed anew)."""
@@ -93,15 +99,24 @@ class Prepared:
         return e
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
-                  composed: Composed | None = None) -> Recipient:
-        """One recipient's values (of `composed`, their variant; default the whole issue); the
-        unsubscribe link and token are `link_for`'s when given (a test mail personalised as a
+                  composed: Composed | None = None, variant: str | None = None) -> Recipient:
+        """One recipient's values (of `composed`, their audience's edition; default the whole issue);
+        a subject test's reader gets the subject of their A/B `variant` in the subject slot."""
+        r = self._recipient(email, name, fields, link_for, composed, variant)
+        if self.ab_subject is not None:
+            r.values[-1] = self.ab_b if variant == "B" else self.ab_subject.fill(r.values)
+        return r
+
+    def _recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
+                   composed: Composed | None = None, variant: str | None = None) -> Recipient:
+        """The unsubscribe link and token are `link_for`'s when given (a test mail personalised as a
         subscriber must never carry that subscriber's way out)."""
         msgid = self.new_message_id() if self.new_message_id is not None else None
         owner = link_for or email
         token = self.links.token(owner) if self.links.token is not None else None
+        tracked = self.track(owner, variant) if self.track is not None else ""
         return make_recipient((composed or self.composed).filler(), self.links.url(owner, token), email, name,
-                              fields, msgid, token)
+                              fields, msgid, token, tracked)
 
 
 def state_for(options: Options, settings: Settings, settings_dir: Path) -> State:
@@ -125,9 +140,22 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
                               path=settings.file if failed[0].in_settings else options.issue,
                               hint=f"`newsletter check {options.issue}` shows every check", exit_code=1)
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
+    state = state_for(options, settings, settings_dir)
+    provider_name = options.provider or settings.delivery.provider
+    composed, track = _tracking(options, composed, provider_name, state) if not subject_prefix else (composed, None)
+    ab_subject, ab_b = None, ""
+    if options.ab is not None and not subject_prefix:
+        composed, ab_subject, ab_b = _subject_test(options, composed, provider_name)
+    editions = Editions(composed, settings_dir)
+    if (track is not None or ab_subject is not None) and editions.audiences.conditional:
+        # Each audience's edition is composed anew from the issue: the tracked links and the subject
+        # slot are made on the whole issue only, so the two do not mix yet.
+        raise NewsletterError("click tracking and subject tests do not work yet with sections for some readers "
+                              "(for:)", path=options.issue, field="for",
+                              hint="send this issue without [tracking] (and --ab-subject), or without for:")
     outbox = outbox_for(options, settings_dir)
     ctx = send_context(composed, outbox=outbox, subject_prefix=subject_prefix, env=options.env)
-    provider = get_provider(options.provider or settings.delivery.provider, ctx)
+    provider = get_provider(provider_name, ctx)
     ctx.sign, dkim_note = signer_for(settings.delivery.dkim, provider.name, options.env)  # the key checked first
 
     def provider_for(c: Composed) -> Provider:
@@ -138,7 +166,6 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     when = _when(options, settings, provider)
     if options.dry_run and provider.name == "sendgrid":
         provider.open()  # its key checked as the send would (no network): a dry run stops where a send would
-    state = state_for(options, settings, settings_dir)
     notes: list[str] = [dkim_note] if dkim_note else []
     links = _unsubscribe_source(options, settings, provider.name, state, notes, composed.slug)
     if provider.name == "sendgrid" and settings.delivery.return_path:
@@ -146,7 +173,51 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
     return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings,
-                    Editions(composed, settings_dir), provider_for)
+                    editions, provider_for, track, ab_subject, ab_b)
+
+
+def _subject_test(options: Options, composed: Composed, provider_name: str) -> tuple[Composed, Template, str]:
+    """The composed issue with its subject as one more per-reader slot (A's filled, or B's text), the
+    issue's own subject, and B's. The winner is chosen by clicks, so [tracking] clicks is needed."""
+    from newsletter_mailer.mergefields import Field
+
+    settings = composed.settings
+    if not settings.tracking.clicks:
+        raise NewsletterError("a subject test picks its winner by clicks: set [tracking] clicks = true",
+                              path=settings.file, field="tracking.clicks", hint="see docs/clicks.md")
+    if provider_name == "sendgrid":
+        raise NewsletterError("subject tests send through the outbox or SMTP for now, not SendGrid",
+                              field="--ab-subject", hint="use --provider smtp, or send without the test")
+    b = options.ab.subject_b or ""
+    if b and (header_problem(b) or "{{" in b or "}}" in b):
+        raise NewsletterError(f"--ab-subject {header_problem(b) or 'may not hold merge fields'}", field="--ab-subject",
+                              hint="one line of plain text")
+    n = len(composed.fields)
+    with_slot = replace(composed, fields=composed.fields + (Field(AB_FIELD, ""),), subject=Template(("", ""), (n,)))
+    return with_slot, composed.subject, b
+
+
+def _tracking(options: Options, composed: Composed, provider_name: str, state: State
+              ) -> tuple[Composed, Callable[[str], str] | None]:
+    """[tracking] clicks/opens: each link's per-send half written into the issue once (tracked_links.bake),
+    and the seal that makes a reader's half. Our counting and SendGrid's would wrap each other's links.
+    A test send (subject prefix) is not tracked: its links are the issue's own."""
+    settings = composed.settings
+    t = settings.tracking
+    if not (t.clicks or t.opens):
+        return composed, None
+    if provider_name == "sendgrid" and (settings.delivery.sendgrid.tracking.click or
+                                        settings.delivery.sendgrid.tracking.open):
+        raise NewsletterError("[tracking] and SendGrid's own tracking are both on: links would be wrapped twice",
+                              path=settings.file, field="delivery.sendgrid.tracking",
+                              hint="turn one of them off in newsletter.toml")
+    secret, _ = state.secret(options.env, create=not options.dry_run)
+    list_id = state.list_ids(settings, record=not options.dry_run)[0]
+    slug = composed.slug
+    baked = tracked_links.bake(composed, tracked_links.constants(secret, list_id, slug, composed.tracked_links,
+                                                                 settings.web.base or "", t.opens))
+    make = tokens.make_click_reader
+    return baked, lambda email, variant=None: make(secret, list_id, slug, email, variant)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:
@@ -185,6 +256,11 @@ def same_send(o: Options) -> list[str]:
             args += [flag, str(value)]
     for path in o.suppress:
         args += ["--suppress", str(path)]
+    if o.ab is not None:  # a subject test resumes as itself
+        if o.ab.subject_b:
+            args += ["--ab-subject", o.ab.subject_b, "--sample", f"{o.ab.share:.6g}"]
+        if o.ab.finish:
+            args += ["--finish-ab"]
     args += [flag for flag, on in (("--resend-uncertain", o.resend_uncertain), ("--retry-failed", o.retry_failed),
                                    ("--resend-cancelled", o.resend_cancelled), ("--no-sync", not o.sync),
                                    ("--strict", o.strict)) if on]
@@ -273,6 +349,8 @@ class Plan:
     signups: int = 0   # confirmed sign-ups from the audience store, not in the CSV, to send
     variants: dict[str, int] = field(default_factory=dict)  # readers to send, per variant name
     cancelled: int = 0  # whose scheduled send was cancelled: sent again only with --resend-cancelled
+    ab_later: int = 0   # a subject test's first run: the readers left for its finish
+    ab_lines: list[str] = field(default_factory=list)  # what the subject test is doing, said before the send
 
 
 def _decide(state: tuple[str, bool] | None, o: Options) -> str:
@@ -374,6 +452,68 @@ class Sender:
         self._lock: send_lock.SendLock | None = None
         self.summary: Summary | None = None  # the run's counts so far (run() sets it)
         self._batch_id: str | None = None  # a scheduled send's batch, which every variant's provider joins
+        self.ab_mode: str | None = None  # a subject test: "draw" (new), "sample" (its first run), "finish"
+        self.ab: ab_test.Test | None = None
+        self.ab_variants: dict[str, str] = {}
+
+    def _subject_test(self) -> None:
+        """Which part of a subject test this run is, from the request and the ledger; the winner
+        chosen (once, recorded) when the finish is asked for or the wait is over."""
+        o, slug = self.p.options, self.slug
+        test = ab_test.load(self.ledger.db, slug) if self.ledger is not None else None
+        req = o.ab
+        if test is None:
+            if req is None:
+                return
+            if req.finish:
+                raise NewsletterError(f"no subject test of {slug} to finish", path=o.issue,
+                                      hint="start one with --ab-subject \"Other subject\" --sample 20%")
+            self.ab_mode = "draw"
+            return
+        if req is None:
+            raise NewsletterError(f"a subject test of {slug} is under way: finish it with --finish-ab", path=o.issue,
+                                  hint=f"newsletter send {o.issue} --finish-ab (with this command's --list)")
+        if req.subject_b and req.subject_b != test.subject_b:
+            raise NewsletterError(f"a subject test of {slug} with another subject is under way ('{test.subject_b}')",
+                                  field="--ab-subject", hint="finish it with --finish-ab")
+        self.ab, self.ab_variants = test, ab_test.variants(self.ledger.db, slug)
+        self.p.ab_b = test.subject_b
+        now = int(o.now().timestamp())
+        if test.winner is None and (req.finish or (test.wait_until is not None and now >= test.wait_until)):
+            clicked = clicks.variant_clickers(self.audience.store.db, slug) if self.audience.store else {"A": 0, "B": 0}
+            sent = ab_test.sample_results(self.ledger.db, slug)
+            winner, verdict = ab_test.decide(clicked["A"], sent["A"], clicked["B"], sent["B"])
+            self.ab = (ab_test.choose(self.ledger.db, slug, winner, verdict) if not o.dry_run
+                       else replace(test, winner=winner, verdict=verdict))
+        self.ab_mode = "finish" if self.ab.winner is not None else "sample"
+
+    def _draw(self, eligible: list[str], plan: Plan) -> None:
+        """A new test: the sample drawn and recorded (before anything is sent), the rest left for the finish."""
+        o = self.p.options
+        draw = ab_test.split(eligible, o.ab.share, ab_test.new_seed())
+        if not o.dry_run:
+            self.ab = ab_test.start(self.ledger.db, self.slug, o.ab, draw, int(o.now().timestamp()))
+        else:
+            self.ab = ab_test.Test(self.slug, o.ab.subject_b or "", o.ab.share, None, None, None)
+        self.ab_variants, self.ab_mode = draw, "sample"
+        plan.to_send -= len(eligible) - len(draw)
+        plan.ab_later = len(eligible) - len(draw)
+        self.p.ab_b = self.ab.subject_b
+
+    def _say_test(self, plan: Plan) -> None:
+        if self.ab is None:
+            return
+        t, half = self.ab, sum(v == "A" for v in self.ab_variants.values())
+        plan.ab_lines.append(f"subject test: A (the issue's) to {half}, B '{t.subject_b}' to "
+                             f"{len(self.ab_variants) - half} of a {t.share:.0%} sample")
+        if self.ab_mode == "finish":
+            plan.ab_lines.append(f"winner: {t.winner}: {t.verdict}")
+            plan.ab_lines.append(f"sending {'B' if t.winner == 'B' else 'A'}'s subject to everyone else")
+        else:
+            when = (datetime.fromtimestamp(t.wait_until, timezone.utc).isoformat(timespec="minutes")
+                    if t.wait_until else None)
+            plan.ab_lines.append(f"{plan.ab_later} wait for the finish: newsletter send {self.p.options.issue} "
+                                 "--finish-ab" + (f" (or this command again after {when})" if when else ""))
 
     def _open_ledger(self) -> None:
         """The ledger, locked for this issue; a dry run only reads one if it exists."""
@@ -393,13 +533,15 @@ class Sender:
                 plan.interrupted = self.ledger.mark_in_flight_uncertain(self.slug)
             self.states = self.ledger.states(self.slug)
         o = self.p.options
+        self._subject_test()
+        eligible: list[str] | None = [] if self.ab_mode == "draw" else None
         variant_of, composed = self.editions.audiences.of, self.editions.composed
         seen: Counter[Variant] = Counter()
         for sub in self._candidates():
             variant = variant_of(sub)
             seen[variant] += 1
             c = composed(variant)  # composed once per variant, on its first reader
-            subject, filler = c.subject, c.filler()
+            subject, filler = (self.p.ab_subject or c.subject), c.filler()
             if subject.slots or filler.links:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
                 problem = next(filter(None, (header_problem(values[i]) for i in subject.slots)), None)
@@ -411,6 +553,12 @@ class Sender:
                     plan.unsafe_links.add(f"unsafe link value in column {column}", sub.line)
                     continue
             d = _decide(self.states.get(key(sub.email)), o)
+            if d == "send" and self.ab_mode is not None and self.ab_mode != "finish":
+                if eligible is not None:  # a new test: drawn from everyone who would be sent
+                    eligible.append(key(sub.email))
+                elif key(sub.email) not in self.ab_variants:  # the sample's run: the rest wait for the finish
+                    plan.ab_later += 1
+                    continue
             if d == "send":
                 plan.to_send += 1
                 plan.signups += not sub.line
@@ -423,6 +571,9 @@ class Sender:
                 plan.cancelled += 1
             else:
                 plan.failed_before.append(sub.email)
+        if eligible is not None:
+            self._draw(eligible, plan)
+        self._say_test(plan)
         plan.skips = self.subscribers.skips if self.subscribers is not None else None
         self._check_variants(seen)
         if o.strict:
@@ -464,12 +615,16 @@ class Sender:
         o = self.p.options
         invalid = {key(email) for _, email, _ in plan.header_invalid}
         make, variant_of, composed = self.p.recipient, self.editions.audiences.of, self.editions.composed
+        ab_of, finish = self.ab_variants, self.ab_mode == "finish"
         for sub in self._candidates():
             k = key(sub.email)
             if k not in invalid and _decide(self.states.get(k), o) == "send":
+                ab = ab_of.get(k) or (self.ab.winner if finish else None)
+                if self.ab_mode is not None and ab is None:
+                    continue  # the sample's run: the rest wait for the finish
                 v = variant_of(sub)
                 c = composed(v)
-                r = make(sub.email, sub.name, sub.fields, composed=c)
+                r = make(sub.email, sub.name, sub.fields, composed=c, variant=ab)
                 if c.filler().unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
                     yield v, r
 
@@ -484,6 +639,8 @@ class Sender:
             summary.would_send = plan.to_send
             return summary
         assert self.ledger is not None
+        if p.track is not None:  # before the first message: a click redirects only to a stored URL
+            clicks.store_links(self.audience.store.db, self.slug, p.composed.tracked_links)
         delivery = p.composed.settings.delivery
         provider = p.provider
         provider.open()
@@ -722,6 +879,7 @@ class IssueStatus:
     zone: str | None = None     # the settings' timezone, for showing scheduled times
     readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
     variants: dict[str, dict[str, int]] = field(default_factory=dict)  # counts per variant (for: conditions)
+    ab: list[tuple[str, int, int]] | None = None  # a subject test: ab_test.summary
 
 
 def ledger_of(options: Options) -> tuple[Settings, str, State]:
@@ -740,12 +898,18 @@ def issue_status(options: Options) -> IssueStatus:
     try:
         counts, rows, schedules = ledger.counts(slug), list(ledger.rows(slug)), ledger.schedules(slug)
         variants = ledger.variants(slug)
+        store = state.audience(create=False)
+        try:
+            ab = ab_test.summary(ledger.db, store.db if store is not None else None, slug)
+        finally:
+            if store is not None:
+                store.close()
     finally:
         ledger.close()
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
     return IssueStatus(slug, state, counts, rows, per_request, schedules, settings.timezone,
-                       _readers(state, slug), variants)
+                       _readers(state, slug), variants, ab)
 
 
 def _readers(state: State, slug: str) -> dict[str, int]:

@@ -210,6 +210,16 @@ class Web(StrictModel):
         return self.base_url.rstrip("/") if self.base_url else None
 
 
+class ReaderTracking(StrictModel):
+    """[tracking]: this project's own click counting through `newsletter serve` (privacy first: opt-in,
+    aggregate counts; docs/privacy.md says what is kept and for how long)."""
+
+    clicks: bool = Field(False, description="each link of an issue goes through <web.base_url>/c/… and is counted")
+    opens: bool = Field(False, description="an open-tracking pixel too (privacy proxies such as Apple Mail inflate opens)")
+    per_reader: bool = Field(False, description="keep who clicked which link (else only per-link totals)")
+    keep_days: int = Field(30, ge=1, le=3650, description="days the keyed reader hashes that make counts unique are kept")
+
+
 class Bounces(StrictModel):
     """[bounces]: how `newsletter inbox` reads temporary failures (full mailbox, greylisting)."""
 
@@ -266,6 +276,7 @@ class Settings(StrictModel):
     footer_links: list[FooterLink] = Field(default_factory=list, max_length=12)
     bounces: Bounces = Bounces()
     checks: ChecksSettings = ChecksSettings()
+    tracking: ReaderTracking = ReaderTracking()
     _file: Path | None = PrivateAttr(None)  # the newsletter.toml these came from (load_settings sets it)
 
     @property
@@ -290,6 +301,14 @@ class Settings(StrictModel):
                 zone(v)
             except NewsletterError as exc:
                 raise ValueError(exc.message) from None
+        return v
+
+    @field_validator("tracking")
+    @classmethod
+    def _tracking(cls, v: ReaderTracking, info: ValidationInfo) -> ReaderTracking:
+        web = info.data.get("web")
+        if (v.clicks or v.opens) and web is not None and web.base is None:
+            raise ValueError("clicks and opens are counted by `newsletter serve`: set [web] base_url too")
         return v
 
     @field_validator("unsubscribe_url")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import struct
 import time
 from functools import lru_cache
@@ -121,3 +122,79 @@ def read_confirm(secret: Secrets, list_id: ListIds, token: str, now: float | Non
     except UnicodeDecodeError:
         return None
     return email, name or None
+
+
+# -- tracked links (tracked_links.py, web/clicks.py) ----------------------------------------------
+# A tracked href is <base>/c/<link code>.<reader token>. The reader token seals (issue, address)
+# once per message, like the unsubscribe token but for another purpose (a shared link must never
+# unsubscribe anyone); the link code is a MAC of (list id, issue, link id, URL as sent), the same
+# for every reader, so a message's N links cost one seal, not N. Either half altered does not open;
+# halves of one issue's genuine tokens combine only into a click that reader could have made.
+
+CLICK = b"click"
+_MAC_INFO = b"newsletter-mailer link codes v1"
+_LINK_MAC = 9  # bytes of HMAC-SHA256 kept: 72 bits, checked by the server only, never offline
+
+
+@lru_cache(maxsize=8)
+def _mac_key(secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_MAC_INFO).derive(secret)
+
+
+def _link_mac(secret: bytes, list_id: str, issue: str, link: int, url: str) -> bytes:
+    msg = b"\0".join((list_id.encode("utf-8"), issue.encode("utf-8"), str(link).encode(), url.encode("utf-8")))
+    return hmac.digest(_mac_key(secret), msg, "sha256")[:_LINK_MAC]
+
+
+def make_link_code(secret: Secrets, list_id: ListIds, issue: str, link: int, url: str) -> str:
+    """The per-issue half of a tracked link: its id and a MAC binding it to the issue and its URL."""
+    raw = struct.pack(">H", link) + _link_mac(_all(secret)[0], _all(list_id)[0], issue, link, url)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def read_link_id(code: str) -> int | None:
+    """The link id a code claims (checked later against the stored URL by check_link_code)."""
+    if not isinstance(code, str) or len(code) != 15 or not code.isascii():
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(code + "=")
+    except (ValueError, binascii.Error):
+        return None
+    if len(raw) != 2 + _LINK_MAC or base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != code:
+        return None
+    return struct.unpack(">H", raw[:2])[0]
+
+
+def check_link_code(secret: Secrets, list_id: ListIds, issue: str, code: str, url: str) -> bool:
+    """Whether code was made for this issue's link with exactly this URL (under any readable key)."""
+    link = read_link_id(code)
+    if link is None:
+        return False
+    given = base64.urlsafe_b64decode(code + "=")[2:]
+    return any(hmac.compare_digest(given, _link_mac(key, lid, issue, link, url))
+               for key in _all(secret) for lid in _all(list_id))
+
+
+def make_click_reader(secret: Secrets, list_id: ListIds, issue: str, email: str, variant: str | None = None) -> str:
+    """The per-message half of a tracked link: (issue, address[, subject test variant]) sealed, one
+    seal a message."""
+    data = issue.replace("\0", "").encode("utf-8") + b"\0" + email.lower().encode("utf-8")
+    return _seal(secret, list_id, CLICK, data + (b"\0" + variant.encode("ascii") if variant else b""))
+
+
+def read_click_reader(secret: Secrets, list_id: ListIds, token: str) -> tuple[str, str, str | None] | None:
+    """(issue, address, variant or None) the reader half was sealed with, or None."""
+    data = _open(secret, list_id, CLICK, token)
+    try:
+        issue, sep, rest = (data or b"").decode("utf-8").partition("\0")
+    except UnicodeDecodeError:
+        return None
+    email, _, variant = rest.partition("\0")
+    return (issue, email, variant or None) if sep and issue and email else None
+
+
+def reader_key(secret: Secrets, issue: str, email: str) -> str:
+    """A keyed hash of (issue, reader) that makes click counts unique without keeping the address;
+    a new one per issue, so two issues' rows cannot be joined; dropped after [tracking] keep_days."""
+    msg = b"reader\0" + issue.encode("utf-8") + b"\0" + email.lower().encode("utf-8")
+    return hmac.digest(_mac_key(_all(secret)[0]), msg, "sha256")[:16].hex()

@@ -56,6 +56,7 @@ def list_(
     state: StateOpt = None,
 ) -> None:
     """The addresses in the store, one a line with its status (bare with --status; or every column as CSV)."""
+    from newsletter_mailer.audience import clicks
     from newsletter_mailer.audience.store import STATUSES
     from newsletter_mailer.csvcells import write_rows
     from newsletter_mailer.errors import NewsletterError, one_line
@@ -69,14 +70,21 @@ def list_(
         with _store(config, state) as store:
             entries = list(store.rows(status))
             places = sequence_positions(store) if format_ == "csv" else {}
+            clicked = clicks.history(store.db) if format_ == "csv" else {}  # only [tracking] per_reader keeps any
     if format_ == "lines":  # one status asked for: bare addresses; all of them: which is which, aligned
         width = max((len(e.email) for e in entries), default=0) if status is None else 0
         for e in entries:
             typer.echo(one_line(e.email if status is not None else f"{e.email:<{width}}  {e.status}"))
         return
-    write_rows(sys.stdout, [(*COLUMNS, "sequences"), *([*(one_line(str(getattr(e, c) or "")) for c in COLUMNS),
-                                                        places.get(e.email, "")] for e in entries)],
-               "\n")  # spreadsheet-safe cells; sequences: each one's last step passed
+    rows = [[*(one_line(str(getattr(e, c) or "")) for c in COLUMNS), places.get(e.email, "")] for e in entries]
+    if clicked:  # who clicked what ('issue#link'), also for readers the store has no status for
+        known = {e.email for e in entries}
+        rows = [r + [" ".join(clicked.get(r[0], []))] for r in rows]
+        if status is None:
+            rows += [[email] + [""] * len(COLUMNS) + [" ".join(c)] for email, c in clicked.items()
+                     if email not in known]
+    # spreadsheet-safe cells; sequences: each one's last step passed; clicks: only with [tracking] per_reader
+    write_rows(sys.stdout, [(*COLUMNS, "sequences", *(("clicks",) if clicked else ())), *rows], "\n")
 
 
 @audience_app.command()

@@ -44,6 +44,10 @@ def send(
     tz: Annotated[Optional[str], typer.Option("--tz", metavar="ZONE", help="the zone of --at, e.g. Europe/London (default the settings' timezone, else this machine's)")] = None,
     resend_cancelled: Annotated[bool, typer.Option("--resend-cancelled", help="also send to those whose scheduled send was cancelled")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="an invalid row in --list is an error and nothing is sent (default: skipped and listed)")] = False,
+    ab_subject: Annotated[Optional[str], typer.Option("--ab-subject", metavar="SUBJECT", help="subject test: this subject to half of a --sample, the issue's to the other half; then --finish-ab")] = None,
+    sample: Annotated[Optional[str], typer.Option("--sample", metavar="SHARE", help="subject test: the share of the list to test on, e.g. 20%")] = None,
+    wait: Annotated[Optional[str], typer.Option("--wait", metavar="TIME", help="subject test: the same command after this long (e.g. 4h) finishes it")] = None,
+    finish_ab: Annotated[bool, typer.Option("--finish-ab", help="subject test: pick the winner by clicks and send it to everyone else")] = False,
 ) -> None:
     """Send an issue to the list: each subscriber exactly once, recorded in the ledger."""
     from newsletter_mailer.cli.progress import progress
@@ -57,12 +61,16 @@ def send(
     sender = summary = None
     with reporting():
         try:
+            opts.ab = _subject_test(ab_subject, sample, wait, finish_ab)
             prepared = _prepare(opts)
             sender = Sender(prepared)
             plan = sender.plan()
             _echo_plan(prepared, plan)
             _echo_warnings(prepared.warnings, issue)
             if plan.to_send == 0:
+                if plan.ab_later:  # the sample has had it: the rest wait for the subject test's finish
+                    typer.echo("nothing to send until the subject test is finished")
+                    return
                 _echo_nothing_to_send(plan, issue)
                 return
             name = prepared.provider.name
@@ -87,6 +95,21 @@ def send(
     _echo_held(plan.held_back, issue)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _subject_test(subject: str | None, sample: str | None, wait: str | None, finish: bool):
+    """The subject test's options read, or None; one line naming the option that is wrong or missing."""
+    from newsletter_mailer import ab_test
+    from newsletter_mailer.errors import NewsletterError
+
+    if subject is None and sample is None and wait is None:
+        return ab_test.Request(finish=True) if finish else None
+    if subject is None or sample is None:
+        missing = "--sample" if subject is not None else "--ab-subject"
+        raise NewsletterError(f"a subject test needs {missing} too", field=missing,
+                              hint='e.g. --ab-subject "Other subject" --sample 20%')
+    return ab_test.Request(subject.strip(), ab_test.parse_share(sample),
+                           ab_test.parse_wait(wait) if wait is not None else None, finish)
 
 
 def _interrupted(exc, summary, total: int, opts) -> str:
@@ -124,7 +147,8 @@ def _echo_plan(prepared, plan) -> None:
     if prepared.options.list_path is None:  # not a quiet default: a forgotten --list looks like this
         typer.echo("note: no --list given: only the audience store's confirmed sign-ups are planned")
     c = prepared.composed
-    typer.echo(f"issue:     {c.slug} — {c.subject.fill(c.filler().defaults())}")
+    subject = prepared.ab_subject or c.subject  # a subject test: the issue's own (A)
+    typer.echo(f"issue:     {c.slug} — {subject.fill(c.filler().defaults())}")
     typer.echo(f"provider:  {prepared.provider.name}")
     if prepared.when:
         typer.echo(f"scheduled: {prepared.when.describe()} ({prepared.provider.label} holds the messages until then)")
@@ -137,6 +161,8 @@ def _echo_plan(prepared, plan) -> None:
             typer.echo(f"  variant {name}: {n}")
     if plan.interrupted:
         typer.echo(f"interrupted last time, delivery unknown: {listing(plan.interrupted)}")
+    for line in plan.ab_lines:
+        typer.echo(line)
     lines = (plan.skips.summary_lines() if plan.skips is not None else []) + plan.unsafe_links.summary_lines()
     if plan.header_invalid:
         lines.append(f"invalid header value: {len(plan.header_invalid)} (line "
@@ -265,6 +291,13 @@ def status(
         typer.echo(f"readers: unsubscribed {r['unsubscribed']}, bounced {r['bounced']} "
                    f"(+{r['soft_bounces']} soft), complained {r['complained']}")
     _echo_schedules(st)
+    for label, sent, clicked in st.ab or ():  # a subject test: both variants, then the choice
+        if label == "winner":
+            typer.echo("subject test: no winner yet (newsletter send … --finish-ab)")
+        elif label.startswith("winner"):
+            typer.echo(f"subject test: {label}")
+        else:
+            typer.echo(f"subject test: {label}: sent {sent}, clicked {clicked}")
     if st.counts["uncertain"]:
         unit = "".join(f" ({p.label}: per request of up to {p.batch_size} recipients)" for p in st.per_request)
         typer.echo("uncertain: the attempt was interrupted, so delivery is unknown" + (unit or " (per message)")

@@ -18,7 +18,7 @@ chart's own id, so a page of several charts has no duplicate ids.
 
 from __future__ import annotations
 
-import datetime as dt
+
 import html
 import re
 from dataclasses import dataclass, replace
@@ -37,7 +37,7 @@ BLUE, SKY, ORANGE, GREEN, VERMILLION, PURPLE, GREY = (
     "#0072b2", "#3a8fc4", "#b87d00", "#009e73", "#d55e00", "#cc79a7", "#7a7a7a")
 GMAIL_COLOUR = VERMILLION
 SERIES = {  # a series' name (as its legend shows it) -> its colour, the same on every chart
-    "messages": BLUE, "delivered": BLUE, "unique opens": SKY, "unique clicks": GREY,
+    "messages": BLUE, "delivered": BLUE, "unique opens": SKY, "unique clicks": GREY, "clicks": GREY,
     "unsubscribes": PURPLE, "unsubscribed": PURPLE, "bounces": GREEN, "bounced": GREEN, "soft bounce": SKY,
     "complaints": ORANGE, "complained": ORANGE, GMAIL_LINE: GMAIL_COLOUR,
 }
@@ -152,14 +152,18 @@ def per_day(days: list[tuple[str, dict[str, int]]]) -> Figure | None:
     return _finish(chart, "SendGrid per day", desc, ("day", *(label for _, label in names)), rows)
 
 
-def trend(issues: list[tuple[str, dt.date, int, float | None, float | None, float | None]]) -> Figure | None:
-    """Rates per issue, oldest first: (slug, date, sent, unsubscribe, bounce, complaint rate), with
-    Gmail's 0.3% complaint line drawn across."""
+def trend(issues: list[tuple]) -> Figure | None:
+    """Rates per issue, oldest first: (slug, date, sent, unsubscribe, bounce, complaint rate[, click
+    rate]), with Gmail's 0.3% complaint line drawn across; the click rate only when an issue has one."""
     if not issues:
         return None
-    title = "Issue by issue: unsubscribes, bounces and complaints (% of sent)"
+    with_clicks = any(len(row) > 6 and row[6] is not None for row in issues)
+    kinds = ("unsubscribes", "bounces", "complaints") + (("clicks",) if with_clicks else ())
+    issues = [tuple(row[:3 + len(kinds)]) + (None,) * (3 + len(kinds) - len(row)) for row in issues]
+    title = ("Issue by issue: unsubscribes, bounces, complaints and clicks (% of sent)" if with_clicks else
+             "Issue by issue: unsubscribes, bounces and complaints (% of sent)")
     series = [(name, [None if row[i] is None else row[i] * 100 for row in issues])
-              for i, name in enumerate(("unsubscribes", "bounces", "complaints"), start=3)]
+              for i, name in enumerate(kinds, start=3)]
     top = max([GMAIL_COMPLAINT_LIMIT * 100] + [v for _, values in series for v in values if v is not None])
     # at most 6 slugs under the axis, cut to 14 characters (the table has them whole): a long one
     # would leave no height to the plot
@@ -178,7 +182,7 @@ def trend(issues: list[tuple[str, dt.date, int, float | None, float | None, floa
     rows = [(slug, date.isoformat(), str(sent), *(_pct(r) for r in rates)) for slug, date, sent, *rates in issues]
     span = issues[0][0] if len(issues) == 1 else f"{issues[0][0]} to {issues[-1][0]}"
     desc = f"{count(len(issues), 'issue')}, {span}; the dashed red line is Gmail's complaint limit (0.3%)"
-    figure = _finish(chart, title, desc, ("issue", "date", "sent", "unsubscribes", "bounces", "complaints"), rows)
+    figure = _finish(chart, title, desc, ("issue", "date", "sent", *kinds), rows)
     line = f'<g class="series serie-{len(series)} color-{len(series)}"><path'  # the drawn one, not an overlay's
     named = line.replace("><path", f"><title>{html.escape(GMAIL_TITLE, quote=False)}</title><path")
     return replace(figure, svg=figure.svg.replace(line, named, 1))

@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from newsletter_mailer.audience import clicks
+from newsletter_mailer.audience.clicks import LinkCount
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError, one_line
 from newsletter_mailer.state.handle import State
@@ -64,6 +66,8 @@ class Feedback:
     soft_bounces: int = 0
     complaints: int = 0
     times: list[tuple[str, dt.datetime]] = field(default_factory=list)  # (kind, first time), for the timeline
+    links: list[LinkCount] = field(default_factory=list)  # [tracking] clicks: per link in issue order (0: the pixel)
+    clickers: int | None = None  # readers who clicked any tracked link; None: the issue's links were not tracked
 
 
 def rate(n: int | None, sent: int) -> float | None:
@@ -106,6 +110,9 @@ def feedback(store: Audience | None, slug: str) -> Feedback:
             (slug, *FEEDBACK)):
         setattr(f, kinds[status], getattr(f, kinds[status]) + 1)
         f.times.append((status, parse_time(at)))
+    f.links = clicks.counts(store.db, slug)
+    if any(c.link > 0 for c in f.links):
+        f.clickers = clicks.readers_clicking(store.db, slug)
     for (created,) in store.db.execute("SELECT min(created) FROM blocks WHERE issue=? GROUP BY email", (slug,)):
         f.soft_bounces += 1
         if created:

@@ -46,6 +46,10 @@ class IssueRow:
         f, sent = self.feedback, self.sent
         return (rate(f.unsubscribes, sent), rate(f.hard_bounces + f.soft_bounces, sent), rate(f.complaints, sent))
 
+    def click_rate(self) -> float | None:
+        """Readers who clicked a tracked link ([tracking] clicks), as a fraction of those sent."""
+        return rate(self.feedback.clickers, self.sent)
+
 
 @dataclass
 class IssueReport:
@@ -54,6 +58,7 @@ class IssueReport:
     sendgrid: SendGridNumbers | None
     trend: list[IssueRow]
     figures: list[Figure] = field(default_factory=list)
+    ab: list[tuple[str, int, int]] | None = None  # a subject test's variants (ab_test.summary)
 
 
 def archive(settings_dir: Path, state: State) -> list[IssueRow]:
@@ -100,9 +105,21 @@ def issue_report(issue: Path, settings: Settings, settings_dir: Path, state: Sta
             if store is not None:
                 store.close()
     trend = [r for r in reversed(rows) if (r.date, r.last_change) <= (row.date, row.last_change)][-TREND_ISSUES:]
-    report = IssueReport(row, parsed.subject, sg, trend)
+    report = IssueReport(row, parsed.subject, sg, trend, ab=_subject_test(state, slug))
     report.figures = _figures(report)
     return report
+
+
+def _subject_test(state: State, slug: str) -> list[tuple[str, int, int]] | None:
+    from newsletter_mailer import ab_test
+
+    ledger, store = state.ledger(create=False), state.audience(create=False)
+    try:
+        return ab_test.summary(ledger.db, store.db if store is not None else None, slug) if ledger else None
+    finally:
+        for db in (ledger, store):
+            if db is not None:
+                db.close()
 
 
 def funnel_stages(report: IssueReport) -> list[tuple[str, int]]:
@@ -114,12 +131,14 @@ def funnel_stages(report: IssueReport) -> list[tuple[str, int]]:
         stages += [("delivered", sg.totals["delivered"]),
                    ("opened" if unique else "opens (events)", sg.totals["unique_opens" if unique else "opens"]),
                    ("clicked" if unique else "clicks (events)", sg.totals["unique_clicks" if unique else "clicks"])]
+    elif report.row.feedback.clickers is not None:  # [tracking] clicks through newsletter serve
+        stages.append(("clicked", report.row.feedback.clickers))
     return stages
 
 
 def trend_figure(rows: list[IssueRow]) -> Figure | None:
     """Rows oldest first."""
-    return report_charts.trend([(r.slug, r.date, r.sent, *r.rates()) for r in rows])
+    return report_charts.trend([(r.slug, r.date, r.sent, *r.rates(), r.click_rate()) for r in rows])
 
 
 def _figures(report: IssueReport) -> list[Figure]:

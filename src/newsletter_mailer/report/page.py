@@ -65,9 +65,35 @@ def headline(report: IssueReport) -> list[tuple[str, list[Line]]]:
     if d.variants:  # an issue with for: on sections: who got which sections
         sections.insert(1, ("Variants (ledger)", [Line(name, ", ".join(f"{s} {n}" for s, n in counts.items() if n))
                                                   for name, counts in d.variants.items()]))
+    sections += _tracked(report)
+    if report.ab:  # a subject test: both variants, then the choice
+        sections.append(("Subject test", [Line(label, str(n), f"{pct(rate(k, n))} clicked") if not label.startswith(
+            "winner") else Line(one_line(label if label != "winner" else "winner: not chosen yet"), "")
+            for label, n, k in report.ab]))
     if report.sendgrid is not None:
         sections += _sendgrid(report)
     return sections
+
+
+def _tracked(report: IssueReport) -> list[tuple[str, list[Line]]]:
+    """[tracking]: per link in the order of the issue, total and unique clicks; scanners apart; the pixel's opens."""
+    f, sent = report.row.feedback, report.row.sent
+    out = []
+    links = [c for c in f.links if c.link > 0]
+    if links:
+        lines = [Line("readers who clicked a link", str(f.clickers), pct(rate(f.clickers, sent)))]
+        lines += [Line(one_line(c.url), f"{c.clicks} ({c.uniques} unique)", pct(rate(c.uniques, sent)),
+                       href=_href(c.url)) for c in links]
+        scanned = sum(c.scanners for c in links)
+        if scanned:
+            lines.append(Line("link scanners (not counted above)", str(scanned)))
+        out.append(("Clicks per link (newsletter serve)", lines))
+    pixel = next((c for c in f.links if c.link == 0), None)
+    if pixel is not None:
+        out.append(("Opens (pixel)", [Line("opened", f"{pixel.clicks} ({pixel.uniques} unique)",
+                                           pct(rate(pixel.uniques, sent))),
+                                      Line("note", "inflated: privacy proxies (Apple Mail) fetch every image")]))
+    return out
 
 
 def _sendgrid(report: IssueReport) -> list[tuple[str, list[Line]]]:
@@ -90,8 +116,11 @@ def _href(url: str) -> str | None:
 def archive_lines(rows: list[IssueRow]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
     """The archive as a table: one row per issue, newest first, with the same rates."""
     head = ("issue", "date", "sent", "failed", "uncertain", "unsubscribes", "bounces", "complaints")
-    return head, [(r.slug, r.date.isoformat(), str(r.sent), str(r.delivery.counts.get("failed", 0)),
-                   str(r.delivery.counts.get("uncertain", 0)), *(pct(x) for x in r.rates())) for r in rows]
+    clicked = any(r.click_rate() is not None for r in rows)  # [tracking] clicks: the click rate too
+    return head + (("clicks",) if clicked else ()), [
+        (r.slug, r.date.isoformat(), str(r.sent), str(r.delivery.counts.get("failed", 0)),
+         str(r.delivery.counts.get("uncertain", 0)), *(pct(x) for x in r.rates()),
+         *((pct(r.click_rate()),) if clicked else ())) for r in rows]
 
 
 def issue_page(report: IssueReport, settings_dir: Path | None) -> str:

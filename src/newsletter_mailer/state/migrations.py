@@ -120,6 +120,43 @@ CREATE TABLE IF NOT EXISTS processed (
 ) WITHOUT ROWID
 """
 
+# v4: [tracking] clicks (audience/clicks.py) — each issue's links as sent (the only place a click
+# redirects to), per-link totals, the keyed reader hashes that make counts unique (dropped after
+# [tracking] keep_days) and, only with [tracking] per_reader, who clicked what.
+AUDIENCE_V4 = """
+CREATE TABLE IF NOT EXISTS tracked_links (
+    issue       TEXT NOT NULL,
+    link        INTEGER NOT NULL,
+    url         TEXT NOT NULL,
+    sent_at     TEXT NOT NULL,
+    PRIMARY KEY (issue, link, url)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS link_counts (
+    issue       TEXT NOT NULL,
+    link        INTEGER NOT NULL,
+    clicks      INTEGER NOT NULL,
+    uniques     INTEGER NOT NULL,
+    scanners    INTEGER NOT NULL,
+    PRIMARY KEY (issue, link)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS click_seen (
+    issue       TEXT NOT NULL,
+    reader      TEXT NOT NULL,
+    link        INTEGER NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('reader', 'scanner')),
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (issue, reader, link)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS click_seen_at ON click_seen (at);
+CREATE TABLE IF NOT EXISTS reader_clicks (
+    email       TEXT NOT NULL,
+    issue       TEXT NOT NULL,
+    link        INTEGER NOT NULL,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reader_clicks_email ON reader_clicks (email)
+"""
+
 # v2: who is sending which issue (state/send_lock.py): the row that names the advisory lock's
 # holder. Not copied by `state copy`: it describes live sends, not state.
 LEDGER_V2 = """
@@ -151,12 +188,34 @@ CREATE TABLE IF NOT EXISTS sequence_readers (
 ) WITHOUT ROWID
 """
 
+# v4: subject tests (ab_test.py) — the test of an issue (its other subject, the sample's share, when
+# its wait ends, the winner once chosen) and each sampled reader's variant.
+LEDGER_V4 = """
+CREATE TABLE IF NOT EXISTS ab_tests (
+    issue       TEXT PRIMARY KEY,
+    subject_b   TEXT NOT NULL,
+    share       REAL NOT NULL,
+    wait_until  INTEGER,
+    winner      TEXT,
+    verdict     TEXT,
+    started_at  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ab_variants (
+    issue       TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    variant     TEXT NOT NULL CHECK (variant IN ('A', 'B')),
+    PRIMARY KEY (issue, email)
+) WITHOUT ROWID
+"""
+
 # component -> its migrations in order; migration i (from 0) takes the schema to version i + 1.
-MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGER_V3), "audience": (AUDIENCE_V1, AUDIENCE_V2, AUDIENCE_V3)}
+MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGER_V3, LEDGER_V4),
+                                          "audience": (AUDIENCE_V1, AUDIENCE_V2, AUDIENCE_V3, AUDIENCE_V4)}
 # The tables of each component, in the order `state copy` fills them.
-TABLES = {"ledger": ("deliveries", "schedules"),
+TABLES = {"ledger": ("deliveries", "schedules", "ab_tests", "ab_variants"),
           "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",
-                       "issue_events", "issue_clicks", "soft_bounces", "processed", "sequence_readers")}
+                       "issue_events", "issue_clicks", "soft_bounces", "processed", "sequence_readers",
+                       "tracked_links", "link_counts", "click_seen", "reader_clicks")}
 VERSIONS = """
 CREATE TABLE IF NOT EXISTS schema_version (
     component   TEXT PRIMARY KEY,

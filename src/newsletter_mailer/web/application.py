@@ -1,7 +1,7 @@
 """The reader-facing web app (`newsletter serve`): one-click unsubscribe and double opt-in sign-up.
 
 Routes: GET/POST /u/<token> (unsubscribe), GET/POST /subscribe, GET/POST /confirm/<token>,
-GET /style.css. GETs never change anything (link scanners and previewers fetch links);
+GET /style.css, GET /c/<token> and /o/<token> ([tracking], web/clicks.py). GETs never change anything (link scanners and previewers fetch links);
 every change is committed to the audience store before the answer is sent. Tokens are
 tokens.py's sealed addresses: the app needs no list and no ledger. Bad input of any kind
 gets a 4xx page, never a 500 or a traceback; no address, token or secret is logged.
@@ -41,7 +41,7 @@ from newsletter_mailer.web import confirm_mail, signup
 
 from newsletter_mailer.state import db
 
-from newsletter_mailer.web import webhook
+from newsletter_mailer.web import clicks, webhook
 from newsletter_mailer.audience.store import Change
 from newsletter_mailer.state.pool import Stores
 from newsletter_mailer.state.handle import State
@@ -72,6 +72,7 @@ class Site:
     welcome: tuple[str, ...] = ()   # the `start: confirmed` sequences a confirmed reader starts
     sequences: Any = None           # serve --sequences: the sequences Runner run every minute
     sequence_wait: Any = None       # between two runs (default a minute; tests step it)
+    clicks_pruned: int = 0  # when web/clicks.py last dropped hashes past [tracking] keep_days
 
     @property
     def list_id(self) -> tokens.ListIds:
@@ -298,6 +299,7 @@ ROUTES = [
     Route("/confirm/{token}", confirm, methods=["POST"]),
     Route("/style.css", style, methods=["GET"]),
     Route("/hooks/sendgrid", sendgrid_events, methods=["POST"]),
+    *clicks.routes(guarded),  # [tracking]: /c/<token> and /o/<token>
 ]
 
 

@@ -139,7 +139,7 @@ async def form(request: Request) -> dict[str, str]:
 def redact_path(path: str) -> str:
     """What the access log may show of a path: the route, never a token or an address."""
     path = path.split("?", 1)[0]
-    for prefix in ("/u/", "/confirm/"):
+    for prefix in ("/u/", "/confirm/", "/c/", "/o/"):
         if path.startswith(prefix):
             return prefix + "…"
     return path if path in _LOGGED else "/…"

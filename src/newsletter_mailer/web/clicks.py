@@ -1,0 +1,102 @@
+"""GET/HEAD /c/<token> (a tracked link) and /o/<token> (the open pixel, [tracking] opens).
+
+The token is `<link code>.<reader>` (tokens.py). The answer is a 302 to **the URL stored for that
+link when the issue was sent** (audience/clicks.py), and only when the link code's MAC matches that
+URL: nothing in the request decides where it goes, so there is no open redirect, and a token
+altered in any way, or made for a URL other than the one sent, gets a 404 page and no redirect.
+A HEAD or a known scanner's user agent is counted apart from readers (still redirected: a
+scanner that is refused may flag the whole message); so is a message whose every link is
+fetched within seconds (audience/clicks.py). Every fetch is committed before the answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from urllib.parse import quote
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from newsletter_mailer import tokens
+from newsletter_mailer.audience import clicks
+from newsletter_mailer.tracked_links import OPEN_LINK
+from newsletter_mailer.validators import header_problem
+from newsletter_mailer.web.pages import headers
+
+# Link scanners and previewers that fetch links no reader followed (lower case, searched in the User-Agent).
+SCANNERS = re.compile(r"bot\b|bot/|spider|crawler|preview|scanner|barracuda|proofpoint|mimecast|safelinks|"
+                      r"urldefense|ironport|fortiguard|trendmicro|sophos|symantec|bitdefender|forcepoint|"
+                      r"facebookexternalhit|slack|discord|whatsapp|skypeuripreview|python-requests|"
+                      r"go-http-client|curl/|wget/|libwww|okhttp|java/|httpclient")
+PRUNE_SECONDS = 3600  # how often the keyed hashes past keep_days are dropped
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+def is_scanner(request: Request) -> bool:
+    return request.method == "HEAD" or bool(SCANNERS.search(request.headers.get("user-agent", "").lower()))
+
+
+def _opened(request: Request, pixel: bool) -> tuple[str, str, str, int, str | None] | None:
+    """(issue, address, link code, link id, variant) from the path's token, or None for anything that does not open."""
+    site = request.app.state.site
+    code, dot, reader = request.path_params["token"].partition(".")
+    link = tokens.read_link_id(code) if dot else None
+    if link is None or (link == OPEN_LINK) != pixel:
+        return None
+    found = tokens.read_click_reader(site.secret, site.list_id, reader)
+    return (found[0], found[1], code, link, found[2]) if found else None
+
+
+def _follow(site, issue: str, email: str, code: str, link: int, variant: str | None, scanner: bool,
+            now: int) -> str | None:
+    """The stored URL the code was made for (None: no redirect), the fetch counted, in the thread pool."""
+    t = site.settings.tracking
+    with site.stores.audience() as audience:
+        db = audience.db
+        if link == OPEN_LINK:
+            url = ""
+        else:
+            url = next((u for u in clicks.urls(db, issue, link)
+                        if tokens.check_link_code(site.secret, site.list_id, issue, code, u)), None)
+            if url is None or header_problem(url):
+                return None
+        if link == OPEN_LINK and not tokens.check_link_code(site.secret, site.list_id, issue, code, ""):
+            return None
+        clicks.record(db, issue, link, tokens.reader_key(site.secret, issue, email), scanner=scanner, now=now,
+                      email=email if t.per_reader else None, variant=variant if variant in ("A", "B") else None)
+        if now >= site.clicks_pruned + PRUNE_SECONDS:
+            clicks.forget_old(db, t.keep_days, now)
+            site.clicks_pruned = now
+    return url
+
+
+async def _fetch(request: Request, pixel: bool) -> Response:
+    from newsletter_mailer.web.application import invalid
+
+    site = request.app.state.site
+    found = _opened(request, pixel)
+    if found is None:
+        return invalid(request)
+    url = await run_in_threadpool(_follow, site, *found, is_scanner(request), int(site.clock()))
+    if url is None:
+        return invalid(request)
+    if pixel:
+        return Response(PIXEL, media_type="image/gif", headers=headers())
+    location = url if url.isascii() else quote(url, safe=":/?#[]@!$&'()*+,;=%~")  # a header is ASCII
+    return Response(status_code=302, headers={**headers(), "Location": location, "Referrer-Policy": "no-referrer"})
+
+
+async def follow(request: Request) -> Response:
+    return await _fetch(request, pixel=False)
+
+
+async def pixel(request: Request) -> Response:
+    return await _fetch(request, pixel=True)
+
+
+def routes(guarded) -> list[Route]:
+    return [Route("/c/{token}", guarded(follow), methods=["GET", "HEAD"]),
+            Route("/o/{token}", guarded(pixel), methods=["GET", "HEAD"])]
