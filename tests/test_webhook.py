@@ -188,7 +188,8 @@ def test_without_a_configured_key_the_hook_is_503_and_says_why_in_the_log(tmp_pa
 @pytest.mark.parametrize("value", ["not a key", base64.b64encode(b"garbage").decode(),
                                    base64.b64encode(ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
                                        serialization.Encoding.DER,
-                                       serialization.PublicFormat.SubjectPublicKeyInfo)).decode()])
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)).decode()],
+                         ids=["not-a-key", "not-der", "p384-not-p256"])  # stable ids: a generated key differs per run
 def test_a_malformed_key_stops_start_up_with_one_line(tmp_path: Path, value):
     with pytest.raises(NewsletterError, match=f"{KEY_VAR} is not an ECDSA P-256 public key"):
         create_app(ROOT / "newsletter.toml", tmp_path / "state", {"NEWSLETTER_SECRET": "Hk3Pz8QwLr5Tn2Vb7Xc4Md9Fs6Jg1Ya0Ue", KEY_VAR: value})
