@@ -16,11 +16,12 @@ summary, and a batch it was carrying goes out on another.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Callable, ContextManager, Iterator
+from typing import TYPE_CHECKING, Callable, ContextManager, Iterable, Iterator
 
 from newsletter_mailer.providers.base import Crowded, Outcome, Provider, Recipient
 
@@ -146,6 +147,34 @@ def _more(first: Provider, n: int) -> list[Provider]:
     return opened
 
 
+def _lane_delivery(deliver_one: Callable, locked: _InTurn, summary: Summary, provider: Provider,
+                   batch: list[Recipient]) -> Summary:
+    """One batch on one lane, counted in a part of its own; an error carries the part counted before it."""
+    from newsletter_mailer.send import Summary
+
+    part = Summary(plan=summary.plan, provider=summary.provider, when=summary.when)
+    try:
+        deliver_one(locked, provider, batch, part)
+    except Crowded:
+        raise
+    except BaseException as exc:
+        exc.part = part  # what was counted before it raised
+        raise
+    return part
+
+
+def _give_up(locked: _InTurn, slug: str, summary: Summary, out: Iterable[list[Recipient]]) -> None:
+    """A second signal (a hung server): what is out is recorded uncertain now, as one connection's would be."""
+    for batch in out:
+        summary.uncertain += len(batch)
+        summary.uncertain_emails += [r.email for r in batch]
+        try:
+            locked.last(slug, [Outcome(r.email, False, uncertain=True,
+                                         error="the send was interrupted during this attempt") for r in batch])
+        except Exception:  # noqa: BLE001 - the ledger failing too: the next start names them uncertain
+            log.warning("could not record %d message(s) in flight as uncertain", len(batch))
+
+
 def deliver_pooled(first: Provider, ledger: Ledger, slug: str, batches: Iterator[list[Recipient]],
                    summary: Summary, *, next_batch: Callable[[Iterator[list[Recipient]]], list[Recipient] | None],
                    deliver_one: Callable, progress: Callable[[int], None] | None,
@@ -155,37 +184,12 @@ def deliver_pooled(first: Provider, ledger: Ledger, slug: str, batches: Iterator
 
     next_batch(batches) gives the next batch to attempt (rate and audience applied), None at the end;
     deliver_one(ledger, provider, batch, part) runs send.deliver_batch; check() says whether to stop."""
-    from newsletter_mailer.send import Summary
-
     locked = _InTurn(ledger)
-
-    def deliver(provider: Provider, batch: list[Recipient]) -> Summary:
-        part = Summary(plan=summary.plan, provider=summary.provider, when=summary.when)
-        try:
-            deliver_one(locked, provider, batch, part)
-        except Crowded:
-            raise
-        except BaseException as exc:
-            exc.part = part  # what was counted before it raised
-            raise
-        return part
-
-    pool = Pool(first, first.pool_size, deliver)
+    pool = Pool(first, first.pool_size, functools.partial(_lane_delivery, deliver_one, locked, summary))
     retry: deque[list[Recipient]] = deque()
     out: dict[int, list[Recipient]] = {}  # the batches the lanes have, by id
     stop: BaseException | None = None
     ended = waiting = False
-
-    def give_up() -> None:
-        """A second signal (a hung server): what is out is recorded uncertain now, as one connection's would be."""
-        for batch in out.values():
-            summary.uncertain += len(batch)
-            summary.uncertain_emails += [r.email for r in batch]
-            try:
-                locked.last(slug, [Outcome(r.email, False, uncertain=True,
-                                             error="the send was interrupted during this attempt") for r in batch])
-            except Exception:  # noqa: BLE001 - the ledger failing too: the next start names them uncertain
-                log.warning("could not record %d message(s) in flight as uncertain", len(batch))
 
     def collect() -> tuple[list[Recipient], Summary | None, BaseException | None]:
         batch, part, exc = pool.done.get()
@@ -225,7 +229,7 @@ def deliver_pooled(first: Provider, ledger: Ledger, slug: str, batches: Iterator
             raise
         finally:
             if waiting:
-                give_up()
+                _give_up(locked, slug, summary, out.values())
         raise
     finally:
         summary.notes += filter(None, [pool.note()])

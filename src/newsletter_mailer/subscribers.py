@@ -154,9 +154,8 @@ class SubscriberList:
                     continue
                 if len(row) < width:
                     row += [""] * (width - len(row))
-                raw = row[ei].strip()
-                if raw[:1] == "'":  # a spreadsheet-safe cell of `audience export` (csvcells.py)
-                    raw = restore(raw)
+                raw = row[ei].strip()  # a spreadsheet-safe cell of `audience export` (csvcells.py) restored
+                raw = restore(raw) if raw[:1] == "'" else raw
                 if not raw:
                     if any(c.strip() for c in row):
                         skip("invalid", start, "no email address")
@@ -177,8 +176,7 @@ class SubscriberList:
                         skip(why[0], start, why[1])
                         continue
                 name = row[ni].strip() if ni is not None else ""
-                if name[:1] == "'":
-                    name = restore(name)
+                name = restore(name) if name[:1] == "'" else name
                 if not name.isprintable() and ctrl(name):
                     skip("invalid", start, "the name contains a line break or control character")
                     continue

@@ -67,18 +67,10 @@ def send(
             plan = sender.plan()
             _echo_plan(prepared, plan)
             _echo_warnings(prepared.warnings, issue)
-            if plan.to_send == 0:
-                if plan.ab_later:  # the sample has had it: the rest wait for the subject test's finish
-                    typer.echo("nothing to send until the subject test is finished")
-                    return
-                _echo_nothing_to_send(plan, issue)
+            if _stops_before_sending(prepared, plan, issue, dry_run):
                 return
-            name = prepared.provider.name
-            verb = "schedule" if prepared.when else "send"
-            if dry_run:
-                typer.echo(f"dry run: would {verb} {plan.to_send} message(s) via {name}; nothing sent")
-                return
-            _confirm(f"{verb.capitalize()} {plan.to_send} recipient(s) via {name}"
+            verb = "Schedule" if prepared.when else "Send"
+            _confirm(f"{verb} {plan.to_send} recipient(s) via {prepared.provider.name}"
                      + (f" for {prepared.when.describe()}?" if prepared.when else "?"), yes)
             with progress("sending", plan.to_send, "messages") as advance, StopOnSignals() as stop:
                 summary = sender.run(plan, advance, stop.in_flight)
@@ -95,6 +87,21 @@ def send(
     _echo_held(plan.held_back, issue)
     if summary.failed:
         raise typer.Exit(1)
+
+
+def _stops_before_sending(prepared, plan, issue: Path, dry_run: bool) -> bool:
+    """Nothing to send, or a dry run: said in one line, and True (the command ends, exit 0)."""
+    if plan.to_send == 0:
+        if plan.ab_later:  # the sample has had it: the rest wait for the subject test's finish
+            typer.echo("nothing to send until the subject test is finished")
+        else:
+            _echo_nothing_to_send(plan, issue)
+        return True
+    if dry_run:
+        verb = "schedule" if prepared.when else "send"
+        typer.echo(f"dry run: would {verb} {plan.to_send} message(s) via {prepared.provider.name}; nothing sent")
+        return True
+    return False
 
 
 def _subject_test(subject: str | None, sample: str | None, wait: str | None, finish: bool):
