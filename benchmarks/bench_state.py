@@ -31,7 +31,6 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers.postgres import Cluster, bin_dir, query  # noqa: E402
 
 from newsletter_mailer import tokens  # noqa: E402
-from newsletter_mailer.audience.store import Audience  # noqa: E402
 from newsletter_mailer.state import State
 
 

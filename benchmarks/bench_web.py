@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from tests.conftest import without_web  # noqa: E402 - the example's own [web] goes, ours is added
 
 from newsletter_mailer import tokens
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
 from newsletter_mailer.ledger import key
 from newsletter_mailer.settings import load_settings
 from newsletter_mailer.state import State
@@ -34,27 +34,29 @@ SECRET = "OGribwxO6xo5xxu4PGZXHF6TeWJiG7QyANa-xG14fgM"
 CONNECTIONS = 8
 
 
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> bytes:
-    """One request on a kept-alive connection; the answer's body (Content-Length framed)."""
+async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes,
+               ok: tuple[bytes, ...] = (b"200",)) -> bytes:
+    """One request on a kept-alive connection; the answer's head and body (Content-Length framed)."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     status = head[9:12]
     length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                   if line.lower().startswith(b"content-length:"))
     body = await reader.readexactly(length)
-    if status != b"200":
+    if status not in ok:
         raise RuntimeError(f"HTTP {status.decode()}: {body[:200]!r}")
-    return body
+    return head + body
 
 
-async def _load(port: int, requests: list[bytes], expect: bytes) -> float:
-    """Requests/s with CONNECTIONS connections each sending its share one after another."""
+async def _load(port: int, requests: list[bytes], expect: bytes, ok: tuple[bytes, ...] = (b"200",)) -> float:
+    """Requests/s with CONNECTIONS connections each sending its share one after another (each answer
+    one of the `ok` statuses and holding `expect`)."""
     shares = [requests[i::CONNECTIONS] for i in range(CONNECTIONS)]
     conns = [await asyncio.open_connection("127.0.0.1", port) for _ in shares]
 
     async def worker(conn, share) -> None:
         for req in share:
-            if expect not in await _one(*conn, req):
+            if expect not in await _one(*conn, req, ok):
                 raise RuntimeError("unexpected answer")
 
     t0 = time.perf_counter()
