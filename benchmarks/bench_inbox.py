@@ -53,7 +53,6 @@ Message-ID: <m{i}@example.org>\r
 def build(folder: Path, n: int) -> None:
     shutil.copy(EXAMPLE_SETTINGS, folder / "newsletter.toml")
     state = folder / ".newsletter"
-    from newsletter_mailer.ledger import Ledger
 
     State(state).ledger().close()  # the ledger's own schema, made as a send makes it
     db = sqlite3.connect(state / "ledger.sqlite3")

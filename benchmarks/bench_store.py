@@ -21,7 +21,6 @@ SEND = r"""
 import sys, time
 from pathlib import Path
 from newsletter_mailer.send import Options, Sender, _chunks, prepare
-from newsletter_mailer.state import State
 t0 = time.perf_counter()
 o = Options(issue=Path(sys.argv[1]), list_path=Path(sys.argv[2]), config=Path(sys.argv[3]),
             state=Path(sys.argv[4]), provider="outbox", dry_run=True, env={"NEWSLETTER_SECRET": "fERpt-yjzuIM0zToRpqkm13QHQHeLZxXw5AIiTbtKVY"})
@@ -40,13 +39,14 @@ print(n, plan.to_send, time.perf_counter() - t0)
 def _config(folder: Path) -> Path:
     text = re.sub(r"(?m)^unsubscribe_(url|one_click) = .*\n", "", EXAMPLE_SETTINGS.read_text(encoding="utf-8"))
     path = folder / "newsletter.toml"
-    path.write_text(text + '\n[web]\nbase_url = "https://news.example.org"\n', encoding="utf-8")
+    path.write_text(text, encoding="utf-8")  # the example's own [web] base_url: the app's token links
     return path
 
 
 def _store(state: Path, every: int, n: int) -> int:
     """Suppress every `every`-th reader of the list (those write_subscribers makes)."""
-    from newsletter_mailer.audience.store import Audience, Change
+    from newsletter_mailer.audience.store import Change
+    from newsletter_mailer.state import State
 
     store = State(state).audience()
     changes = [Change(f"reader.{i}@example{i % 50}.org", ("unsubscribed", "bounced", "complained")[i % 3],

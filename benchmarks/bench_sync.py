@@ -22,7 +22,6 @@ def child(url: str) -> None:
     import tempfile
     from pathlib import Path
 
-    from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.audience.sendgrid_sync import sync
     from newsletter_mailer.settings import load_settings
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
 from newsletter_mailer.audience.imports import import_export, read_export
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.state import State

@@ -76,7 +76,7 @@ def test_outbox_summary_says_where_the_messages_went(nl: Path):
 
 
 def test_the_sign_ups_count_sits_next_to_what_it_qualifies(nl: Path):
-    from newsletter_mailer.audience.store import Audience, Change
+    from newsletter_mailer.audience.store import Change
 
     store = State(nl / ".newsletter").audience()
     try:

@@ -16,7 +16,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from starlette.testclient import TestClient
 
-from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.web.application import create_app
 from tests.helpers.prism import prism_server

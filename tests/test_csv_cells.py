@@ -11,7 +11,7 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
 from newsletter_mailer.cli import app
 from newsletter_mailer.csvcells import TRIGGERS, cell, restore, write_rows
 from newsletter_mailer.subscribers import SubscriberList

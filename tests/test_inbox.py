@@ -15,7 +15,6 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter_mailer import tokens
-from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.audience.bounces import Classifier, MessageIndex
 from newsletter_mailer.cli import app
 from newsletter_mailer.settings import load_settings
@@ -119,7 +118,6 @@ def _unsub(to: str, subject: str) -> bytes:
 
 
 def _ledger(state: Path, rows: list[tuple[str, str, str]]) -> None:
-    from newsletter_mailer.ledger import Ledger
 
     led = State(state).ledger()
     led.db.executemany("INSERT INTO deliveries (issue, email, status, message_id, updated_at) "
@@ -439,7 +437,6 @@ def test_imap_leaves_forged_reports_unflagged_and_unmoved(env, imap):
 
 def test_the_ledger_on_postgresql_ties_a_bounce_by_its_message_id(database_url, tmp_path):
     """With the ledger in PostgreSQL, the returned Message-ID is looked up there (not in a file)."""
-    from newsletter_mailer.ledger import Ledger
     from newsletter_mailer.providers.base import Outcome
 
     ledger = State(tmp_path, database_url).ledger()

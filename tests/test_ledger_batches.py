@@ -3,7 +3,6 @@ recorded as the row-by-row statements recorded it."""
 
 from __future__ import annotations
 
-from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.providers.base import Outcome
 from newsletter_mailer.state import State
 

@@ -59,7 +59,6 @@ def test_a_reply_to_the_mailto_unsubscribes_that_reader(newsletter_dir):
     r = runner.invoke(app, ["audience", "list", "--status", "unsubscribed", "--config", str(nl / "newsletter.toml"),
                             "--state", str(nl / "state")])
     assert r.stdout.split() == ["ann@example.org"]
-    from newsletter_mailer.audience.store import Audience
 
     store = State(nl / "state").audience()
     entry = store.status("ann@example.org")

@@ -14,9 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from newsletter_mailer.audience import sendgrid_store
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
 from newsletter_mailer.cli import app
-from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.providers.base import Outcome
 from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
 from tests.helpers.sendgrid_api import KEY, FakeSendGrid, serve

@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.schedule import parse_at
 from newsletter_mailer.schema import slug_of
 from newsletter_mailer.send import Options, Sender, prepare

@@ -241,7 +241,6 @@ def test_broken_list_is_an_error_before_sending(folder: Path, content: str, expe
 
 
 def test_interrupted_attempt_is_held_back_until_resend_uncertain(folder: Path):
-    from newsletter_mailer.ledger import Ledger
 
     ledger = State(folder / ".newsletter").ledger()
     ledger.begin("mini", ["bob@example.org"], "outbox")  # as if killed mid-attempt
@@ -333,7 +332,6 @@ class _Watched:
 
 @pytest.fixture
 def batch_parts(folder: Path):
-    from newsletter_mailer.ledger import Ledger
     from newsletter_mailer.send import Options, Plan, Summary, prepare
 
     p = prepare(Options(issue=Path("issues/mini.yaml"), provider="outbox", outbox=folder / "outbox",

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
 from newsletter_mailer.cli import app
 from tests.conftest import MINI_ISSUE, without_web
 from tests.helpers.webserver import ROOT, SECRET, start, stop

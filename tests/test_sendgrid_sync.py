@@ -8,7 +8,7 @@ import typer
 from typer.testing import CliRunner
 
 from newsletter_mailer.audience import sendgrid_store
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.audience.sendgrid_sync import PAGE, UrllibFetch, sync
 from tests.helpers.prism import prism_server

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.errors import NewsletterError, one_line
-from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.schema import SLUG_MAX, slug_of
 from tests.conftest import EXAMPLE_SETTINGS, MINI_ISSUE
 from newsletter_mailer.state import State

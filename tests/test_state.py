@@ -7,11 +7,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
-from newsletter_mailer.audience.store import Audience, Change
+from newsletter_mailer.audience.store import Change
 from newsletter_mailer.cli import app
 from newsletter_mailer.state.db import URL_ENV
 from newsletter_mailer.errors import NewsletterError
-from newsletter_mailer.ledger import Ledger
 from newsletter_mailer.state.migrations import MIGRATIONS, TABLES, version
 from newsletter_mailer.providers.base import Outcome
 from tests.conftest import EXAMPLE_SETTINGS
@@ -141,7 +140,6 @@ def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_
     """Versioned migrations: a database at audience v1 (before the inbox's tables) is refused by a
     send-side command until `state init` takes it to the latest, keeping its rows."""
     from newsletter_mailer.state import migrations
-    from newsletter_mailer.audience.store import Audience
     from newsletter_mailer.state.db import Database
 
     url = pg_cluster.new_database()

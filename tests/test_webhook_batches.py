@@ -9,7 +9,6 @@ import uuid
 import httpx
 import pytest
 
-from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.web.webhook import KEY_VAR
 from tests.helpers.webserver import start, stop
 from tests.test_webhook import KEY, PATH, batch, public_b64, signed

@@ -46,7 +46,6 @@ class WebServer:
         return found
 
     def audience(self):
-        from newsletter_mailer.audience.store import Audience
 
         return State(self.state).audience()
 
