@@ -152,42 +152,68 @@ def test_chromium_lands_on_each_link_and_each_reader_counts_once(sent):
         assert got[link] == (1, 1, 0)
 
 
-def _forged(server, folder, msg) -> dict[str, str]:
+def _forged(server, folder, msg, per_reader: bool) -> dict[str, str]:
+    """Tokens that must not redirect: each part of a genuine one altered, swapped or made elsewhere.
+    Without per_reader a token is `<code>.<issue>.<pseudonym>`; with it `<code>.<sealed address>`."""
     from newsletter_mailer.settings import load_settings
     from newsletter_mailer.state.handle import State as S
 
     good = tracked(server, msg)[0].rsplit("/", 1)[1]
-    code, reader = good.split(".")
+    code, _, rest = good.partition(".")
+    slug, _, reader = rest.rpartition(".")
+    assert (slug == "") == per_reader  # the issue in clear only in the pseudonymous form
     list_id = S(folder / "state").list_ids(load_settings(folder / "newsletter.toml")[0], record=False)[0]
     secret = SECRET.encode()
     flip = lambda s, i: s[:i] + ("A" if s[i] != "A" else "B") + s[i + 1:]  # noqa: E731
     other_url = tokens.make_link_code(secret, list_id, "clicks", 1, "https://evil.example/")
+    other_code = tokens.make_link_code(secret, list_id, "other", 1, expected_links(server)[0])
+    mid = f".{slug}." if slug else "."
+    if per_reader:
+        readers = {"another issue": f"{other_code}.{tokens.make_click_reader(secret, list_id, 'other', READERS[0])}",
+                   "another secret": f"{code}.{tokens.make_click_reader(b'another secret', list_id, 'clicks', READERS[0])}"}
+    else:
+        maker = tokens.click_pseudonym_maker
+        readers = {
+            "another issue": f"{other_code}.other.{maker(secret, list_id, 'other')(READERS[0])}",
+            "the issue swapped": f"{other_code}.other.{reader}",
+            "the issue renamed in clear": f"{code}.other.{reader}",
+            "another secret": f"{code}{mid}{maker(b'another secret', list_id, 'clicks')(READERS[0])}",
+            "another list": f"{code}{mid}{maker(secret, 'other.list', 'clicks')(READERS[0])}",
+            "a variant added": f"{code}{mid}{reader}B",
+            "a variant that is none": f"{code}{mid}{reader[:32]}C",
+            "the pseudonym cut": f"{code}{mid}{reader[:-1]}",
+            "a sealed address in the pseudonym's place": f"{code}{mid}"
+                                                         f"{tokens.make_click_reader(secret, list_id, 'clicks', READERS[0])}",
+            "no issue": f"{code}..{reader}",
+        }
     return {
-        "code altered": f"{flip(code, 5)}.{reader}",
-        "link id altered": f"{flip(code, 1)}.{reader}",
-        "reader altered": f"{code}.{flip(reader, 8)}",
-        "another url": f"{other_url}.{reader}",
-        "another issue": f"{tokens.make_link_code(secret, list_id, 'other', 1, expected_links(server)[0])}."
-                         f"{tokens.make_click_reader(secret, list_id, 'other', READERS[0])}",
-        "another secret": f"{code}.{tokens.make_click_reader(b'another secret', list_id, 'clicks', READERS[0])}",
-        "the pixel's id": f"{tokens.make_link_code(secret, list_id, 'clicks', 0, '')}.{reader}",
-        "an unsubscribe token": f"{code}.{tokens.make_unsubscribe(secret, list_id, READERS[0], 'clicks')}",
+        "code altered": f"{flip(code, 5)}{mid}{reader}",
+        "link id altered": f"{flip(code, 1)}{mid}{reader}",
+        "reader altered": f"{code}{mid}{flip(reader, 8)}",
+        "another url": f"{other_url}{mid}{reader}",
+        **readers,
+        "the pixel's id": f"{tokens.make_link_code(secret, list_id, 'clicks', 0, '')}{mid}{reader}",
+        "an unsubscribe token": f"{code}{mid}{tokens.make_unsubscribe(secret, list_id, READERS[0], 'clicks')}",
         "no dot": code + reader,
         "garbage": "https:..evil.example",
     }
 
 
+@pytest.mark.parametrize("sent", [False, True], indirect=True, ids=["per_reader off", "per_reader on"])
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_forged_altered_or_other_url_tokens_never_redirect(sent, method):
+def test_forged_altered_or_other_url_tokens_never_redirect(sent, method, request):
     server, folder, url, messages = sent
+    per_reader = request.node.callspec.params["sent"]
     with httpx.Client() as c:
-        for kind, token in _forged(server, folder, messages[READERS[0]]).items():
+        for kind, token in _forged(server, folder, messages[READERS[0]], per_reader).items():
             r = c.request(method, f"{server.url}/c/{token}")
             assert 400 <= r.status_code < 500, kind
             assert "location" not in r.headers, kind
             if method == "GET":
                 assert "This link is not valid" in r.text, kind
-    assert all(v == (0, 0, 0) for v in counts(folder, url).values())
+        genuine = tracked(server, messages[READERS[0]])[0]  # the untouched token still works afterwards
+        assert c.request(method, genuine).headers["location"] == expected_links(server)[0]
+    assert sum(v[0] + v[2] for v in counts(folder, url).values()) == 1
 
 
 def test_head_and_scanner_agents_and_a_burst_are_counted_apart(sent):
@@ -301,9 +327,9 @@ def test_the_open_pixel_counts_opens_apart_and_the_report_says_proxies_inflate_t
         c.get(pixels[0][0])
         c.get(pixels[1][0])
         assert c.head(pixels[2][0]).status_code == 200  # a HEAD: counted apart
-        code, reader = pixels[0][0].rsplit("/", 1)[1].split(".")
-        assert c.get(f"{server.url}/c/{code}.{reader}").status_code == 404  # the pixel's code is no link
-        assert c.get(f"{server.url}/o/{code}.{reader[:-2]}xx").status_code == 404
+        token = pixels[0][0].rsplit("/", 1)[1]
+        assert c.get(f"{server.url}/c/{token}").status_code == 404  # the pixel's code is no link
+        assert c.get(f"{server.url}/o/{token[:-2]}xx").status_code == 404
     store = State(folder / "state", url).audience()
     try:
         pixel = next(c for c in clicks.counts(store.db, "clicks") if c.link == 0)

@@ -8,7 +8,7 @@ import email.policy
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from newsletter_mailer.message import HeaderValueError, MessageTemplate, address, header_value, qp
+from newsletter_mailer.message import HeaderValueError, MessageTemplate, _qp_value, address, header_value, qp
 from newsletter_mailer.personalise import Template
 
 
@@ -130,3 +130,11 @@ def test_any_values_round_trip_exactly(composed, name, year):
     expected_year = year if year else "all years"
     assert f"For {expected_year}." in text.replace("\r\n", "\n")
     assert f"For {htmlmod.escape(expected_year)}." in body
+
+
+@hsettings(max_examples=2000, deadline=None)
+@given(st.one_of(value_text, st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=90),
+                 st.sampled_from([".", "", " ", "a ", "=", "a=b", "x" * 75, "x" * 76, "-_" * 40])))
+def test_a_merge_value_skips_the_encoder_only_when_it_is_its_own_encoding(value):
+    """The fast path of _qp_value (short printable ASCII) must give exactly what the encoder gives."""
+    assert _qp_value(value) == qp(value)

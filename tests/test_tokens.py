@@ -193,3 +193,44 @@ def test_rotation_with_an_environment_secret_says_how(tmp_path):
 
     with pytest.raises(NewsletterError, match="NEWSLETTER_PREVIOUS_SECRETS"):
         rotate(tmp_path, {"NEWSLETTER_SECRET": "x"}, keep_days=7)
+
+
+# --- the tracked links' pseudonymous reader half (issue 24) ----------------------------------------
+
+def test_a_click_pseudonym_hides_the_address_and_binds_issue_list_secret_and_variant():
+    make = tokens.click_pseudonym_maker(SECRET, LIST, "2024-05-spring")
+    t = make("Ann.Reader@Example.org")
+    assert t == make(ADDRESS) and len(t) == 32 and t.isascii()  # deterministic per (reader, issue)
+    assert "ann" not in t.lower() and "example" not in t.lower() and "=" not in t and "." not in t
+    key, variant = tokens.read_click_pseudonym(SECRET, LIST, "2024-05-spring", t)
+    assert variant is None and key.startswith("p") and len(key) == 33
+    assert tokens.read_click_pseudonym(SECRET, LIST, "2024-05-spring", make("bob@example.org"))[0] != key
+    other_issue = tokens.click_pseudonym_maker(SECRET, LIST, "2024-06-summer")(ADDRESS)
+    assert other_issue[:16] != t[:16]  # not joinable across issues
+    for v in ("A", "B"):
+        tv = make(ADDRESS, v)
+        assert tv[-1] == v and tokens.read_click_pseudonym(SECRET, LIST, "2024-05-spring", tv) == (key, v)
+    assert make(ADDRESS, "C") == t  # no such variant: none
+    refused = [("2024-06-summer", t), ("2024-05-spring", t + "B"), ("2024-05-spring", make(ADDRESS, "A")[:-1] + "B"),
+               ("2024-05-spring", t[:-1]), ("2024-05-spring", t + "AA"), ("2024-05-spring", t[:31] + "=")]
+    for issue, token in refused:
+        assert tokens.read_click_pseudonym(SECRET, LIST, issue, token) is None, (issue, token)
+    assert tokens.read_click_pseudonym(b"another secret", LIST, "2024-05-spring", t) is None
+    assert tokens.read_click_pseudonym(SECRET, "Other <other.example.org>", "2024-05-spring", t) is None
+    # a rotated secret and a previous list id stay readable, and read as the same reader
+    assert tokens.read_click_pseudonym([b"new secret", SECRET], ["New <new.example.org>", LIST],
+                                       "2024-05-spring", t) == (key, None)
+
+
+def test_any_altered_character_of_a_click_pseudonym_is_refused():
+    t = tokens.click_pseudonym_maker(SECRET, LIST, "x")(ADDRESS, "B")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for i in range(len(t)):
+        for c in alphabet[::7]:
+            if c != t[i]:
+                assert tokens.read_click_pseudonym(SECRET, LIST, "x", t[:i] + c + t[i + 1:]) is None, (i, c)
+
+
+@given(st.one_of(st.text(max_size=80), st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode())))
+def test_click_pseudonym_garbage_never_raises(garbage):
+    assert tokens.read_click_pseudonym(SECRET, LIST, "x", garbage) is None

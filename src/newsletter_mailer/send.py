@@ -215,7 +215,10 @@ def _tracking(options: Options, composed: Composed, provider_name: str, state: S
     list_id = state.list_ids(settings, record=not options.dry_run)[0]
     slug = composed.slug
     baked = tracked_links.bake(composed, tracked_links.constants(secret, list_id, slug, composed.tracked_links,
-                                                                 settings.web.base or "", t.opens))
+                                                                 settings.web.base or "", t.opens,
+                                                                 per_reader=t.per_reader))
+    if not t.per_reader:  # the server never needs the address: a keyed pseudonym, two HMACs a message
+        return baked, tokens.click_pseudonym_maker(secret, list_id, slug)
     make = tokens.make_click_reader
     return baked, lambda email, variant=None: make(secret, list_id, slug, email, variant)
 

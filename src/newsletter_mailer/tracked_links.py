@@ -3,9 +3,10 @@
 The email's HTML and text are rewritten once: every http(s) link (not the unsubscribe, web-copy or
 `mailto:` links, nor one of the app's own pages or one that holds a merge field) gets an id, 1, 2, …
 in the order the links first appear, and its address becomes `{{ tracked_link_<id> }}{{ tracked_reader }}`.
-At send time the first, the same for every reader (`<base_url>/c/<link code>.`), is baked into the
-literal parts once (`bake`), and the second is the reader's sealed token (tokens.py), one merge value
-used by every link: compose once stays the rule, and a message's links cost one seal. The defaults
+At send time the first, the same for every reader (`<base_url>/c/<link code>.<issue>.`), is baked into
+the literal parts once (`bake`), and the second is the reader's half (tokens.py: a keyed pseudonym, or
+with [tracking] per_reader the sealed address), one merge value used by every link: compose once stays
+the rule, and a message's links cost two HMACs (per_reader: one seal). The defaults
 are the link itself and nothing, so previews, test sends and email.html show the links as written.
 """
 
@@ -72,12 +73,15 @@ def rewrite(email_html: str, text: str, table: FieldTable, own: Sequence[str], *
 
 
 def constants(secret: tokens.Secrets, list_id: str, issue: str, links: Sequence[str], base: str,
-              opens: bool) -> dict[str, str]:
-    """The per-send values of the link fields: `<base>/c/<code>.` for each link (the same for every reader)."""
-    out = {f"{LINK_FIELD}{i}": f"{base}/c/{tokens.make_link_code(secret, list_id, issue, i, url)}."
+              opens: bool, *, per_reader: bool = False) -> dict[str, str]:
+    """The per-send values of the link fields, the same for every reader: `<base>/c/<code>.<issue>.`
+    for each link, the reader's pseudonym to follow; with per_reader `<base>/c/<code>.`, the reader's
+    sealed address to follow (tokens.py)."""
+    tail = "." if per_reader else f".{issue}."
+    out = {f"{LINK_FIELD}{i}": f"{base}/c/{tokens.make_link_code(secret, list_id, issue, i, url)}{tail}"
            for i, url in enumerate(links, 1)}
     if opens:
-        out[f"{LINK_FIELD}{OPEN_LINK}"] = f"{base}/o/{tokens.make_link_code(secret, list_id, issue, OPEN_LINK, '')}."
+        out[f"{LINK_FIELD}{OPEN_LINK}"] = f"{base}/o/{tokens.make_link_code(secret, list_id, issue, OPEN_LINK, '')}{tail}"
     return out
 
 

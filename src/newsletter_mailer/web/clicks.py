@@ -1,6 +1,7 @@
 """GET/HEAD /c/<token> (a tracked link) and /o/<token> (the open pixel, [tracking] opens).
 
-The token is `<link code>.<reader>` (tokens.py). The answer is a 302 to **the URL stored for that
+The token is `<link code>.<issue>.<reader pseudonym>`, or with [tracking] per_reader
+`<link code>.<sealed address>` (tokens.py). The answer is a 302 to **the URL stored for that
 link when the issue was sent** (audience/clicks.py), and only when the link code's MAC matches that
 URL: nothing in the request decides where it goes, so there is no open redirect, and a token
 altered in any way, or made for a URL other than the one sent, gets a 404 page and no redirect.
@@ -39,19 +40,28 @@ def is_scanner(request: Request) -> bool:
     return request.method == "HEAD" or bool(SCANNERS.search(request.headers.get("user-agent", "").lower()))
 
 
-def _opened(request: Request, pixel: bool) -> tuple[str, str, str, int, str | None] | None:
-    """(issue, address, link code, link id, variant) from the path's token, or None for anything that does not open."""
+def _opened(request: Request, pixel: bool) -> tuple[str, str, str | None, str, int, str | None] | None:
+    """(issue, reader key, address or None, link code, link id, variant) from the path's token, or None
+    for anything that does not open. `<code>.<issue>.<pseudonym>` carries no address (the default);
+    `<code>.<sealed address>` is [tracking] per_reader's (and every token sent before the pseudonym)."""
     site = request.app.state.site
     code, dot, reader = request.path_params["token"].partition(".")
     link = tokens.read_link_id(code) if dot else None
     if link is None or (link == OPEN_LINK) != pixel:
         return None
-    found = tokens.read_click_reader(site.secret, site.list_id, reader)
-    return (found[0], found[1], code, link, found[2]) if found else None
+    issue, dot, pseudonym = reader.rpartition(".")
+    if dot:
+        found = tokens.read_click_pseudonym(site.secret, site.list_id, issue, pseudonym) if issue else None
+        return (issue, found[0], None, code, link, found[1]) if found else None
+    sealed = tokens.read_click_reader(site.secret, site.list_id, reader)
+    if sealed is None:
+        return None
+    issue, email, variant = sealed
+    return issue, tokens.reader_key(site.secret, issue, email), email, code, link, variant
 
 
-def _follow(site, issue: str, email: str, code: str, link: int, variant: str | None, scanner: bool,
-            now: int) -> str | None:
+def _follow(site, issue: str, reader: str, email: str | None, code: str, link: int, variant: str | None,
+            scanner: bool, now: int) -> str | None:
     """The stored URL the code was made for (None: no redirect), the fetch counted, in the thread pool."""
     t = site.settings.tracking
     with site.stores.audience() as audience:
@@ -65,7 +75,7 @@ def _follow(site, issue: str, email: str, code: str, link: int, variant: str | N
                 return None
         if link == OPEN_LINK and not tokens.check_link_code(site.secret, site.list_id, issue, code, ""):
             return None
-        clicks.record(db, issue, link, tokens.reader_key(site.secret, issue, email), scanner=scanner, now=now,
+        clicks.record(db, issue, link, reader, scanner=scanner, now=now,
                       email=email if t.per_reader else None, variant=variant if variant in ("A", "B") else None)
         if now >= site.clicks_pruned + PRUNE_SECONDS:
             clicks.forget_old(db, t.keep_days, now)
