@@ -203,26 +203,26 @@ def reader_key(secret: Secrets, issue: str, email: str) -> str:
 
 # Without [tracking] per_reader the server never needs the address, so the reader half carries none:
 # a keyed pseudonym of (issue, reader) and a MAC binding it, the subject-test variant and the issue
-# to the list. Keyed BLAKE2b (a MAC by design, RFC 7693) rather than HMAC-SHA256: a message's reader
-# half is on the hot path, and two BLAKE2b cost less than one AES-SIV seal (benchmarks/RESULTS.md).
+# to the list. Keyed BLAKE2s (a MAC by design, RFC 7693) rather than HMAC-SHA256: a message's reader
+# half is on the hot path, and two short BLAKE2s cost a third of one AES-SIV seal (benchmarks/RESULTS.md).
 # The issue goes in clear in the per-send half (<link code>.<issue>.), the same for every reader.
 _PSEUDONYM, _PSEUDONYM_MAC = 16, 8
 _PSEUDONYM_LEN = 32  # characters of base64 for the 24 bytes; a subject-test variant adds one letter
-_READER_PERSON, _MAC_PERSON = b"nm click reader", b"nm click mac"
+_READER_PERSON, _MAC_PERSON = b"nmreader", b"nmclkmac"  # BLAKE2s personalisation: 8 bytes
 
 
 def _pseudonym_hashes(key: bytes, list_id: str, issue: str) -> tuple:
-    """The two keyed BLAKE2b states with the per-send prefix already absorbed (copied per reader)."""
-    reader = hashlib.blake2b(key=key, digest_size=_PSEUDONYM, person=_READER_PERSON)
+    """The two keyed BLAKE2s states with the per-send prefix already absorbed (copied per reader)."""
+    reader = hashlib.blake2s(key=key, digest_size=_PSEUDONYM, person=_READER_PERSON)
     reader.update(issue.encode("utf-8") + b"\0")
-    mac = hashlib.blake2b(key=key, digest_size=_PSEUDONYM_MAC, person=_MAC_PERSON)
+    mac = hashlib.blake2s(key=key, digest_size=_PSEUDONYM_MAC, person=_MAC_PERSON)
     mac.update(list_id.encode("utf-8") + b"\0" + issue.encode("utf-8") + b"\0")
     return reader, mac
 
 
 def click_pseudonym_maker(secret: Secrets, list_id: ListIds, issue: str):
     """make(email, variant=None) → the reader half of this issue's tracked links, without the address;
-    keys and prefixes absorbed once per send, so a message costs two short BLAKE2b."""
+    keys and prefixes absorbed once per send, so a message costs two short BLAKE2s."""
     reader, mac = _pseudonym_hashes(_mac_key(_all(secret)[0]), _all(list_id)[0], issue)
     macs = {}
     for v in ("", "A", "B"):
