@@ -322,5 +322,26 @@ def test_a_link_only_some_editions_have_gets_an_id_after_the_issues_kept_when_th
     (msg,) = send(folder, database_url=url)["new@example.org"]
     assert {u: [i[0] for i in v] for u, v in counts(folder, url).items()} == {
         u: [i[0] for i in v] for u, v in ids.items()}
-    sent_ids = {tokens.read_link_id(h.removeprefix(prefix).split(".")[0]) for h in parts(msg)[0] if h.startswith(prefix)}
+    sent_ids = {tokens.read_link_id(h.removeprefix(prefix).split(".")[0])
+                for h in parts(msg)[0] if h.startswith(prefix)}
     assert ids[extra[1]][0][0] in sent_ids and ids[extra[0]][0][0] not in sent_ids  # a practitioner's edition
+
+
+def test_a_test_send_of_an_audiences_edition_keeps_its_links_as_written(tmp_path, database_url, monkeypatch):
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    if database_url:
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    folder = newsletter(tmp_path / "nl", EXAMPLE_SETTINGS.read_text(encoding="utf-8") + TRACKING)
+    for who in (["--variant", "parents"], ["--list", str(folder / "list.csv"), "--as", "ben.taylor@example.com"]):
+        r = runner.invoke(app, ["test-send", str(folder / "issues" / EXAMPLE_ISSUE.name), "--to", "me@example.org",
+                                *who, "--config", str(folder / "newsletter.toml"), "--state", str(folder / "state"),
+                                "--outbox", str(folder / "outbox"), "--provider", "outbox"])
+        assert r.exit_code == 0, r.output
+    messages = [email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+                for path in sorted((folder / "outbox" / SLUG / "test").glob("*.eml"))]
+    assert len(messages) == 2 and len({len(parts(m)[0]) for m in messages}) == 2  # two audiences' editions
+    for msg in messages:
+        links = parts(msg)[0] + parts(msg)[1]
+        assert "https://example.org/events/its-not-ok" in links and not any("/c/" in h for h in links)
