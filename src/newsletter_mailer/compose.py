@@ -44,7 +44,10 @@ class Composed:
     source: Path | None = field(default=None, compare=False)  # the issue file: its local images sit beside it
     timings: dict[str, float] = field(default_factory=dict, compare=False)
     variant: str | None = field(default=None, compare=False)  # whose sections (variants.py); None: the whole issue
-    tracked_links: tuple[str, ...] = ()  # [tracking] clicks: link id i + 1 is tracked_links[i] (tracked_links.py)
+    # [tracking] clicks: field tracked_link_<i + 1> is tracked_links[i]; in the whole issue that is also its
+    # link id (an audience's edition numbers its own: tracked_links.SendLinks maps them to the issue's ids)
+    tracked_links: tuple[str, ...] = ()
+    subject_a: Template | None = None  # a subject test (send.py): the issue's own subject; `subject` is one slot
 
     @property
     def web_url(self) -> str:

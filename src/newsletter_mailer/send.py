@@ -88,14 +88,21 @@ class Prepared:
     editions: Editions | None = None        # the issue composed once per variant (for: on sections)
     provider_for: Callable[[Composed], Provider] | None = None  # another variant's provider, same settings
     track: Callable[..., str] | None = None  # [tracking]: the reader's half of every tracked link (one seal)
-    ab_subject: Template | None = None  # a subject test: the issue's own subject (A); B's text is ab_b
-    ab_b: str = ""
+    ab_b: str = ""      # a subject test: B's subject (A's is composed.subject_a)
+    link_ids: tracked_links.SendLinks | None = None  # [tracking]: every edition's links by id, stored before sending
+
+    @property
+    def ab_subject(self) -> Template | None:
+        """A subject test: the issue's own subject (A); None without a test."""
+        return self.composed.subject_a
 
     def variants(self) -> Editions:
-        """The issue per variant, of `composed` as it is now (one replaced since is composed anew)."""
+        """The issue per variant, of `composed` as it is now (one replaced since is composed anew, and
+        finished as the send finishes every edition)."""
         e = self.editions
         if e is None or e.full is not self.composed:
-            e = self.editions = Editions(self.composed, e.settings_dir if e is not None else None)
+            e = self.editions = Editions(self.composed, e.settings_dir if e is not None else None,
+                                         e.finish if e is not None else None)
         return e
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
@@ -103,8 +110,9 @@ class Prepared:
         """One recipient's values (of `composed`, their audience's edition; default the whole issue);
         a subject test's reader gets the subject of their A/B `variant` in the subject slot."""
         r = self._recipient(email, name, fields, link_for, composed, variant)
-        if self.ab_subject is not None:
-            r.values[-1] = self.ab_b if variant == "B" else self.ab_subject.fill(r.values)
+        a = (composed or self.composed).subject_a
+        if a is not None:
+            r.values[-1] = self.ab_b if variant == "B" else a.fill(r.values)
         return r
 
     def _recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
@@ -142,17 +150,14 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
     warnings = [k.message for k in checks if k.level == "warning"] + _unpublished(composed, options.now())
     state = state_for(options, settings, settings_dir)
     provider_name = options.provider or settings.delivery.provider
-    composed, track = _tracking(options, composed, provider_name, state) if not subject_prefix else (composed, None)
-    ab_subject, ab_b = None, ""
-    if options.ab is not None and not subject_prefix:
-        composed, ab_subject, ab_b = _subject_test(options, composed, provider_name)
-    editions = Editions(composed, settings_dir)
-    if (track is not None or ab_subject is not None) and editions.audiences.conditional:
-        # Each audience's edition is composed anew from the issue: the tracked links and the subject
-        # slot are made on the whole issue only, so the two do not mix yet.
-        raise NewsletterError("click tracking and subject tests do not work yet with sections for some readers "
-                              "(for:)", path=options.issue, field="for",
-                              hint="send this issue without [tracking] (and --ab-subject), or without for:")
+    composed, track, link_ids = (_tracking(options, composed, provider_name, state) if not subject_prefix
+                                 else (composed, None, None))
+    ab_test_on = options.ab is not None and not subject_prefix
+    ab_b = ""
+    if ab_test_on:
+        ab_b = _subject_test(options, composed, provider_name)
+        composed = _subject_slot(composed)
+    editions = Editions(composed, settings_dir, _finishing(link_ids, ab_test_on))
     outbox = outbox_for(options, settings_dir)
     ctx = send_context(composed, outbox=outbox, subject_prefix=subject_prefix, env=options.env)
     provider = get_provider(provider_name, ctx)
@@ -173,14 +178,23 @@ def prepare(options: Options, *, subject_prefix: str = "") -> Prepared:
                      "(set one up in SendGrid: Sender Authentication, custom return path)")
     new_id = ctx.messages.new_message_id if provider.own_message_id else None
     return Prepared(options, composed, provider, state, notes, links, new_id, when, warnings,
-                    editions, provider_for, track, ab_subject, ab_b)
+                    editions, provider_for, track, ab_b, link_ids)
 
 
-def _subject_test(options: Options, composed: Composed, provider_name: str) -> tuple[Composed, Template, str]:
-    """The composed issue with its subject as one more per-reader slot (A's filled, or B's text), the
-    issue's own subject, and B's. The winner is chosen by clicks, so [tracking] clicks is needed."""
-    from newsletter_mailer.mergefields import Field
+def _finishing(links: tracked_links.SendLinks | None, subject_test: bool) -> Callable[[Composed], Composed] | None:
+    """What prepare did to the whole issue, for each audience's edition (for: on sections): its links
+    baked with the whole issue's ids, and the subject test's slot. None: nothing to do."""
+    if links is None and not subject_test:
+        return None
 
+    def finish(c: Composed) -> Composed:
+        c = links.bake(c) if links is not None else c
+        return _subject_slot(c) if subject_test else c
+    return finish
+
+
+def _subject_test(options: Options, composed: Composed, provider_name: str) -> str:
+    """B's subject, checked. The winner is chosen by clicks, so [tracking] clicks is needed."""
     settings = composed.settings
     if not settings.tracking.clicks:
         raise NewsletterError("a subject test picks its winner by clicks: set [tracking] clicks = true",
@@ -192,20 +206,29 @@ def _subject_test(options: Options, composed: Composed, provider_name: str) -> t
     if b and (header_problem(b) or "{{" in b or "}}" in b):
         raise NewsletterError(f"--ab-subject {header_problem(b) or 'may not hold merge fields'}", field="--ab-subject",
                               hint="one line of plain text")
+    return b
+
+
+def _subject_slot(composed: Composed) -> Composed:
+    """The issue (or an edition) with its subject as one more per-reader slot, the last field (A's
+    subject filled, or B's text: Prepared.recipient); its own subject kept as subject_a."""
+    from newsletter_mailer.mergefields import Field
+
     n = len(composed.fields)
-    with_slot = replace(composed, fields=composed.fields + (Field(AB_FIELD, ""),), subject=Template(("", ""), (n,)))
-    return with_slot, composed.subject, b
+    return replace(composed, fields=composed.fields + (Field(AB_FIELD, ""),), subject=Template(("", ""), (n,)),
+                   subject_a=composed.subject)
 
 
 def _tracking(options: Options, composed: Composed, provider_name: str, state: State
-              ) -> tuple[Composed, Callable[[str], str] | None]:
+              ) -> tuple[Composed, Callable[[str], str] | None, tracked_links.SendLinks | None]:
     """[tracking] clicks/opens: each link's per-send half written into the issue once (tracked_links.bake),
-    and the seal that makes a reader's half. Our counting and SendGrid's would wrap each other's links.
+    the seal that makes a reader's half, and the send's link ids (each audience's edition baked with
+    them too: _finishing). Our counting and SendGrid's would wrap each other's links.
     A test send (subject prefix) is not tracked: its links are the issue's own."""
     settings = composed.settings
     t = settings.tracking
     if not (t.clicks or t.opens):
-        return composed, None
+        return composed, None, None
     if provider_name == "sendgrid" and (settings.delivery.sendgrid.tracking.click or
                                         settings.delivery.sendgrid.tracking.open):
         raise NewsletterError("[tracking] and SendGrid's own tracking are both on: links would be wrapped twice",
@@ -214,13 +237,25 @@ def _tracking(options: Options, composed: Composed, provider_name: str, state: S
     secret, _ = state.secret(options.env, create=not options.dry_run)
     list_id = state.list_ids(settings, record=not options.dry_run)[0]
     slug = composed.slug
-    baked = tracked_links.bake(composed, tracked_links.constants(secret, list_id, slug, composed.tracked_links,
-                                                                 settings.web.base or "", t.opens,
-                                                                 per_reader=t.per_reader))
-    if not t.per_reader:  # the server never needs the address: a keyed pseudonym, two HMACs a message
-        return baked, tokens.click_pseudonym_maker(secret, list_id, slug)
+    links = _send_links(state, composed, secret, list_id)
+    baked = links.bake(composed)
+    if not t.per_reader:  # the server never needs the address: a keyed pseudonym, two short hashes a message
+        return baked, tokens.click_pseudonym_maker(secret, list_id, slug), links
     make = tokens.make_click_reader
-    return baked, lambda email, variant=None: make(secret, list_id, slug, email, variant)
+    return baked, lambda email, variant=None: make(secret, list_id, slug, email, variant), links
+
+
+def _send_links(state: State, composed: Composed, secret: bytes, list_id: str) -> tracked_links.SendLinks:
+    """The send's link ids: the whole issue's, then those an earlier run gave links only an edition has."""
+    store = state.audience(create=False)
+    try:
+        stored = clicks.stored(store.db, composed.slug) if store is not None else []
+    finally:
+        if store is not None:
+            store.close()
+    t = composed.settings.tracking
+    return tracked_links.SendLinks(secret, list_id, composed.slug, composed.settings.web.base or "", t.opens,
+                                   composed.tracked_links, stored, per_reader=t.per_reader)
 
 
 def _unpublished(composed: Composed, now: datetime) -> list[str]:
@@ -455,6 +490,7 @@ class Sender:
         self._lock: send_lock.SendLock | None = None
         self.summary: Summary | None = None  # the run's counts so far (run() sets it)
         self._batch_id: str | None = None  # a scheduled send's batch, which every variant's provider joins
+        self._links_stored = 0  # how many of p.link_ids' links are in the store (_store_links)
         self.ab_mode: str | None = None  # a subject test: "draw" (new), "sample" (its first run), "finish"
         self.ab: ab_test.Test | None = None
         self.ab_variants: dict[str, str] = {}
@@ -544,7 +580,7 @@ class Sender:
             variant = variant_of(sub)
             seen[variant] += 1
             c = composed(variant)  # composed once per variant, on its first reader
-            subject, filler = (self.p.ab_subject or c.subject), c.filler()
+            subject, filler = (c.subject_a or c.subject), c.filler()
             if subject.slots or filler.links:
                 values = filler.values(sub.email, sub.name, sub.fields, "")
                 problem = next(filter(None, (header_problem(values[i]) for i in subject.slots)), None)
@@ -642,8 +678,7 @@ class Sender:
             summary.would_send = plan.to_send
             return summary
         assert self.ledger is not None
-        if p.track is not None:  # before the first message: a click redirects only to a stored URL
-            clicks.store_links(self.audience.store.db, self.slug, p.composed.tracked_links)
+        self._store_links()
         delivery = p.composed.settings.delivery
         provider = p.provider
         provider.open()
@@ -713,11 +748,20 @@ class Sender:
         prov = providers.get(id(c))
         if prov is None:
             assert self.p.provider_for is not None
+            self._store_links()  # an edition first composed now (the plan composes them): its links too
             prov = providers[id(c)] = self.p.provider_for(c)
             prov.open()
             if self._batch_id is not None:  # a scheduled send: every variant's requests join its batch
                 prov.join_schedule(self._batch_id, self.p.when.unix)
         return prov
+
+    def _store_links(self) -> None:
+        """[tracking]: the links of the issue and of every edition composed so far, stored before a
+        message carries them (a click redirects only to a stored URL); again only when there are more."""
+        ids = self.p.link_ids
+        if ids is not None and len(ids.links) > self._links_stored:
+            clicks.store_links(self.audience.store.db, self.slug, ids.links)
+            self._links_stored = len(ids.links)
 
     def _schedule(self) -> str:
         """One batch id for this scheduled send, in the ledger before any request carries it."""

@@ -6,8 +6,12 @@ in the order the links first appear, and its address becomes `{{ tracked_link_<i
 At send time the first, the same for every reader (`<base_url>/c/<link code>.<issue>.`), is baked into
 the literal parts once (`bake`), and the second is the reader's half (tokens.py: a keyed pseudonym, or
 with [tracking] per_reader the sealed address), one merge value used by every link: compose once stays
-the rule, and a message's links cost two HMACs (per_reader: one seal). The defaults
+the rule, and a message's links cost two short hashes (per_reader: one seal). The defaults
 are the link itself and nothing, so previews, test sends and email.html show the links as written.
+
+An issue with `for:` sections sends each audience an edition composed on its own (variants.py), whose
+links are numbered in its own order: SendLinks bakes each with the id its URL has in the whole issue,
+so a link counts against one id whoever got it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from newsletter_mailer import tokens
 from newsletter_mailer.mergefields import FieldTable
@@ -73,16 +77,48 @@ def rewrite(email_html: str, text: str, table: FieldTable, own: Sequence[str], *
 
 
 def constants(secret: tokens.Secrets, list_id: str, issue: str, links: Sequence[str], base: str,
-              opens: bool, *, per_reader: bool = False) -> dict[str, str]:
+              opens: bool, ids: Sequence[int] | None = None, *, per_reader: bool = False) -> dict[str, str]:
     """The per-send values of the link fields, the same for every reader: `<base>/c/<code>.<issue>.`
     for each link, the reader's pseudonym to follow; with per_reader `<base>/c/<code>.`, the reader's
-    sealed address to follow (tokens.py)."""
+    sealed address to follow (tokens.py). links[i] fills field `tracked_link_<i + 1>`; its link id is
+    ids[i] (default i + 1: the whole issue's)."""
     tail = "." if per_reader else f".{issue}."
-    out = {f"{LINK_FIELD}{i}": f"{base}/c/{tokens.make_link_code(secret, list_id, issue, i, url)}{tail}"
-           for i, url in enumerate(links, 1)}
+    ids = range(1, len(links) + 1) if ids is None else ids
+    out = {f"{LINK_FIELD}{n}": f"{base}/c/{tokens.make_link_code(secret, list_id, issue, i, url)}{tail}"
+           for n, (i, url) in enumerate(zip(ids, links, strict=True), 1)}
     if opens:
         out[f"{LINK_FIELD}{OPEN_LINK}"] = f"{base}/o/{tokens.make_link_code(secret, list_id, issue, OPEN_LINK, '')}{tail}"
     return out
+
+
+class SendLinks:
+    """One send's link ids: the whole issue's, 1 … n in its order, then any URL only an edition has
+    (an override template's own link), appended: a URL has one id in the send, so it is stored and
+    counted once whichever audience's edition carried it. `stored`: the issue's links already in the
+    state, so an appended id keeps its number when the send resumes."""
+
+    def __init__(self, secret: tokens.Secrets, list_id: str, issue: str, base: str, opens: bool,
+                 links: Sequence[str], stored: Iterable[tuple[int, str]] = (), *, per_reader: bool = False):
+        self.secret, self.list_id, self.issue, self.base, self.opens = secret, list_id, issue, base, opens
+        self.per_reader = per_reader
+        self.links: list[str] = list(links)  # link id i + 1 is links[i]: what store_links keeps
+        self._ids = {url: i for i, url in enumerate(self.links, 1)}
+        for i, url in sorted(stored):
+            if i == len(self.links) + 1 and url not in self._ids:
+                self._id(url)
+
+    def _id(self, url: str) -> int:
+        i = self._ids.get(url)
+        if i is None:
+            self.links.append(url)
+            i = self._ids[url] = len(self.links)
+        return i
+
+    def bake(self, composed: Composed) -> Composed:
+        """The issue, or one audience's edition of it, with each link's per-send half written in (bake)."""
+        ids = [self._id(url) for url in composed.tracked_links]
+        return bake(composed, constants(self.secret, self.list_id, self.issue, composed.tracked_links, self.base,
+                                        self.opens, ids, per_reader=self.per_reader))
 
 
 def bake(composed: Composed, constants: Mapping[str, str]) -> Composed:

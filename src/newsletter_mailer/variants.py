@@ -12,7 +12,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from newsletter_mailer.compose import Composed, compose_issue
 from newsletter_mailer.conditions import For, fields_of, label, matches, tags_of, values_of
@@ -136,11 +136,16 @@ def ordered(variants: Iterable[Variant]) -> list[Variant]:
 
 
 class Editions:
-    """The issue composed once per variant, on first use; each shares the full issue's web copy."""
+    """The issue composed once per variant, on first use; each shares the full issue's web copy.
 
-    def __init__(self, full: Composed, settings_dir: Path | None):
+    `full` is the whole issue as it is sent, already finished; `finish` gives each other edition the
+    same finishing (a send's tracked links and subject test slot, send.py); None: as composed (previews)."""
+
+    def __init__(self, full: Composed, settings_dir: Path | None,
+                 finish: Callable[[Composed], Composed] | None = None):
         self.full = full
         self.settings_dir = settings_dir
+        self.finish = finish
         self.audiences = Audiences(full.issue)
         self._composed: dict[Variant, Composed] = {}
 
@@ -149,7 +154,11 @@ class Editions:
         c = self._composed.get(v)
         if c is None:
             full = self.full
-            c = self._composed[v] = full if v == self.audiences._all else compose_issue(
-                self.audiences.project(v), full.source, full.settings, self.settings_dir, web_html=full.web_html,
-                variant=v.name)
+            if v == self.audiences._all:
+                c = full
+            else:
+                c = compose_issue(self.audiences.project(v), full.source, full.settings, self.settings_dir,
+                                  web_html=full.web_html, variant=v.name)
+                c = self.finish(c) if self.finish is not None else c
+            self._composed[v] = c
         return c

@@ -46,6 +46,12 @@ def store_links(db: Database, issue: str, links: Iterable[str]) -> None:
                        "ON CONFLICT (issue, link, url) DO NOTHING", rows)
 
 
+def stored(db: Database, issue: str) -> list[tuple[int, str]]:
+    """(link id, URL) of every link stored for the issue: an earlier run's ids, kept by the next (SendLinks)."""
+    return [(r[0], r[1]) for r in db.execute("SELECT link, url FROM tracked_links WHERE issue=? ORDER BY link, sent_at",
+                                             (issue,))]
+
+
 def urls(db: Database, issue: str, link: int) -> list[str]:
     """The URLs sent as this link of the issue (one, unless the issue was edited between sends)."""
     return [r[0] for r in db.execute("SELECT url FROM tracked_links WHERE issue=? AND link=? ORDER BY sent_at",
