@@ -18,7 +18,8 @@ For an issue sent with SendGrid's own tracking (its links stored as sent, audien
 /c/ and /o/ (totals, unique readers by a keyed hash, per-reader rows only with [tracking]
 per_reader, the subject test's variant from the `ab` custom arg), at the event's own time; such
 an event without an address or with a time outside the window is unstorable. A click on any
-other URL (one holding a merge field) stays in the per-issue counts only.
+other URL (one holding a merge field) stays in the per-issue counts only, and every URL is kept
+there without its query, fragment or an address in its path: no table holds who clicked.
 `group_unsubscribe` / `group_resubscribe` for another unsubscribe group than
 `delivery.sendgrid.asm_group_id` change nothing (the reader left another list of the account).
 Each event is stored on its own (a savepoint): one the store cannot hold (a timestamp of 2^70,
@@ -36,11 +37,13 @@ from collections import Counter
 from dataclasses import dataclass
 from html import unescape
 from typing import Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from newsletter_mailer.audience import clicks
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.state.db import DATA_ERRORS
@@ -202,21 +205,22 @@ def _record(store: Audience, event: dict, now: int, counting: Counting | None) -
             block(store, email, stamp if isinstance(stamp, int) else 0, "sendgrid", note(event.get("status")),
                   reason, issue)
     if issue:
+        sent = _per_link(store, event, issue, now, counting) if counting and kind in ("click", "open") else None
         url = event.get("url") if kind == "click" else None
-        count(store, issue, kind, note(url, 2000) if isinstance(url, str) and url.startswith(("http://", "https://"))
-              else None)
-        if counting is not None and kind in ("click", "open"):
-            _per_link(store, event, issue, now, counting)
+        if sent is None and isinstance(url, str) and url.startswith(("http://", "https://")):
+            sent = _kept(url)
+        count(store, issue, kind, sent)
 
 
-def _per_link(store: Audience, event: dict, issue: str, now: int, counting: Counting) -> None:
+def _per_link(store: Audience, event: dict, issue: str, now: int, counting: Counting) -> str | None:
     """A click on one of the issue's links as sent, or an open of an issue sent with SendGrid's open
-    tracking, counted as newsletter serve counts /c/ and /o/ (audience/clicks.py); anything else: nothing."""
+    tracking, counted as newsletter serve counts /c/ and /o/ (audience/clicks.py): the link's URL as
+    sent (None for an open, or anything else, which counts nothing here)."""
     db = store.db
-    link = _link(store, issue, event.get("url")) if event["event"] == "click" else (
-        OPEN_LINK if clicks.counts_opens(db, issue) else None)
+    link, url = _link(store, issue, event.get("url")) if event["event"] == "click" else (
+        (OPEN_LINK, None) if clicks.counts_opens(db, issue) else (None, None))
     if link is None:
-        return
+        return None
     email, at = event.get("email"), event.get("timestamp")
     if not plausible(email):
         raise Unusable("no address")
@@ -228,14 +232,30 @@ def _per_link(store: Audience, event: dict, issue: str, now: int, counting: Coun
     clicks.count_fetch(db, issue, link, counting.reader(issue, email), scanner=bool(scanner), now=at,
                        email=email if counting.per_reader else None,
                        variant=variant if variant in ("A", "B") else None)
+    return url
 
 
-def _link(store: Audience, issue: str, url: object) -> int | None:
-    """The stored link the event's URL is (as sent, or as the HTML part wrote it, &amp; and all)."""
-    if not isinstance(url, str) or not 0 < len(url) <= 8000:
+def _kept(url: str) -> str | None:
+    """A clicked URL as the per-issue counts keep it: without its query and fragment, and without a path
+    that holds an address (a link with a merge field such as ?who={{ email }} would keep who clicked)."""
+    try:
+        parts = urlsplit(note(url, 2000) or "")
+    except ValueError:  # an unbalanced [ in the host: counted without a URL
         return None
-    link = clicks.link_of(store.db, issue, url)
-    return link if link is not None or unescape(url) == url else clicks.link_of(store.db, issue, unescape(url))
+    path = "" if "@" in parts.path or "%40" in parts.path.lower() else parts.path
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, "", "")) or None
+
+
+def _link(store: Audience, issue: str, url: object) -> tuple[int | None, str | None]:
+    """(id, URL as sent) of the stored link the event's URL is (as sent, or as the HTML part wrote it,
+    &amp; and all); (None, None) for any other."""
+    if not isinstance(url, str) or not 0 < len(url) <= 8000:
+        return None, None
+    for candidate in dict.fromkeys((url, unescape(url))):
+        link = clicks.link_of(store.db, issue, candidate)
+        if link is not None:
+            return link, candidate
+    return None, None
 
 
 def _status(kind: str, event: dict) -> str | None:
