@@ -203,3 +203,61 @@ def _addresses_next_to_links(folder: Path, url: str | None) -> dict[str, list]:
         finally:
             store.close()
     return found
+
+
+AB_READERS = [f"r{i:02d}@example.org" for i in range(40)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("newsletter", ["", '\n[tracking]\nab_winner = "opens"\n'], indirect=True,
+                         ids=["by clicks", "by opens"])
+def test_a_subject_test_through_sendgrid_is_decided_by_the_webhooks_events(newsletter):
+    server, folder, url, requests, prism = newsletter
+    opens = "opens" in (folder / "newsletter.toml").read_text(encoding="utf-8")
+    first = send(folder, prism, AB_READERS, "--ab-subject", "Other subject", "--sample", "50%")
+    assert first.exit_code == 0, first.output
+    ledger = State(folder / "state", url).ledger()
+    try:
+        variants = ab_test.variants(ledger.db, SLUG)
+    finally:
+        ledger.close()
+    sampled = [p for body in requests for p in body["personalizations"]]
+    assert len(sampled) == len(variants) == 20 and Counter(variants.values()) == {"A": 10, "B": 10}
+    for p in sampled:  # each sampled reader: their variant's subject, and the variant for the webhook
+        v = variants[key(p["to"][0]["email"])]
+        assert p["subject"] == ("Other subject" if v == "B" else "Our subject")
+        assert p["custom_args"] == {"issue": SLUG, "ab": v}
+
+    now = int(time.time())
+    a = sorted(k for k, v in variants.items() if v == "A")
+    b = sorted(k for k, v in variants.items() if v == "B")
+    events = ([event("click", r, now - 60, url=A, ab="B") for r in b[:7]]      # clicks: A 1 of 10, B 7 of 10
+              + [event("click", a[0], now - 60, url=C, ab="A"), event("click", a[0], now - 30, url=A, ab="A")]
+              + [event("open", r, now - 90, ab="A") for r in a[:8]]             # opens: A 8 of 10, B 2 of 10
+              + [event("open", r, now - 90, ab="B") for r in b[:2]]
+              + [event("open", b[3], now - 80, ab="B", sg_machine_open=True),  # a machine's: not a reader's
+                 event("click", b[8], now - 10, url=B, ab="C"), event("click", b[9], now - 10, url=B, ab=["B"])])
+    assert post(server, *events) == 204
+    # clicks: pooled 8/20 = 0.4, se = sqrt(0.4 × 0.6 × (1/10 + 1/10)) = 0.2191, z = 0.6 / se = 2.74, p = 0.006;
+    # opens: pooled 10/20 = 0.5, se = sqrt(0.5 × 0.5 × 0.2) = 0.2236, z = -0.6 / se = -2.68, p = 0.007
+    want = ("A: 8 of 10 opened (80.0%), B: 2 of 10 (20.0%); z = -2.68, p = 0.007: A is better at the 5% level"
+            if opens else
+            "A: 1 of 10 clicked (10.0%), B: 7 of 10 (70.0%); z = 2.74, p = 0.006: B is better at the 5% level")
+    requests.clear()
+    finish = send(folder, prism, AB_READERS, "--finish-ab")
+    assert finish.exit_code == 0, finish.output
+    assert want in finish.output, finish.output
+    rest = [p for body in requests for p in body["personalizations"]]
+    assert sorted(p["to"][0]["email"] for p in rest) == sorted(r for r in AB_READERS if key(r) not in variants)
+    assert {p["subject"] for p in rest} == {"Our subject" if opens else "Other subject"}
+    assert all(p["custom_args"] == {"issue": SLUG} for p in rest)  # only the sample's events name a variant
+    requests.clear()
+    again = send(folder, prism, AB_READERS, "--finish-ab")
+    assert again.exit_code == 0 and "nothing to send" in again.output and requests == []
+    status = cli(folder, "status", str(folder / "issues" / f"{SLUG}.yaml"))
+    verb, counted = ("opened", (8, 2)) if opens else ("clicked", (1, 7))  # clicks with a bad "ab": no variant's
+    assert f"subject test: A (the issue's subject): sent 10, {verb} {counted[0]}" in status.output, status.output
+    assert f"subject test: B 'Other subject': sent 10, {verb} {counted[1]}" in status.output
+    report = cli(folder, "report", str(folder / "issues" / f"{SLUG}.yaml"), "--out", str(folder / "r.html"))
+    assert report.exit_code == 0 and "Subject test" in report.output, report.output
+    assert f"{counted[0] * 10:.2f}% {verb}" in report.output, report.output
