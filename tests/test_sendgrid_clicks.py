@@ -261,3 +261,30 @@ def test_a_subject_test_through_sendgrid_is_decided_by_the_webhooks_events(newsl
     report = cli(folder, "report", str(folder / "issues" / f"{SLUG}.yaml"), "--out", str(folder / "r.html"))
     assert report.exit_code == 0 and "Subject test" in report.output, report.output
     assert f"{counted[0] * 10:.2f}% {verb}" in report.output, report.output
+
+
+@pytest.mark.parametrize("tracking, provider, field", [
+    ("[tracking]\nab_winner = \"opens\"\n", "sendgrid-without-tracking", "tracking.opens"),
+    ("[tracking]\nclicks = true\nab_winner = \"opens\"\n", "outbox", "tracking.opens"),
+    ("", "outbox", "tracking.clicks"),
+    ("", "sendgrid-without-tracking", "tracking.clicks"),
+])
+def test_a_subject_test_without_a_source_for_its_metric_is_one_line(tmp_path, monkeypatch, tracking, provider, field):
+    from tests.conftest import EXAMPLE_SETTINGS
+
+    monkeypatch.setenv("NEWSLETTER_SECRET", "r3eHUCfuibrbQDmNwrOZWjS3lLTOeyIuQ7WNC4qgklA")
+    monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    folder = tmp_path / "nl"
+    (folder / "issues").mkdir(parents=True)
+    (folder / "newsletter.toml").write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8") + "\n" + tracking,
+                                            encoding="utf-8")
+    (folder / "issues" / f"{SLUG}.yaml").write_text(ISSUE, encoding="utf-8")
+    (folder / "list.csv").write_text("email\nann@example.org\n", encoding="utf-8")
+    r = runner.invoke(app, ["send", str(folder / "issues" / f"{SLUG}.yaml"), "--list", str(folder / "list.csv"),
+                            "--config", str(folder / "newsletter.toml"), "--state", str(folder / "state"),
+                            "--provider", provider.split("-")[0], "--no-sync", "--ab-subject", "Other", "--sample",
+                            "50%", "--yes"], env={"SENDGRID_API_KEY": API_KEY, "SENDGRID_API_HOST": "http://127.0.0.1:9"})
+    assert r.exit_code == 2, r.output
+    first = r.output.strip().splitlines()[0]
+    assert "newsletter.toml" in first and field in first and "ab_winner" in first, r.output
+    assert "Traceback" not in r.output and not (folder / "outbox").exists()
