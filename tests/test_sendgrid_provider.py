@@ -456,3 +456,19 @@ def test_plain_http_only_for_local_hosts(composed, newsletter_dir):
     p.open()
     assert p.transport.client.host == "https://api.sendgrid.com"
     assert p.transport.client.client.timeout == TIMEOUT
+
+
+def test_a_subject_test_variant_rides_in_custom_args_and_counts_toward_the_size(provider, composed):
+    """The webhook's events carry custom_args back: a sampled reader's "ab" is there, and in the 10,000-byte check."""
+    [plain] = recipients(composed, 1)
+    tested = dataclasses.replace(plain, ab="B")
+    assert provider.personalization(plain)["custom_args"] == {"issue": composed.slug}
+    assert provider.personalization(tested)["custom_args"] == {"issue": composed.slug, "ab": "B"}
+    big = "x" * 6000
+    sizes = []
+    for ab in (None, "B"):
+        r = Recipient("c@example.org", big, composed.filler().values("c@example.org", big, {}, UNSUB), ab=ab)
+        refused = provider.personalization(r)
+        assert isinstance(refused, str) and "limit 10,000" in refused
+        sizes.append(int(re.search(r"([\d,]+) bytes", refused).group(1).replace(",", "")))
+    assert sizes[1] - sizes[0] == len("ab") + len("B")

@@ -3,7 +3,8 @@
 The first run sends the issue's own subject (A) to half of a random sample of the list and the
 other subject (B) to the other half, each reader's variant written to the ledger before anything
 goes out, and stops. The finish (`--finish-ab`, or the same command once the wait is over) picks
-the winner by the readers who clicked a tracked link ([tracking] clicks), with a two-proportion
+the winner by the readers who clicked a tracked link, or with [tracking] ab_winner = "opens" who
+opened (counted by newsletter serve or from SendGrid's Event Webhook), with a two-proportion
 z-test: unless B is better at the 5% level the issue's own subject wins, and the choice is
 recorded once, so a resumed finish sends the same subject. Everyone else on the list then gets
 it, exactly once, through the ledger like any send.
@@ -24,6 +25,7 @@ from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.state.db import Database
 
 SIGNIFICANCE = 0.05
+VERB = {"clicks": "clicked", "opens": "opened"}  # [tracking] ab_winner: what the readers counted did
 _WAIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -90,10 +92,10 @@ def z_test(clicked_a: int, n_a: int, clicked_b: int, n_b: int) -> tuple[float, f
     return z, math.erfc(abs(z) / math.sqrt(2))
 
 
-def decide(clicked_a: int, n_a: int, clicked_b: int, n_b: int) -> tuple[str, str]:
+def decide(clicked_a: int, n_a: int, clicked_b: int, n_b: int, metric: str = "clicks") -> tuple[str, str]:
     """(winner, the sentence that says why): B only when it is better at the 5% level."""
     z, p = z_test(clicked_a, n_a, clicked_b, n_b)
-    numbers = (f"A: {clicked_a} of {n_a} clicked ({_pct(clicked_a, n_a)}), B: {clicked_b} of {n_b} "
+    numbers = (f"A: {clicked_a} of {n_a} {VERB[metric]} ({_pct(clicked_a, n_a)}), B: {clicked_b} of {n_b} "
                f"({_pct(clicked_b, n_b)}); z = {z:.2f}, p = {p:.3f}")
     if p < SIGNIFICANCE:
         winner = "B" if z > 0 else "A"
@@ -150,15 +152,16 @@ def new_seed() -> bytes:
     return os.urandom(16)
 
 
-def summary(ledger_db: Database, store_db: Database | None, issue: str) -> list[tuple[str, int, int]] | None:
-    """Each variant's (label, sampled readers sent, readers who clicked), or None without a test: for
-    `status` and `report`."""
+def summary(ledger_db: Database, store_db: Database | None, issue: str,
+            metric: str = "clicks") -> list[tuple[str, int, int]] | None:
+    """Each variant's (label, sampled readers sent, readers who clicked, or opened: metric), or None
+    without a test: for `status` and `report` (which say VERB[metric])."""
     from newsletter_mailer.audience import clicks
 
     test = load(ledger_db, issue)
     if test is None:
         return None
     sent = sample_results(ledger_db, issue)
-    clicked = clicks.variant_clickers(store_db, issue) if store_db is not None else {"A": 0, "B": 0}
+    clicked = clicks.variant_clickers(store_db, issue, metric) if store_db is not None else {"A": 0, "B": 0}
     return [("A (the issue's subject)", sent["A"], clicked["A"]), (f"B '{test.subject_b}'", sent["B"], clicked["B"]),
             ("winner", 0, 0) if test.winner is None else (f"winner {test.winner}: {test.verdict}", 0, 0)]

@@ -200,8 +200,24 @@ def _track(r: _Rendering, email_html: str, text: str) -> tracked_links.Rewritten
         return tracked_links.Rewritten(email_html, text, ())
     if not s.tracking.clicks:  # the pixel alone: no link rewritten
         return tracked_links.rewrite(email_html, text, r.table, ("",), pixel=True)
-    own = [s.web_url(r.slug)] + [f"{s.web.base}/{page}" for page in tracked_links.APP_PAGES]
-    return tracked_links.rewrite(email_html, text, r.table, own, pixel=s.tracking.opens)
+    return tracked_links.rewrite(email_html, text, r.table, _untracked(s, r.slug), pixel=s.tracking.opens)
+
+
+def _untracked(s: Settings, slug: str) -> list[str]:
+    """Prefixes of the links never counted: the web copy and the app's own pages."""
+    return [s.web_url(slug)] + [f"{s.web.base}/{page}" for page in tracked_links.APP_PAGES]
+
+
+def links_as_sent(composed: Composed) -> tuple[str, ...]:
+    """The links [tracking] would count, with the same ids (link i + 1 is [i]), of an issue composed
+    without it: SendGrid tracks them itself and its click events name them (web/webhook.py)."""
+    table = FieldTable()  # each slot becomes a token again, so a link holding a merge field is left out
+
+    def joined(t: Template) -> str:
+        return "".join(part + (table.token(f"slot{t.slots[i]}") if i < len(t.slots) else "")
+                       for i, part in enumerate(t.parts))
+    return tracked_links.rewrite(joined(composed.html), joined(composed.text), table,
+                                 _untracked(composed.settings, composed.slug)).links
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)  # the checks' warnings and the issue's date: shown before asking
     editions: Editions | None = None        # the issue composed once per variant (for: on sections)
     provider_for: Callable[[Composed], Provider] | None = None  # another variant's provider, same settings
-    track: Callable[..., str] | None = None  # [tracking]: the reader's half of every tracked link (one seal)
+    track: Callable[..., str] | None = None  # [tracking]: the reader's half of every tracked link (one a message)
     ab_b: str = ""      # a subject test: B's subject (A's is composed.subject_a)
     link_ids: tracked_links.SendLinks | None = None  # [tracking]: every edition's links by id, stored before sending
 
@@ -106,23 +106,27 @@ class Prepared:
         return e
 
     def recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
-                  composed: Composed | None = None, variant: str | None = None) -> Recipient:
+                  composed: Composed | None = None, variant: str | None = None,
+                  sampled: str | None = None) -> Recipient:
         """One recipient's values (of `composed`, their audience's edition; default the whole issue);
-        a subject test's reader gets the subject of their A/B `variant` in the subject slot."""
-        r = self._recipient(email, name, fields, link_for, composed, variant)
+        a subject test's reader gets the subject of their A/B `variant` in the subject slot. Only a
+        reader of the test's sample carries their variant (`sampled`) on their tracked links and
+        provider events: the winner's readers after the finish do not count for the test."""
+        r = self._recipient(email, name, fields, link_for, composed, sampled)
         a = (composed or self.composed).subject_a
         if a is not None:
             r.values[-1] = self.ab_b if variant == "B" else a.fill(r.values)
+        r.ab = sampled
         return r
 
     def _recipient(self, email: str, name: str, fields: Mapping[str, str], link_for: str | None = None,
-                   composed: Composed | None = None, variant: str | None = None) -> Recipient:
+                   composed: Composed | None = None, sampled: str | None = None) -> Recipient:
         """The unsubscribe link and token are `link_for`'s when given (a test mail personalised as a
         subscriber must never carry that subscriber's way out)."""
         msgid = self.new_message_id() if self.new_message_id is not None else None
         owner = link_for or email
         token = self.links.token(owner) if self.links.token is not None else None
-        tracked = self.track(owner, variant) if self.track is not None else ""
+        tracked = self.track(owner, sampled) if self.track is not None else ""
         return make_recipient((composed or self.composed).filler(), self.links.url(owner, token), email, name,
                               fields, msgid, token, tracked)
 
@@ -194,14 +198,9 @@ def _finishing(links: tracked_links.SendLinks | None, subject_test: bool) -> Cal
 
 
 def _subject_test(options: Options, composed: Composed, provider_name: str) -> str:
-    """B's subject, checked. The winner is chosen by clicks, so [tracking] clicks is needed."""
+    """B's subject, checked. The winner is chosen by [tracking] ab_winner, so something must count it."""
     settings = composed.settings
-    if not settings.tracking.clicks:
-        raise NewsletterError("a subject test picks its winner by clicks: set [tracking] clicks = true",
-                              path=settings.file, field="tracking.clicks", hint="see docs/clicks.md")
-    if provider_name == "sendgrid":
-        raise NewsletterError("subject tests send through the outbox or SMTP for now, not SendGrid",
-                              field="--ab-subject", hint="use --provider smtp, or send without the test")
+    _ab_metric_counted(settings, provider_name)
     b = options.ab.subject_b or ""
     if b and (header_problem(b) or "{{" in b or "}}" in b):
         raise NewsletterError(f"--ab-subject {header_problem(b) or 'may not hold merge fields'}", field="--ab-subject",
@@ -217,6 +216,34 @@ def _subject_slot(composed: Composed) -> Composed:
     n = len(composed.fields)
     return replace(composed, fields=composed.fields + (Field(AB_FIELD, ""),), subject=Template(("", ""), (n,)),
                    subject_a=composed.subject)
+
+
+def _ab_metric_counted(settings: Settings, provider_name: str) -> None:
+    """[tracking] ab_winner needs a source: our own counting, or SendGrid's tracking when SendGrid sends."""
+    metric, t = settings.tracking.ab_winner, settings.tracking
+    ours = t.clicks if metric == "clicks" else t.opens
+    sg = settings.delivery.sendgrid.tracking
+    if ours or (provider_name == "sendgrid" and (sg.click if metric == "clicks" else sg.open)):
+        return
+    own = "clicks" if metric == "clicks" else "opens"
+    theirs = "click" if metric == "clicks" else "open"
+    raise NewsletterError(f"a subject test picks its winner by {metric} ([tracking] ab_winner) and nothing counts "
+                          f"them: set [tracking] {own} = true"
+                          + (f" (or [delivery.sendgrid.tracking] {theirs} = true)" if provider_name == "sendgrid" else ""),
+                          path=settings.file, field=f"tracking.{own}", hint="see docs/clicks.md")
+
+
+def _sendgrid_tracking(p: Prepared) -> tuple[tuple[str, ...], bool] | None:
+    """SendGrid's own tracking on this send: (the issue's links as sent, opens counted), for the
+    webhook to count its events per link; None when SendGrid does not track this send."""
+    if p.provider.name != "sendgrid" or p.track is not None:
+        return None
+    sg = p.composed.settings.delivery.sendgrid.tracking
+    if not (sg.click or sg.open):
+        return None
+    from newsletter_mailer.compose import links_as_sent
+
+    return (links_as_sent(p.composed) if sg.click else ()), sg.open
 
 
 def _tracking(options: Options, composed: Composed, provider_name: str, state: State
@@ -519,9 +546,11 @@ class Sender:
         self.p.ab_b = test.subject_b
         now = int(o.now().timestamp())
         if test.winner is None and (req.finish or (test.wait_until is not None and now >= test.wait_until)):
-            clicked = clicks.variant_clickers(self.audience.store.db, slug) if self.audience.store else {"A": 0, "B": 0}
+            metric = self.p.composed.settings.tracking.ab_winner
+            store = self.audience.store
+            clicked = clicks.variant_clickers(store.db, slug, metric) if store else {"A": 0, "B": 0}
             sent = ab_test.sample_results(self.ledger.db, slug)
-            winner, verdict = ab_test.decide(clicked["A"], sent["A"], clicked["B"], sent["B"])
+            winner, verdict = ab_test.decide(clicked["A"], sent["A"], clicked["B"], sent["B"], metric)
             self.ab = (ab_test.choose(self.ledger.db, slug, winner, verdict) if not o.dry_run
                        else replace(test, winner=winner, verdict=verdict))
         self.ab_mode = "finish" if self.ab.winner is not None else "sample"
@@ -658,12 +687,13 @@ class Sender:
         for sub in self._candidates():
             k = key(sub.email)
             if k not in invalid and _decide(self.states.get(k), o) == "send":
-                ab = ab_of.get(k) or (self.ab.winner if finish else None)
+                sampled = ab_of.get(k)
+                ab = sampled or (self.ab.winner if finish else None)
                 if self.ab_mode is not None and ab is None:
                     continue  # the sample's run: the rest wait for the finish
                 v = variant_of(sub)
                 c = composed(v)
-                r = make(sub.email, sub.name, sub.fields, composed=c, variant=ab)
+                r = make(sub.email, sub.name, sub.fields, composed=c, variant=ab, sampled=sampled)
                 if c.filler().unsafe_link(r.values) is None:  # skipped in the plan: its own check, not a set kept
                     yield v, r
 
@@ -679,6 +709,9 @@ class Sender:
             return summary
         assert self.ledger is not None
         self._store_links()
+        sendgrid_tracked = _sendgrid_tracking(p)
+        if sendgrid_tracked is not None:  # SendGrid's click and open events are counted per link as sent
+            clicks.store_links(self.audience.store.db, self.slug, sendgrid_tracked[0], pixel=sendgrid_tracked[1])
         delivery = p.composed.settings.delivery
         provider = p.provider
         provider.open()
@@ -927,6 +960,7 @@ class IssueStatus:
     readers: dict[str, int] = field(default_factory=dict)  # what readers did: unsubscribed, bounced, …
     variants: dict[str, dict[str, int]] = field(default_factory=dict)  # counts per variant (for: conditions)
     ab: list[tuple[str, int, int]] | None = None  # a subject test: ab_test.summary
+    ab_verb: str = "clicked"  # what its readers are counted by ([tracking] ab_winner)
 
 
 def ledger_of(options: Options) -> tuple[Settings, str, State]:
@@ -947,7 +981,8 @@ def issue_status(options: Options) -> IssueStatus:
         variants = ledger.variants(slug)
         store = state.audience(create=False)
         try:
-            ab = ab_test.summary(ledger.db, store.db if store is not None else None, slug)
+            ab = ab_test.summary(ledger.db, store.db if store is not None else None, slug,
+                                 settings.tracking.ab_winner)
         finally:
             if store is not None:
                 store.close()
@@ -956,7 +991,7 @@ def issue_status(options: Options) -> IssueStatus:
     names = sorted({r.provider for r in rows if r.provider and r.status in ("uncertain", "sending")})
     per_request = [cls for cls in map(provider_class, names) if cls.uncertainty == "request"]
     return IssueStatus(slug, state, counts, rows, per_request, schedules, settings.timezone,
-                       _readers(state, slug), variants, ab)
+                       _readers(state, slug), variants, ab, ab_test.VERB[settings.tracking.ab_winner])
 
 
 def _readers(state: State, slug: str) -> dict[str, int]:

@@ -218,6 +218,9 @@ class ReaderTracking(StrictModel):
     opens: bool = Field(False, description="an open-tracking pixel too (privacy proxies such as Apple Mail inflate opens)")
     per_reader: bool = Field(False, description="keep who clicked which link (else only per-link totals)")
     keep_days: int = Field(30, ge=1, le=3650, description="days the keyed reader hashes that make counts unique are kept")
+    ab_winner: Literal["clicks", "opens"] = Field(
+        "clicks", description="what a subject test (send --ab-subject) compares: readers who clicked a link, or who "
+                              "opened (needs opens here, or SendGrid's open tracking)")
 
 
 class Bounces(StrictModel):

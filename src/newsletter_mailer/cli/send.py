@@ -304,7 +304,7 @@ def status(
         elif label.startswith("winner"):
             typer.echo(f"subject test: {label}")
         else:
-            typer.echo(f"subject test: {label}: sent {sent}, clicked {clicked}")
+            typer.echo(f"subject test: {label}: sent {sent}, {st.ab_verb} {clicked}")
     if st.counts["uncertain"]:
         unit = "".join(f" ({p.label}: per request of up to {p.batch_size} recipients)" for p in st.per_request)
         typer.echo("uncertain: the attempt was interrupted, so delivery is unknown" + (unit or " (per message)")

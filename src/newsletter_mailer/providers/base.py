@@ -47,6 +47,8 @@ class Recipient:
     message_id: str | None = None
     # The reader's sealed token, for the mailto unsubscribe's subject (List-Unsubscribe), or None.
     token: str | None = None
+    # A subject test's sampled reader: their variant, "A" or "B" (SendGrid's events carry it back), or None.
+    ab: str | None = None
 
 
 @dataclass(slots=True)

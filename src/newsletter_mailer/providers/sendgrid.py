@@ -4,7 +4,8 @@ The content is built once per send: the composed HTML and text with every merge
 slot replaced by a substitution key (one key for the HTML-escaped value, another for
 the raw text value, since SendGrid applies every substitution to every content part).
 Per recipient only a personalization is added: address, subject, the values behind
-the keys, the issue's custom_args and the List-Unsubscribe headers. Payloads are plain
+the keys, the issue's custom_args (and a subject test's variant, `ab`, which the Event
+Webhook's events carry back) and the List-Unsubscribe headers. Payloads are plain
 dicts (the library's helper classes are slower and bigger: benchmarks/RESULTS.md).
 
 Retries: 429 waits until X-RateLimit-Reset; 5xx and errors before the request was
@@ -305,6 +306,8 @@ class SendGridProvider:
         for i, key in self.text_keys.items():
             subs[key] = values[i]
         size = self._fixed_bytes + len("".join(subs.values()).encode())  # UTF-8 bytes, keys + values
+        if r.ab is not None:
+            size += 2 + len(r.ab.encode())  # custom_args["ab"]
         if size > MAX_PERSONALIZATION_BYTES:
             return (f"merge values too large for SendGrid: {size:,} bytes of substitutions and custom_args "
                     f"(limit {MAX_PERSONALIZATION_BYTES:,} per recipient)")
@@ -314,7 +317,7 @@ class SendGridProvider:
         p: dict = {"to": [to], "subject": subject}
         if subs:
             p["substitutions"] = subs
-        p["custom_args"] = dict(self.custom_args)
+        p["custom_args"] = {**self.custom_args, "ab": r.ab} if r.ab is not None else dict(self.custom_args)
         if self.asm_group_id is None:
             unsub = values[self.unsub_index] if self.unsub_index is not None else None
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from newsletter_mailer.audience import clicks
+from newsletter_mailer.audience import clicks, sendgrid_store
 from newsletter_mailer.audience.clicks import LinkCount
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError, one_line
@@ -68,6 +68,7 @@ class Feedback:
     times: list[tuple[str, dt.datetime]] = field(default_factory=list)  # (kind, first time), for the timeline
     links: list[LinkCount] = field(default_factory=list)  # [tracking] clicks: per link in issue order (0: the pixel)
     clickers: int | None = None  # readers who clicked any tracked link; None: the issue's links were not tracked
+    from_sendgrid: bool = False  # SendGrid's Event Webhook counted clicks or opens (the links' rows are its too)
 
 
 def rate(n: int | None, sent: int) -> float | None:
@@ -113,6 +114,8 @@ def feedback(store: Audience | None, slug: str) -> Feedback:
     f.links = clicks.counts(store.db, slug)
     if any(c.link > 0 for c in f.links):
         f.clickers = clicks.readers_clicking(store.db, slug)
+    events = sendgrid_store.counts(store, slug)
+    f.from_sendgrid = bool(f.links) and bool(events.get("click") or events.get("open"))
     for (created,) in store.db.execute("SELECT min(created) FROM blocks WHERE issue=? GROUP BY email", (slug,)):
         f.soft_bounces += 1
         if created:

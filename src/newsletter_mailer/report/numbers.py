@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from newsletter_mailer import ab_test
 from newsletter_mailer.report import charts as report_charts
 from newsletter_mailer.compose import load_issue
 from newsletter_mailer.state.handle import State
@@ -59,6 +60,7 @@ class IssueReport:
     trend: list[IssueRow]
     figures: list[Figure] = field(default_factory=list)
     ab: list[tuple[str, int, int]] | None = None  # a subject test's variants (ab_test.summary)
+    ab_verb: str = "clicked"  # what the test counts ([tracking] ab_winner)
 
 
 def archive(settings_dir: Path, state: State) -> list[IssueRow]:
@@ -105,17 +107,17 @@ def issue_report(issue: Path, settings: Settings, settings_dir: Path, state: Sta
             if store is not None:
                 store.close()
     trend = [r for r in reversed(rows) if (r.date, r.last_change) <= (row.date, row.last_change)][-TREND_ISSUES:]
-    report = IssueReport(row, parsed.subject, sg, trend, ab=_subject_test(state, slug))
+    metric = settings.tracking.ab_winner
+    report = IssueReport(row, parsed.subject, sg, trend, ab=_subject_test(state, slug, metric),
+                         ab_verb=ab_test.VERB[metric])
     report.figures = _figures(report)
     return report
 
 
-def _subject_test(state: State, slug: str) -> list[tuple[str, int, int]] | None:
-    from newsletter_mailer import ab_test
-
+def _subject_test(state: State, slug: str, metric: str) -> list[tuple[str, int, int]] | None:
     ledger, store = state.ledger(create=False), state.audience(create=False)
     try:
-        return ab_test.summary(ledger.db, store.db if store is not None else None, slug) if ledger else None
+        return ab_test.summary(ledger.db, store.db if store is not None else None, slug, metric) if ledger else None
     finally:
         for db in (ledger, store):
             if db is not None:
@@ -125,14 +127,23 @@ def _subject_test(state: State, slug: str) -> list[tuple[str, int, int]] | None:
 def funnel_stages(report: IssueReport) -> list[tuple[str, int]]:
     """sent → delivered → opened → clicked, as far as SendGrid's numbers go."""
     stages = [("sent", report.row.sent)]
-    sg = report.sendgrid
+    sg, f = report.sendgrid, report.row.feedback
     if sg is not None and sg.totals:
         unique = sg.source == "api"
-        stages += [("delivered", sg.totals["delivered"]),
-                   ("opened" if unique else "opens (events)", sg.totals["unique_opens" if unique else "opens"]),
-                   ("clicked" if unique else "clicks (events)", sg.totals["unique_clicks" if unique else "clicks"])]
-    elif report.row.feedback.clickers is not None:  # [tracking] clicks through newsletter serve
-        stages.append(("clicked", report.row.feedback.clickers))
+        pixel = next((c for c in f.links if c.link == 0), None) if f.from_sendgrid else None
+        clickers = f.clickers if f.from_sendgrid else None
+        stages.append(("delivered", sg.totals["delivered"]))
+        if unique or pixel is None:
+            stages.append(("opened" if unique else "opens (events)", sg.totals["unique_opens" if unique else "opens"]))
+        else:  # the webhook's open events counted once per reader (audience/clicks.py)
+            stages.append(("opened", pixel.uniques))
+        if unique or clickers is None:
+            stages.append(("clicked" if unique else "clicks (events)",
+                           sg.totals["unique_clicks" if unique else "clicks"]))
+        else:
+            stages.append(("clicked", clickers))
+    elif f.clickers is not None:  # [tracking] clicks through newsletter serve
+        stages.append(("clicked", f.clickers))
     return stages
 
 

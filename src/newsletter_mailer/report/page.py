@@ -67,7 +67,7 @@ def headline(report: IssueReport) -> list[tuple[str, list[Line]]]:
                                                   for name, counts in d.variants.items()]))
     sections += _tracked(report)
     if report.ab:  # a subject test: both variants, then the choice
-        sections.append(("Subject test", [Line(label, str(n), f"{pct(rate(k, n))} clicked") if not label.startswith(
+        sections.append(("Subject test", [Line(label, str(n), f"{pct(rate(k, n))} {report.ab_verb}") if not label.startswith(
             "winner") else Line(one_line(label if label != "winner" else "winner: not chosen yet"), "")
             for label, n, k in report.ab]))
     if report.sendgrid is not None:
@@ -76,8 +76,10 @@ def headline(report: IssueReport) -> list[tuple[str, list[Line]]]:
 
 
 def _tracked(report: IssueReport) -> list[tuple[str, list[Line]]]:
-    """[tracking]: per link in the order of the issue, total and unique clicks; scanners apart; the pixel's opens."""
+    """[tracking] or SendGrid's tracking: per link in the order of the issue, total and unique clicks;
+    scanners apart; the opens (our pixel, or SendGrid's open events)."""
     f, sent = report.row.feedback, report.row.sent
+    source = _source(report)
     out = []
     links = [c for c in f.links if c.link > 0]
     if links:
@@ -87,13 +89,24 @@ def _tracked(report: IssueReport) -> list[tuple[str, list[Line]]]:
         scanned = sum(c.scanners for c in links)
         if scanned:
             lines.append(Line("link scanners (not counted above)", str(scanned)))
-        out.append(("Clicks per link (newsletter serve)", lines))
+        out.append((f"Clicks per link ({source})", lines))
     pixel = next((c for c in f.links if c.link == 0), None)
     if pixel is not None:
-        out.append(("Opens (pixel)", [Line("opened", f"{pixel.clicks} ({pixel.uniques} unique)",
-                                           pct(rate(pixel.uniques, sent))),
-                                      Line("note", "inflated: privacy proxies (Apple Mail) fetch every image")]))
+        lines = [Line("opened", f"{pixel.clicks} ({pixel.uniques} unique)", pct(rate(pixel.uniques, sent)))]
+        if pixel.scanners:
+            lines.append(Line("machine opens (not counted above)", str(pixel.scanners)))
+        lines.append(Line("note", "inflated: privacy proxies (Apple Mail) fetch every image"))
+        out.append(("Opens (pixel)" if not f.from_sendgrid else f"Opens ({source})", lines))
     return out
+
+
+def _source(report: IssueReport) -> str:
+    """Who counted the clicks: newsletter serve, SendGrid's tracking (send refuses both on one send),
+    or each for part of an issue sent through SendGrid and another provider."""
+    if not report.row.feedback.from_sendgrid:
+        return "newsletter serve"
+    others = [p for p in report.row.delivery.providers if p != "sendgrid"]
+    return "newsletter serve and SendGrid's Event Webhook" if others else "from SendGrid's Event Webhook"
 
 
 def _sendgrid(report: IssueReport) -> list[tuple[str, list[Line]]]:
@@ -105,7 +118,8 @@ def _sendgrid(report: IssueReport) -> list[tuple[str, list[Line]]]:
               for m, label in SENDGRID_LABELS if m in sg.totals]
     out = [("SendGrid", lines)]
     if sg.links:
-        out.append(("Most-clicked links", [Line(one_line(url), str(n), href=_href(url)) for url, n in sg.links]))
+        title = "Other clicked links (not the issue's links as sent)" if sg.others else "Most-clicked links"
+        out.append((title, [Line(one_line(url), str(n), href=_href(url)) for url, n in sg.links]))
     return out
 
 

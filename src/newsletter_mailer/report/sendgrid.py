@@ -4,7 +4,9 @@ Every SendGrid send tags its messages with the issue's slug as the first categor
 (providers/sendgrid.py), so the category's daily stats are the issue's. The GET goes through
 the suppressions sync's client (same host check, retries, no redirects, key never shown).
 Without a key, or when SendGrid refuses, the report still works: it says why, and falls back
-to the webhook's per-issue counts (which know no unique opens or clicks).
+to the webhook's per-issue counts (which know no unique opens or clicks). When SendGrid's tracking
+counted the issue's links as sent (audience/clicks.py), the per-link table has them; `links` then
+holds only the other URLs clicked (a link holding a merge field).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from newsletter_mailer.audience import sendgrid_store
+from newsletter_mailer.audience import clicks, sendgrid_store
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import NewsletterError, redact
 from newsletter_mailer.providers.base import backoff_base, env_value
@@ -37,12 +39,15 @@ class SendGridNumbers:
     totals: dict[str, int] = field(default_factory=dict)   # METRICS known (webhook: no unique_*)
     days: list[tuple[str, dict[str, int]]] = field(default_factory=list)  # API only, oldest first
     links: list[tuple[str, int]] = field(default_factory=list)  # most clicked first (webhook)
+    others: bool = False  # links are those not among the issue's links as sent (those are counted per link)
 
 
 def sendgrid_numbers(store: Audience | None, slug: str, since: dt.date, settings: Settings,
                      env: Mapping[str, str], *, fetch: Fetch | None = None,
                      sleep: Callable[[float], Any] = time.sleep) -> SendGridNumbers:
-    out = SendGridNumbers(links=sendgrid_store.clicks(store, slug)[:10] if store else [])
+    sent = clicks.sent_urls(store.db, slug) if store else set()
+    clicked = sendgrid_store.clicks(store, slug) if store else []
+    out = SendGridNumbers(links=[(u, n) for u, n in clicked if u not in sent][:10], others=bool(sent))
     api_key = env_value(env, "SENDGRID_API_KEY")
     if api_key is None:
         out.note = "not available (SENDGRID_API_KEY not set)"

@@ -42,6 +42,7 @@ from newsletter_mailer.web import confirm_mail, signup
 from newsletter_mailer.state import db
 
 from newsletter_mailer.web import clicks, webhook
+from newsletter_mailer.audience import clicks as click_counts
 from newsletter_mailer.audience.store import Change
 from newsletter_mailer.state.pool import Stores
 from newsletter_mailer.state.handle import State
@@ -279,10 +280,18 @@ async def sendgrid_events(request: Request) -> Response:
 
 
 def _receive(site: Site, key: Any, headers: Mapping[str, str], data: bytes) -> webhook.Tally:
-    """webhook.receive on a store connection, in the thread pool like every write."""
+    """webhook.receive on a store connection, in the thread pool like every write; SendGrid's clicks
+    and opens counted per link with the readers' keyed hashes, dropped past keep_days as /c/ does."""
+    t, secret = site.settings.tracking, site.secret
+    counting = webhook.Counting(lambda issue, email: tokens.reader_key(secret, issue, email), t.per_reader)
+    now = int(time.time())
     with site.stores.audience() as audience:
-        return webhook.receive(audience, key, headers, data, int(time.time()),
-                               site.settings.delivery.sendgrid.asm_group_id)
+        done = webhook.receive(audience, key, headers, data, now, site.settings.delivery.sendgrid.asm_group_id,
+                               counting)
+        if now >= site.clicks_pruned + clicks.PRUNE_SECONDS:
+            click_counts.forget_old(audience.db, t.keep_days, now)
+            site.clicks_pruned = now
+    return done
 
 
 @guarded

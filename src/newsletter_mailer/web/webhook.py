@@ -13,6 +13,13 @@ temporary); `spamreport` → complained; `unsubscribe`, `group_unsubscribe` → 
 `dropped` by its reason (SendGrid drops mail to addresses on its own suppression lists, so a
 drop for "Bounced Address" is a bounce we had missed, and so on; other drops only count).
 Every event counts per issue (the `issue` custom arg our sends add), clicks with their URL.
+For an issue sent with SendGrid's own tracking (its links stored as sent, audience/clicks.py) a
+`click` on one of those URLs and an `open` are also counted per link like newsletter serve's
+/c/ and /o/ (totals, unique readers by a keyed hash, per-reader rows only with [tracking]
+per_reader, the subject test's variant from the `ab` custom arg), at the event's own time; such
+an event without an address or with a time outside the window is unstorable. A click on any
+other URL (one holding a merge field) stays in the per-issue counts only, and every URL is kept
+there without its query, fragment or an address in its path: no table holds who clicked.
 `group_unsubscribe` / `group_resubscribe` for another unsubscribe group than
 `delivery.sendgrid.asm_group_id` change nothing (the reader left another list of the account).
 Each event is stored on its own (a savepoint): one the store cannot hold (a timestamp of 2^70,
@@ -28,17 +35,22 @@ import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Mapping
+from html import unescape
+from typing import Callable, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from newsletter_mailer.audience import clicks
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.state.db import DATA_ERRORS
 from newsletter_mailer.providers.base import env_value
-from newsletter_mailer.audience.sendgrid_store import block, count, first_time, forget_old, note, plausible
+from newsletter_mailer.audience.sendgrid_store import SEEN_DAYS, block, count, first_time, forget_old, note, plausible
+from newsletter_mailer.tracked_links import OPEN_LINK
+from newsletter_mailer.web.clicks import SCANNERS
 
 SIGNATURE = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -52,6 +64,19 @@ DROPPED = {"bounced address": "bounced", "invalid": "bounced", "spam reporting a
            "unsubscribed address": "unsubscribed"}
 log = logging.getLogger("newsletter_mailer.web.webhook")
 STATUS = {"spamreport": "complained", "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed"}
+
+
+class Unusable(ValueError):
+    """An event that cannot be counted as it says (no address, a time out of range): unstorable."""
+
+
+@dataclass(frozen=True)
+class Counting:
+    """Per-link counting of SendGrid's clicks and opens: the reader's keyed hash for (issue, address)
+    (tokens.reader_key under the newsletter secret) and whether the address is kept ([tracking] per_reader)."""
+
+    reader: Callable[[str, str], str]
+    per_reader: bool = False
 
 
 class Refused(Exception):
@@ -118,15 +143,19 @@ class Tally:
 
 
 def receive(store: Audience, key: ec.EllipticCurvePublicKey, headers: Mapping[str, str], body: bytes,
-            now: int, group: int | None = None) -> Tally:
+            now: int, group: int | None = None, counting: Counting | None = None) -> Tally:
     """Verify, then record the batch in one transaction, each event stored or refused on its own;
-    `group` is our unsubscribe group (asm_group_id), None when the sends use none."""
+    `group` is our unsubscribe group (asm_group_id), None when the sends use none; `counting`:
+    clicks and opens per link too (None: per issue only)."""
     verify(key, headers, body, now)
     batch = events(body)
     tally, refused = Tally(), Counter()
     with store.transaction():
         forget_old(store, now)
         store.lock(e["email"] for e in batch if plausible(e.get("email")))
+        # Two batches updating one issue's link counts in another order could deadlock: in turn.
+        for issue in sorted({note(e.get("issue"), 200) for e in batch if e.get("event") in ("click", "open")} - {None}):
+            store.db.lock(f"link counts {issue}")
         for event in batch:
             try:
                 with store.db.savepoint():
@@ -135,7 +164,7 @@ def receive(store: Audience, key: ec.EllipticCurvePublicKey, headers: Mapping[st
                     elif _other_group(event, group):
                         tally.other_group += 1
                     else:
-                        _record(store, event)
+                        _record(store, event, now, counting)
                         tally.new += 1
             except DATA_ERRORS as exc:
                 tally.unstorable += 1
@@ -160,7 +189,7 @@ def _event_id(event: dict) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _record(store: Audience, event: dict) -> None:
+def _record(store: Audience, event: dict, now: int, counting: Counting | None) -> None:
     kind = event.get("event")
     if kind not in EVENTS:
         return
@@ -176,9 +205,57 @@ def _record(store: Audience, event: dict) -> None:
             block(store, email, stamp if isinstance(stamp, int) else 0, "sendgrid", note(event.get("status")),
                   reason, issue)
     if issue:
+        sent = _per_link(store, event, issue, now, counting) if counting and kind in ("click", "open") else None
         url = event.get("url") if kind == "click" else None
-        count(store, issue, kind, note(url, 2000) if isinstance(url, str) and url.startswith(("http://", "https://"))
-              else None)
+        if sent is None and isinstance(url, str) and url.startswith(("http://", "https://")):
+            sent = _kept(url)
+        count(store, issue, kind, sent)
+
+
+def _per_link(store: Audience, event: dict, issue: str, now: int, counting: Counting) -> str | None:
+    """A click on one of the issue's links as sent, or an open of an issue sent with SendGrid's open
+    tracking, counted as newsletter serve counts /c/ and /o/ (audience/clicks.py): the link's URL as
+    sent (None for an open, or anything else, which counts nothing here)."""
+    db = store.db
+    link, url = _link(store, issue, event.get("url")) if event["event"] == "click" else (
+        (OPEN_LINK, None) if clicks.counts_opens(db, issue) else (None, None))
+    if link is None:
+        return None
+    email, at = event.get("email"), event.get("timestamp")
+    if not plausible(email):
+        raise Unusable("no address")
+    if not (type(at) is int and now - SEEN_DAYS * 86400 <= at <= now + MAX_AHEAD):  # older: a retry unrecognised
+        raise Unusable("time out of range")
+    agent = event.get("useragent")
+    scanner = event.get("sg_machine_open") is True or (isinstance(agent, str) and SCANNERS.search(agent.lower()))
+    variant = event.get("ab")
+    clicks.count_fetch(db, issue, link, counting.reader(issue, email), scanner=bool(scanner), now=at,
+                       email=email if counting.per_reader else None,
+                       variant=variant if variant in ("A", "B") else None)
+    return url
+
+
+def _kept(url: str) -> str | None:
+    """A clicked URL as the per-issue counts keep it: without its query and fragment, and without a path
+    that holds an address (a link with a merge field such as ?who={{ email }} would keep who clicked)."""
+    try:
+        parts = urlsplit(note(url, 2000) or "")
+    except ValueError:  # an unbalanced [ in the host: counted without a URL
+        return None
+    path = "" if "@" in parts.path or "%40" in parts.path.lower() else parts.path
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, "", "")) or None
+
+
+def _link(store: Audience, issue: str, url: object) -> tuple[int | None, str | None]:
+    """(id, URL as sent) of the stored link the event's URL is (as sent, or as the HTML part wrote it,
+    &amp; and all); (None, None) for any other."""
+    if not isinstance(url, str) or not 0 < len(url) <= 8000:
+        return None, None
+    for candidate in dict.fromkeys((url, unescape(url))):
+        link = clicks.link_of(store.db, issue, candidate)
+        if link is not None:
+            return link, candidate
+    return None, None
 
 
 def _status(kind: str, event: dict) -> str | None:
