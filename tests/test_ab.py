@@ -196,3 +196,33 @@ def test_a_subject_test_on_10000_readers_with_kills_in_both_phases(newsletter, m
                                  *common], env={"COLUMNS": "250"})
     assert report.exit_code == 0 and "Subject test" in report.output and "B 'Other subject'" in report.output
     assert "40.00% clicked" in report.output and "9.00% clicked" in report.output, report.output
+
+
+def test_only_the_samples_readers_carry_their_variant_on_their_links(newsletter):
+    """After the finish, the winner's readers get the winning subject but links without a variant: their
+    clicks must not add to the sample's counts (the rates of status and report are the sample's)."""
+    import re
+
+    folder, url = newsletter
+    (folder / "list.csv").write_text("email\n" + "".join(f"r{i}@example.org\n" for i in range(40)), encoding="utf-8")
+    assert send(folder, "--ab-subject", "Other subject", "--sample", "50%").exit_code == 0
+    finished = send(folder, "--finish-ab")
+    assert finished.exit_code == 0 and "no significant difference" in finished.output, finished.output
+    ledger = State(folder / "state", url).ledger()
+    try:
+        variants = ab_test.variants(ledger.db, "ab")
+    finally:
+        ledger.close()
+    assert len(variants) == 20
+    seen = 0
+    for path in (folder / "outbox" / "ab").glob("*.eml"):
+        with open(path, "rb") as f:
+            msg = email.message_from_binary_file(f, policy=email.policy.default)
+        body = msg.get_body(("html",)).get_content() + msg.get_body(("plain",)).get_content()
+        halves = set(re.findall(r"/c/[A-Za-z0-9_-]{15}\.ab\.([A-Za-z0-9_-]+)", body))
+        assert len(halves) == 1, halves  # one reader half for every link of the message, both parts
+        half = halves.pop()
+        sampled = variants.get(key(msg["To"]))
+        assert half[32:] == (sampled or ""), (msg["To"], half)
+        seen += 1
+    assert seen == 40
