@@ -219,7 +219,7 @@ def test_only_the_samples_readers_carry_their_variant_on_their_links(newsletter)
         with open(path, "rb") as f:
             msg = email.message_from_binary_file(f, policy=email.policy.default)
         body = msg.get_body(("html",)).get_content() + msg.get_body(("plain",)).get_content()
-        halves = set(re.findall(r"/c/[A-Za-z0-9_-]{15}\.ab\.([A-Za-z0-9_-]+)", body))
+        halves = set(re.findall(r"/c/[A-Za-z0-9_-]{15,18}\.ab\.([A-Za-z0-9_-]+)", body))
         assert len(halves) == 1, halves  # one reader half for every link of the message, both parts
         half = halves.pop()
         sampled = variants.get(key(msg["To"]))

@@ -186,12 +186,36 @@ def test_a_link_in_several_editions_is_one_link_id_and_counts_there(sent):
     stored = {u: ids[0][0] for u, ids in counts(folder, url).items()}
     for w in shared:
         codes = {v[w].removeprefix(prefix).split(".")[0] for v in links.values()}
-        assert len(codes) == 1 and tokens.read_link_id(codes.pop()) == stored[w]
+        assert {tokens.read_link_id(c) for c in codes} == {stored[w]}  # the code also says its message's count
     w = sorted(shared)[0]
     with httpx.Client() as c:
         for v in links.values():
             assert c.get(v[w]).headers.get("location") == w
     assert counts(folder, url)[w] == [(stored[w], len(links), len(links), 0)]
+
+
+def test_a_scanner_fetching_every_link_of_a_shorter_edition_is_counted_apart(sent):
+    """The burst rule counts the links of the reader's own message (its code says how many), not the
+    issue's: a scanner that opens every link of an audience's shorter edition is no reader."""
+    server, folder, url, messages, plain = sent
+    prefix = server.url + "/c/"
+    readers = one_reader_a_variant(folder, url, messages)
+    in_issue = len(counts(folder, url))
+    short = {v: pairs(messages[r], plain[r], prefix) for v, r in readers.items()}
+    variant, links = min(short.items(), key=lambda kv: len(kv[1]))
+    assert 2 <= len(links) < in_issue, (variant, len(links), in_issue)
+    codes = {tokens.read_link_code(link.removeprefix(prefix).split(".")[0]) for link, _ in links}
+    assert {n for _, n in codes} == {len(links)}
+    with httpx.Client() as c:
+        for link, want in links:
+            assert c.get(link).headers.get("location") == want  # redirected: a refused scanner may flag the mail
+    got = counts(folder, url)
+    assert all(got[w][0][1:] == (0, 0, 1) for _, w in links), {w: got[w] for _, w in links}
+    store = State(folder / "state", url).audience()
+    try:
+        assert clicks.readers_clicking(store.db, SLUG) == 0
+    finally:
+        store.close()
 
 
 def test_a_tampered_token_from_an_edition_does_not_redirect_among_good_ones(sent):

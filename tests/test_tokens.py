@@ -234,3 +234,21 @@ def test_any_altered_character_of_a_click_pseudonym_is_refused():
 @given(st.one_of(st.text(max_size=80), st.binary(max_size=40).map(lambda b: base64.urlsafe_b64encode(b).decode())))
 def test_click_pseudonym_garbage_never_raises(garbage):
     assert tokens.read_click_pseudonym(SECRET, LIST, "x", garbage) is None
+
+
+def test_a_link_code_carries_its_messages_link_count_under_the_mac_and_old_codes_still_check():
+    url = "https://example.org/story"
+    old = tokens.make_link_code(SECRET, LIST, "x", 3, url)  # as sent before the count was carried
+    new = tokens.make_link_code(SECRET, LIST, "x", 3, url, 7)
+    assert (len(old), len(new)) == (15, 18)
+    assert tokens.read_link_code(old) == (3, 0) and tokens.read_link_code(new) == (3, 7)
+    assert tokens.check_link_code(SECRET, LIST, "x", old, url) and tokens.check_link_code(SECRET, LIST, "x", new, url)
+    raw = bytearray(base64.urlsafe_b64decode(new + "=="))
+    raw[3] = 2  # the count altered: the MAC no longer matches
+    forged = base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()
+    assert tokens.read_link_code(forged) == (3, 2) and not tokens.check_link_code(SECRET, LIST, "x", forged, url)
+    raw[2:4] = b"\0\0"  # a count of 0 in the long form is no code
+    assert tokens.read_link_code(base64.urlsafe_b64encode(bytes(raw)).rstrip(b"=").decode()) is None
+    assert not tokens.check_link_code(SECRET, LIST, "x", new, url + "?")
+    for bad in ("", new[:-1], new + "A", old + "AAA"[:2], "!" * 18, 18 * "é"):
+        assert tokens.read_link_code(bad) is None or not tokens.check_link_code(SECRET, LIST, "x", bad, url)

@@ -142,37 +142,56 @@ def _mac_key(secret: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_MAC_INFO).derive(secret)
 
 
-def _link_mac(secret: bytes, list_id: str, issue: str, link: int, url: str) -> bytes:
-    msg = b"\0".join((list_id.encode("utf-8"), issue.encode("utf-8"), str(link).encode(), url.encode("utf-8")))
-    return hmac.digest(_mac_key(secret), msg, "sha256")[:_LINK_MAC]
+def _link_mac(secret: bytes, list_id: str, issue: str, link: int, url: str, in_message: int = 0) -> bytes:
+    parts = [list_id.encode("utf-8"), issue.encode("utf-8"), str(link).encode(), url.encode("utf-8")]
+    if in_message:
+        parts.append(str(in_message).encode())
+    return hmac.digest(_mac_key(secret), b"\0".join(parts), "sha256")[:_LINK_MAC]
 
 
-def make_link_code(secret: Secrets, list_id: ListIds, issue: str, link: int, url: str) -> str:
-    """The per-issue half of a tracked link: its id and a MAC binding it to the issue and its URL."""
-    raw = struct.pack(">H", link) + _link_mac(_all(secret)[0], _all(list_id)[0], issue, link, url)
+def make_link_code(secret: Secrets, list_id: ListIds, issue: str, link: int, url: str, in_message: int = 0) -> str:
+    """The per-issue half of a tracked link: its id and a MAC binding it to the issue and its URL; with
+    in_message, also how many tracked links the reader's message holds (an audience's edition may hold
+    fewer than the issue: the scanner rule needs the message's own count)."""
+    head = struct.pack(">H", link) + (struct.pack(">H", in_message) if in_message else b"")
+    raw = head + _link_mac(_all(secret)[0], _all(list_id)[0], issue, link, url, in_message)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def read_link_id(code: str) -> int | None:
-    """The link id a code claims (checked later against the stored URL by check_link_code)."""
-    if not isinstance(code, str) or len(code) != 15 or not code.isascii():
+def read_link_code(code: str) -> tuple[int, int] | None:
+    """(link id, links in the message or 0) a code claims, checked later against the stored URL by
+    check_link_code. 15 characters: made before the message's count was carried; 18: with it."""
+    if not isinstance(code, str) or len(code) not in (15, 18) or not code.isascii():
         return None
     try:
-        raw = base64.urlsafe_b64decode(code + "=")
+        raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
     except (ValueError, binascii.Error):
         return None
-    if len(raw) != 2 + _LINK_MAC or base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != code:
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != code:
         return None
-    return struct.unpack(">H", raw[:2])[0]
+    if len(raw) == 2 + _LINK_MAC:
+        return struct.unpack(">H", raw[:2])[0], 0
+    if len(raw) == 4 + _LINK_MAC:
+        link, in_message = struct.unpack(">HH", raw[:4])
+        return (link, in_message) if in_message else None
+    return None
+
+
+def read_link_id(code: str) -> int | None:
+    """The link id a code claims."""
+    found = read_link_code(code)
+    return found[0] if found else None
 
 
 def check_link_code(secret: Secrets, list_id: ListIds, issue: str, code: str, url: str) -> bool:
     """Whether code was made for this issue's link with exactly this URL (under any readable key)."""
-    link = read_link_id(code)
-    if link is None:
+    found = read_link_code(code)
+    if found is None:
         return False
-    given = base64.urlsafe_b64decode(code + "=")[2:]
-    return any(hmac.compare_digest(given, _link_mac(key, lid, issue, link, url))
+    link, in_message = found
+    raw = base64.urlsafe_b64decode(code + "=" * (-len(code) % 4))
+    given = raw[4:] if in_message else raw[2:]
+    return any(hmac.compare_digest(given, _link_mac(key, lid, issue, link, url, in_message))
                for key in _all(secret) for lid in _all(list_id))
 
 

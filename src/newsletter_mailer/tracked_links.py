@@ -84,7 +84,8 @@ def constants(secret: tokens.Secrets, list_id: str, issue: str, links: Sequence[
     ids[i] (default i + 1: the whole issue's)."""
     tail = "." if per_reader else f".{issue}."
     ids = range(1, len(links) + 1) if ids is None else ids
-    out = {f"{LINK_FIELD}{n}": f"{base}/c/{tokens.make_link_code(secret, list_id, issue, i, url)}{tail}"
+    k = len(links)  # the message's own count of tracked links, for the scanner rule (web/clicks.py)
+    out = {f"{LINK_FIELD}{n}": f"{base}/c/{tokens.make_link_code(secret, list_id, issue, i, url, k)}{tail}"
            for n, (i, url) in enumerate(zip(ids, links, strict=True), 1)}
     if opens:
         out[f"{LINK_FIELD}{OPEN_LINK}"] = f"{base}/o/{tokens.make_link_code(secret, list_id, issue, OPEN_LINK, '')}{tail}"

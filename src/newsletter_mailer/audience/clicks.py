@@ -77,15 +77,18 @@ def counts_opens(db: Database, issue: str) -> bool:
 
 
 def record(db: Database, issue: str, link: int, reader: str, *, scanner: bool, now: int,
-           email: str | None = None, variant: str | None = None) -> str:
+           email: str | None = None, variant: str | None = None, in_message: int | None = None) -> str:
     """One fetch of a tracked link (or the pixel, link 0), committed: 'scanner' or 'reader' (how it
-    was counted, after the burst rule). email is kept only when given ([tracking] per_reader)."""
+    was counted, after the burst rule). email is kept only when given ([tracking] per_reader);
+    in_message: how many tracked links the reader's message holds (an audience's edition may hold
+    fewer than the issue), else the issue's count."""
     with db.transaction():
-        return count_fetch(db, issue, link, reader, scanner=scanner, now=now, email=email, variant=variant)
+        return count_fetch(db, issue, link, reader, scanner=scanner, now=now, email=email, variant=variant,
+                           in_message=in_message)
 
 
 def count_fetch(db: Database, issue: str, link: int, reader: str, *, scanner: bool, now: int,
-                email: str | None = None, variant: str | None = None) -> str:
+                email: str | None = None, variant: str | None = None, in_message: int | None = None) -> str:
     """record's counting inside the caller's transaction (the webhook's, one savepoint an event)."""
     db.execute("INSERT INTO link_counts (issue, link, clicks, uniques, scanners) VALUES (?,?,0,0,0) "
                "ON CONFLICT (issue, link) DO NOTHING", (issue, link))
@@ -113,15 +116,16 @@ def count_fetch(db: Database, issue: str, link: int, reader: str, *, scanner: bo
     if email is not None:
         db.execute("INSERT INTO reader_clicks (email, issue, link, at) VALUES (?,?,?,?)",
                    (email, issue, link, now))
-    if link > 0 and _burst(db, issue, reader, now, email, variant):
+    if link > 0 and _burst(db, issue, reader, now, email, variant, in_message):
         return "scanner"
     return "reader"
 
 
-def _burst(db: Database, issue: str, reader: str, now: int, email: str | None, variant: str | None) -> bool:
+def _burst(db: Database, issue: str, reader: str, now: int, email: str | None, variant: str | None,
+           in_message: int | None) -> bool:
     """Every link of the message (two or more) fetched within BURST_SECONDS: a scanner, moved apart."""
-    total = db.execute("SELECT count(DISTINCT link) FROM tracked_links WHERE issue=? AND link > 0",
-                       (issue,)).fetchone()[0]
+    total = in_message or db.execute("SELECT count(DISTINCT link) FROM tracked_links WHERE issue=? AND link > 0",
+                                     (issue,)).fetchone()[0]
     if total < 2:
         return False
     recent = [r[0] for r in db.execute("SELECT link FROM click_seen WHERE issue=? AND reader=? AND kind='reader' "

@@ -41,29 +41,31 @@ def is_scanner(request: Request) -> bool:
 
 
 def _opened(request: Request, pixel: bool) -> tuple[str, str, str | None, str, int, str | None] | None:
-    """(issue, reader key, address or None, link code, link id, variant) from the path's token, or None
+    """(issue, reader key, address or None, link code, (link id, links in the message), variant) from the path's token, or None
     for anything that does not open. `<code>.<issue>.<pseudonym>` carries no address (the default);
     `<code>.<sealed address>` is [tracking] per_reader's (and every token sent before the pseudonym)."""
     site = request.app.state.site
     code, dot, reader = request.path_params["token"].partition(".")
-    link = tokens.read_link_id(code) if dot else None
-    if link is None or (link == OPEN_LINK) != pixel:
+    claimed = tokens.read_link_code(code) if dot else None
+    if claimed is None or (claimed[0] == OPEN_LINK) != pixel:
         return None
     issue, dot, pseudonym = reader.rpartition(".")
     if dot:
         found = tokens.read_click_pseudonym(site.secret, site.list_id, issue, pseudonym) if issue else None
-        return (issue, found[0], None, code, link, found[1]) if found else None
+        return (issue, found[0], None, code, claimed, found[1]) if found else None
     sealed = tokens.read_click_reader(site.secret, site.list_id, reader)
     if sealed is None:
         return None
     issue, email, variant = sealed
-    return issue, tokens.reader_key(site.secret, issue, email), email, code, link, variant
+    return issue, tokens.reader_key(site.secret, issue, email), email, code, claimed, variant
 
 
-def _follow(site, issue: str, reader: str, email: str | None, code: str, link: int, variant: str | None,
-            scanner: bool, now: int) -> str | None:
-    """The stored URL the code was made for (None: no redirect), the fetch counted, in the thread pool."""
+def _follow(site, issue: str, reader: str, email: str | None, code: str, claimed: tuple[int, int],
+            variant: str | None, scanner: bool, now: int) -> str | None:
+    """The stored URL the code was made for (None: no redirect), the fetch counted, in the thread pool.
+    claimed: (link id, tracked links in the reader's message, 0 for a code made before it was carried)."""
     t = site.settings.tracking
+    link, in_message = claimed
     with site.stores.audience() as audience:
         db = audience.db
         if link == OPEN_LINK:
@@ -75,8 +77,8 @@ def _follow(site, issue: str, reader: str, email: str | None, code: str, link: i
                 return None
         if link == OPEN_LINK and not tokens.check_link_code(site.secret, site.list_id, issue, code, ""):
             return None
-        clicks.record(db, issue, link, reader, scanner=scanner, now=now,
-                      email=email if t.per_reader else None, variant=variant if variant in ("A", "B") else None)
+        clicks.record(db, issue, link, reader, scanner=scanner, now=now, email=email if t.per_reader else None,
+                      variant=variant if variant in ("A", "B") else None, in_message=in_message or None)
         if now >= site.clicks_pruned + PRUNE_SECONDS:
             clicks.forget_old(db, t.keep_days, now)
             site.clicks_pruned = now
