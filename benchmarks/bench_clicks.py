@@ -3,7 +3,7 @@ before its 302 (one new reader a click: a keyed-hash row, the link's counts, the
 bench_web.py's keep-alive client (8 connections) against `uvicorn newsletter_mailer.web:app`, one
 process, beside the same server answering GET /style.css. Then the per-message cost of tracked links:
 one complete message as bytes (Prepared.recipient + MessageTemplate.build) of the example issue with
-`[tracking] clicks = true` (its 20 links through /c/: one seal a message) against the same without,
+`[tracking] clicks = true` (its 20 links through /c/: one reader half a message: two short keyed hashes) against the same without,
 and the whole `newsletter send --provider outbox` process, tracked against untracked.
 
 python benchmarks/bench_clicks.py [--quick] [--json FILE]
@@ -136,8 +136,9 @@ def message_rows(n: int, repeat: int) -> list[Row]:
     ratio = out[True] / out[False]
     return [Row(f"one complete message as bytes with [tracking] clicks (example issue, {links} links through /c/)",
                 out[True], "µs", floor=out[False], floor_label="the same message untracked", goal="≤ 1.2×",
-                met=ratio <= 1.2, note=f"fastest of {repeat} interleaved rounds of {n:,}; one seal a message for "
-                                       "every link, the per-link halves written in once per send")]
+                met=ratio <= 1.2, note=f"fastest of {repeat} interleaved rounds of {n:,}; one reader half a message "
+                                       "(two short keyed hashes) for every link, the per-link halves written in "
+                                       "once per send")]
 
 
 def outbox_rows(n: int, repeat: int) -> list[Row]:
@@ -170,7 +171,7 @@ def outbox_rows(n: int, repeat: int) -> list[Row]:
     ours, floor = median(times[True]), median(times[False])
     return [Row(f"outbox: `newsletter send` to {n:,} with [tracking] clicks, whole process, in memory", ours, "s",
                 floor=floor, floor_label="the same send untracked", goal="≤ 1.2×", met=ours / floor <= 1.2,
-                note=f"{(ours - floor) / n * 1e6:.1f} µs more a message: its seal, the links stored once")]
+                note=f"{(ours - floor) / n * 1e6:.1f} µs more a message: its reader half, the links stored once")]
 
 
 def main() -> None:
