@@ -135,6 +135,15 @@ def database_url(backend, request) -> str | None:
     return url
 
 
+def use_database(monkeypatch, database_url: str | None) -> None:
+    """The commands of this test on database_url's PostgreSQL, or (None) on SQLite files whatever the
+    environment says: NEWSLETTER_DATABASE_URL set or removed for the test."""
+    if database_url:
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+
+
 PROVIDER_ENV = ("SMTP_HOST", "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_SECURITY",
                 "SENDGRID_API_KEY", "SENDGRID_API_HOST", "NEWSLETTER_DEBUG")
 

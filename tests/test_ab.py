@@ -66,13 +66,10 @@ ISSUE = "subject: Our subject\npreheader: A preview\ndate: 2020-09-01\nintro: He
 
 @pytest.fixture
 def newsletter(tmp_path, database_url, monkeypatch):
-    from tests.conftest import EXAMPLE_SETTINGS
+    from tests.conftest import EXAMPLE_SETTINGS, use_database
 
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    if database_url:
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-    else:
-        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    use_database(monkeypatch, database_url)
     (tmp_path / "newsletter.toml").write_text(EXAMPLE_SETTINGS.read_text(encoding="utf-8")
                                               + "\n[tracking]\nclicks = true\n", encoding="utf-8")
     (tmp_path / "issues").mkdir()

@@ -21,6 +21,7 @@ from newsletter_mailer.cli import app
 from newsletter_mailer.state import State
 from newsletter_mailer.state import migrations
 from tests.helpers.webserver import SECRET, start, stop
+from tests.conftest import use_database
 
 runner = CliRunner()
 READERS = ("ann@example.org", "bob@example.org", "cat@example.org")
@@ -54,10 +55,7 @@ def _tracking(per_reader: bool | str):
 def sent(tmp_path, database_url, monkeypatch, request):
     """(server, folder, url, {reader: message}) after a send of the issue to READERS."""
     per_reader = getattr(request, "param", False)
-    if database_url:
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-    else:
-        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    use_database(monkeypatch, database_url)
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     folder = tmp_path / "nl"
     server = start(folder, edit=_tracking(per_reader))

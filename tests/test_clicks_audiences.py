@@ -25,7 +25,7 @@ from newsletter_mailer.audience import clicks
 from newsletter_mailer.cli import app
 from newsletter_mailer.ledger import key
 from newsletter_mailer.state import State
-from tests.conftest import EXAMPLE_ISSUE, EXAMPLE_LIST, EXAMPLE_SETTINGS
+from tests.conftest import EXAMPLE_ISSUE, EXAMPLE_LIST, EXAMPLE_SETTINGS, use_database
 from tests.helpers.webserver import SECRET, start, stop
 
 runner = CliRunner()
@@ -39,10 +39,7 @@ def send(folder: Path, *extra: str, database_url: str | None = None, monkeypatch
     """`newsletter send` of the example issue to folder/list.csv (state in folder/state, or database_url's
     database); every message in the outbox so far, per reader."""
     if monkeypatch is not None:
-        if database_url:
-            monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-        else:
-            monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+        use_database(monkeypatch, database_url)
     r = runner.invoke(app, ["send", str(folder / "issues" / EXAMPLE_ISSUE.name), "--list", str(folder / "list.csv"),
                             "--config", str(folder / "newsletter.toml"), "--state", str(folder / "state"),
                             "--outbox", str(folder / "outbox"), "--provider", "outbox", "--yes", *extra])
@@ -355,10 +352,7 @@ def test_a_link_only_some_editions_have_gets_an_id_after_the_issues_kept_when_th
 
 def test_a_test_send_of_an_audiences_edition_keeps_its_links_as_written(tmp_path, database_url, monkeypatch):
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
-    if database_url:
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-    else:
-        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    use_database(monkeypatch, database_url)
     folder = newsletter(tmp_path / "nl", EXAMPLE_SETTINGS.read_text(encoding="utf-8") + TRACKING)
     for who in (["--variant", "parents"], ["--list", str(folder / "list.csv"), "--as", "ben.taylor@example.com"]):
         r = runner.invoke(app, ["test-send", str(folder / "issues" / EXAMPLE_ISSUE.name), "--to", "me@example.org",

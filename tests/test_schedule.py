@@ -251,7 +251,7 @@ def test_outbox_and_smtp_refuse_at_and_print_the_cron_and_systemd_lines(nl, fake
     monkeypatch.chdir(nl)
     monkeypatch.setenv("SMTP_HOST", "127.0.0.1")
     r = runner.invoke(app, ["send", "issues/mini.yaml", "--list", "subscribers.csv", "--provider", provider,
-                            "--at", "2026-12-07 09:00", "--tz", "Europe/London"],
+                            "--at", "2036-12-07 09:00", "--tz", "Europe/London"],
                       env={"SMTP_HOST": "127.0.0.1"})
     assert r.exit_code == 2 and len(r.stderr.splitlines()) == 1
     assert "cannot hold mail until a time: --at needs SendGrid" in r.stderr
@@ -261,7 +261,7 @@ def test_outbox_and_smtp_refuse_at_and_print_the_cron_and_systemd_lines(nl, fake
     assert f"cd {nl} && /" in cron
     command = f"send issues/mini.yaml --list subscribers.csv --provider {provider} --yes"
     assert cron.endswith(command) and "--at" not in cron
-    assert "OnCalendar=2026-12-07 09:00:00 UTC" in lines
+    assert "OnCalendar=2036-12-07 09:00:00 UTC" in lines
     assert f"WorkingDirectory={nl}" in lines
     [exec_start] = [line for line in lines if line.startswith("ExecStart=/")]
     assert exec_start.endswith(command) and Path(exec_start[len("ExecStart="):].split()[0]).is_absolute()

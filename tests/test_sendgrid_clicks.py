@@ -25,6 +25,7 @@ from newsletter_mailer.providers import sendgrid as sendgrid_provider
 from newsletter_mailer.state import State, migrations
 from newsletter_mailer.web.webhook import KEY_VAR
 from tests.helpers.prism import prism_server
+from tests.conftest import use_database
 from tests.helpers.webserver import start, stop
 from tests.test_webhook import KEY, PATH, public_b64, signed
 
@@ -67,10 +68,7 @@ def newsletter(tmp_path, database_url, monkeypatch, prism_url, request):
     """(server, folder, url, requests, prism): the server on the newsletter's state; requests collects
     every mail/send body the sends make (each also validated by Prism)."""
     extra = getattr(request, "param", "")
-    if database_url:
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-    else:
-        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    use_database(monkeypatch, database_url)
     folder = tmp_path / "nl"
     server = start(folder, edit=_settings(extra), env_extra={KEY_VAR: public_b64(KEY)})
     monkeypatch.setenv("NEWSLETTER_SECRET", server.secret.decode())
