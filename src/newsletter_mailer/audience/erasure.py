@@ -1,10 +1,10 @@
 """`newsletter audience erase`: one reader's data gone from the state, and a tombstone that keeps them gone.
 
-Erasing deletes every audience-store row that holds the address (status, history, SendGrid blocks,
-soft bounces, sequences, [tracking] per_reader clicks, pending sign-ups and the sign-up form's
-per-address rate rows) and rewrites the ledger's rows of the address (deliveries, subject-test
-variants) to its tombstone key, so `status` and `report` still count what was sent but no address
-remains. The tombstone (table `erased`) is a keyed hash of the address under the newsletter secret
+Erasing deletes every audience-store row that holds the address (status, pending sign-up, history,
+SendGrid blocks, soft bounces, sequences, [tracking] per_reader clicks and the sign-up form's
+per-address rate rows). What `status` and `report` count keeps its row under the address's tombstone
+key instead, with no name or reason: the ledger's deliveries and subject-test draws, and an issue's
+unsubscribe, bounce and complaint events. The counts stay right; no address remains. The tombstone (table `erased`) is a keyed hash of the address under the newsletter secret
 (tokens.erased_key): a send, an import or a listing that meets the address again on an old list
 skips it ("erased on request"), and a send of an issue already delivered to it finds that
 delivery under the same key. Only a confirmed sign-up (new, explicit consent) lifts the tombstone.
@@ -31,6 +31,7 @@ TOMBSTONE = "erased:"  # a ledger row's address becomes this and the address's k
 STORE_TABLES = {"audience": "status", "history": "history", "blocks": "SendGrid blocks",
                 "soft_bounces": "soft bounces", "sequence_readers": "sequences", "reader_clicks": "clicks"}
 LEDGER_TABLES = {"deliveries": "deliveries", "ab_variants": "subject-test draws"}
+_COUNTED = "issue IS NOT NULL AND status IN ('unsubscribed', 'bounced', 'complained')"
 
 
 @dataclass
@@ -103,7 +104,8 @@ def survey(store, ledger, secrets: Sequence[bytes], email: str) -> Found:
 
 
 def erase(store, ledger, secret: bytes, email: str) -> Found:
-    """Every row of the address deleted from the store (with its tombstone, in one transaction), then
+    """Every row of the address deleted from the store, or (the events per-issue counts are made of)
+    kept under the tombstone key with no name or reason; with its tombstone, in one transaction. Then
     its ledger rows rewritten to the tombstone key (another). Returns what was there."""
     email = key(email)
     tomb = tokens.erased_key(secret, email)
@@ -111,11 +113,20 @@ def erase(store, ledger, secret: bytes, email: str) -> Found:
     with store.transaction():
         store.lock([email])
         found = survey(store, ledger, [secret], email)
-        for table in STORE_TABLES:
-            store.db.execute(f"DELETE FROM {table} WHERE email=?", (email,))
-        store.db.execute(f"DELETE FROM rate WHERE bucket IN ({store.db.json_values()})",
-                         (_json([f"address:{k}" for k in mailbox_keys(email)]),))
-        store.db.execute("INSERT INTO erased (hash, at) VALUES (?,?) ON CONFLICT (hash) DO NOTHING", (tomb, now))
+        db = store.db
+        for table in ("audience", "sequence_readers", "reader_clicks"):
+            db.execute(f"DELETE FROM {table} WHERE email=?", (email,))
+        db.execute(f"DELETE FROM rate WHERE bucket IN ({db.json_values()})",
+                   (_json([f"address:{k}" for k in mailbox_keys(email)]),))
+        # `status` and `report` count an issue's unsubscribes, bounces and complaints from these
+        db.execute(f"DELETE FROM history WHERE email=? AND NOT ({_COUNTED})", (email,))
+        db.execute("UPDATE history SET email=?, name=NULL, reason=NULL WHERE email=?", (TOMBSTONE + tomb, email))
+        db.execute("DELETE FROM blocks WHERE email=? AND issue IS NULL", (email,))
+        for table, column in (("blocks", "created"), ("soft_bounces", "issue")):
+            db.execute(f"DELETE FROM {table} WHERE email=? AND {column} IN (SELECT {column} FROM {table} "
+                       "WHERE email=?)", (TOMBSTONE + tomb, email))
+            db.execute(f"UPDATE {table} SET email=?, reason=NULL WHERE email=?", (TOMBSTONE + tomb, email))
+        db.execute("INSERT INTO erased (hash, at) VALUES (?,?) ON CONFLICT (hash) DO NOTHING", (tomb, now))
     if ledger is not None:
         _rewrite(ledger.db, email, TOMBSTONE + tomb)
     return found
