@@ -113,8 +113,7 @@ def test_erase_removes_every_trace_and_a_tombstone_keeps_old_lists_from_mailing(
         token = tokens.make_unsubscribe(server.secret, server.list_id, BOB, "clicks")
         assert c.post(f"{server.url}/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
     before = tables(folder, url)
-    assert set(holding(before, [ANN])) >= {"reader_clicks", "deliveries", "history", "rate"} or \
-        set(holding(before, [ANN])) >= {"reader_clicks", "deliveries"}
+    assert {"reader_clicks", "deliveries"} <= set(holding(before, [ANN]))
     assert {"audience", "history", "deliveries"} <= set(holding(before, [BOB]))
     status_before = cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output
     report_before = cli(folder, "report", str(folder / "issues" / "clicks.yaml")).output
@@ -155,7 +154,7 @@ def test_erase_removes_every_trace_and_a_tombstone_keeps_old_lists_from_mailing(
     # the same CSV, next issue: both skipped and said so, the rest mailed once
     out, second = send(folder, "next")
     assert set(second) == set(KEPT) and all(len(m) == 1 for m in second.values())
-    assert re.search(r"2 .*erased on request|erased on request.*2", out), out
+    assert "erased on request: 2 (lines 2, 3)" in out, out
     imported = cli(folder, "audience", "import", str(folder / "list.csv"), "--status", "subscribed").output
     assert imported.count("erased on request") == 2 and ANN not in cli(folder, "audience", "list").output
 
