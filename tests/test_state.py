@@ -62,6 +62,9 @@ def a_state(folder) -> None:
 
     clicks.store_links(store.db, "mini", ["https://example.org/x"])
     clicks.record(store.db, "mini", 1, "hash-1", scanner=False, now=1_700_000_000, email="u@example.org")
+    from newsletter_mailer.audience import erasure  # a tombstone: an erased reader's keyed hash
+
+    erasure.erase(store, None, b"k" * 32, "gone@example.org")
     store.close()
 
 
@@ -81,7 +84,7 @@ def test_a_send_against_an_uninitialised_database_stops_and_init_creates_the_sch
     assert query(url, "SELECT to_regclass('deliveries')") == [(None,)]  # never migrated silently
     first = cli("state", "init", env={URL_ENV: url})
     assert first.exit_code == 0, first.output
-    assert "ledger: v0 → v4" in first.output and "audience: v0 → v4" in first.output
+    assert "ledger: v0 → v4" in first.output and "audience: v0 → v5" in first.output
     again = cli("state", "init", env={URL_ENV: url})
     assert "ledger: v4, up to date" in again.output
     assert cli("status", "issues/2020-09-cscp.yaml", env={URL_ENV: url}).exit_code == 0
@@ -96,7 +99,7 @@ def test_copy_moves_every_table_and_verifies_the_counts(nl, pg_cluster):
                 "sendgrid_sync": 1, "sendgrid_events": 1, "issue_events": 1, "issue_clicks": 1,
                 "soft_bounces": 1, "processed": 1, "sequence_readers": 1, "tracked_links": 1, "link_counts": 2,
                 "click_seen": 1,
-                "reader_clicks": 1, "ab_tests": 1, "ab_variants": 1}
+                "reader_clicks": 1, "ab_tests": 1, "ab_variants": 1, "erased": 1}
     for table, n in expected.items():
         assert f"{table}: {n} row(s), verified" in result.output
         assert query(url, f"SELECT count(*) FROM {table}") == [(n,)]
@@ -156,7 +159,7 @@ def test_an_older_audience_schema_is_migrated_by_init_and_refused_before(nl, pg_
     with pytest.raises(NewsletterError, match="state init"):
         State(nl, url).audience()
     result = cli("state", "init", env={URL_ENV: url})
-    assert result.exit_code == 0 and "audience: v1 → v4" in result.output, result.output
+    assert result.exit_code == 0 and "audience: v1 → v5" in result.output, result.output
     store = State(nl, url).audience()
     try:
         assert store.status("ann@example.org").status == "unsubscribed"

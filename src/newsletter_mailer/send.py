@@ -487,7 +487,7 @@ class Sender:
         if p.provider.name == "sendgrid" and o.sync and not o.dry_run:
             p.notes.append(_sync_from_sendgrid(p))
         self.url = p.state.url  # None: SQLite files in the state folder
-        self.audience = SendAudience(p.state, dry_run=o.dry_run)
+        self.audience = SendAudience(p.state, dry_run=o.dry_run, env=o.env)
         if o.list_path is None and not self.audience.signups:
             self.audience.close()
             raise NewsletterError("no subscriber list: pass --list subscribers.csv "
@@ -599,7 +599,7 @@ class Sender:
         if self.ledger is not None:
             if not self.p.options.dry_run:
                 plan.interrupted = self.ledger.mark_in_flight_uncertain(self.slug)
-            self.states = self.ledger.states(self.slug)
+            self.states = self.audience.ledger_states(self.ledger.states(self.slug))
         o = self.p.options
         self._subject_test()
         eligible: list[str] | None = [] if self.ab_mode == "draw" else None

@@ -21,9 +21,10 @@ import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Container
 
 from newsletter_mailer import addresses
+from newsletter_mailer.audience.erasure import REASON
 from newsletter_mailer.audience.store import Audience, Change
 from newsletter_mailer.csvcells import restore
 from newsletter_mailer.errors import NewsletterError, unreadable
@@ -85,12 +86,12 @@ def _status(row: dict[str, str], default: str) -> str | None:
     return max(found, key=_RANK.index) if found else default
 
 
-def read_export(path: Path, status: str | None = None) -> Imported:
+def read_export(path: Path, status: str | None = None, erased: Container[str] = ()) -> Imported:
     """The changes a CSV export asks for; NewsletterError when it is not such a file. `status`:
     what every row of a plain list (no status of its own) is, as the operator said."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return _read(path, csv.reader(f), status)
+            return _read(path, csv.reader(f), status, erased)
     except OSError as exc:
         raise unreadable(path, exc) from None
     except (UnicodeDecodeError, csv.Error) as exc:
@@ -116,7 +117,7 @@ def _default_status(path: Path, header: list[str], status: str | None) -> str:
     return status
 
 
-def _read(path: Path, reader, status: str | None = None) -> Imported:
+def _read(path: Path, reader, status: str | None = None, erased: Container[str] = ()) -> Imported:
     header = [h.strip().lower() for h in next(reader, [])]
     email_col = next((h for h in header if h in _EMAIL), None)
     if email_col is None:
@@ -131,6 +132,9 @@ def _read(path: Path, reader, status: str | None = None) -> Imported:
         except ValueError as exc:
             out.skipped.append((line, f"not a valid address: {exc}"))
             continue
+        if email in erased:  # `audience erase`: never brought back by an old export
+            out.skipped.append((line, REASON))
+            continue
         status = _status(row, default)
         if status is None:
             out.skipped.append((line, "status not imported"))
@@ -141,11 +145,11 @@ def _read(path: Path, reader, status: str | None = None) -> Imported:
 
 
 def import_export(audience: Audience, path: Path, status: str | None = None,
-                  start: Callable[[Audience, list[str]], int] | None = None) -> Imported:
+                  start: Callable[[Audience, list[str]], int] | None = None, erased: Container[str] = ()) -> Imported:
     """Read the export and record it in one transaction (all or nothing), noting which changes
     applied: an import never lifts an unsubscribe, so rows read are not changes made. `start`
     (--start-sequence) enrols the rows now subscribed in a sequence, in the same transaction."""
-    imported = read_export(path, status)
+    imported = read_export(path, status, erased)
     with audience.transaction():
         audience.lock(c.email for c in imported.changes)
         imported.applied = [c for c in imported.changes if audience.apply(c)]

@@ -7,13 +7,16 @@ Asked again per batch, right before the ledger's 'sending' write (on SQLite firs
 the newest change, then one query only if something changed), so an
 unsubscribe that arrives while a send runs is honoured for everyone not yet handed to the
 provider. Those get no ledger row: they were never attempted, and the ledger records attempts.
+Erased readers (`audience erase`) on the list are skipped too, "erased on request", and a delivery
+recorded before an erasure is found under its tombstone key (erasure.LedgerStates).
 A dry run reads the store only if it exists: it creates nothing (a database is always there).
 """
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Mapping
 
+from newsletter_mailer.audience import erasure
 from newsletter_mailer.state.handle import State
 from newsletter_mailer.providers.base import Recipient
 from newsletter_mailer.subscribers import Subscriber
@@ -22,17 +25,24 @@ STORE = " (audience store)"  # appended to the status: "unsubscribed (audience s
 
 
 class SendAudience:
-    def __init__(self, state: State, *, dry_run: bool):
+    def __init__(self, state: State, *, dry_run: bool, env: Mapping[str, str]):
         self.store = state.audience(create=not dry_run)
+        self.erased = erasure.Erased(self.store, lambda: state.secrets(env, create=not dry_run)[0])
         self.mark = self.store.change_mark() if self.store else None
         self.suppressed = self.store.suppressed() if self.store else {}  # as the plan saw it
         self.now = self.suppressed  # as the store says now (re-read when it has changed)
         self.signups = self.store.signups() if self.store else []
 
     def skip_reason(self, email_key: str) -> str | None:
-        """The plan's skip reason for an address the store has suppressed, else None."""
+        """The plan's skip reason for an address erased or suppressed in the store, else None."""
+        if email_key in self.erased:
+            return erasure.REASON
         status = self.suppressed.get(email_key)
         return status + STORE if status else None
+
+    def ledger_states(self, states: dict[str, tuple[str, bool]]) -> dict[str, tuple[str, bool]]:
+        """The ledger's rows of the issue, also found by address when recorded before an erasure."""
+        return erasure.LedgerStates(states, self.erased)
 
     def signed_up(self, claimed: set[str], tag: str | None, suppress: frozenset[str]) -> Iterator[Subscriber]:
         """Confirmed sign-ups the CSV does not have, as subscribers with no fields (defaults fill

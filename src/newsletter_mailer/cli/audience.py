@@ -1,4 +1,4 @@
-"""`newsletter audience list|suppress|unsuppress|export|import`: the store of what readers told us."""
+"""`newsletter audience list|suppress|unsuppress|erase|export|import`: the store of what readers told us."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from newsletter_mailer.cli import app
 from newsletter_mailer.cli.audience_sync import register as register_sync
 from newsletter_mailer.cli.common import ConfigOpt, StateOpt, reporting, show
 
-audience_app = typer.Typer(help="What readers told us: list, suppress, unsuppress, export and import addresses.",
+audience_app = typer.Typer(help="What readers told us: list, suppress, unsuppress, erase, export and import addresses.",
                            no_args_is_help=True)
 app.add_typer(audience_app, name="audience")
 
@@ -24,11 +24,22 @@ COLUMNS = ("email", "status", "source", "issue", "reason", "name", "updated_at")
 @contextmanager
 def _store(config: Optional[Path], state: Optional[Path]) -> Iterator:
     """The audience store of --state (default .newsletter/ next to newsletter.toml), closed after."""
+    with _store_and_erased(config, state) as (store, _):
+        yield store
+
+
+@contextmanager
+def _store_and_erased(config: Optional[Path], state: Optional[Path]) -> Iterator:
+    """(store, its tombstones): `email in erased` for the addresses `audience erase` removed."""
+    import os
+
+    from newsletter_mailer.audience.erasure import Erased
     from newsletter_mailer.cli.common import settings_and_state
 
-    store = settings_and_state(config, state, settings_optional=True)[2].audience()
+    handle = settings_and_state(config, state, settings_optional=True)[2]
+    store = handle.audience()
     try:
-        yield store
+        yield store, Erased(store, lambda: handle.secrets(os.environ)[0])
     finally:
         store.close()
 
@@ -67,10 +78,11 @@ def list_(
             raise NewsletterError(f"unknown status '{status}'", field="--status", hint="use " + ", ".join(STATUSES))
         if format_ not in ("lines", "csv"):
             raise NewsletterError(f"unknown format '{format_}'", field="--format", hint="use lines or csv")
-        with _store(config, state) as store:
-            entries = list(store.rows(status))
+        with _store_and_erased(config, state) as (store, erased):
+            entries = [e for e in store.rows(status) if e.email not in erased]  # back since (a bounce report)
             places = sequence_positions(store) if format_ == "csv" else {}
             clicked = clicks.history(store.db) if format_ == "csv" else {}  # only [tracking] per_reader keeps any
+            clicked = {e: c for e, c in clicked.items() if e not in erased}
     if format_ == "lines":  # one status asked for: bare addresses; all of them: which is which, aligned
         width = max((len(e.email) for e in entries), default=0) if status is None else 0
         for e in entries:
@@ -116,6 +128,92 @@ def unsuppress(addresses: AddrArgs, config: ConfigOpt = None, state: StateOpt = 
     typer.echo(_counted(n, "unsuppressed") + (f"; {rest} {'was' if rest == 1 else 'were'} not suppressed" if rest else ""))
 
 
+@audience_app.command()
+def erase(
+    addresses: Annotated[Optional[list[str]], typer.Argument(metavar="ADDR", help="email addresses",
+                                                             show_default=False)] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", metavar="FILE", help="more addresses, one a line")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be erased; change nothing")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="erase without asking")] = False,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
+) -> None:
+    """A reader's right to erasure: every row holding the address deleted, its deliveries kept under a
+    tombstone that no list can mail again (until the reader signs up and confirms)."""
+    import os
+
+    from newsletter_mailer.audience import erasure
+    from newsletter_mailer.cli.common import confirm, settings_and_state
+    from newsletter_mailer.errors import NewsletterError, one_line
+    from newsletter_mailer.ledger import key
+
+    with reporting():
+        emails = list(dict.fromkeys(key(e) for e in _checked(addresses or []) + _read_file(file)))
+        if not emails:
+            raise NewsletterError("no address to erase", field="ADDR", hint="name addresses or pass --file FILE")
+        handle = settings_and_state(config, state, settings_optional=True)[2]
+        secrets = handle.secrets(os.environ, create=not dry_run)[0]
+        store, ledger = handle.audience(create=not dry_run), handle.ledger(create=False)
+        try:
+            if store is None:  # --dry-run on a state never written: nothing stored anywhere
+                raise NewsletterError(f"no audience store in {handle.describe()}: nothing to erase")
+            found = [erasure.survey(store, ledger, secrets, e) for e in emails]
+            if dry_run or not yes:
+                for f in found:
+                    typer.echo(one_line(_erase_line(f, "would erase")))
+            if dry_run:
+                typer.echo("nothing erased (--dry-run)")
+                return
+            confirm(f"Erase {len(emails)} address(es) and everything stored about them? This cannot be undone.",
+                    yes, "erase", "nothing erased")
+            done = [erasure.erase(store, ledger, secrets[0], e) for e in emails]
+        finally:
+            for db in (store, ledger):
+                if db is not None:
+                    db.close()
+    for f in done:
+        typer.echo(one_line(_erase_line(f, "erased")))
+    gone = sum(any(f.rows.values()) for f in done)
+    typer.echo(f"erased {gone} address(es), {len(done) - gone} not found; a tombstone (a keyed hash, no address) "
+               f"keeps all {len(done)} from being mailed from any list until they sign up again")
+    typer.echo("remove them from your own lists and outbox folders too: those are files this command does not touch")
+
+
+def _read_file(path: Optional[Path]) -> list[str]:
+    """--file: one address a line (blank lines and # comments skipped), each checked; one line naming
+    the file and line of the first that is not an address."""
+    from newsletter_mailer import addresses
+    from newsletter_mailer.errors import NewsletterError
+
+    if path is None:
+        return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NewsletterError(f"cannot read the address file: {getattr(exc, 'strerror', None) or exc}", path=path,
+                              field="--file", hint="one address a line, UTF-8") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        raw = line.strip()
+        if not raw or raw.startswith("#"):
+            continue
+        try:
+            out.append(addresses.check(raw))
+        except ValueError as exc:
+            raise NewsletterError(f"not a valid email address: {exc}", path=path, line=n,
+                                  hint="one address a line; nothing was erased") from None
+    return out
+
+
+def _erase_line(found, done: str) -> str:
+    """`erased ann@example.org: status 1, history 2, …`, or that nothing is stored for it."""
+    what = found.describe()
+    if what:
+        return f"{done} {found.email}: {what}"
+    kept = "a tombstone would be kept" if done.startswith("would") else "a tombstone is kept"
+    return f"{found.email}: not found" + (" (erased before)" if found.tombstoned else "") + f"; {kept}"
+
+
 def _counted(n: int, done: str) -> str:
     """`unsuppressed 1 address`, `unsuppressed 2 addresses`, and `nothing unsuppressed` for none."""
     return f"nothing {done}" if n == 0 else f"{done} {n} address" + ("" if n == 1 else "es")
@@ -153,8 +251,8 @@ def import_(
 
     with reporting():
         start = _sequence_start(config, start_sequence) if start_sequence else None
-        with _store(config, state) as store:
-            imported = import_export(store, csv_path, status, start=start)
+        with _store_and_erased(config, state) as (store, erased):
+            imported = import_export(store, csv_path, status, start=start, erased=erased)
     typer.echo(_import_summary(imported))
     if start_sequence:
         typer.echo(f"started {imported.started} reader(s) in the sequence {start_sequence}")

@@ -141,6 +141,20 @@ def reporting() -> Iterator[None]:
         fail(exc)
 
 
+def confirm(question: str, yes: bool, action: str, declined: str) -> None:
+    """Ask before something that cannot be undone (unless --yes); "n" says `declined` and exits 0 (the
+    user's answer, not a failure); with no terminal to ask, one line asking for --yes (exit 2)."""
+    from newsletter_mailer.errors import NewsletterError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise NewsletterError(f"no terminal to confirm the {action}: pass --yes to {action} without asking")
+    if not typer.confirm(question, default=False):
+        typer.echo(declined)
+        raise typer.Exit(0)
+
+
 def settings_and_state(config: Optional[Path], state: Optional[Path], *, issue: Optional[Path] = None,
                        settings_optional: bool = False):
     """(settings, settings_dir, State): the settings (found near `issue` when given) and the command's

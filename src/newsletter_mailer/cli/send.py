@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,19 +9,11 @@ import typer
 
 from newsletter_mailer.cli import app
 from newsletter_mailer.cli.common import (ConfigOpt, IssueArg, ListOpt, OutboxOpt, ProviderOpt, StateOpt,
-                                          listing, reporting, show)
+                                          confirm, listing, reporting, show)
 
 
 def _confirm(question: str, yes: bool) -> None:
-    from newsletter_mailer.errors import NewsletterError
-
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise NewsletterError("no terminal to confirm the send: pass --yes to send without asking")
-    if not typer.confirm(question, default=False):
-        typer.echo("nothing sent")
-        raise typer.Exit(0)  # the user's answer, not a failure
+    confirm(question, yes, "send", "nothing sent")
 
 
 @app.command()

@@ -157,6 +157,15 @@ CREATE TABLE IF NOT EXISTS reader_clicks (
 CREATE INDEX IF NOT EXISTS reader_clicks_email ON reader_clicks (email)
 """
 
+# v5: erased readers (`audience erase`, audience/erasure.py) — a keyed hash of each erased address
+# (tokens.erased_key), no address: an old list that brings one back is skipped, not mailed.
+AUDIENCE_V5 = """
+CREATE TABLE IF NOT EXISTS erased (
+    hash        TEXT PRIMARY KEY,
+    at          TEXT NOT NULL
+) WITHOUT ROWID
+"""
+
 # v2: who is sending which issue (state/send_lock.py): the row that names the advisory lock's
 # holder. Not copied by `state copy`: it describes live sends, not state.
 LEDGER_V2 = """
@@ -210,12 +219,13 @@ CREATE TABLE IF NOT EXISTS ab_variants (
 
 # component -> its migrations in order; migration i (from 0) takes the schema to version i + 1.
 MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGER_V3, LEDGER_V4),
-                                          "audience": (AUDIENCE_V1, AUDIENCE_V2, AUDIENCE_V3, AUDIENCE_V4)}
+                                          "audience": (AUDIENCE_V1, AUDIENCE_V2, AUDIENCE_V3, AUDIENCE_V4,
+                                                       AUDIENCE_V5)}
 # The tables of each component, in the order `state copy` fills them.
 TABLES = {"ledger": ("deliveries", "schedules", "ab_tests", "ab_variants"),
           "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",
                        "issue_events", "issue_clicks", "soft_bounces", "processed", "sequence_readers",
-                       "tracked_links", "link_counts", "click_seen", "reader_clicks")}
+                       "tracked_links", "link_counts", "click_seen", "reader_clicks", "erased")}
 VERSIONS = """
 CREATE TABLE IF NOT EXISTS schema_version (
     component   TEXT PRIMARY KEY,

@@ -170,13 +170,16 @@ def _record(site: Site, change: Change) -> None:
 
 
 def _confirmed(site: Site, change: Change) -> None:
-    """The confirmation committed with the reader's start in each `start: confirmed` sequence."""
+    """The confirmation committed with the reader's start in each `start: confirmed` sequence; the
+    reader's new consent lifts an erasure's tombstone (audience/erasure.py)."""
+    from newsletter_mailer.audience import erasure
     from newsletter_mailer.sequences.members import enrol
 
     with site.stores.audience() as audience, audience.transaction():
         audience.apply(change)
         entry = audience.status(change.email)
         if entry is not None and entry.status == "subscribed":
+            erasure.lift(audience, site.secret, change.email)
             for name in site.welcome:
                 enrol(audience, name, [change.email], int(site.clock()))
 

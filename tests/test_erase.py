@@ -1,0 +1,176 @@
+"""`newsletter audience erase` (issue 24): a reader's data gone from every table, clicks included, and a
+tombstone that keeps an old list from mailing them until they sign up and confirm again.
+
+One story per backend (SQLite and PostgreSQL): an issue sent with [tracking] per_reader through the
+outbox, a click and a one-click unsubscribe through the real server, then the erasure and what follows.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from newsletter_mailer import tokens
+from newsletter_mailer.cli import app
+from newsletter_mailer.state import State, migrations
+from tests.helpers.webserver import SECRET, start, stop
+from tests.test_clicks import ISSUE, _tracking, tracked
+
+runner = CliRunner()
+ANN, BOB = "ann@example.org", "bob@example.org"  # ann clicks, bob unsubscribes; both are erased
+KEPT = ("cat@example.org", "dan@example.org")
+ODD = "=1+2'or'1@example.org"  # valid, and a formula / SQL quote: printed and stored as data only
+HOSTILE = "eve\x1b[31m@example.org"  # a terminal escape: not an address, the whole command refused
+NOBODY = "nobody@example.org"
+
+
+@pytest.fixture
+def story(tmp_path, database_url, monkeypatch):
+    if database_url:
+        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
+    else:
+        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    folder = tmp_path / "nl"
+    server = start(folder, edit=_tracking(True))
+    try:
+        (folder / "issues").mkdir()
+        for slug in ("clicks", "next", "third"):
+            (folder / "issues" / f"{slug}.yaml").write_text(
+                ISSUE.format(server=server.url).replace("subject: Clicks", f"subject: Issue {slug}"), encoding="utf-8")
+        # the list as an editor keeps it: ann in other case, every reader once
+        (folder / "list.csv").write_text("email,name\nAnn@Example.org,\n" + "".join(
+            f"{r},\n" for r in (BOB, *KEPT)), encoding="utf-8")
+        yield server, folder, database_url
+    finally:
+        stop(server)
+
+
+def cli(folder: Path, *args: str, ok: bool = True):
+    r = runner.invoke(app, [*args, "--config", str(folder / "newsletter.toml"), "--state", str(folder / "state")])
+    if ok:
+        assert r.exit_code == 0, r.output
+    return r
+
+
+def send(folder: Path, slug: str):
+    r = cli(folder, "send", str(folder / "issues" / f"{slug}.yaml"), "--list", str(folder / "list.csv"),
+            "--outbox", str(folder / "outbox"), "--provider", "outbox", "--yes")
+    mails = {}
+    for path in sorted((folder / "outbox" / slug).glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        mails.setdefault(msg["To"].addresses[0].addr_spec.lower(), []).append(msg)
+    return r.output, mails
+
+
+def tables(folder: Path, url: str | None) -> dict[str, list[tuple]]:
+    """Every row of every table of both databases, sorted: a snapshot to compare and to scan."""
+    out = {}
+    for component, names in migrations.TABLES.items():
+        db = getattr(State(folder / "state", url), component)()
+        try:
+            for table in names:
+                out[table] = sorted((tuple(map(str, r)) for r in db.db.execute(f"SELECT * FROM {table}")))
+        finally:
+            db.close()
+    return out
+
+
+def holding(snapshot: dict[str, list[tuple]], addresses) -> dict[str, list[tuple]]:
+    """The rows of the snapshot whose text, in any column, holds one of the addresses."""
+    return {t: hit for t, rows in snapshot.items()
+            if (hit := [r for r in rows if any(a.lower() in " ".join(r).lower() for a in addresses)])}
+
+
+def declined_at_the_prompt(folder: Path) -> subprocess.CompletedProcess:
+    primary, secondary = os.openpty()  # a real terminal, so erase asks
+    try:
+        os.write(primary, b"n\n")
+        return subprocess.run([sys.executable, "-m", "newsletter_mailer", "audience", "erase", ANN, BOB,
+                               "--config", str(folder / "newsletter.toml"), "--state", str(folder / "state")],
+                              stdin=secondary, capture_output=True, text=True, timeout=120, env=dict(os.environ))
+    finally:
+        os.close(primary)
+        os.close(secondary)
+
+
+def test_erase_removes_every_trace_and_a_tombstone_keeps_old_lists_from_mailing(story):
+    server, folder, url = story
+    _, first = send(folder, "clicks")
+    assert set(first) == {ANN, BOB, *KEPT}
+    with httpx.Client(timeout=30) as c:
+        for link in tracked(server, first[ANN][0])[:2]:  # ann's clicks: kept per reader
+            assert c.get(link).status_code == 302
+        token = tokens.make_unsubscribe(server.secret, server.list_id, BOB, "clicks")
+        assert c.post(f"{server.url}/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+    before = tables(folder, url)
+    assert {"reader_clicks", "deliveries"} <= set(holding(before, [ANN]))
+    assert {"audience", "history", "deliveries"} <= set(holding(before, [BOB]))
+    status_before = cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output
+    report_before = cli(folder, "report", str(folder / "issues" / "clicks.yaml")).output
+
+    # refused, declined and dry runs change nothing
+    bad = cli(folder, "audience", "erase", ANN, HOSTILE, BOB, "--yes", ok=False)
+    assert bad.exit_code == 2 and "not a valid email address" in bad.output and "\x1b" not in bad.output
+    (folder / "erase.txt").write_text(f"{ANN}\n# a comment\n\n{BOB}\nnot an address\n", encoding="utf-8")
+    bad = cli(folder, "audience", "erase", "--file", str(folder / "erase.txt"), "--yes", ok=False)
+    assert bad.exit_code == 2 and "erase.txt:5: not a valid email address" in bad.output
+    bad = cli(folder, "audience", "erase", "--file", str(folder / "missing.txt"), "--yes", ok=False)
+    assert bad.exit_code == 2 and "missing.txt" in bad.output and "Traceback" not in bad.output
+    dry = cli(folder, "audience", "erase", ANN, BOB, NOBODY, "--dry-run")
+    assert f"would erase {ANN}: status" not in dry.output  # ann never had a status, only a delivery and clicks
+    assert re.search(rf"would erase {ANN}: .*clicks 2.*deliveries 1", dry.output), dry.output
+    assert f"{NOBODY}: not found; a tombstone would be kept" in dry.output and "nothing erased (--dry-run)" in dry.output
+    p = declined_at_the_prompt(folder)
+    assert p.returncode == 0 and "This cannot be undone" in p.stdout and p.stdout.rstrip().endswith("nothing erased")
+    assert tables(folder, url) == before
+
+    # the erasure: two readers among several, an odd valid address and an unknown one mixed in
+    done = cli(folder, "audience", "erase", ANN, ODD, BOB.upper(), NOBODY, "--yes").output
+    assert re.search(rf"^erased {ANN}: .*clicks 2.*deliveries 1", done, re.M), done
+    assert re.search(rf"^erased {BOB}: status 1, history 1.*deliveries 1", done, re.M), done
+    assert f"{ODD}: not found; a tombstone is kept" in done and f"{NOBODY}: not found" in done
+    assert "erased 2 address(es), 2 not found" in done
+    after = tables(folder, url)
+    assert holding(after, [ANN, BOB]) == {}, holding(after, [ANN, BOB])
+    assert len(after["erased"]) == 4 and len(after["deliveries"]) == len(before["deliveries"])
+    assert holding(after, KEPT) == holding(before, KEPT)  # the others' rows untouched
+    listed = cli(folder, "audience", "list", "--format", "csv").output
+    assert ANN not in listed and BOB not in listed
+    assert cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output == status_before
+    assert cli(folder, "report", str(folder / "issues" / "clicks.yaml")).output == report_before
+    again = cli(folder, "audience", "erase", ANN, "--yes").output
+    assert f"{ANN}: not found (erased before)" in again and tables(folder, url) == after
+
+    # the same CSV, next issue: both skipped and said so, the rest mailed once
+    out, second = send(folder, "next")
+    assert set(second) == set(KEPT) and all(len(m) == 1 for m in second.values())
+    assert "erased on request: 2 (lines 2, 3)" in out, out
+    imported = cli(folder, "audience", "import", str(folder / "list.csv"), "--status", "subscribed").output
+    assert imported.count("erased on request") == 2 and ANN not in cli(folder, "audience", "list").output
+
+    # ann signs up again and confirms: her tombstone goes; the first issue still never reaches her twice
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.post("/subscribe", data={"email": ANN, "consent": "yes"}).status_code == 200
+        [mail] = server.mails_to(ANN)
+        body = mail.get_payload()[0].get_payload(decode=True).decode()
+        link = re.search(r"/confirm/[A-Za-z0-9_-]+", body).group()
+        assert tables(folder, url)["erased"] == after["erased"]  # pending is not consent
+        assert c.post(link, data={"confirm": "yes"}).status_code == 200
+    assert len(tables(folder, url)["erased"]) == 3
+    for path in (folder / "outbox" / "clicks").glob("*.eml"):
+        path.unlink()
+    out, resent = send(folder, "clicks")
+    assert resent == {} and cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output == status_before
+    out, third = send(folder, "third")
+    assert set(third) == {ANN, *KEPT} and all(len(m) == 1 for m in third.values())
+    assert "erased on request" in out  # bob's tombstone stands
