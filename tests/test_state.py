@@ -64,7 +64,7 @@ def a_state(folder) -> None:
     clicks.record(store.db, "mini", 1, "hash-1", scanner=False, now=1_700_000_000, email="u@example.org")
     from newsletter_mailer.audience import erasure  # a tombstone: an erased reader's keyed hash
 
-    erasure.erase(store, None, b"k" * 32, "gone@example.org")
+    erasure.erase(store, None, "gone@example.org")
     store.close()
 
 
@@ -99,7 +99,8 @@ def test_copy_moves_every_table_and_verifies_the_counts(nl, pg_cluster):
                 "sendgrid_sync": 1, "sendgrid_events": 1, "issue_events": 1, "issue_clicks": 1,
                 "soft_bounces": 1, "processed": 1, "sequence_readers": 1, "tracked_links": 1, "link_counts": 2,
                 "click_seen": 1,
-                "reader_clicks": 1, "ab_tests": 1, "ab_variants": 1, "erased": 1}
+                "reader_clicks": 1, "ab_tests": 1, "ab_variants": 1, "erased": 1,
+                "erasure_key": 1}
     for table, n in expected.items():
         assert f"{table}: {n} row(s), verified" in result.output
         assert query(url, f"SELECT count(*) FROM {table}") == [(n,)]

@@ -487,7 +487,7 @@ class Sender:
         if p.provider.name == "sendgrid" and o.sync and not o.dry_run:
             p.notes.append(_sync_from_sendgrid(p))
         self.url = p.state.url  # None: SQLite files in the state folder
-        self.audience = SendAudience(p.state, dry_run=o.dry_run, env=o.env)
+        self.audience = SendAudience(p.state, dry_run=o.dry_run)
         if o.list_path is None and not self.audience.signups:
             self.audience.close()
             raise NewsletterError("no subscriber list: pass --list subscribers.csv "

@@ -221,11 +221,6 @@ def reader_key(secret: Secrets, issue: str, email: str) -> str:
 
 
 
-def erased_key(secret: bytes, email: str) -> str:
-    """The tombstone of an erased address (`audience erase`): a keyed hash, so the store can tell the
-    address again when an old list brings it back, yet holds nothing that names it."""
-    return hmac.digest(_mac_key(secret), b"erased\0" + email.lower().encode("utf-8"), "sha256")[:16].hex()
-
 # Without [tracking] per_reader the server never needs the address, so the reader half carries none:
 # a keyed pseudonym of (issue, reader) and a MAC binding it, the subject-test variant and the issue
 # to the list. Keyed BLAKE2s (a MAC by design, RFC 7693) rather than HMAC-SHA256: a message's reader

@@ -5,9 +5,11 @@ SendGrid blocks, soft bounces, sequences, [tracking] per_reader clicks and the s
 per-address rate rows). What `status` and `report` count keeps its row under the address's tombstone
 key instead, with no name or reason: the ledger's deliveries and subject-test draws, and an issue's
 unsubscribe, bounce and complaint events. The counts stay right; no address remains. The tombstone (table `erased`) is a keyed hash of the address under the newsletter secret
-(tokens.erased_key): a send, an import or a listing that meets the address again on an old list
+(tombstone()): a send, an import or a listing that meets the address again on an old list
 skips it ("erased on request"), and a send of an issue already delivered to it finds that
-delivery under the same key. Only a confirmed sign-up (new, explicit consent) lifts the tombstone.
+delivery under the same key. The hash's key is random, made by the first erasure and kept in the
+store (`erasure_key`): it is never rotated with the newsletter secret, so a tombstone holds for as
+long as the state does, and erasing needs no secret. Only a confirmed sign-up (new, explicit consent) lifts the tombstone.
 
 Each database commits on its own (on SQLite they are two files): the store first, then the ledger.
 An erase cut short in between is completed by running it again; it is idempotent.
@@ -15,13 +17,13 @@ An erase cut short in between is completed by running it again; it is idempotent
 
 from __future__ import annotations
 
+import hmac
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import cached_property
-from typing import Callable, Iterable, Sequence
+from typing import Iterable
 
-from newsletter_mailer import tokens
 from newsletter_mailer.addresses import mailbox_keys
 from newsletter_mailer.ledger import key
 
@@ -48,25 +50,37 @@ class Found:
         return ", ".join(parts)
 
 
-def tombstones(secrets: tokens.Secrets, email: str) -> list[str]:
-    """The address's tombstone under each readable secret (a rotation keeps the old one readable)."""
-    return [tokens.erased_key(s, key(email)) for s in ((secrets,) if isinstance(secrets, bytes) else secrets)]
+def tombstone(key: bytes, email: str) -> str:
+    """The tombstone of an erased address: a keyed hash, so the store can tell the address again
+    when an old list brings it back, yet holds nothing that names it."""
+    return hmac.digest(key, b"erased\0" + email.lower().encode("utf-8"), "sha256")[:16].hex()
+
+
+def tombstone_key(db, *, create: bool) -> bytes | None:
+    """The store's tombstone key (32 random bytes, made once, inside the caller's transaction when
+    create); None when no erasure has made one yet."""
+    row = db.execute("SELECT key FROM erasure_key WHERE id=1").fetchone()
+    if row is None and create:
+        db.execute("INSERT INTO erasure_key (id, key) VALUES (1, ?) ON CONFLICT (id) DO NOTHING",
+                   (os.urandom(32).hex(),))
+        row = db.execute("SELECT key FROM erasure_key WHERE id=1").fetchone()
+    return bytes.fromhex(row[0]) if row else None
 
 
 class Erased:
-    """The store's tombstones, read once: `email in erased`. The secrets are loaded (a callable) only
-    when there is something to hash: a state with no erasure never needs, nor makes, a secret file."""
+    """The store's tombstones, read once: `email in erased` for the addresses `audience erase` removed."""
 
-    def __init__(self, store, secrets: Callable[[], Sequence[bytes]] | Sequence[bytes]):
-        self._secrets = secrets
-        self.hashes = {r[0] for r in store.db.execute("SELECT hash FROM erased")} if store is not None else set()
+    def __init__(self, store):
+        db = store.db if store is not None else None
+        self.hashes = {r[0] for r in db.execute("SELECT hash FROM erased")} if db is not None else set()
+        self.key = tombstone_key(db, create=False) if self.hashes else None
 
-    @cached_property
-    def secrets(self) -> tuple[bytes, ...]:
-        return tuple(self._secrets() if callable(self._secrets) else self._secrets)
+    def of(self, email: str) -> str | None:
+        """The address's tombstone when there are tombstones to compare with, else None."""
+        return tombstone(self.key, email) if self.key is not None else None
 
     def __contains__(self, email: str) -> bool:
-        return bool(self.hashes) and any(h in self.hashes for h in tombstones(self.secrets, email))
+        return self.key is not None and tombstone(self.key, email) in self.hashes
 
 
 class LedgerStates(dict):
@@ -76,18 +90,17 @@ class LedgerStates(dict):
 
     def __init__(self, states: dict, erased: Erased):
         super().__init__(states)
-        self.secrets = erased.secrets if any(k.startswith(TOMBSTONE) for k in states) else ()
+        self.erased = erased if any(k.startswith(TOMBSTONE) for k in states) else None
 
     def get(self, email_key, default=None):
         found = super().get(email_key)
-        for h in tombstones(self.secrets, email_key) if found is None else ():
-            found = super().get(TOMBSTONE + h)
-            if found is not None:
-                break
+        if found is None and self.erased is not None:
+            tomb = self.erased.of(email_key)
+            found = super().get(TOMBSTONE + tomb) if tomb is not None else None
         return default if found is None else found
 
 
-def survey(store, ledger, secrets: Sequence[bytes], email: str) -> Found:
+def survey(store, ledger, email: str) -> Found:
     """What erasing the address would remove (also `--dry-run`'s answer)."""
     email = key(email)
     found = Found(email)
@@ -99,21 +112,21 @@ def survey(store, ledger, secrets: Sequence[bytes], email: str) -> Found:
     for table in LEDGER_TABLES:
         found.rows[table] = ledger.db.execute(f"SELECT count(*) FROM {table} WHERE email=?",
                                               (email,)).fetchone()[0] if ledger is not None else 0
-    found.tombstoned = email in Erased(store, secrets)
+    found.tombstoned = email in Erased(store)
     return found
 
 
-def erase(store, ledger, secret: bytes, email: str) -> Found:
+def erase(store, ledger, email: str) -> Found:
     """Every row of the address deleted from the store, or (the events per-issue counts are made of)
     kept under the tombstone key with no name or reason; with its tombstone, in one transaction. Then
     its ledger rows rewritten to the tombstone key (another). Returns what was there."""
     email = key(email)
-    tomb = tokens.erased_key(secret, email)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with store.transaction():
         store.lock([email])
-        found = survey(store, ledger, [secret], email)
+        found = survey(store, ledger, email)
         db = store.db
+        tomb = tombstone(tombstone_key(db, create=True), email)
         for table in ("audience", "sequence_readers", "reader_clicks"):
             db.execute(f"DELETE FROM {table} WHERE email=?", (email,))
         db.execute(f"DELETE FROM rate WHERE bucket IN ({db.json_values()})",
@@ -148,11 +161,12 @@ def _rewrite(db, email: str, tomb: str) -> None:
                            (quoted.sub("[erased]", reason), issue, tomb))
 
 
-def lift(store, secrets: tokens.Secrets, email: str) -> None:
+def lift(store, email: str) -> None:
     """A confirmed sign-up (new, explicit consent): the address's tombstone goes, inside the caller's
     transaction. Its old ledger rows keep the tombstone key; LedgerStates still finds them."""
-    store.db.execute(f"DELETE FROM erased WHERE hash IN ({store.db.json_values()})",
-                     (_json(tombstones(secrets, email)),))
+    k = tombstone_key(store.db, create=False)
+    if k is not None:
+        store.db.execute("DELETE FROM erased WHERE hash=?", (tombstone(k, email),))
 
 
 def _json(values: Iterable[str]) -> str:

@@ -14,7 +14,7 @@ A dry run reads the store only if it exists: it creates nothing (a database is a
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+from typing import Iterator
 
 from newsletter_mailer.audience import erasure
 from newsletter_mailer.state.handle import State
@@ -25,9 +25,9 @@ STORE = " (audience store)"  # appended to the status: "unsubscribed (audience s
 
 
 class SendAudience:
-    def __init__(self, state: State, *, dry_run: bool, env: Mapping[str, str]):
+    def __init__(self, state: State, *, dry_run: bool):
         self.store = state.audience(create=not dry_run)
-        self.erased = erasure.Erased(self.store, lambda: state.secrets(env, create=not dry_run)[0])
+        self.erased = erasure.Erased(self.store)
         self.mark = self.store.change_mark() if self.store else None
         self.suppressed = self.store.suppressed() if self.store else {}  # as the plan saw it
         self.now = self.suppressed  # as the store says now (re-read when it has changed)

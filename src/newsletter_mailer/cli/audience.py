@@ -31,15 +31,13 @@ def _store(config: Optional[Path], state: Optional[Path]) -> Iterator:
 @contextmanager
 def _store_and_erased(config: Optional[Path], state: Optional[Path]) -> Iterator:
     """(store, its tombstones): `email in erased` for the addresses `audience erase` removed."""
-    import os
-
     from newsletter_mailer.audience.erasure import Erased
     from newsletter_mailer.cli.common import settings_and_state
 
     handle = settings_and_state(config, state, settings_optional=True)[2]
     store = handle.audience()
     try:
-        yield store, Erased(store, lambda: handle.secrets(os.environ)[0])
+        yield store, Erased(store)
     finally:
         store.close()
 
@@ -140,7 +138,6 @@ def erase(
 ) -> None:
     """A reader's right to erasure: every row holding the address deleted, its deliveries kept under a
     tombstone that no list can mail again (until the reader signs up and confirms)."""
-    import os
 
     from newsletter_mailer.audience import erasure
     from newsletter_mailer.cli.common import confirm, settings_and_state
@@ -152,12 +149,11 @@ def erase(
         if not emails:
             raise NewsletterError("no address to erase", field="ADDR", hint="name addresses or pass --file FILE")
         handle = settings_and_state(config, state, settings_optional=True)[2]
-        secrets = handle.secrets(os.environ, create=not dry_run)[0]
         store, ledger = handle.audience(create=not dry_run), handle.ledger(create=False)
         try:
             if store is None:  # --dry-run on a state never written: nothing stored anywhere
                 raise NewsletterError(f"no audience store in {handle.describe()}: nothing to erase")
-            found = [erasure.survey(store, ledger, secrets, e) for e in emails]
+            found = [erasure.survey(store, ledger, e) for e in emails]
             if dry_run or not yes:
                 for f in found:
                     typer.echo(one_line(_erase_line(f, "would erase")))
@@ -166,7 +162,7 @@ def erase(
                 return
             confirm(f"Erase {len(emails)} address(es) and everything stored about them? This cannot be undone.",
                     yes, "erase", "nothing erased")
-            done = [erasure.erase(store, ledger, secrets[0], e) for e in emails]
+            done = [erasure.erase(store, ledger, e) for e in emails]
         finally:
             for db in (store, ledger):
                 if db is not None:

@@ -158,12 +158,18 @@ CREATE INDEX IF NOT EXISTS reader_clicks_email ON reader_clicks (email)
 """
 
 # v5: erased readers (`audience erase`, audience/erasure.py) — a keyed hash of each erased address
-# (tokens.erased_key), no address: an old list that brings one back is skipped, not mailed.
+# (erasure.tombstone), no address: an old list that brings one back is skipped, not mailed. Its key
+# is random, made with the first erasure and kept here: never rotated with the newsletter secret,
+# so a tombstone holds for as long as the state does.
 AUDIENCE_V5 = """
 CREATE TABLE IF NOT EXISTS erased (
     hash        TEXT PRIMARY KEY,
     at          TEXT NOT NULL
-) WITHOUT ROWID
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS erasure_key (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    key         TEXT NOT NULL
+)
 """
 
 # v2: who is sending which issue (state/send_lock.py): the row that names the advisory lock's
@@ -225,7 +231,7 @@ MIGRATIONS: dict[str, tuple[str, ...]] = {"ledger": (LEDGER_V1, LEDGER_V2, LEDGE
 TABLES = {"ledger": ("deliveries", "schedules", "ab_tests", "ab_variants"),
           "audience": ("audience", "history", "rate", "blocks", "sendgrid_sync", "sendgrid_events",
                        "issue_events", "issue_clicks", "soft_bounces", "processed", "sequence_readers",
-                       "tracked_links", "link_counts", "click_seen", "reader_clicks", "erased")}
+                       "tracked_links", "link_counts", "click_seen", "reader_clicks", "erased", "erasure_key")}
 VERSIONS = """
 CREATE TABLE IF NOT EXISTS schema_version (
     component   TEXT PRIMARY KEY,

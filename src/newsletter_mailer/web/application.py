@@ -179,7 +179,7 @@ def _confirmed(site: Site, change: Change) -> None:
         audience.apply(change)
         entry = audience.status(change.email)
         if entry is not None and entry.status == "subscribed":
-            erasure.lift(audience, site.secret, change.email)
+            erasure.lift(audience, change.email)
             for name in site.welcome:
                 enrol(audience, name, [change.email], int(site.clock()))
 
