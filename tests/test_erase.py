@@ -23,6 +23,7 @@ from newsletter_mailer import tokens
 from newsletter_mailer.cli import app
 from newsletter_mailer.state import State, migrations
 from tests.helpers.webserver import SECRET, start, stop
+from tests.conftest import use_database
 from tests.test_clicks import ISSUE, _tracking, tracked
 
 runner = CliRunner()
@@ -35,10 +36,7 @@ NOBODY = "nobody@example.org"
 
 @pytest.fixture
 def story(tmp_path, database_url, monkeypatch):
-    if database_url:
-        monkeypatch.setenv("NEWSLETTER_DATABASE_URL", database_url)
-    else:
-        monkeypatch.delenv("NEWSLETTER_DATABASE_URL", raising=False)
+    use_database(monkeypatch, database_url)
     monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
     folder = tmp_path / "nl"
     server = start(folder, edit=_tracking(True))
@@ -179,3 +177,43 @@ def test_erase_removes_every_trace_and_a_tombstone_keeps_old_lists_from_mailing(
     out, third = send(folder, "third")
     assert set(third) == {ANN, *KEPT} and all(len(m) == 1 for m in third.values())
     assert "erased on request" in out  # bob's tombstone stands
+
+
+def test_what_arrives_later_for_an_erased_reader_is_counted_without_the_address(story):
+    """An unsubscribe or a click from an old message, a bounce, a block or a soft bounce about an erased
+    reader: counted (under the tombstone key), and no table holds the address again; an export of the
+    old list leaves them out. Good events for the other readers, mixed in, are kept as ever."""
+    from newsletter_mailer.audience import sendgrid_store
+    from newsletter_mailer.audience.store import Change
+
+    server, folder, url = story
+    _, first = send(folder, "clicks")
+    old_links = tracked(server, first[ANN][0])
+    cli(folder, "audience", "erase", ANN, BOB, "--yes")
+    unsubscribes = cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output
+    with httpx.Client(timeout=30) as c:
+        for who in (BOB, KEPT[0]):  # one-click from an old message: the erased reader's and another's
+            token = tokens.make_unsubscribe(server.secret, server.list_id, who, "clicks")
+            assert c.post(f"{server.url}/u/{token}", data={"List-Unsubscribe": "One-Click"}).status_code == 200
+        assert c.get(old_links[0]).status_code == 302  # ann's per-reader link, from before the erasure
+    store = State(folder / "state", url).audience()
+    try:
+        with store.transaction():
+            store.apply(Change(ANN, "bounced", "sendgrid", "clicks", f"550 {ANN} unknown"))
+            store.apply(Change(KEPT[1], "bounced", "sendgrid", "clicks", "550 unknown"))
+            sendgrid_store.block(store, BOB.upper(), 1_800_000_000, "sendgrid", "4.7.1", f"blocked {BOB}", "clicks")
+        store.soft_bounces([(ANN, "clicks", f"452 {ANN} full"), (KEPT[0], "clicks", "452 full")], limit=3)
+    finally:
+        store.close()
+    after = tables(folder, url)
+    assert holding(after, [ANN, BOB]) == {}, holding(after, [ANN, BOB])
+    assert holding(after, [KEPT[1]])["audience"] and holding(after, [KEPT[0]])["soft_bounces"]
+    assert any(r[0].startswith("erased:") for r in after["blocks"])
+    assert any(r[1].startswith("erased:") and r[2] == "bounced" for r in after["history"])  # (id, email, status, …)
+    status = cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output
+    assert status != unsubscribes  # the later events were counted for the issue
+    assert ANN not in cli(folder, "audience", "list", "--format", "csv").output
+    exported = cli(folder, "audience", "export", str(folder / "out.csv"), "--list", str(folder / "list.csv")).output
+    assert "left out 2 erased on request" in exported, exported
+    text = (folder / "out.csv").read_text(encoding="utf-8").lower()
+    assert ANN not in text and BOB not in text and all(k in text for k in KEPT)

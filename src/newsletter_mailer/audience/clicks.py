@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterable
 
+from newsletter_mailer.audience import erasure
 from newsletter_mailer.state.db import Database
 
 BURST_SECONDS = 5
@@ -89,7 +90,10 @@ def record(db: Database, issue: str, link: int, reader: str, *, scanner: bool, n
 
 def count_fetch(db: Database, issue: str, link: int, reader: str, *, scanner: bool, now: int,
                 email: str | None = None, variant: str | None = None, in_message: int | None = None) -> str:
-    """record's counting inside the caller's transaction (the webhook's, one savepoint an event)."""
+    """record's counting inside the caller's transaction (the webhook's, one savepoint an event). An
+    erased reader's click from an old message counts, but their address is not kept again."""
+    if email is not None and erasure.stand_in(db, email) is not None:
+        email = None
     db.execute("INSERT INTO link_counts (issue, link, clicks, uniques, scanners) VALUES (?,?,0,0,0) "
                "ON CONFLICT (issue, link) DO NOTHING", (issue, link))
     if scanner:

@@ -67,6 +67,17 @@ def tombstone_key(db, *, create: bool) -> bytes | None:
     return bytes.fromhex(row[0]) if row else None
 
 
+def stand_in(db, email: str) -> str | None:
+    """TOMBSTONE + the address's hash when the address was erased, else None: what arrives later for
+    an erased reader (a bounce, a complaint, an unsubscribe from an old message, a click) is counted
+    under that key and never brings the address back. Two point queries; one when nothing was erased."""
+    k = tombstone_key(db, create=False)
+    if k is None:
+        return None
+    tomb = tombstone(k, email)
+    return TOMBSTONE + tomb if db.execute("SELECT 1 FROM erased WHERE hash=?", (tomb,)).fetchone() else None
+
+
 class Erased:
     """The store's tombstones, read once: `email in erased` for the addresses `audience erase` removed."""
 

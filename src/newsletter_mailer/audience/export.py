@@ -2,7 +2,7 @@
 
 The --list rows keep every column; their status becomes what the store knows (a reader who
 unsubscribed, bounced or complained, or who confirmed a sign-up again); then every confirmed
-sign-up not on the list is added. The subscribers CSV knows `subscribed`, `unsubscribed` and
+sign-up not on the list is added; a row of an address erased on request is left out. The subscribers CSV knows `subscribed`, `unsubscribed` and
 `bounced`, so a complaint is written as `unsubscribed` (never sent to again either way).
 Cells that a spreadsheet would run as a formula are quoted (csvcells.py). The file is
 written exclusively, 0600 (it lists every reader), never through a link.
@@ -14,6 +14,7 @@ import csv
 import io
 import os
 from pathlib import Path
+from typing import Container
 
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.csvcells import restore, write_rows
@@ -42,17 +43,21 @@ def _list_rows(path: Path | None) -> tuple[list[str], list[list[str]]]:
     return header, rows[1:]
 
 
-def table(audience: Audience, list_path: Path | None) -> list[list[str]]:
-    """The header and rows of the exported list."""
+def table(audience: Audience, list_path: Path | None, erased: Container[str] = ()) -> tuple[list[list[str]], int]:
+    """The header and rows of the exported list, and how many --list rows were left out: an address
+    erased on request (`audience erase`) is not written back into the list."""
     header, rows = _list_rows(list_path)
     lower = [h.strip().lower() for h in header]
     ei, si, ni = lower.index("email"), lower.index("status"), lower.index("name") if "name" in lower else None
     known = {e.email: e.status for e in audience.rows()}
     seen: set[str] = set()
-    out = [header]
+    out, left_out = [header], 0
     for row in rows:
         row = row + [""] * (len(header) - len(row))
         email = key(row[ei].strip())
+        if email in erased:
+            left_out += 1
+            continue
         seen.add(email)
         if known.get(email) in _CSV_STATUS:
             row[si] = _CSV_STATUS[known[email]]
@@ -64,7 +69,7 @@ def table(audience: Audience, list_path: Path | None) -> list[list[str]]:
             if ni is not None:
                 row[ni] = name or ""
             out.append(row)
-    return out
+    return out, left_out
 
 
 def write(rows: list[list[str]], path: Path, force: bool) -> None:

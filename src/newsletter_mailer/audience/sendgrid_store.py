@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from newsletter_mailer.audience import erasure
 from newsletter_mailer.audience.store import Audience
 from newsletter_mailer.errors import one_line
 from newsletter_mailer.ledger import key
@@ -40,7 +41,11 @@ def note(value: Any, limit: int = MAX_NOTE) -> str | None:
 
 def block(store: Audience, email: str, created: int, source: str, status: str | None, reason: str | None,
           issue: str | None = None) -> bool:
-    """One block, once per (address, time); True when it was new."""
+    """One block, once per (address, time); True when it was new. An erased reader's is kept under
+    the tombstone key, without its reason (audience/erasure.py)."""
+    kept = erasure.stand_in(store.db, key(email))
+    if kept is not None:
+        email, reason = kept, None
     return store.db.execute("INSERT INTO blocks (email, created, source, issue, status, reason) "
                             "VALUES (?,?,?,?,?,?) ON CONFLICT DO NOTHING", (key(email), created, source, issue, status, reason)).rowcount > 0
 

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Iterator
 
 
+from newsletter_mailer.audience import erasure
 from newsletter_mailer.state.db import Database
 from newsletter_mailer.state.handle import AUDIENCE_FILE as FILE  # noqa: F401 - where it is on SQLite
 from newsletter_mailer.ledger import key
@@ -123,6 +124,13 @@ class Audience:
         if c.status not in STATUSES or c.source not in SOURCES:
             raise ValueError(f"unknown status or source: {c.status!r}, {c.source!r}")
         email = key(c.email)
+        if c.source != "form" and (kept := erasure.stand_in(self.db, email)) is not None:
+            # an erased reader: an event about an issue counts under the tombstone key (as `erase` left
+            # the earlier ones), and no status row brings the address back. Only their own sign-up may.
+            if c.issue and c.status in SUPPRESSED:
+                self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
+                                "VALUES (?,?,?,?,NULL,NULL,0,?)", (kept, c.status, c.source, c.issue, now))
+            return False
         row = self.db.execute("SELECT status FROM audience WHERE email=?", (email,)).fetchone()
         ok = applies(row[0] if row else None, c)
         self.db.execute("INSERT INTO history (email, status, source, issue, reason, name, applied, at) "
@@ -233,6 +241,11 @@ class Audience:
         with self.transaction():
             for email, issue, reason in items:
                 email = key(email)
+                kept = erasure.stand_in(self.db, email)  # an erased reader: counted, the address not kept
+                if kept is not None:
+                    self.db.execute("INSERT INTO soft_bounces (email, issue, reason, at) VALUES (?,?,NULL,?) "
+                                    "ON CONFLICT DO NOTHING", (kept, issue or "", now))
+                    continue
                 self.db.execute("INSERT INTO soft_bounces (email, issue, reason, at) VALUES (?,?,?,?) "
                                 "ON CONFLICT DO NOTHING", (email, issue or "", reason, now))
                 n = self.db.execute("SELECT count(*) FROM soft_bounces WHERE email=?", (email,)).fetchone()[0]

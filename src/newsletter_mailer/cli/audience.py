@@ -227,10 +227,11 @@ def export(
     from newsletter_mailer.audience.export import table, write
 
     with reporting():
-        with _store(config, state) as store:
-            rows = table(store, list_)
+        with _store_and_erased(config, state) as (store, erased):
+            rows, left_out = table(store, list_, erased)
         write(rows, csv_path, force)
-    typer.echo(f"wrote {show(csv_path)}: {len(rows) - 1} subscriber row(s) (mode 0600)")
+    typer.echo(f"wrote {show(csv_path)}: {len(rows) - 1} subscriber row(s) (mode 0600)"
+               + (f"; left out {left_out} erased on request" if left_out else ""))
 
 
 @audience_app.command("import")
