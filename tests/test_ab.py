@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from newsletter_mailer import ab_test
 from newsletter_mailer.audience import clicks
 from newsletter_mailer.cli import app
+from newsletter_mailer.errors import NewsletterError
 from newsletter_mailer.ledger import key
 from newsletter_mailer.state import State
 
@@ -57,6 +58,15 @@ def test_a_bad_sample_is_one_line(text):
     with pytest.raises(Exception) as caught:
         ab_test.parse_share(text)
     assert "--sample" in str(caught.value.format())
+
+
+@pytest.mark.parametrize("text", ["4", "soon", "-2h", "366d", "99999999999999999999d",
+                                  pytest.param("9" * 400 + "s", id="10^400s")])
+def test_a_bad_or_endless_wait_is_one_line(text):
+    """A wait too long for a float or the ledger's integer was an internal error (exit 70): one line instead."""
+    with pytest.raises(NewsletterError) as caught:
+        ab_test.parse_wait(text)
+    assert "--wait" in str(caught.value.format())
 
 
 N = 10_000

@@ -28,6 +28,7 @@ SIGNIFICANCE = 0.05
 VERB = {"clicks": "clicked", "opens": "opened"}  # [tracking] ab_winner: what the readers counted did
 _WAIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_WAIT = 365 * 86400  # longer is a typo (and 10^400 seconds overflows a float, 10^20 days the ledger's integer)
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,11 @@ def parse_share(text: str) -> float:
 
 def parse_wait(text: str) -> int:
     m = _WAIT.match(text)
-    if not m:
-        raise NewsletterError(f"--wait '{text}' is not a duration", field="--wait", hint="e.g. 90m, 4h or 2d")
-    return int(float(m.group(1)) * _UNITS[m.group(2)])
+    seconds = float(m.group(1)) * _UNITS[m.group(2)] if m else math.inf
+    if not seconds <= MAX_WAIT:
+        raise NewsletterError(f"--wait '{text}' is not a duration of at most a year", field="--wait",
+                              hint="e.g. 90m, 4h or 2d")
+    return int(seconds)
 
 
 def split(keys: Iterable[str], share: float, seed: bytes) -> dict[str, str]:
