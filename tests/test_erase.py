@@ -217,3 +217,29 @@ def test_what_arrives_later_for_an_erased_reader_is_counted_without_the_address(
     assert "left out 2 erased on request" in exported, exported
     text = (folder / "out.csv").read_text(encoding="utf-8").lower()
     assert ANN not in text and BOB not in text and all(k in text for k in KEPT)
+
+
+def test_a_reader_erased_while_a_send_runs_gets_none_of_its_later_batches(tmp_path, database_url, monkeypatch):
+    """The send reads the tombstones for its plan; an erasure after that (the erase deletes and rewrites
+    rows, so the store's change mark did not move) let every later batch mail the reader and write
+    their address into the ledger again. Each batch now leaves out who was erased since, any case."""
+    from newsletter_mailer.audience import erasure
+    from newsletter_mailer.audience.in_send import SendAudience
+    from newsletter_mailer.providers.base import Recipient
+
+    use_database(monkeypatch, database_url)
+    state = State(tmp_path / "state", database_url)
+    store, ledger = state.audience(), state.ledger()
+    running = SendAudience(state, dry_run=False)  # the plan: nobody erased yet
+    try:
+        batch = [Recipient(a, "", []) for a in ("Ann@Example.org", BOB, *KEPT)]
+        assert running.still_wanted(batch) == (batch, 0)
+        erasure.erase(store, ledger, ANN.upper())
+        erasure.erase(store, ledger, NOBODY)
+        kept, left = running.still_wanted(batch + [Recipient(NOBODY, "", [])])
+        assert [r.email for r in kept] == [BOB, *KEPT] and left == 2
+        assert running.still_wanted(batch[1:]) == (batch[1:], 0)  # the others as ever
+    finally:
+        running.close()
+        store.close()
+        ledger.close()

@@ -93,6 +93,12 @@ class Erased:
     def __contains__(self, email: str) -> bool:
         return self.key is not None and tombstone(self.key, email) in self.hashes
 
+    def fresh(self, store) -> Erased:
+        """These tombstones, or read again when their number changed (an erase while a send runs:
+        one count a batch; erasing deletes rows, so the store's change mark does not see it)."""
+        n = store.db.execute("SELECT count(*) FROM erased").fetchone()[0]
+        return self if n == len(self.hashes) else Erased(store)
+
 
 class LedgerStates(dict):
     """ledger.states(issue) that also finds a delivery recorded before its reader was erased (under the

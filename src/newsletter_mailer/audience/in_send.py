@@ -7,7 +7,8 @@ Asked again per batch, right before the ledger's 'sending' write (on SQLite firs
 the newest change, then one query only if something changed), so an
 unsubscribe that arrives while a send runs is honoured for everyone not yet handed to the
 provider. Those get no ledger row: they were never attempted, and the ledger records attempts.
-Erased readers (`audience erase`) on the list are skipped too, "erased on request", and a delivery
+Erased readers (`audience erase`) on the list are skipped too, "erased on request" (erased during
+the send: left out of the later batches like those who left), and a delivery
 recorded before an erasure is found under its tombstone key (erasure.LedgerStates).
 A dry run reads the store only if it exists: it creates nothing (a database is always there).
 """
@@ -57,6 +58,7 @@ class SendAudience:
         """The batch without those suppressed since the plan, and how many that was."""
         if self.store is None or not batch:
             return batch, 0
+        self.erased = self.erased.fresh(self.store)
         if self.mark is not None:  # SQLite: one cheap look at the newest change first
             mark = self.store.change_mark()
             if mark != self.mark:  # something changed: read the suppressions again, for every batch
@@ -64,9 +66,9 @@ class SendAudience:
             gone = self.now
         else:
             gone = self.store.suppressed_among([r.email for r in batch])
-        if not gone:
+        if not gone and not self.erased.hashes:
             return batch, 0
-        kept = [r for r in batch if r.email.lower() not in gone]
+        kept = [r for r in batch if r.email.lower() not in gone and r.email not in self.erased]
         return kept, len(batch) - len(kept)
 
     def close(self) -> None:
