@@ -243,3 +243,20 @@ def test_a_reader_erased_while_a_send_runs_gets_none_of_its_later_batches(tmp_pa
         running.close()
         store.close()
         ledger.close()
+
+
+def test_an_address_file_saved_with_a_byte_order_mark_and_crlf_is_read(tmp_path, database_url, monkeypatch):
+    """Notepad's UTF-8 starts with a BOM: the first address was refused as "not a valid email address"
+    (every other file the project reads takes it). A NUL or an undecodable byte is still one line."""
+    use_database(monkeypatch, database_url)
+    monkeypatch.setenv("NEWSLETTER_SECRET", SECRET)
+    (tmp_path / "bom.txt").write_bytes(f"\ufeff{ANN}\r\n{BOB}\r\n".encode("utf-8"))
+    r = runner.invoke(app, ["audience", "erase", "--file", str(tmp_path / "bom.txt"), "--yes",
+                            "--state", str(tmp_path / "state")])
+    assert r.exit_code == 0, r.output
+    assert f"{ANN}: not found" in r.output and "erased 0 address(es), 2 not found" in r.output
+    for name, raw in (("nul.txt", f"{ANN}\0\n".encode()), ("latin.txt", f"{BOB}\n\xe9ve@example.org\n".encode("latin-1"))):
+        (tmp_path / name).write_bytes(raw)
+        r = runner.invoke(app, ["audience", "erase", "--file", str(tmp_path / name), "--yes",
+                                "--state", str(tmp_path / "state")])
+        assert r.exit_code == 2 and name in r.output and "Traceback" not in r.output, r.output

@@ -184,7 +184,7 @@ def _read_file(path: Optional[Path]) -> list[str]:
     if path is None:
         return []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # with a BOM too, as Notepad saves UTF-8
     except (OSError, UnicodeDecodeError) as exc:
         raise NewsletterError(f"cannot read the address file: {getattr(exc, 'strerror', None) or exc}", path=path,
                               field="--file", hint="one address a line, UTF-8") from None
