@@ -255,8 +255,37 @@ def test_an_address_file_saved_with_a_byte_order_mark_and_crlf_is_read(tmp_path,
                             "--state", str(tmp_path / "state")])
     assert r.exit_code == 0, r.output
     assert f"{ANN}: not found" in r.output and "erased 0 address(es), 2 not found" in r.output
-    for name, raw in (("nul.txt", f"{ANN}\0\n".encode()), ("latin.txt", f"{BOB}\n\xe9ve@example.org\n".encode("latin-1"))):
+    for name, raw in (("nul.txt", f"{ANN}\0\n".encode()),
+                      ("latin.txt", f"{BOB}\n\xe9ve@example.org\n".encode("latin-1"))):
         (tmp_path / name).write_bytes(raw)
         r = runner.invoke(app, ["audience", "erase", "--file", str(tmp_path / name), "--yes",
                                 "--state", str(tmp_path / "state")])
         assert r.exit_code == 2 and name in r.output and "Traceback" not in r.output, r.output
+
+
+def test_a_bounce_tied_to_an_erased_readers_old_message_makes_no_reader_of_the_tombstone(story):
+    """A late bounce report returns an erased reader's message: its Message-ID finds the ledger row, now
+    under the tombstone key, and that key was recorded as a reader of its own ("erased:…" bounced in
+    `audience list`). It is counted for the issue under the tombstone, like any later event, and no
+    status row holds it; another reader's bounce in the same mbox is recorded as ever."""
+    import mailbox
+
+    from tests.test_inbox import _dsn
+
+    server, folder, url = story
+    _, first = send(folder, "clicks")
+    cli(folder, "audience", "erase", ANN, "--yes")
+    box = mailbox.mbox(folder / "bounces.mbox")
+    for who in (ANN, KEPT[0]):
+        box.add(_dsn(who, "5.1.1", first[who][0]["Message-ID"], "clicks"))
+    box.flush()
+    box.close()
+    status_before = cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output
+    r = cli(folder, "inbox", "--mbox", str(folder / "bounces.mbox"))
+    after = tables(folder, url)
+    assert holding(after, [ANN]) == {}
+    assert [row[0] for row in after["audience"]] == [KEPT[0]], after["audience"]
+    assert any(row[1].startswith("erased:") and row[2] == "bounced" for row in after["history"])
+    listed = cli(folder, "audience", "list").output
+    assert "erased:" not in listed and KEPT[0] in listed, listed
+    assert cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output != status_before, r.output

@@ -70,7 +70,10 @@ def tombstone_key(db, *, create: bool) -> bytes | None:
 def stand_in(db, email: str) -> str | None:
     """TOMBSTONE + the address's hash when the address was erased, else None: what arrives later for
     an erased reader (a bounce, a complaint, an unsubscribe from an old message, a click) is counted
-    under that key and never brings the address back. Two point queries; one when nothing was erased."""
+    under that key and never brings the address back. Two point queries; one when nothing was erased.
+    A tombstone key (a bounce tied by Message-ID to a delivery from before the erasure) stands for itself."""
+    if email.startswith(TOMBSTONE):
+        return email
     k = tombstone_key(db, create=False)
     if k is None:
         return None
