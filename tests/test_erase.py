@@ -289,3 +289,26 @@ def test_a_bounce_tied_to_an_erased_readers_old_message_makes_no_reader_of_the_t
     listed = cli(folder, "audience", "list").output
     assert "erased:" not in listed and KEPT[0] in listed, listed
     assert cli(folder, "status", str(folder / "issues" / "clicks.yaml")).output != status_before, r.output
+
+
+def test_erase_while_a_send_holds_its_lock_erases_the_store_and_asks_to_finish_the_ledger_later(story):
+    """A batch in flight records its outcome by address: the ledger's rows are rewritten only while no
+    send runs. With a send live, the store's rows go at once (no later batch mails the reader), the
+    command says which send and exits 1, and the same command afterwards finishes the ledger."""
+    server, folder, url = story
+    send(folder, "clicks")
+    live = State(folder / "state", url).send_lock("next")  # another issue's send, running now
+    try:
+        r = cli(folder, "audience", "erase", ANN, BOB, "--yes", ok=False)
+        assert r.exit_code == 1 and "next is being sent from" in r.output, r.output
+        assert "the audience store's rows are erased, not yet the send ledger's" in r.output
+        assert "Traceback" not in r.output
+        left = holding(tables(folder, url), [ANN, BOB])
+        assert set(left) == {"deliveries"}, left  # only the ledger still names them
+        out, mails = send(folder, "third")  # a send that plans now: the tombstones already hold
+        assert "erased on request: 2" in out and set(mails) == set(KEPT)
+    finally:
+        live.release()
+    again = cli(folder, "audience", "erase", ANN, BOB, "--yes")
+    assert "erased 2 address(es)" in again.output, again.output
+    assert holding(tables(folder, url), [ANN, BOB]) == {}

@@ -136,10 +136,11 @@ def survey(store, ledger, email: str) -> Found:
     return found
 
 
-def erase(store, ledger, email: str) -> Found:
+def erase(store, ledger, email: str, *, ledger_too: bool = True) -> Found:
     """Every row of the address deleted from the store, or (the events per-issue counts are made of)
     kept under the tombstone key with no name or reason; with its tombstone, in one transaction. Then
-    its ledger rows rewritten to the tombstone key (another). Returns what was there."""
+    its ledger rows rewritten to the tombstone key (another; ledger_too=False leaves that to
+    erase_ledger). Returns what was there."""
     email = key(email)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with store.transaction():
@@ -160,9 +161,18 @@ def erase(store, ledger, email: str) -> Found:
                        "WHERE email=?)", (TOMBSTONE + tomb, email))
             db.execute(f"UPDATE {table} SET email=?, reason=NULL WHERE email=?", (TOMBSTONE + tomb, email))
         db.execute("INSERT INTO erased (hash, at) VALUES (?,?) ON CONFLICT (hash) DO NOTHING", (tomb, now))
-    if ledger is not None:
+    if ledger is not None and ledger_too:
         _rewrite(ledger.db, email, TOMBSTONE + tomb)
     return found
+
+
+def erase_ledger(store, ledger, email: str) -> None:
+    """The address's ledger rows under its tombstone key (the store's part done first, by erase). Run
+    while no send holds its lock (`audience erase` takes them all): a batch between its 'sending' and
+    its outcome would otherwise record the outcome under the address again."""
+    k = tombstone_key(store.db, create=False)
+    if ledger is not None and k is not None:
+        _rewrite(ledger.db, key(email), TOMBSTONE + tombstone(k, key(email)))
 
 
 def _rewrite(db, email: str, tomb: str) -> None:

@@ -141,6 +141,7 @@ def erase(
 
     from newsletter_mailer.audience import erasure
     from newsletter_mailer.cli.common import confirm, settings_and_state
+    from newsletter_mailer.state import send_lock
     from newsletter_mailer.errors import NewsletterError, one_line
     from newsletter_mailer.ledger import key
 
@@ -162,13 +163,27 @@ def erase(
                 return
             confirm(f"Erase {len(emails)} address(es) and everything stored about them? This cannot be undone.",
                     yes, "erase", "nothing erased")
-            done = [erasure.erase(store, ledger, e) for e in emails]
+            # The store first: from its commit on, no send plans or batches these readers. Then the
+            # ledger, while no send runs (a batch in flight would record its outcome by address).
+            done = [erasure.erase(store, ledger, e, ledger_too=False) for e in emails]
+            for f in done:
+                typer.echo(one_line(_erase_line(f, "erased")))
+            try:
+                locks = send_lock.hold_all(handle)
+            except send_lock.Busy as exc:
+                raise NewsletterError(f"the audience store's rows are erased, not yet the send ledger's: {exc.message}",
+                                      hint="run the same command again when that send has finished "
+                                           "(the readers get none of its later batches meanwhile)", exit_code=1) from None
+            try:
+                for e in emails:
+                    erasure.erase_ledger(store, ledger, e)
+            finally:
+                for lock in locks:
+                    lock.release()
         finally:
             for db in (store, ledger):
                 if db is not None:
                     db.close()
-    for f in done:
-        typer.echo(one_line(_erase_line(f, "erased")))
     gone = sum(any(f.rows.values()) for f in done)
     typer.echo(f"erased {gone} address(es), {len(done) - gone} not found; a tombstone (a keyed hash, no address) "
                f"keeps all {len(done)} from being mailed from any list until they sign up again")

@@ -124,3 +124,24 @@ def _pg_holder(db: Database, slug: str, key: int) -> tuple[str, str]:
             return f"{row[0]} (pid {row[1]})", row[2]
         time.sleep(0.05)
     return "another machine", "a moment ago"
+
+
+def hold_all(state: State) -> list[SendLock]:
+    """Every issue's send lock this state has known, taken without waiting: while they are held no
+    send runs, so no batch is between its ledger writes (`audience erase` rewrites the ledger then).
+    Busy names the first live send; the locks taken so far are released."""
+    if state.url is not None:
+        with closed_on_error(Database.postgres(state.url), state.url) as db:
+            slugs = [r[0] for r in db.execute("SELECT issue FROM senders ORDER BY issue")]
+        db.close()
+    else:
+        slugs = sorted(p.name[:-len(".lock")] for p in state.folder.glob("*.lock")) if state.folder.is_dir() else []
+    held: list[SendLock] = []
+    try:
+        for slug in slugs:
+            held.append(acquire(slug, state))
+    except BaseException:
+        for lock in held:
+            lock.release()
+        raise
+    return held
