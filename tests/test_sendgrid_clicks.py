@@ -286,3 +286,18 @@ def test_a_subject_test_without_a_source_for_its_metric_is_one_line(tmp_path, mo
     first = r.output.strip().splitlines()[0]
     assert "newsletter.toml" in first and field in first and "ab_winner" in first, r.output
     assert "Traceback" not in r.output and not (folder / "outbox").exists()
+
+
+@pytest.mark.parametrize("clicked, kept", [
+    ("https://example.org/news/page?who=ann%40example.org#top", "https://example.org/news/page"),
+    ("https://ann%40example.org@example.org/page", "https://example.org/page"),
+    ("https://example.org/u/ann@example.org", "https://example.org"),
+    ("https://example.org/u/ann%40example.org", "https://example.org"),
+    ("https://example.org/u/ann%2540example.org", "https://example.org"),  # encoded twice
+    ("https://example.org/u/ann%252540example.org", "https://example.org"),  # three times
+    ("https://example.org/a%20b/c", "https://example.org/a%20b/c"),
+])
+def test_a_clicked_url_is_kept_without_anything_that_names_the_reader(clicked, kept):
+    from newsletter_mailer.web.webhook import _kept
+
+    assert _kept(clicked) == kept

@@ -37,7 +37,7 @@ from collections import Counter
 from dataclasses import dataclass
 from html import unescape
 from typing import Callable, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -242,7 +242,10 @@ def _kept(url: str) -> str | None:
         parts = urlsplit(note(url, 2000) or "")
     except ValueError:  # an unbalanced [ in the host: counted without a URL
         return None
-    path = "" if "@" in parts.path or "%40" in parts.path.lower() else parts.path
+    decoded = parts.path
+    for _ in range(3):  # an address encoded once, twice or three times (%40, %2540, %252540)
+        decoded = unquote(decoded)
+    path = "" if "@" in decoded or "%40" in decoded.lower() else parts.path
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, "", "")) or None
 
 
