@@ -141,7 +141,6 @@ def erase(
 
     from newsletter_mailer.audience import erasure
     from newsletter_mailer.cli.common import confirm, settings_and_state
-    from newsletter_mailer.state import send_lock
     from newsletter_mailer.errors import NewsletterError, one_line
     from newsletter_mailer.ledger import key
 
@@ -168,18 +167,7 @@ def erase(
             done = [erasure.erase(store, ledger, e, ledger_too=False) for e in emails]
             for f in done:
                 typer.echo(one_line(_erase_line(f, "erased")))
-            try:
-                locks = send_lock.hold_all(handle)
-            except send_lock.Busy as exc:
-                raise NewsletterError(f"the audience store's rows are erased, not yet the send ledger's: {exc.message}",
-                                      hint="run the same command again when that send has finished "
-                                           "(the readers get none of its later batches meanwhile)", exit_code=1) from None
-            try:
-                for e in emails:
-                    erasure.erase_ledger(store, ledger, e)
-            finally:
-                for lock in locks:
-                    lock.release()
+            _erase_ledger(handle, store, ledger, emails)
         finally:
             for db in (store, ledger):
                 if db is not None:
@@ -188,6 +176,27 @@ def erase(
     typer.echo(f"erased {gone} address(es), {len(done) - gone} not found; a tombstone (a keyed hash, no address) "
                f"keeps all {len(done)} from being mailed from any list until they sign up again")
     typer.echo("remove them from your own lists and outbox folders too: those are files this command does not touch")
+
+
+def _erase_ledger(handle, store, ledger, emails: list[str]) -> None:
+    """The ledger's part of `erase`, while every send lock is held: a batch in flight records its
+    outcome by address. A live send: one line naming it, exit 1 (the store's part is done)."""
+    from newsletter_mailer.audience import erasure
+    from newsletter_mailer.errors import NewsletterError
+    from newsletter_mailer.state import send_lock
+
+    try:
+        locks = send_lock.hold_all(handle)
+    except send_lock.Busy as exc:
+        raise NewsletterError(f"the audience store's rows are erased, not yet the send ledger's: {exc.message}",
+                              hint="run the same command again when that send has finished "
+                                   "(the readers get none of its later batches meanwhile)", exit_code=1) from None
+    try:
+        for e in emails:
+            erasure.erase_ledger(store, ledger, e)
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def _read_file(path: Optional[Path]) -> list[str]:

@@ -12,10 +12,6 @@ from newsletter_mailer.cli.common import (ConfigOpt, IssueArg, ListOpt, OutboxOp
                                           confirm, listing, reporting, show)
 
 
-def _confirm(question: str, yes: bool) -> None:
-    confirm(question, yes, "send", "nothing sent")
-
-
 @app.command()
 def send(
     issue: IssueArg,
@@ -61,8 +57,8 @@ def send(
             if _stops_before_sending(prepared, plan, issue, dry_run):
                 return
             verb = "Schedule" if prepared.when else "Send"
-            _confirm(f"{verb} {plan.to_send} recipient(s) via {prepared.provider.name}"
-                     + (f" for {prepared.when.describe()}?" if prepared.when else "?"), yes)
+            confirm(f"{verb} {plan.to_send} recipient(s) via {prepared.provider.name}"
+                    + (f" for {prepared.when.describe()}?" if prepared.when else "?"), yes, "send", "nothing sent")
             with progress("sending", plan.to_send, "messages") as advance, StopOnSignals() as stop:
                 summary = sender.run(plan, advance, stop.in_flight)
         except DeliveryStopped as exc:  # stopped part-way: say what went out before it did
